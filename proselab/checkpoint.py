@@ -1,0 +1,166 @@
+"""Run directories: atomic writes, safetensors weights, and loading a run back.
+
+A run directory (see DESIGN.md) holds:
+
+    config.json          the full Config plus the tokenizer kind and format version
+    model.safetensors    the best weights by validation loss (what every command reads)
+    last.safetensors     the latest weights, which trainer_state.pt belongs to
+    tokenizer.json
+    trainer_state.pt     optimizer, step, RNG states: exact resume (loaded weights_only)
+    metrics.jsonl, loss.png
+
+Every file is written to a temporary name in the same directory and renamed into place,
+so a run killed at any moment keeps its last complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+LAST_WEIGHTS_FILE = "last.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+TRAINER_STATE_FILE = "trainer_state.pt"
+METRICS_FILE = "metrics.jsonl"
+
+
+class RunError(ValueError):
+    """A path given as a run directory is not one, or is incomplete."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def _state_dict_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Contiguous CPU tensors, with tied duplicates dropped (safetensors forbids shared storage)."""
+    seen: dict[tuple[int, int], str] = {}
+    out: dict[str, torch.Tensor] = {}
+    for name, t in model.state_dict().items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset())
+        if key in seen:
+            continue  # tied to seen[key]; restored by the model's own tying on load
+        seen[key] = name
+        out[name] = t.detach().to("cpu").contiguous()
+    return out
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """Write a model's weights to ``path`` as safetensors, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(_state_dict_for_saving(model), tmp, metadata={"format": "pt"})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load safetensors weights into ``model``; tied weights may be absent from the file."""
+    state = load_file(str(path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    own = model.state_dict()
+    really_missing = [k for k in missing if not _is_tied_copy(own, k, state)]
+    if really_missing or unexpected:
+        raise RunError(
+            f"{path}: weights do not fit the model "
+            f"(missing: {really_missing[:5]}, unexpected: {unexpected[:5]}); is the config.json from the same run?"
+        )
+
+
+def _is_tied_copy(own: dict[str, torch.Tensor], key: str, saved: dict[str, torch.Tensor]) -> bool:
+    t = own[key]
+    return any(k in saved and own[k].data_ptr() == t.data_ptr() for k in own if k != key)
+
+
+def save_trainer_state(state: dict[str, Any], path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_trainer_state(path: Path) -> dict[str, Any]:
+    # weights_only: loading a run never executes code from the file
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The parsed config.json of a run, or RunError saying why ``run_dir`` is not a run."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise RunError(f"run directory '{run_dir}' does not exist")
+    if not run_dir.is_dir():
+        raise RunError(f"'{run_dir}' is a file, not a run directory")
+    cfg_path = run_dir / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise RunError(f"'{run_dir}' is not a proselab run directory (no {CONFIG_FILE}); train one with `proselab train`")
+    try:
+        data = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{cfg_path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict) or "model" not in data:
+        raise RunError(f"{cfg_path}: not a proselab run config (no 'model' section)")
+    for name in (WEIGHTS_FILE, TOKENIZER_FILE):
+        if not (run_dir / name).is_file():
+            raise RunError(f"'{run_dir}' is incomplete: {name} is missing")
+    return data
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu", weights: str = WEIGHTS_FILE):
+    """Load a run's model (in eval mode), tokenizer and Config.
+
+    Args:
+        run_dir: a run directory written by ``proselab train``.
+        device: where to put the model.
+        weights: ``model.safetensors`` (best) or ``last.safetensors`` (latest).
+
+    Returns:
+        (model, tokenizer, config)
+    """
+    from .config import config_from_dict
+    from .models import build_model
+    from .tokenizers import load_tokenizer
+
+    run_dir = Path(run_dir)
+    data = read_run_config(run_dir)
+    try:
+        cfg = config_from_dict(data)
+    except ValueError as e:
+        raise RunError(f"{run_dir / CONFIG_FILE}: {e}") from None
+    tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
+    model = build_model(cfg.model)
+    load_weights(model, run_dir / weights)
+    return model.to(device).eval(), tokenizer, cfg

@@ -1,0 +1,219 @@
+"""`proselab` / `python -m proselab`: thin subcommands over the Python API.
+
+User mistakes (bad config, missing file, not a run directory, ...) print one line and exit
+with status 2; set PROSELAB_DEBUG=1 to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CLIError(Exception):
+    """A command-line mistake: printed as one line, exit status 2."""
+
+
+def _overrides(extra: list[str]) -> list[str]:
+    """Turn ``--train.lr=3e-4`` / ``--train.lr 3e-4`` leftovers into ``train.lr=3e-4`` items."""
+    out, i = [], 0
+    while i < len(extra):
+        item = extra[i]
+        if not item.startswith("--") or "." not in item.split("=", 1)[0]:
+            raise CLIError(f"unrecognized argument '{item}' (config overrides look like --train.lr=3e-4)")
+        if "=" in item:
+            out.append(item[2:])
+        elif i + 1 < len(extra) and not extra[i + 1].startswith("--"):
+            out.append(f"{item[2:]}={extra[i + 1]}")
+            i += 1
+        else:
+            raise CLIError(f"override '{item}' needs a value, e.g. {item}=VALUE")
+        i += 1
+    return out
+
+
+def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
+    from .training import train
+
+    overrides = _overrides(extra)
+    if args.out:
+        overrides.append(f"train.out_dir={args.out}")
+    if args.data:
+        overrides.append(f"data.dataset={args.data}")
+    if args.resume:
+        overrides += ["train.init_from=resume", f"train.out_dir={args.resume}"]
+    result = train(args.config, overrides)
+    _report_training(result)
+    return EXIT_INTERRUPTED if result.interrupted else 0
+
+
+def _report_training(result) -> None:
+    if result.interrupted:
+        print(f"interrupted at step {result.step}; checkpoint saved. Resume with: "
+              f"proselab train --resume {result.run_dir}", file=sys.stderr)
+        return
+    val = f"val loss {result.val_loss:.4f} (full pass)" if result.val_loss is not None else ""
+    print(f"trained {result.step} steps, {result.tokens_per_sec:,.0f} tokens/s; {val}")
+    print(f"run saved to {result.run_dir}  (loss curves: {result.run_dir / 'loss.png'})")
+
+
+def _gen_overrides(args: argparse.Namespace) -> dict:
+    names = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
+             "seed": args.seed, "num_return_sequences": args.num_samples}
+    out = {k: v for k, v in names.items() if v is not None}
+    if args.greedy:
+        out["do_sample"] = False
+    return out
+
+
+def cmd_generate(args: argparse.Namespace, extra: list[str]) -> int:
+    from .api import load
+
+    if extra:
+        raise CLIError(f"unrecognized arguments: {' '.join(extra)}")
+    gen = load(args.run, device=args.device)
+    texts = gen.generate(args.prompt, **_gen_overrides(args))
+    texts = [texts] if isinstance(texts, str) else texts
+    if args.json:
+        print(json.dumps({"prompt": args.prompt, "completions": texts}, ensure_ascii=False))
+        return 0
+    for i, text in enumerate(texts):
+        if i:
+            print("\n" + "-" * 40)
+        print(args.prompt + text)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
+    from .evaluation import evaluate
+
+    if extra:
+        raise CLIError(f"unrecognized arguments: {' '.join(extra)}")
+    res = evaluate(args.run, args.data, encoding_errors=args.encoding_errors)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    print(f"tokens {res['tokens']:,}  chars {res['chars']:,}")
+    print(f"loss {res['loss']:.4f} nats/token  perplexity {res['perplexity']:.3f}")
+    print(f"bits per token {res['bits_per_token']:.4f}  bits per char {res['bits_per_char']:.4f}")
+    if res["unknown_tokens"]:
+        print(f"note: {res['unknown_tokens']} tokens were unknown to the vocabulary (mapped to <unk>)")
+    return 0
+
+
+DEMO_PROMPTS = ["ROMEO:\n", "To be, or not", "KING HENRY:\n"]
+
+
+def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
+    from .api import load
+    from .training import train
+
+    overrides = _overrides(extra) + [f"train.out_dir={args.out}", "train.overwrite=true"]
+    if args.max_iters:
+        overrides.append(f"train.max_iters={args.max_iters}")
+    print("proselab demo: a character-level GPT on the complete works of Shakespeare", file=sys.stderr)
+    result = train("demo", overrides)
+    _report_training(result)
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    gen = load(result.run_dir)
+    for prompt in DEMO_PROMPTS:
+        print("\n" + "=" * 60)
+        print(prompt + gen.generate(prompt, max_new_tokens=300, seed=0))
+    print("=" * 60)
+    print(f"\nnext: proselab generate {result.run_dir} --prompt 'JULIET:' --num-samples 3")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace, extra: list[str]) -> int:
+    from . import datasets
+
+    if extra:
+        raise CLIError(f"unrecognized arguments: {' '.join(extra)}")
+    if args.data_cmd == "fetch":
+        path = datasets.fetch(args.name, source=args.source)
+        print(f"{args.name}: {path}")
+        return 0
+    rows = datasets.list_datasets()
+    print(f"{'name':<18} {'cached':<8} description")
+    for r in rows:
+        cached = "yes" if r.get("cached") else "no"
+        print(f"{r['name']:<18} {cached:<8} {r.get('description', '')}")
+    print(f"\ncache: {datasets.cache_dir()}  (set PROSELAB_CACHE to move it)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="proselab", description="Text generation from RNNs to GPT.")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a model (YAML config or preset, plus --section.field=value overrides)")
+    t.add_argument("config", nargs="?", help="a YAML file or a preset name (shakespeare-char-gpt, ...)")
+    t.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint")
+    t.add_argument("--out", metavar="RUN", help="run directory to write (= --train.out_dir)")
+    t.add_argument("--data", metavar="PATH", help="text file/dir or built-in dataset (= --data.dataset)")
+    t.set_defaults(func=cmd_train)
+
+    g = sub.add_parser("generate", help="generate text from a run")
+    g.add_argument("run", help="run directory")
+    g.add_argument("--prompt", default="\n", help="text to continue (default: a newline, like nanoGPT)")
+    g.add_argument("--max-new-tokens", type=int)
+    g.add_argument("--temperature", type=float)
+    g.add_argument("--top-k", type=int)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--num-samples", type=int, help="samples to draw (num_return_sequences)")
+    g.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
+    g.add_argument("--device", default="auto")
+    g.add_argument("--json", action="store_true", help="print one JSON object")
+    g.set_defaults(func=cmd_generate)
+
+    e = sub.add_parser("eval", help="loss, perplexity and bits per char/token of a run on a text")
+    e.add_argument("run", help="run directory")
+    e.add_argument("--data", required=True, help="text file(s) / directory / dataset name")
+    e.add_argument("--encoding-errors", default="strict", choices=["strict", "replace"])
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("demo", help="train a small character GPT on Shakespeare and print samples")
+    d.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
+    d.add_argument("--max-iters", type=int, help="optimizer steps (default from the demo preset)")
+    d.set_defaults(func=cmd_demo)
+
+    da = sub.add_parser("data", help="built-in datasets: list, fetch")
+    dsub = da.add_subparsers(dest="data_cmd", required=True, metavar="ACTION")
+    dsub.add_parser("list", help="list built-in datasets and whether they are cached")
+    f = dsub.add_parser("fetch", help="download (or copy in) a built-in dataset")
+    f.add_argument("name")
+    f.add_argument("--from", dest="source", metavar="PATH", help="a local file to use as this dataset")
+    da.set_defaults(func=cmd_data)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    try:
+        return args.func(args, extra)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (CLIError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+        if os.environ.get("PROSELAB_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"proselab: error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

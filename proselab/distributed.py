@@ -1,0 +1,79 @@
+"""Multi-process training under torchrun: process group setup and the few collectives used.
+
+Without torchrun's environment (WORLD_SIZE unset or 1) every method is a cheap no-op, so the
+training loop has one code path. Backend: nccl on CUDA, gloo on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager, nullcontext
+
+import torch
+import torch.distributed as tdist
+
+
+class Dist:
+    def __init__(self, rank: int = 0, world_size: int = 1, local_rank: int = 0, device: torch.device | None = None):
+        self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
+        self.device = device or torch.device("cpu")
+        self.enabled = world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        if not self.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.local_rank] if self.device.type == "cuda" else None
+        return DDP(model, device_ids=ids)
+
+    def maybe_no_sync(self, model: torch.nn.Module, sync: bool):
+        """Skip the gradient all-reduce on all but the last micro-batch of an accumulation."""
+        if self.enabled and not sync:
+            return model.no_sync()
+        return nullcontext()
+
+    def mean(self, t: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return t
+        t = t.detach().clone()
+        tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
+        return t / self.world_size
+
+    def barrier(self) -> None:
+        if self.enabled:
+            tdist.barrier()
+
+    @contextmanager
+    def rank0_first(self):
+        """Let rank 0 run the block first (e.g. to fill a cache), then the others."""
+        if self.enabled and not self.is_main:
+            tdist.barrier()
+        yield
+        if self.enabled and self.is_main:
+            tdist.barrier()
+
+    def close(self) -> None:
+        if self.enabled and tdist.is_initialized():
+            tdist.destroy_process_group()
+
+
+def setup_distributed(device_name: str = "auto") -> Dist:
+    """A Dist for this process: initialises the process group when launched by torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Dist()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device_name != "cpu"
+    if use_cuda:
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if not tdist.is_initialized():
+        tdist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Dist(rank, world_size, local_rank, device)

@@ -1,0 +1,371 @@
+"""The one training loop for every model family: scratch, resume, and (later) init-from.
+
+AdamW (fused where available, decay on matrices only), linear warmup + cosine decay, grad
+clipping and accumulation, bf16 autocast where the hardware has it, optional torch.compile,
+DistributedDataParallel under torchrun, atomic best/last checkpoints and exact resume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt
+from .config import Config, ConfigError, config_from_dict, load_config, parse_overrides, _set
+from .data import TokenData, eval_batches, get_batch, prepare_data, sample_offsets
+from .distributed import Dist, setup_distributed
+from .models import build_model
+from .plots import plot_loss
+from .tokenizers import load_tokenizer
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int  # optimizer steps completed
+    val_loss: float | None  # full pass over the val split at the end (None if skipped/interrupted)
+    best_val_loss: float  # best quick estimate seen
+    tokens_per_sec: float  # training throughput over the whole run (all processes)
+    interrupted: bool = False
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name} but CUDA is not available; use train.device=cpu")
+    return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX), where autocast pays off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32."""
+    if name == "float32":
+        return None
+    if name == "bfloat16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if cpu_has_bf16() else None
+
+
+def lr_at(step: int, cfg) -> float:
+    """Linear warmup then cosine decay to min_lr (nanoGPT's schedule)."""
+    decay_iters = cfg.lr_decay_iters or cfg.max_iters
+    if step < cfg.warmup_iters:
+        return cfg.lr * (step + 1) / (cfg.warmup_iters + 1)
+    if step >= decay_iters:
+        return cfg.min_lr
+    ratio = (step - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
+
+
+def make_optimizer(model: torch.nn.Module, cfg, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (dim >= 2) only: biases and norms are not decayed."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    kwargs: dict[str, Any] = {"lr": cfg.lr, "betas": (cfg.beta1, cfg.beta2)}
+    try:  # fused kernels exist for CPU and CUDA in recent PyTorch; fall back quietly elsewhere
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, **kwargs)
+
+
+def resolve_config(config: Config | str | Path | dict | None, overrides: dict | list | None) -> Config:
+    """The Config to train with; on resume, the run's saved config with ``overrides`` on top."""
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    overrides = dict(overrides or {})
+    if isinstance(config, Config):
+        cfg = config
+        for k, v in overrides.items():
+            _set(cfg, k, v)
+        cfg.validate()
+    elif isinstance(config, dict):
+        cfg = config_from_dict(config)
+        for k, v in overrides.items():
+            _set(cfg, k, v)
+        cfg.validate()
+    else:
+        cfg = load_config(config, overrides)
+    if cfg.train.init_from != "resume":
+        return cfg
+    saved = config_from_dict(ckpt.read_run_config(cfg.train.out_dir))
+    if not (Path(cfg.train.out_dir) / ckpt.TRAINER_STATE_FILE).is_file():
+        raise ckpt.RunError(f"'{cfg.train.out_dir}' has no {ckpt.TRAINER_STATE_FILE} to resume from")
+    # model and data define what the weights are: they always come from the run
+    if isinstance(config, Config):
+        saved.train, saved.generation = cfg.train, cfg.generation
+    else:
+        for k, v in overrides.items():
+            _set(saved, k, v)
+    saved.train.init_from, saved.train.out_dir = "resume", cfg.train.out_dir
+    return saved.validate()
+
+
+class _Trainer:
+    """State of one training run; ``run()`` is the loop."""
+
+    def __init__(self, cfg: Config, dist: Dist):
+        self.cfg, self.dist = cfg, dist
+        t = cfg.train
+        self.run_dir = Path(t.out_dir)
+        self.device = dist.device if dist.enabled else pick_device(t.device)
+        self.dtype = pick_dtype(t.dtype, self.device)
+        resume = t.init_from == "resume"
+        if not resume and (self.run_dir / ckpt.CONFIG_FILE).exists() and not t.overwrite:
+            raise ConfigError(
+                f"'{self.run_dir}' already holds a run; resume it with --resume, choose another "
+                "--train.out_dir, or pass --train.overwrite=true to replace it"
+            )
+        tokenizer = load_tokenizer(self.run_dir / ckpt.TOKENIZER_FILE) if resume else None
+        with dist.rank0_first():  # rank 0 fills the token cache, the others then read it
+            self.data: TokenData = prepare_data(cfg.data, cfg.model.block_size, tokenizer)
+        self.tokenizer = self.data.tokenizer
+        if cfg.model.vocab_size == 0:
+            cfg.model.vocab_size = self.tokenizer.vocab_size
+        elif cfg.model.vocab_size < self.tokenizer.vocab_size:
+            raise ConfigError(
+                f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
+                f"{self.tokenizer.vocab_size}; set it to 0 to take the tokenizer's size"
+            )
+        torch.manual_seed(t.seed)  # identical initial weights on every process
+        self.model = build_model(cfg.model).to(self.device)
+        self.optimizer = make_optimizer(self.model, t, self.device)
+        self.data_gen = torch.Generator().manual_seed(t.seed)  # same global batches on every rank
+        self.step, self.best_val = 0, float("inf")
+        if resume:
+            self._load_resume_state()
+        if not resume:
+            torch.manual_seed(t.seed + 1000 * dist.rank)  # dropout stream per process
+        self.fwd_model = torch.compile(self.model) if t.compile else self.model
+        self.train_model = dist.wrap(self.fwd_model)
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def _load_resume_state(self) -> None:
+        ckpt.load_weights(self.model, self.run_dir / ckpt.LAST_WEIGHTS_FILE)
+        state = ckpt.load_trainer_state(self.run_dir / ckpt.TRAINER_STATE_FILE)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.best_val = int(state["step"]), float(state["best_val_loss"])
+        self.data_gen.set_state(state["data_rng"])
+        if self.dist.is_main:  # rank 0's dropout stream resumes exactly; others reseed
+            torch.set_rng_state(state["torch_rng"])
+        else:
+            torch.manual_seed(self.cfg.train.seed + 1000 * self.dist.rank + self.step)
+        if self.dist.is_main:  # drop metrics logged after the checkpoint we resume from
+            path = self.run_dir / ckpt.METRICS_FILE
+            if path.exists():
+                keep = [ln for ln in path.read_text().splitlines() if _step_of(ln) <= self.step]
+                ckpt.atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+
+    def snapshot(self) -> dict[str, Any]:
+        """RNG states at the start of a step: what a checkpoint taken now must resume from."""
+        return {"data_rng": self.data_gen.get_state(), "torch_rng": torch.get_rng_state()}
+
+    def save(self, snap: dict[str, Any], best: bool) -> None:
+        """Write config, tokenizer, last weights + trainer state, and the best weights if ``best``."""
+        if not self.dist.is_main:
+            return
+        run = self.run_dir
+        run.mkdir(parents=True, exist_ok=True)
+        meta = {"format_version": ckpt.FORMAT_VERSION, "tokenizer": {"kind": self.tokenizer.kind}}
+        ckpt.write_json(run / ckpt.CONFIG_FILE, {**self.cfg.to_dict(), **meta})
+        if not (run / ckpt.TOKENIZER_FILE).exists():
+            self.tokenizer.save(run / ckpt.TOKENIZER_FILE)
+        ckpt.save_weights(self.model, run / ckpt.LAST_WEIGHTS_FILE)
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "best_val_loss": self.best_val,
+            **snap,
+        }
+        ckpt.save_trainer_state(state, run / ckpt.TRAINER_STATE_FILE)
+        if best or not (run / ckpt.WEIGHTS_FILE).exists():
+            ckpt.save_weights(self.model, run / ckpt.WEIGHTS_FILE)
+
+    def log(self, record: dict) -> None:
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.run_dir / ckpt.METRICS_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    # ---- evaluation --------------------------------------------------------------------
+    def _autocast(self):
+        if self.dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    @torch.no_grad()
+    def estimate_val(self) -> float:
+        """Mean loss over ``eval_iters`` random val batches (a fixed stream, so curves are comparable)."""
+        t = self.cfg.train
+        gen = torch.Generator().manual_seed(t.seed + 1)
+        self.model.eval()
+        losses = torch.zeros(t.eval_iters)
+        for i in range(t.eval_iters):
+            offsets = sample_offsets(len(self.data.val), t.batch_size, self.cfg.model.block_size, gen)
+            x, y = (a.to(self.device) for a in get_batch(self.data.val, offsets, self.cfg.model.block_size))
+            with self._autocast():
+                _, loss = self.fwd_model(x, y)
+            losses[i] = loss.float()
+        self.model.train()
+        return losses.mean().item()
+
+    @torch.no_grad()
+    def full_val_loss(self) -> float:
+        """The exact mean per-token loss over the whole val split."""
+        return evaluate_tokens(self.model, self.data.val, self.cfg.model.block_size, self.device, self.dtype)
+
+    # ---- the loop ----------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        t, m, dist = self.cfg.train, self.cfg.model, self.dist
+        global_rows = t.batch_size * dist.world_size
+        tokens_per_step = global_rows * t.grad_accum * m.block_size
+        bar = _progress(t, self.step, enabled=t.progress and dist.is_main)
+        start_time, start_step = time.time(), self.step
+        last_log_time, last_log_step = start_time, self.step
+        loss_acc = torch.zeros((), device=self.device)
+        snap = self.snapshot()
+        interrupted = False
+        self.model.train()
+        try:
+            while self.step < t.max_iters:
+                if self.step % t.eval_interval == 0 and (self.step > start_step or start_step == 0):
+                    self._eval_and_checkpoint(snap)
+                if t.max_time and time.time() - start_time > t.max_time:
+                    break
+                lr = lr_at(self.step, t)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                for micro in range(t.grad_accum):
+                    offsets = sample_offsets(len(self.data.train), global_rows, m.block_size, self.data_gen)
+                    mine = offsets[dist.rank * t.batch_size : (dist.rank + 1) * t.batch_size]
+                    x, y = (a.to(self.device, non_blocking=True) for a in get_batch(self.data.train, mine, m.block_size))
+                    sync = micro == t.grad_accum - 1
+                    with dist.maybe_no_sync(self.train_model, sync), self._autocast():
+                        _, loss = self.train_model(x, y)
+                        loss = loss / t.grad_accum
+                    loss.backward()
+                    loss_acc += loss.detach()
+                if t.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                snap = self.snapshot()
+                if self.step % t.log_interval == 0 or self.step == t.max_iters:
+                    n = self.step - last_log_step
+                    train_loss = dist.mean(loss_acc).item() / n  # the only host sync between evals
+                    now = time.time()
+                    tps = tokens_per_step * n / max(now - last_log_time, 1e-9)
+                    self.log({"step": self.step, "train_loss": train_loss, "lr": lr,
+                              "tokens_per_sec": round(tps, 1), "elapsed": round(now - start_time, 3)})
+                    bar.set_postfix_str(f"loss {train_loss:.4f}  {tps:,.0f} tok/s", refresh=False)
+                    loss_acc.zero_()
+                    last_log_time, last_log_step = now, self.step
+                bar.update(1)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            bar.close()
+        elapsed = time.time() - start_time
+        tps_run = tokens_per_step * (self.step - start_step) / max(elapsed, 1e-9)
+        val = None
+        if not interrupted:
+            est = self.estimate_val() if dist.is_main else float("inf")
+            self.log({"step": self.step, "val_loss": est})
+            best = est < self.best_val
+            self.best_val = min(self.best_val, est)
+            self.save(snap, best=best)
+            if t.final_eval and dist.is_main:
+                val = self.full_val_loss()
+                self.log({"step": self.step, "final_val_loss": val, "val_perplexity": math.exp(min(val, 50))})
+        else:
+            self.save(snap, best=False)
+        if dist.is_main:
+            plot_loss(self.run_dir / ckpt.METRICS_FILE, self.run_dir / "loss.png")
+        dist.barrier()
+        return TrainResult(self.run_dir, self.step, val, self.best_val, tps_run, interrupted)
+
+    def _eval_and_checkpoint(self, snap: dict[str, Any]) -> None:
+        if self.dist.is_main:
+            val = self.estimate_val()
+            self.log({"step": self.step, "val_loss": val})
+            best = val < self.best_val
+            self.best_val = min(self.best_val, val)
+            self.save(snap, best=best)
+            plot_loss(self.run_dir / ckpt.METRICS_FILE, self.run_dir / "loss.png")
+
+
+def _step_of(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
+
+
+def _progress(t, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=t.max_iters, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True,
+                desc="train", smoothing=0.1)
+
+
+@torch.no_grad()
+def evaluate_tokens(model: torch.nn.Module, ids: np.ndarray, block_size: int, device: torch.device,
+                    dtype: torch.dtype | None = None, batch_size: int = 32) -> float:
+    """Exact mean next-token loss (nats) over a whole token array, block by block."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    ctx = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+    for x, y in eval_batches(ids, block_size, batch_size):
+        x, y = x.to(device), y.to(device)
+        with ctx:
+            logits, _ = model(x)
+        nll = torch.nn.functional.cross_entropy(
+            logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-100, reduction="sum"
+        )
+        total += nll.item()
+        count += int((y != -100).sum())
+    model.train(was_training)
+    assert count > 0, "evaluate_tokens needs at least two tokens"
+    return total / count
+
+
+def train(config: Config | str | Path | dict | None = None, overrides: dict | list | None = None) -> TrainResult:
+    """Train a model and write its run directory.
+
+    Args:
+        config: a Config, a YAML path, a preset name (see ``proselab/configs``), a dict
+            with ``model``/``data``/``train``/``generation`` sections, or None for defaults.
+        overrides: dotted overrides, ``{"train.lr": 3e-4}`` or ``["train.lr=3e-4"]``. With
+            ``train.init_from=resume`` the run's saved config is used and these go on top.
+
+    Returns:
+        A TrainResult with the run directory, steps done and losses.
+    """
+    cfg = resolve_config(config, overrides)
+    dist = setup_distributed(cfg.train.device)
+    try:
+        return _Trainer(cfg, dist).run()
+    finally:
+        dist.close()

@@ -1,0 +1,63 @@
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+TINY_SHAKESPEARE = SHARED / "tinyshakespeare" / "input.txt"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own PROSELAB_CACHE so nothing touches ~/.cache or leaks between tests."""
+    monkeypatch.setenv("PROSELAB_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+def shakespeare_text(n_chars: int = 40_000) -> str:
+    """The first ``n_chars`` of tiny-shakespeare, or a deterministic stand-in where it is absent."""
+    if TINY_SHAKESPEARE.is_file():
+        return TINY_SHAKESPEARE.read_text(encoding="utf-8")[:n_chars]
+    import random
+
+    rng = random.Random(0)
+    words = "the king my lord good sir what shall we do now thou art here love night day".split()
+    lines = []
+    while sum(map(len, lines)) < n_chars:
+        lines.append(rng.choice(["KING", "ROMEO", "JULIET"]) + ":\n" + " ".join(rng.choices(words, k=9)) + ".\n")
+    return "\n".join(lines)[:n_chars]
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text(shakespeare_text(), encoding="utf-8")
+    return path
+
+
+def tiny_overrides(corpus: Path, out: Path, family: str = "gpt", **extra) -> dict:
+    """A model and schedule small enough to train in about a second on a CPU."""
+    o = {
+        "data.dataset": str(corpus),
+        "train.out_dir": str(out),
+        "model.family": family,
+        "model.block_size": 32,
+        "model.n_layer": 2,
+        "model.n_head": 2,
+        "model.n_embd": 32,
+        "model.hidden_size": 32,
+        "model.num_layers": 1,
+        "train.batch_size": 4,
+        "train.max_iters": 20,
+        "train.warmup_iters": 2,
+        "train.eval_interval": 10,
+        "train.eval_iters": 2,
+        "train.log_interval": 1,
+        "train.progress": False,
+        "train.dtype": "float32",
+        "train.device": "cpu",
+    }
+    o.update(extra)
+    return o
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

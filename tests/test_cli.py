@@ -1,0 +1,98 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import tiny_overrides
+
+
+def cli(*args, check=True, **kwargs):
+    proc = subprocess.run([sys.executable, "-m", "proselab", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, **kwargs)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _flags(corpus, out, **extra):
+    return [f"--{k}={v}" for k, v in tiny_overrides(corpus, out, **extra).items()]
+
+
+@pytest.fixture
+def run_dir(corpus, tmp_path):
+    out = tmp_path / "run"
+    cli("train", *_flags(corpus, out, **{"train.max_iters": 30, "train.lr": 3e-3}))
+    return out
+
+
+def test_train_generate_eval_end_to_end(run_dir, corpus):
+    p = cli("generate", run_dir, "--prompt", "ROMEO:", "--max-new-tokens", 40, "--seed", 1, "--num-samples", 2,
+            "--json")
+    out = json.loads(p.stdout)
+    assert len(out["completions"]) == 2 and all(len(c) == 40 for c in out["completions"])
+    p2 = cli("generate", run_dir, "--prompt", "ROMEO:", "--max-new-tokens", 40, "--seed", 1, "--num-samples", 2,
+             "--json")
+    assert json.loads(p2.stdout) == out  # seeded: reproducible
+    p = cli("generate", run_dir, "--greedy", "--max-new-tokens", 10, "--json")
+    greedy = json.loads(p.stdout)["completions"][0]
+    assert len(greedy) == 10
+    p = cli("generate", run_dir, "--greedy", "--max-new-tokens", 10, "--top-k", 5, "--temperature", 0.5, "--json")
+    assert json.loads(p.stdout)["completions"][0] == greedy  # sampling knobs do not touch greedy
+    p = cli("generate", run_dir, "--prompt", "ROMEO:", "--max-new-tokens", 10, "--num-samples", 2)
+    assert p.stdout.startswith("ROMEO:") and "-" * 40 in p.stdout
+    p = cli("eval", run_dir, "--data", corpus, "--json")
+    res = json.loads(p.stdout)
+    assert res["perplexity"] == pytest.approx(2.718281828 ** res["loss"], rel=1e-6)
+    assert res["tokens"] == res["chars"]  # char-level
+    assert 0 < res["bits_per_char"] < 8
+    p = cli("eval", run_dir, "--data", corpus)
+    assert "perplexity" in p.stdout and "bits per char" in p.stdout
+
+
+def test_resume_from_the_cli(run_dir):
+    p = cli("train", "--resume", run_dir, "--train.max_iters=35")
+    assert "trained 35 steps" in p.stdout
+
+
+def _one_line_error(proc, *needles):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("proselab: error:"), proc.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_input_is_one_line_and_status_2(corpus, tmp_path):
+    _one_line_error(cli("train", "--train.lrr=1", check=False), "train.lr")
+    _one_line_error(cli("train", "--train.lr=-1", check=False), "train.lr")
+    _one_line_error(cli("train", "--model.n_embd=100", "--model.n_head=3", check=False), "divisible")
+    _one_line_error(cli("train", "--data", tmp_path / "missing.txt", check=False), "missing.txt")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    _one_line_error(cli("train", "--data", empty, "--out", tmp_path / "r", check=False), "empty")
+    short = tmp_path / "short.txt"
+    short.write_text("a tiny corpus")
+    _one_line_error(cli("train", *_flags(short, tmp_path / "r2"), check=False), "block")
+    _one_line_error(cli("generate", tmp_path, check=False), "not a proselab run")
+    _one_line_error(cli("generate", tmp_path / "nope", check=False), "does not exist")
+    _one_line_error(cli("eval", tmp_path, "--data", corpus, check=False), "not a proselab run")
+    _one_line_error(cli("train", "no-such-preset", check=False), "preset")
+    _one_line_error(cli("train", "--resume", tmp_path / "nope", check=False), "does not exist")
+
+
+def test_bad_generation_values(run_dir):
+    _one_line_error(cli("generate", run_dir, "--temperature", -1, check=False), "temperature")
+    _one_line_error(cli("generate", run_dir, "--prompt", "", check=False), "prompt")
+
+
+def test_data_list():
+    p = cli("data", "list")
+    assert "shakespeare" in p.stdout and "tinyshakespeare" in p.stdout
+
+
+def test_help_lists_commands():
+    p = cli("--help")
+    for c in ["train", "generate", "eval", "demo", "data"]:
+        assert c in p.stdout

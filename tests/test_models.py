@@ -1,0 +1,234 @@
+"""Models: shapes, loss at init, the decoding invariants, sliding, tying, HF GPT-2 parity.
+
+Tiny seeded CPU models in float32; "equal logits" means atol 1e-5 unless stated.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from proselab.config import ModelConfig
+from proselab.models import GPT, RNNLM, Decoder, build_model
+
+ATOL = 1e-5
+V = 50
+
+
+def _gpt(**kw) -> GPT:
+    torch.manual_seed(0)
+    cfg = dict(family="gpt", vocab_size=V, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+    return build_model(ModelConfig(**{**cfg, **kw})).eval()
+
+
+def _rnn(cell: str, **kw) -> RNNLM:
+    torch.manual_seed(0)
+    cfg = dict(family="rnn", vocab_size=V, block_size=16, cell=cell, n_embd=24, hidden_size=24, num_layers=2)
+    return build_model(ModelConfig(**{**cfg, **kw})).eval()
+
+
+def _models():
+    return [_gpt()] + [_rnn(c) for c in ("rnn", "lstm", "gru")]
+
+
+def _ids(B: int, T: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+MODELS = pytest.mark.parametrize("model", _models(), ids=["gpt", "rnn", "lstm", "gru"])
+
+
+def test_build_model_dispatch_and_vocab_check():
+    assert isinstance(_gpt(), GPT) and isinstance(_rnn("lstm"), RNNLM)
+    with pytest.raises(AssertionError, match="vocab_size"):
+        build_model(ModelConfig(vocab_size=0))
+    with pytest.raises(ValueError, match="family"):
+        build_model(ModelConfig(family="seq3seq", vocab_size=V))
+
+
+@MODELS
+def test_forward_shapes_and_protocol(model):
+    assert isinstance(model, Decoder)
+    idx = _ids(3, 10)
+    logits, loss = model(idx)
+    assert logits.shape == (3, 10, V) and loss is None
+    logits, loss = model(idx, idx)
+    assert logits.shape == (3, 10, V) and loss.dim() == 0 and loss.dtype == torch.float32
+
+
+@MODELS
+def test_loss_ignores_minus_100(model):
+    idx, targets = _ids(2, 8), _ids(2, 8, seed=2)
+    logits, _ = model(idx)
+    masked = targets.clone()
+    masked[:, :3] = -100
+    _, loss = model(idx, masked)
+    expected = torch.nn.functional.cross_entropy(logits[:, 3:].reshape(-1, V), targets[:, 3:].reshape(-1))
+    torch.testing.assert_close(loss, expected)
+
+
+def test_gpt_loss_at_init_is_ln_vocab():
+    _, loss = _gpt()(_ids(4, 16), _ids(4, 16, seed=2))
+    assert abs(loss.item() - math.log(V)) < 0.05, loss.item()
+
+
+def test_gpt_rejects_sequences_longer_than_block_size():
+    with pytest.raises(AssertionError, match="block_size"):
+        _gpt()(_ids(1, 17))
+
+
+@MODELS
+def test_start_then_step_matches_forward(model):
+    # GPT: a 3-token prompt stepped until the cache holds exactly block_size (16) tokens
+    idx = _ids(2, 16)
+    full, _ = model(idx)
+    logits, state = model.start(idx[:, :3])
+    torch.testing.assert_close(logits, full[:, 2], atol=ATOL, rtol=0)
+    for t in range(3, 16):
+        logits, state = model.step(idx[:, t], state)
+        torch.testing.assert_close(logits, full[:, t], atol=ATOL, rtol=0)
+    if isinstance(model, GPT):
+        assert state.length == 16 and torch.equal(state.idx, idx)
+
+
+@MODELS
+def test_reorder_matches_running_the_reordered_batch(model):
+    idx, nxt = _ids(3, 5), _ids(3, 1, seed=2)[:, 0]
+    index = torch.tensor([2, 0, 0, 1, 2])  # a permutation with repeats, as beams and n > 1 samples need
+    _, state = model.start(idx)
+    logits, _ = model.step(nxt[index], model.reorder(state, index))
+    _, ref_state = model.start(idx[index])
+    ref, _ = model.step(nxt[index], ref_state)
+    torch.testing.assert_close(logits, ref, atol=ATOL, rtol=0)
+
+
+def test_reorder_leaves_the_original_state_usable():
+    model, idx = _gpt(), _ids(2, 4)
+    _, state = model.start(idx)
+    forked = model.reorder(state, torch.tensor([1, 0]))
+    model.step(torch.tensor([7, 7]), forked)
+    logits, _ = model.step(torch.tensor([3, 4]), state)
+    ref, _ = model(torch.cat([idx, torch.tensor([[3], [4]])], dim=1))
+    torch.testing.assert_close(logits, ref[:, -1], atol=ATOL, rtol=0)
+
+
+def test_gpt_generation_slides_past_block_size():
+    model, bs = _gpt(block_size=8), 8
+    keep = bs // 2
+    tokens = _ids(2, 40)
+    logits, state = model.start(tokens[:, :3])
+    slides = 0
+    for t in range(3, 40):  # 37 steps: the window slides several times
+        logits, state = model.step(tokens[:, t], state)
+        window = state.idx[:, : state.length]
+        assert torch.equal(window, tokens[:, t + 1 - state.length : t + 1]), "window must hold the latest tokens"
+        ref, _ = model(window)
+        torch.testing.assert_close(logits, ref[:, -1], atol=ATOL, rtol=0)
+        if state.length == keep and t >= bs:  # just slid: the same as a fresh start on the last keep tokens
+            slides += 1
+            fresh_logits, fresh = model.start(tokens[:, t + 1 - keep : t + 1])
+            torch.testing.assert_close(logits, fresh_logits, atol=0, rtol=0)
+            for a, b in ((state.k, fresh.k), (state.v, fresh.v)):
+                torch.testing.assert_close(a[:, :, :, :keep], b[:, :, :, :keep], atol=0, rtol=0)
+    assert slides == 7  # full at t=7; slides at t = 8, 13, ..., 38 (keep 4, then 4 steps refill it)
+
+
+def test_gpt_long_prompt_is_cropped_from_the_left():
+    model, idx = _gpt(), _ids(2, 30)
+    logits, state = model.start(idx)
+    ref, _ = model(idx[:, -16:])
+    torch.testing.assert_close(logits, ref[:, -1], atol=ATOL, rtol=0)
+    assert state.length == 16
+    model.step(idx[:, 0], state)  # a full cache slides rather than overflowing
+
+
+def test_rnn_generates_past_block_size():
+    model, idx = _rnn("gru", block_size=4), _ids(2, 12)
+    full, _ = model(idx)
+    _, state = model.start(idx[:, :2])
+    for t in range(2, 12):
+        logits, state = model.step(idx[:, t], state)
+    torch.testing.assert_close(logits, full[:, -1], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("model", [_gpt(), _rnn("lstm")], ids=["gpt", "rnn"])
+def test_tying_shares_storage(model):
+    assert model.lm_head.weight.data_ptr() == _embedding(model).weight.data_ptr()
+    assert model.num_params() == sum(p.numel() for n, p in model.state_dict().items() if n != "lm_head.weight")
+
+
+def _embedding(model):
+    return model.transformer.wte if isinstance(model, GPT) else model.wte
+
+
+def test_untied_models_have_separate_heads():
+    for model in (_gpt(tie_weights=False), _rnn("gru", tie_weights=False, hidden_size=40)):
+        assert model.lm_head.weight.data_ptr() != _embedding(model).weight.data_ptr()
+
+
+@pytest.mark.parametrize("model", [_gpt(bias=False)] + [_rnn(c, bias=False) for c in ("rnn", "lstm", "gru")])
+def test_bias_false_has_no_biases(model):
+    names = [n for n, _ in model.named_parameters()]
+    assert names and not [n for n in names if "bias" in n]
+
+
+@pytest.mark.parametrize("make", [lambda: _gpt(dropout=0.5), lambda: _rnn("lstm", dropout=0.5)], ids=["gpt", "rnn"])
+def test_dropout_only_in_training(make):
+    model, idx = make(), _ids(2, 8)
+    torch.testing.assert_close(model(idx)[0], model(idx)[0], atol=0, rtol=0)
+    model.train()
+    assert not torch.equal(model(idx)[0], model(idx)[0])
+
+
+def test_gpt_bf16_autocast_keeps_float32_loss_and_bf16_cache():
+    model, idx = _gpt(), _ids(2, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, loss = model(idx, idx)
+        _, state = model.start(idx)
+        step_logits, state = model.step(idx[:, 0], state)
+    assert loss.dtype == torch.float32 and state.k.dtype == torch.bfloat16
+    assert step_logits.shape == (2, V)
+    _, state = model.start(idx)
+    assert state.k.dtype == torch.float32
+
+
+def _hf_gpt2_and_ours():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    hf_cfg = transformers.GPT2Config(
+        vocab_size=V, n_positions=16, n_embd=32, n_layer=2, n_head=2, activation_function="gelu_new",
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+    )
+    hf = transformers.GPT2LMHeadModel(hf_cfg).eval()
+    ours = _gpt()
+    hf_sd, our_sd = hf.state_dict(), ours.state_dict()
+    assert set(hf_sd) == set(our_sd), set(hf_sd) ^ set(our_sd)  # the names map one-to-one
+    conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+    with torch.no_grad():
+        for name, tensor in hf_sd.items():
+            our_sd[name].copy_(tensor.t() if name.endswith(conv1d) else tensor)  # Conv1D is (in, out)
+    return hf, ours
+
+
+def test_parity_with_transformers_gpt2():
+    hf, ours = _hf_gpt2_and_ours()
+    idx = _ids(3, 16)
+    with torch.no_grad():
+        ref = hf(idx).logits
+    logits, _ = ours(idx)
+    torch.testing.assert_close(logits, ref, atol=1e-4, rtol=0)
+
+
+def test_cached_greedy_matches_transformers_generate():
+    hf, ours = _hf_gpt2_and_ours()
+    idx = _ids(2, 4)
+    with torch.no_grad():
+        ref = hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=12, do_sample=False)[:, 4:]
+    logits, state = ours.start(idx)
+    out = []
+    for _ in range(12):
+        out.append(logits.argmax(-1))
+        logits, state = ours.step(out[-1], state)
+    assert torch.equal(torch.stack(out, dim=1), ref)

@@ -1,0 +1,146 @@
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import proselab
+from proselab import checkpoint as ckpt
+from proselab.config import ConfigError
+from proselab.data import DataError
+from proselab.training import lr_at, train
+
+from conftest import tiny_overrides
+
+
+def _losses(run: Path, key: str = "train_loss") -> dict[int, float]:
+    out = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        if key in r:
+            out[r["step"]] = r[key]
+    return out
+
+
+@pytest.mark.parametrize("family", ["gpt", "rnn"])
+def test_train_writes_a_complete_run(corpus, tmp_path, family):
+    out = tmp_path / "run"
+    res = train(None, tiny_overrides(corpus, out, family, **{"train.max_iters": 30, "train.lr": 3e-3}))
+    assert res.step == 30 and not res.interrupted
+    for name in ["config.json", "model.safetensors", "last.safetensors", "tokenizer.json",
+                 "trainer_state.pt", "metrics.jsonl", "loss.png"]:
+        assert (out / name).is_file(), name
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["family"] == family and cfg["tokenizer"]["kind"] == "char"
+    assert cfg["model"]["vocab_size"] > 30
+    losses = _losses(out)
+    assert losses[30] < losses[1] - 0.3, losses  # it learns
+    assert res.val_loss is not None and math.isfinite(res.val_loss)
+    state = torch.load(out / "trainer_state.pt", weights_only=True)  # nothing but tensors and primitives
+    assert state["step"] == 30
+    gen = proselab.load(out)
+    text = gen.generate("ROMEO:", max_new_tokens=20, seed=0)
+    assert isinstance(text, str) and len(text) == 20
+    assert gen.generate("ROMEO:", max_new_tokens=20, seed=0) == text
+
+
+@pytest.mark.parametrize("family, dropout", [("gpt", 0.1), ("rnn", 0.0)])
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(corpus, tmp_path, family, dropout):
+    # the same schedule in both (it decays over lr_decay_iters), as for a run stopped at step 10 and resumed
+    extra = {"model.dropout": dropout, "train.grad_accum": 2, "train.lr_decay_iters": 20}
+    full = tmp_path / "full"
+    train(None, tiny_overrides(corpus, full, family, **extra))
+    part = tmp_path / "part"
+    train(None, tiny_overrides(corpus, part, family, **{**extra, "train.max_iters": 10}))
+    res = train(None, {"train.init_from": "resume", "train.out_dir": str(part), "train.max_iters": 20})
+    assert res.step == 20
+    a, b = _losses(full), _losses(part)
+    assert sorted(a) == sorted(b) == list(range(1, 21))
+    for step in range(1, 21):
+        assert a[step] == b[step], (step, a[step], b[step])
+
+
+def test_gradient_accumulation_matches_a_bigger_batch(corpus, tmp_path):
+    big = tmp_path / "big"
+    train(None, tiny_overrides(corpus, big, **{"train.batch_size": 8, "train.max_iters": 5}))
+    acc = tmp_path / "acc"
+    train(None, tiny_overrides(corpus, acc, **{"train.batch_size": 4, "train.grad_accum": 2, "train.max_iters": 5}))
+    a, b = _losses(big), _losses(acc)
+    for step in a:
+        assert a[step] == pytest.approx(b[step], abs=1e-5)
+
+
+def test_interrupt_saves_and_resumes(corpus, tmp_path, monkeypatch):
+    import proselab.training as tr
+
+    calls = {"n": 0}
+    real = tr.get_batch
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(tr, "get_batch", flaky)
+    res = train(None, tiny_overrides(corpus, out, **{"train.eval_iters": 1}))
+    assert res.interrupted
+    assert torch.load(out / "trainer_state.pt", weights_only=True)["step"] == res.step > 0
+    monkeypatch.setattr(tr, "get_batch", real)
+    res2 = train(None, {"train.init_from": "resume", "train.out_dir": str(out)})
+    assert res2.step == 20 and not res2.interrupted
+
+
+def test_refuses_to_overwrite_a_run(corpus, tmp_path):
+    out = tmp_path / "run"
+    train(None, tiny_overrides(corpus, out, **{"train.max_iters": 2}))
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(None, tiny_overrides(corpus, out, **{"train.max_iters": 2}))
+    train(None, tiny_overrides(corpus, out, **{"train.max_iters": 2, "train.overwrite": True}))
+
+
+def test_resume_needs_a_run(tmp_path):
+    with pytest.raises(ckpt.RunError, match="does not exist"):
+        train(None, {"train.init_from": "resume", "train.out_dir": str(tmp_path / "nope")})
+
+
+def test_corpus_shorter_than_a_block(tmp_path):
+    f = tmp_path / "short.txt"
+    f.write_text("To be, or not to be, that is the question.")
+    with pytest.raises(DataError, match="block"):
+        train(None, tiny_overrides(f, tmp_path / "run"))
+
+
+def test_lr_schedule_warmup_then_cosine():
+    from proselab.config import TrainConfig
+
+    t = TrainConfig(lr=1.0, min_lr=0.1, warmup_iters=10, max_iters=110)
+    assert lr_at(0, t) == pytest.approx(1 / 11)
+    assert lr_at(10, t) == pytest.approx(1.0)
+    assert lr_at(60, t) == pytest.approx(0.55)
+    assert lr_at(110, t) == pytest.approx(0.1) and lr_at(500, t) == pytest.approx(0.1)
+
+
+def test_torchrun_two_processes_match_one_process(corpus, tmp_path):
+    """Two CPU processes with batch B each see the same global batch as one process with 2B."""
+    single = tmp_path / "single"
+    train(None, tiny_overrides(corpus, single, **{"train.batch_size": 8, "train.max_iters": 6}))
+    ddp = tmp_path / "ddp"
+    args = [f"--{k}={v}" for k, v in tiny_overrides(corpus, ddp, **{"train.batch_size": 4, "train.max_iters": 6}).items()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "proselab", "train", *args],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = _losses(single), _losses(ddp)
+    assert sorted(a) == sorted(b) == list(range(1, 7))
+    for step in a:
+        assert a[step] == pytest.approx(b[step], abs=2e-5), step
