@@ -152,6 +152,8 @@ def _coerce(key: str, value: Any, default: Any, annotation: str) -> Any:
                 raise TypeError
             return float(value)
         if "list" in annotation:  # str | list[str]
+            if isinstance(value, str) and value.strip().startswith("["):
+                value = yaml.safe_load(value)  # --data.dataset='[a.txt, b.txt]'
             if isinstance(value, (list, tuple)):
                 return [str(v) for v in value]
             return str(value)

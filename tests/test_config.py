@@ -15,6 +15,11 @@ def test_dotted_overrides_are_typed():
     assert cfg.data.dataset == "a.txt"
 
 
+def test_list_values_from_the_command_line():
+    cfg = load_config(overrides=["data.dataset=[a.txt, b dir/c.txt]"])
+    assert cfg.data.dataset == ["a.txt", "b dir/c.txt"]
+
+
 def test_every_preset_loads():
     assert {"demo", "shakespeare-char-gpt", "shakespeare-char-lstm", "nanogpt-cpu"} <= set(list_presets())
     for name in list_presets():
