@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import warnings
 from pathlib import Path
 
 import torch
@@ -43,7 +44,12 @@ class Generator:
 
     def encode_prompt(self, prompt: str) -> list[int]:
         if prompt:
-            return self.tokenizer.encode(prompt)
+            ids = self.tokenizer.encode(prompt)
+            if self.tokenizer.count_unknown(ids):
+                missing = ", ".join(repr(t) for t in self.tokenizer.unknown_tokens(prompt))
+                warnings.warn(f"the prompt has text this model's vocabulary lacks, read as <unk>: {missing}",
+                              stacklevel=3)
+            return ids
         if self.tokenizer.bos_id is not None:
             return [self.tokenizer.bos_id]
         raise ValueError(

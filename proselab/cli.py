@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
+import warnings
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -195,7 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"proselab: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.showwarning = _show_warning  # one readable line, not a source location
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     try:

@@ -50,6 +50,12 @@ def test_train_generate_eval_end_to_end(run_dir, corpus):
     assert "perplexity" in p.stdout and "bits per char" in p.stdout
 
 
+def test_unknown_prompt_characters_are_reported(run_dir):
+    p = cli("generate", run_dir, "--prompt", "ROMEO§☺:", "--max-new-tokens", 5)
+    assert "warning" in p.stderr and "☺" in p.stderr and "§" in p.stderr
+    assert p.stdout.startswith("ROMEO")
+
+
 def test_resume_from_the_cli(run_dir):
     p = cli("train", "--resume", run_dir, "--train.max_iters=35")
     assert "trained 35 steps" in p.stdout
