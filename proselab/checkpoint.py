@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from .atomic import atomic_path, atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -36,25 +36,6 @@ METRICS_FILE = "metrics.jsonl"
 
 class RunError(ValueError):
     """A path given as a run directory is not one, or is incomplete."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -76,16 +57,8 @@ def _state_dict_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:
     """Write a model's weights to ``path`` as safetensors, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(_state_dict_for_saving(model), tmp, metadata={"format": "pt"})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(_state_dict_for_saving(model), str(tmp), metadata={"format": "pt"})
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:

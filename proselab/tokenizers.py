@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import string
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -26,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
+
+from .atomic import atomic_write_text
 
 KINDS = ("char", "word", "bpe", "gpt2")
 TRAINABLE = ("char", "word", "bpe")
@@ -146,16 +147,7 @@ class Tokenizer:
         """Write ``tokenizer.json`` atomically; ``path`` is a directory or a ``.json`` file. Returns the file."""
         path = Path(path).expanduser()
         target = path if path.suffix == ".json" else path / "tokenizer.json"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.hf.to_str(pretty=True))
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; these are shared artifacts
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(target, self.hf.to_str(pretty=True))
         return target
 
     def fingerprint(self) -> str:
