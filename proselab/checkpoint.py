@@ -32,6 +32,8 @@ LAST_WEIGHTS_FILE = "last.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 TRAINER_STATE_FILE = "trainer_state.pt"
 METRICS_FILE = "metrics.jsonl"
+PLOT_FILE = "loss.png"
+RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, LAST_WEIGHTS_FILE, TOKENIZER_FILE, TRAINER_STATE_FILE, METRICS_FILE, PLOT_FILE)
 
 
 class RunError(ValueError):

@@ -11,6 +11,7 @@ import ctypes
 import json
 import math
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +164,12 @@ class _Trainer:
         tokenizer = load_tokenizer(self.run_dir / ckpt.TOKENIZER_FILE) if resume else None
         with dist.rank0_first():  # rank 0 fills the token cache, the others then read it
             self.data: TokenData = prepare_data(cfg.data, cfg.model.block_size, tokenizer)
+        if self.data.unknown and dist.is_main:
+            warnings.warn(f"{self.data.unknown} tokens of the corpus are not in the tokenizer's vocabulary "
+                          "and were read as <unk>", stacklevel=2)
+        if not resume and dist.is_main:  # an overwritten run keeps nothing of the old one
+            for name in ckpt.RUN_FILES:
+                (self.run_dir / name).unlink(missing_ok=True)
         self.tokenizer = self.data.tokenizer
         if cfg.model.vocab_size == 0:
             cfg.model.vocab_size = self.tokenizer.vocab_size

@@ -102,7 +102,13 @@ def test_refuses_to_overwrite_a_run(corpus, tmp_path):
     train(None, tiny_overrides(corpus, out, **{"train.max_iters": 2}))
     with pytest.raises(ConfigError, match="already holds a run"):
         train(None, tiny_overrides(corpus, out, **{"train.max_iters": 2}))
-    train(None, tiny_overrides(corpus, out, **{"train.max_iters": 2, "train.overwrite": True}))
+    words = tmp_path / "words.txt"
+    words.write_text(corpus.read_text())
+    train(None, tiny_overrides(words, out, **{"train.max_iters": 2, "train.overwrite": True, "data.tokenizer": "word",
+                                              "data.vocab_size": 300}))
+    assert json.loads((out / "config.json").read_text())["tokenizer"]["kind"] == "word"
+    assert proselab.load(out).tokenizer.kind == "word"  # the old run's tokenizer.json is gone
+    assert max(_losses(out, "val_loss")) <= 2  # and so are its metrics
 
 
 def test_resume_needs_a_run(tmp_path):
