@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from .api import Generator, load
-from .data import tokenize_to_cache
+from .data import eval_batches, tokenize_to_cache
 from .datasets import load_texts
-from .training import evaluate_tokens
 
 
 def evaluate(run: str | Path | Generator, data: str | list[str], encoding_errors: str = "strict") -> dict:
@@ -42,3 +45,25 @@ def evaluate(run: str | Path | Generator, data: str | list[str], encoding_errors
         "chars": chars,
         "unknown_tokens": int(unknown),
     }
+
+
+@torch.no_grad()
+def evaluate_tokens(model: torch.nn.Module, ids: np.ndarray, block_size: int, device: torch.device,
+                    dtype: torch.dtype | None = None, batch_size: int = 32) -> float:
+    """Exact mean next-token loss (nats) over a whole token array, block by block."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    ctx = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+    for x, y in eval_batches(ids, block_size, batch_size):
+        x, y = x.to(device), y.to(device)
+        with ctx:
+            logits, _ = model(x)
+        nll = torch.nn.functional.cross_entropy(
+            logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-100, reduction="sum"
+        )
+        total += nll.item()
+        count += int((y != -100).sum())
+    model.train(was_training)
+    assert count > 0, "evaluate_tokens needs at least two tokens"
+    return total / count

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from . import checkpoint as ckpt
 from .config import Config, ConfigError, config_from_dict, load_config, parse_overrides, _set
-from .data import TokenData, eval_batches, get_batch, prepare_data, sample_offsets
+from .data import TokenData, get_batch, prepare_data, sample_offsets
 from .distributed import Dist, setup_distributed
+from .evaluation import evaluate_tokens
 from .models import build_model
 from .plots import plot_loss
 from .tokenizers import load_tokenizer
@@ -368,28 +368,6 @@ def _progress(t, initial: int, enabled: bool):
 
     return tqdm(total=t.max_iters, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True,
                 desc="train", smoothing=0.1)
-
-
-@torch.no_grad()
-def evaluate_tokens(model: torch.nn.Module, ids: np.ndarray, block_size: int, device: torch.device,
-                    dtype: torch.dtype | None = None, batch_size: int = 32) -> float:
-    """Exact mean next-token loss (nats) over a whole token array, block by block."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    ctx = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-    for x, y in eval_batches(ids, block_size, batch_size):
-        x, y = x.to(device), y.to(device)
-        with ctx:
-            logits, _ = model(x)
-        nll = torch.nn.functional.cross_entropy(
-            logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-100, reduction="sum"
-        )
-        total += nll.item()
-        count += int((y != -100).sum())
-    model.train(was_training)
-    assert count > 0, "evaluate_tokens needs at least two tokens"
-    return total / count
 
 
 def train(config: Config | str | Path | dict | None = None, overrides: dict | list | None = None) -> TrainResult:
