@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write_text
+from .atomic import atomic_path, atomic_write_text
 from .config import DataConfig
 from .datasets import cache_dir, load_texts
 from .tokenizers import Tokenizer, get_tokenizer, load_tokenizer
@@ -78,20 +75,14 @@ def tokenize_to_cache(docs: list[tuple[str, str]], tokenizer: Tokenizer, content
         return np.memmap(path, dtype=dtype, mode="r", shape=(meta["n_tokens"],)), meta["unknown"]
     path.parent.mkdir(parents=True, exist_ok=True)
     n_tokens = unknown = 0
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for _, text in docs:
-                ids = tokenizer.encode(text)
-                if tokenizer.eos_id is not None:
-                    ids.append(tokenizer.eos_id)
-                unknown += tokenizer.count_unknown(ids)
-                f.write(np.asarray(ids, dtype=dtype).tobytes())
-                n_tokens += len(ids)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        for _, text in docs:
+            ids = tokenizer.encode(text)
+            if tokenizer.eos_id is not None:
+                ids.append(tokenizer.eos_id)
+            unknown += tokenizer.count_unknown(ids)
+            f.write(np.asarray(ids, dtype=dtype).tobytes())
+            n_tokens += len(ids)
     atomic_write_text(meta_path, json.dumps({"n_tokens": n_tokens, "unknown": unknown, "dtype": dtype.name}))
     if n_tokens == 0:
         return np.zeros(0, dtype=dtype), 0
