@@ -118,8 +118,10 @@ def main(argv: list[str] | None = None) -> None:
                      steady_step_time(lstm.run_dir, lstm, ltok)))
 
     print()
-    print(f"| {'model':<34} | steps | wall s | train s | steady ms/step | tokens/s | val loss (full split) | val est (20 batches) |")
-    print(f"|{'-' * 36}|------:|-------:|--------:|---------------:|---------:|----------------------:|---------------------:|")
+    print(f"| {'model':<34} | steps | wall s | train s | steady ms/step | tokens/s "
+          "| val loss (full split) | val est (20 batches) |")
+    print(f"|{'-' * 36}|------:|-------:|--------:|---------------:|---------:"
+          "|----------------------:|---------------------:|")
     for name, r, wall, est, steady in rows:
         print(f"| {name:<34} | {r.step:>5} | {wall:>6.1f} | {r.train_time:>7.1f} | {steady * 1e3:>14.1f} | "
               f"{r.tokens_per_sec:>8,.0f} | {r.val_loss:>21.4f} | {est:>20.4f} |")

@@ -232,3 +232,20 @@ def test_cached_greedy_matches_transformers_generate():
         out.append(logits.argmax(-1))
         logits, state = ours.step(out[-1], state)
     assert torch.equal(torch.stack(out, dim=1), ref)
+
+
+def test_explicit_training_attention_matches_sdpa():
+    """The written-out attention used for CPU training equals SDPA in values and gradients."""
+    import torch.nn.functional as F
+
+    from proselab.models.layers import _explicit_attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 9, 8, requires_grad=True) for _ in range(3))
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    out = _explicit_attention(q, k, v, 0.0, True)
+    assert torch.allclose(out, ref, atol=1e-5)
+    g_ref = torch.autograd.grad(ref.sum(), (q, k, v))
+    g_out = torch.autograd.grad(out.sum(), (q, k, v))
+    for a, b in zip(g_out, g_ref):
+        assert torch.allclose(a, b, atol=1e-5)
