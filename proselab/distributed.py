@@ -44,6 +44,14 @@ class Dist:
         tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
         return t / self.world_size
 
+    def any(self, flag: bool) -> bool:
+        """True on every process if ``flag`` is true on any (so all ranks leave a loop together)."""
+        if not self.enabled:
+            return flag
+        t = torch.tensor([1 if flag else 0], device=self.device)
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+        return bool(t.item())
+
     def barrier(self) -> None:
         if self.enabled:
             tdist.barrier()

@@ -12,6 +12,7 @@ import torch
 from .api import Generator, load
 from .data import eval_batches, tokenize_to_cache
 from .datasets import load_texts
+from .models.layers import IGNORE_INDEX
 
 
 def evaluate(run: str | Path | Generator, data: str | list[str], encoding_errors: str = "strict") -> dict:
@@ -60,10 +61,10 @@ def evaluate_tokens(model: torch.nn.Module, ids: np.ndarray, block_size: int, de
         with ctx:
             logits, _ = model(x)
         nll = torch.nn.functional.cross_entropy(
-            logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-100, reduction="sum"
+            logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=IGNORE_INDEX, reduction="sum"
         )
         total += nll.item()
-        count += int((y != -100).sum())
+        count += int((y != IGNORE_INDEX).sum())
     model.train(was_training)
     assert count > 0, "evaluate_tokens needs at least two tokens"
     return total / count

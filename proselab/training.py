@@ -167,9 +167,6 @@ class _Trainer:
         if self.data.unknown and dist.is_main:
             warnings.warn(f"{self.data.unknown} tokens of the corpus are not in the tokenizer's vocabulary "
                           "and were read as <unk>", stacklevel=2)
-        if not resume and dist.is_main:  # an overwritten run keeps nothing of the old one
-            for name in ckpt.RUN_FILES:
-                (self.run_dir / name).unlink(missing_ok=True)
         self.tokenizer = self.data.tokenizer
         if cfg.model.vocab_size == 0:
             cfg.model.vocab_size = self.tokenizer.vocab_size
@@ -183,8 +180,12 @@ class _Trainer:
         self.optimizer = make_optimizer(self.model, t, self.device)
         self.data_gen = torch.Generator().manual_seed(t.seed)  # same global batches on every rank
         self.step, self.best_val = 0, float("inf")
+        self.last_eval_step = -1
         if resume:
             self._load_resume_state()
+        elif dist.is_main:  # an overwritten run keeps nothing of the old one (deleted only once all is built)
+            for name in ckpt.RUN_FILES:
+                (self.run_dir / name).unlink(missing_ok=True)
         if not resume:
             torch.manual_seed(t.seed + 1000 * dist.rank)  # dropout stream per process
         self.fwd_model = torch.compile(self.model) if t.compile else self.model
@@ -287,7 +288,8 @@ class _Trainer:
             while self.step < t.max_iters:
                 if self.step % t.eval_interval == 0 and (self.step > start_step or start_step == 0):
                     self._eval_and_checkpoint(snap)
-                if t.max_time and self.train_time() > t.max_time:
+                # rank 0's clock decides, so every process stops at the same step
+                if t.max_time and dist.any(dist.is_main and self.train_time() > t.max_time):
                     break
                 lr = lr_at(self.step, t)
                 for group in self.optimizer.param_groups:
@@ -327,11 +329,12 @@ class _Trainer:
         tps_run = tokens_per_step * (self.step - start_step) / max(seconds, 1e-9)
         val = None
         if not interrupted:
-            est = self.estimate_val() if dist.is_main else float("inf")
-            self.log({"step": self.step, "val_loss": est})
-            best = est < self.best_val
-            self.best_val = min(self.best_val, est)
-            self.save(snap, best=best)
+            if self.last_eval_step != self.step:  # max_time can stop the loop right after an eval
+                est = self.estimate_val() if dist.is_main else float("inf")
+                self.log({"step": self.step, "val_loss": est})
+                best = est < self.best_val
+                self.best_val = min(self.best_val, est)
+                self.save(snap, best=best)
             if t.final_eval and dist.is_main:
                 val = self.full_val_loss()
                 self.log({"step": self.step, "final_val_loss": val, "val_perplexity": math.exp(min(val, 50))})
@@ -344,6 +347,7 @@ class _Trainer:
 
     def _eval_and_checkpoint(self, snap: dict[str, Any]) -> None:
         start = time.perf_counter()
+        self.last_eval_step = self.step
         if self.dist.is_main:
             val = self.estimate_val()
             self.log({"step": self.step, "val_loss": val})

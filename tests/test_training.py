@@ -150,3 +150,47 @@ def test_torchrun_two_processes_match_one_process(corpus, tmp_path):
     assert sorted(a) == sorted(b) == list(range(1, 7))
     for step in a:
         assert a[step] == pytest.approx(b[step], abs=2e-5), step
+
+
+def test_max_time_stops_training_once(corpus, tmp_path):
+    out = tmp_path / "run"
+    res = train(None, tiny_overrides(corpus, out, **{"train.max_iters": 100_000, "train.max_time": 0.5,
+                                                    "train.eval_interval": 1}))
+    assert 0 < res.step < 100_000 and not res.interrupted and res.val_loss is not None
+    steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()
+             if "val_loss" in json.loads(ln)]
+    assert len(steps) == len(set(steps)) and steps[-1] == res.step  # no second estimate of the last step
+
+
+def _any_worker(rank: int, port: int, results) -> None:
+    import torch.distributed as tdist
+
+    from proselab.distributed import Dist
+
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    d = Dist(rank, 2)
+    results[rank] = (d.any(rank == 0), d.any(False))
+    tdist.destroy_process_group()
+
+
+def test_dist_any_agrees_across_processes():
+    """The max_time stop flag: rank 0's decision reaches every rank, so none waits in a collective."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(_any_worker, args=(port, results), nprocs=2)
+    assert dict(results) == {0: (True, False), 1: (True, False)}
+
+
+def test_a_failed_overwrite_leaves_the_old_run(corpus, tmp_path):
+    out = tmp_path / "run"
+    train(None, tiny_overrides(corpus, out, **{"train.max_iters": 2}))
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(ConfigError, match="vocab_size"):
+        train(None, tiny_overrides(corpus, out, **{"train.max_iters": 2, "train.overwrite": True, "model.vocab_size": 3}))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before

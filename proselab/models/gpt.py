@@ -12,11 +12,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import ModelConfig
-from .layers import MLP, SelfAttention
+from .layers import MLP, SelfAttention, lm_loss
 
 
 @dataclass
@@ -107,13 +106,7 @@ class GPT(nn.Module):
         T = idx.size(1)
         assert T <= self.config.block_size, f"sequence of {T} tokens exceeds block_size {self.config.block_size}"
         logits = self.lm_head(self._trunk(idx))  # (B, T, V)
-        loss = None
-        if targets is not None:
-            # float32 cross-entropy: a bf16 log-softmax over a large vocabulary loses the small probabilities
-            loss = F.cross_entropy(
-                logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100
-            )  # logits as (B * T, V), targets as (B * T,)
-        return logits, loss
+        return logits, lm_loss(logits, targets)
 
     def _cache_dtype(self, device: torch.device) -> torch.dtype:
         # store k, v in the dtype c_attn produces them in, so autocast decoding keeps bf16 caches

@@ -1,4 +1,4 @@
-"""Blocks shared by the Transformer families: the GPT and the seq2seq Transformer.
+"""Blocks shared by the model families: attention and MLP for the Transformers, and the loss.
 
 Parameter names follow GPT-2 (``c_attn``, ``c_proj``, ``c_fc``) so Hugging Face GPT-2 weights
 map one-to-one. LayerNorm needs no wrapper: ``nn.LayerNorm(n, bias=False)`` exists since
@@ -13,6 +13,27 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+
+
+IGNORE_INDEX = -100  # target value left out of the loss (padding, masked prompt tokens)
+
+
+def lm_loss(logits: Tensor, targets: Tensor | None, label_smoothing: float = 0.0) -> Tensor | None:
+    """Mean next-token cross-entropy over the targets that are not IGNORE_INDEX.
+
+    Args:
+        logits: (..., V) scores.
+        targets: (...) token ids, or None (then the loss is None).
+        label_smoothing: passed to ``F.cross_entropy``.
+
+    Returns:
+        A float32 scalar, also under bf16 autocast: a bf16 log-softmax over a large vocabulary
+        loses the small probabilities.
+    """
+    if targets is None:
+        return None
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
+                           ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)
 
 
 class SelfAttention(nn.Module):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import ModelConfig
+from .layers import lm_loss
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -81,12 +81,7 @@ class RNNLM(nn.Module):
             or None without targets.
         """
         logits, _ = self._run(idx)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(
-                logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100
-            )  # logits as (B * T, V), targets as (B * T,)
-        return logits, loss
+        return logits, lm_loss(logits, targets)
 
     @torch.no_grad()
     def start(self, idx: Tensor) -> tuple[Tensor, Hidden]:
