@@ -123,9 +123,9 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     if result.interrupted:
         return EXIT_INTERRUPTED
     gen = load(result.run_dir)
-    for prompt in DEMO_PROMPTS:
+    for i, prompt in enumerate(DEMO_PROMPTS):  # a seed per prompt: one shared seed makes samples echo each other
         print("\n" + "=" * 60)
-        print(prompt + gen.generate(prompt, max_new_tokens=300, seed=0))
+        print(prompt + gen.generate(prompt, max_new_tokens=300, seed=i))
     print("=" * 60)
     print(f"\nnext: proselab generate {result.run_dir} --prompt 'JULIET:' --num-samples 3")
     return 0
