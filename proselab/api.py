@@ -6,12 +6,15 @@ import dataclasses
 import difflib
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
 from .checkpoint import load_run
 from .config import Config, GenerationConfig, validate_generation
+from .decoding import Delta, Generation
 from .decoding import generate as generate_ids
+from .decoding import stream as stream_ids
 from .tokenizers import Tokenizer
 
 
@@ -38,6 +41,8 @@ class Generator:
                 close = difflib.get_close_matches(key, names, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
                 raise ValueError(f"unknown generation option '{key}'{hint}")
+        if isinstance(overrides.get("stop"), str):
+            overrides["stop"] = [overrides["stop"]]
         cfg = dataclasses.replace(self.config.generation, **overrides)
         validate_generation(cfg)
         return cfg
@@ -53,36 +58,57 @@ class Generator:
         if self.tokenizer.bos_id is not None:
             return [self.tokenizer.bos_id]
         raise ValueError(
-            "this model has no beginning-of-sequence token, so it needs a non-empty prompt "
+            "the prompt is empty and this model has no beginning-of-sequence token to start from; "
+            "give a non-empty prompt "
             "(e.g. prompt='\\n' for a character model)"
         )
+
+    def _prompts(self, prompt: str | list[str]) -> list[list[int]]:
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            raise ValueError("prompt is an empty list; give at least one prompt")
+        return [self.encode_prompt(p) for p in prompts]
+
+    def complete(self, prompt: str | list[str] = "", **overrides) -> list[Generation]:
+        """Continue each prompt; the full result of every sequence.
+
+        Args:
+            prompt: one prompt, or a list of prompts (batched together, any lengths).
+            **overrides: GenerationConfig fields, e.g. ``max_new_tokens=100, top_p=0.9,
+                num_beams=4, stop=["\\n\\n"], seed=0``.
+
+        Returns:
+            One Generation (text, tokens, finish_reason, score, ...) per sequence, grouped by
+            prompt: num_return_sequences per prompt.
+        """
+        cfg = self.generation_config(**overrides)
+        return generate_ids(self.model, self._prompts(prompt), cfg, tokenizer=self.tokenizer,
+                            suppress_ids=self.suppress_ids)
 
     def generate(self, prompt: str | list[str] = "", **overrides) -> str | list[str]:
         """Continue ``prompt`` and return the new text (not the prompt).
 
         Args:
             prompt: one prompt, or a list of prompts.
-            **overrides: GenerationConfig fields, e.g. ``max_new_tokens=100, temperature=0.7,
-                top_k=50, do_sample=False, num_return_sequences=3, seed=0``.
+            **overrides: GenerationConfig fields (see ``complete``).
 
         Returns:
             A string for one prompt and one sequence; otherwise a list of strings, grouped by prompt.
         """
-        cfg = self.generation_config(**overrides)
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        outs: list[str] = []
-        for p in prompts:
-            idx = torch.tensor([self.encode_prompt(p)], dtype=torch.long, device=self.device)
-            new = generate_ids(self.model, idx, cfg, self.suppress_ids)
-            outs.extend(self._decode(row.tolist()) for row in new)
-        single = isinstance(prompt, str) and cfg.num_return_sequences == 1
+        outs = [g.text for g in self.complete(prompt, **overrides)]
+        single = isinstance(prompt, str) and len(outs) == 1
         return outs[0] if single else outs
 
-    def _decode(self, ids: list[int]) -> str:
-        eos = self.tokenizer.eos_id
-        if eos is not None and eos in ids:
-            ids = ids[: ids.index(eos)]
-        return self.tokenizer.decode(ids)
+    def stream(self, prompt: str | list[str] = "", **overrides) -> Iterator[Delta]:
+        """Like ``complete``, but yield each sequence's new text as it is generated.
+
+        Yields:
+            Delta(index, text, tokens, finish_reason, logprobs); the texts of one index add up
+            to that sequence's ``complete`` text.
+        """
+        cfg = self.generation_config(**overrides)
+        yield from stream_ids(self.model, self._prompts(prompt), cfg, tokenizer=self.tokenizer,
+                              suppress_ids=self.suppress_ids)
 
 
 def load(run_dir: str | Path, device: str = "auto") -> Generator:

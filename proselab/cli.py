@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import warnings
 
@@ -63,10 +64,68 @@ def _report_training(result) -> None:
     print(f"run saved to {result.run_dir}  (loss curves: {result.run_dir / 'loss.png'})")
 
 
+def _add_generation_options(g: argparse.ArgumentParser) -> None:
+    """A flag for every GenerationConfig field (--top-p, --num-beams, --stop, ...), default: the run's."""
+    import dataclasses
+
+    from .config import GenerationConfig
+
+    opts = g.add_argument_group("generation (defaults: the run's config.json)")
+    comments = _field_comments(GenerationConfig)
+    for f in dataclasses.fields(GenerationConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind, help_ = str(f.type), comments.get(f.name, f"generation.{f.name}").replace("%", "%%")
+        if f.name == "stop":
+            opts.add_argument(flag, action="append", metavar="TEXT",
+                              help=r"a string that ends the text, not returned (repeatable; \n and \t understood)")
+        elif f.name == "eos_token_id":
+            opts.add_argument(flag, type=int, action="append", metavar="ID", help="end-of-sequence id (repeatable)")
+        elif f.name == "early_stopping":
+            opts.add_argument(flag, choices=["true", "false", "never"], help=help_)
+        elif f.name == "num_return_sequences":
+            opts.add_argument(flag, "--num-samples", type=int, dest=f.name, help="sequences per prompt")
+        elif kind == "bool":
+            opts.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        else:
+            opts.add_argument(flag, type=float if "float" in kind else int, help=help_)
+    opts.add_argument("--greedy", action="store_true", help="argmax decoding (= --no-do-sample)")
+
+
+def _field_comments(cls) -> dict[str, str]:
+    """Each field's ``# comment`` in the dataclass source: the one place options are described."""
+    import inspect
+    import re
+
+    out = {}
+    for line in inspect.getsource(cls).splitlines():
+        m = re.match(r"\s+(\w+):.*?#\s*(.+)$", line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def _unescape(text: str) -> str:
+    """--stop '\\n\\n' means two newlines: shells make real ones awkward to type."""
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
+
+
 def _gen_overrides(args: argparse.Namespace) -> dict:
-    names = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
-             "seed": args.seed, "num_return_sequences": args.num_samples}
-    out = {k: v for k, v in names.items() if v is not None}
+    import dataclasses
+
+    from .config import GenerationConfig
+
+    out = {}
+    for f in dataclasses.fields(GenerationConfig):
+        v = getattr(args, f.name, None)
+        if v is None:
+            continue
+        if f.name == "early_stopping":
+            v = v if v == "never" else v == "true"
+        elif f.name == "eos_token_id" and len(v) == 1:
+            v = v[0]
+        elif f.name == "stop":
+            v = [_unescape(x) for x in v]
+        out[f.name] = v
     if args.greedy:
         out["do_sample"] = False
     return out
@@ -78,15 +137,27 @@ def cmd_generate(args: argparse.Namespace, extra: list[str]) -> int:
     if extra:
         raise CLIError(f"unrecognized arguments: {' '.join(extra)}")
     gen = load(args.run, device=args.device)
-    texts = gen.generate(args.prompt, **_gen_overrides(args))
-    texts = [texts] if isinstance(texts, str) else texts
+    over = _gen_overrides(args)
     if args.json:
-        print(json.dumps({"prompt": args.prompt, "completions": texts}, ensure_ascii=False))
+        over.setdefault("output_scores", True)
+        seqs = gen.complete(args.prompt, **over)
+        completions = [{"text": g.text, "tokens": g.tokens, "finish_reason": g.finish_reason, "score": g.score,
+                        "token_logprobs": g.token_logprobs} for g in seqs]
+        print(json.dumps({"prompt": args.prompt, "completions": completions}, ensure_ascii=False))
         return 0
-    for i, text in enumerate(texts):
+    cfg = gen.generation_config(**over)
+    live = args.stream if args.stream is not None else sys.stdout.isatty()
+    if live and cfg.num_beams == 1 and cfg.num_return_sequences == 1:
+        sys.stdout.write(args.prompt)
+        for d in gen.stream(args.prompt, **over):
+            sys.stdout.write(d.text)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return 0
+    for i, g in enumerate(gen.complete(args.prompt, **over)):
         if i:
             print("\n" + "-" * 40)
-        print(args.prompt + text)
+        print(args.prompt + g.text)
     return 0
 
 
@@ -163,14 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="generate text from a run")
     g.add_argument("run", help="run directory")
     g.add_argument("--prompt", default="\n", help="text to continue (default: a newline, like nanoGPT)")
-    g.add_argument("--max-new-tokens", type=int)
-    g.add_argument("--temperature", type=float)
-    g.add_argument("--top-k", type=int)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--num-samples", type=int, help="samples to draw (num_return_sequences)")
-    g.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
+    _add_generation_options(g)
+    g.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                   help="print text as it is generated (default: on in a terminal)")
     g.add_argument("--device", default="auto")
-    g.add_argument("--json", action="store_true", help="print one JSON object")
+    g.add_argument("--json", action="store_true",
+                   help="print one JSON object: each completion's text, tokens, finish reason and scores")
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("eval", help="loss, perplexity and bits per char/token of a run on a text")

@@ -82,12 +82,27 @@ class TrainConfig:
 
 @dataclass
 class GenerationConfig:
-    max_new_tokens: int = 200  # tokens to generate after the prompt
-    do_sample: bool = True  # sample; False = greedy
+    """Decoding settings; the names (and meanings) are those of transformers' GenerationConfig."""
+
+    max_new_tokens: int = 200  # tokens to generate after the prompt, at most
+    min_new_tokens: int = 0  # eos cannot end a sequence before this many new tokens
+    do_sample: bool = True  # sample; False = greedy (num_beams=1) or beam search
     temperature: float = 0.8  # divide logits by this before sampling
     top_k: int = 200  # keep the k most likely tokens (0 = off)
-    num_return_sequences: int = 1  # samples per prompt
-    seed: int | None = None  # makes sampling reproducible
+    top_p: float = 1.0  # nucleus sampling: keep the smallest set with this much probability (1 = off)
+    min_p: float = 0.0  # drop tokens less likely than min_p x the top token's probability (0 = off)
+    typical_p: float = 1.0  # locally typical sampling mass (1 = off)
+    repetition_penalty: float = 1.0  # > 1 discourages tokens already in the text (CTRL; 1 = off)
+    no_repeat_ngram_size: int = 0  # no n-gram of this size occurs twice (0 = off)
+    num_beams: int = 1  # beam search with this many beams when > 1
+    length_penalty: float = 1.0  # beam score = log-prob / length ** length_penalty
+    early_stopping: bool | str = False  # beam search: True, False (heuristic) or "never"
+    num_return_sequences: int = 1  # sequences per prompt (samples, or the n best beams)
+    stop: list[str] = field(default_factory=list)  # strings that end a sequence; not returned
+    eos_token_id: int | list[int] | None = None  # None: the tokenizer's end-of-text token, if any
+    seed: int | None = None  # fixes each prompt's samples, whatever else is in the batch
+    output_scores: bool = False  # return per-token log-probabilities
+    max_time: float = 0.0  # seconds after which generation stops (0 = no limit)
 
 
 SECTIONS: dict[str, type] = {
@@ -130,6 +145,26 @@ def _closest(key: str, candidates: list[str]) -> str:
 
 def _coerce(key: str, value: Any, default: Any, annotation: str) -> Any:
     """Convert a YAML/CLI value to the field's type, with a clear error."""
+    if annotation == "list[str]":  # generation.stop: one string or a list of them
+        if isinstance(value, str) and value.strip().startswith("["):
+            value = yaml.safe_load(value)
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise ConfigError(f"{key} must be a string or a list of strings, got {value!r}")
+    if annotation == "int | list[int] | None":  # generation.eos_token_id
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip() else None
+        ok = value is None or (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+        if ok:
+            return value
+        raise ConfigError(f"{key} must be a token id, a list of token ids or null, got {value!r}")
+    if annotation == "bool | str":  # generation.early_stopping: true, false or "never"
+        if value == "never":
+            return value
+        annotation = "bool"
     if isinstance(value, str) and "list" not in annotation and "str" not in annotation:
         value = yaml.safe_load(value) if value.strip() else value
     if "None" in annotation and value in (None, "none", "None", "null"):
@@ -303,8 +338,37 @@ def _validate(cfg: Config) -> None:
 
 
 def validate_generation(g: GenerationConfig) -> None:
-    _check(g.max_new_tokens >= 0, f"generation.max_new_tokens must be >= 0, got {g.max_new_tokens}")
-    _check(g.temperature > 0 or not g.do_sample, f"generation.temperature must be > 0, got {g.temperature}")
-    _check(g.top_k >= 0, f"generation.top_k must be >= 0 (0 = off), got {g.top_k}")
-    _check(g.num_return_sequences >= 1, "generation.num_return_sequences must be >= 1")
+    """Raise ConfigError naming the first generation field with an impossible value."""
+    def need(ok: bool, name: str, what: str) -> None:
+        _check(ok, f"generation.{name} {what}, got {getattr(g, name)!r}")
 
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    need(is_int(g.max_new_tokens) and g.max_new_tokens >= 0, "max_new_tokens", "must be an integer >= 0")
+    need(is_int(g.min_new_tokens) and g.min_new_tokens >= 0, "min_new_tokens", "must be an integer >= 0")
+    need(isinstance(g.temperature, (int, float)) and (g.temperature > 0 or not g.do_sample), "temperature",
+         "must be > 0 when sampling (use do_sample=False for greedy decoding)")
+    need(is_int(g.top_k) and g.top_k >= 0, "top_k", "must be an integer >= 0 (0 = off)")
+    need(isinstance(g.top_p, (int, float)) and 0 < g.top_p <= 1, "top_p", "must be in (0, 1]")
+    need(isinstance(g.min_p, (int, float)) and 0 <= g.min_p <= 1, "min_p", "must be in [0, 1]")
+    need(isinstance(g.typical_p, (int, float)) and 0 < g.typical_p <= 1, "typical_p", "must be in (0, 1]")
+    need(isinstance(g.repetition_penalty, (int, float)) and g.repetition_penalty > 0, "repetition_penalty",
+         "must be > 0 (1 = off)")
+    need(is_int(g.no_repeat_ngram_size) and g.no_repeat_ngram_size >= 0, "no_repeat_ngram_size",
+         "must be an integer >= 0 (0 = off)")
+    need(is_int(g.num_beams) and g.num_beams >= 1, "num_beams", "must be an integer >= 1")
+    need(isinstance(g.length_penalty, (int, float)), "length_penalty", "must be a number")
+    need(g.early_stopping in (True, False, "never"), "early_stopping", "must be true, false or 'never'")
+    need(is_int(g.num_return_sequences) and g.num_return_sequences >= 1, "num_return_sequences",
+         "must be an integer >= 1")
+    if g.num_beams > 1:
+        need(g.num_return_sequences <= g.num_beams, "num_return_sequences",
+             f"must be <= num_beams ({g.num_beams}) in beam search")
+    need(isinstance(g.stop, list) and all(isinstance(s, str) and s for s in g.stop), "stop",
+         "must be a list of non-empty strings")
+    eos = g.eos_token_id if isinstance(g.eos_token_id, list) else [g.eos_token_id]
+    need(g.eos_token_id is None or all(is_int(e) and e >= 0 for e in eos), "eos_token_id",
+         "must be a token id >= 0, a list of them, or null")
+    need(g.seed is None or is_int(g.seed), "seed", "must be an integer or null")
+    need(isinstance(g.max_time, (int, float)) and g.max_time >= 0, "max_time", "must be >= 0 seconds (0 = no limit)")

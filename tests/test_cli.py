@@ -30,17 +30,30 @@ def test_train_generate_eval_end_to_end(run_dir, corpus):
     p = cli("generate", run_dir, "--prompt", "ROMEO:", "--max-new-tokens", 40, "--seed", 1, "--num-samples", 2,
             "--json")
     out = json.loads(p.stdout)
-    assert len(out["completions"]) == 2 and all(len(c) == 40 for c in out["completions"])
+    assert len(out["completions"]) == 2
+    for c in out["completions"]:
+        assert len(c["tokens"]) == len(c["text"]) == 40 and c["finish_reason"] == "length"
+        assert len(c["token_logprobs"]) == 40 and c["score"] == pytest.approx(sum(c["token_logprobs"]))
     p2 = cli("generate", run_dir, "--prompt", "ROMEO:", "--max-new-tokens", 40, "--seed", 1, "--num-samples", 2,
              "--json")
     assert json.loads(p2.stdout) == out  # seeded: reproducible
     p = cli("generate", run_dir, "--greedy", "--max-new-tokens", 10, "--json")
     greedy = json.loads(p.stdout)["completions"][0]
-    assert len(greedy) == 10
+    assert len(greedy["text"]) == 10
     p = cli("generate", run_dir, "--greedy", "--max-new-tokens", 10, "--top-k", 5, "--temperature", 0.5, "--json")
     assert json.loads(p.stdout)["completions"][0] == greedy  # sampling knobs do not touch greedy
+    p = cli("generate", run_dir, "--max-new-tokens", 10, "--num-beams", 3, "--num-samples", 2, "--length-penalty",
+            0.5, "--json")
+    beams = json.loads(p.stdout)["completions"]
+    assert len(beams) == 2 and beams[0]["score"] >= beams[1]["score"] and beams[0]["text"] != beams[1]["text"]
+    stop = greedy["text"][2:4]
+    p = cli("generate", run_dir, "--greedy", "--max-new-tokens", 10, "--stop", stop, "--json")
+    stopped = json.loads(p.stdout)["completions"][0]
+    assert stopped["text"] == greedy["text"][: greedy["text"].index(stop)] and stopped["finish_reason"] == "stop"
     p = cli("generate", run_dir, "--prompt", "ROMEO:", "--max-new-tokens", 10, "--num-samples", 2)
     assert p.stdout.startswith("ROMEO:") and "-" * 40 in p.stdout
+    p = cli("generate", run_dir, "--prompt", "ROMEO:", "--greedy", "--max-new-tokens", 10, "--stream")
+    assert p.stdout == "ROMEO:" + greedy_from("ROMEO:", run_dir) + "\n"
     p = cli("eval", run_dir, "--data", corpus, "--json")
     res = json.loads(p.stdout)
     assert res["perplexity"] == pytest.approx(2.718281828 ** res["loss"], rel=1e-6)
@@ -48,6 +61,11 @@ def test_train_generate_eval_end_to_end(run_dir, corpus):
     assert 0 < res["bits_per_char"] < 8
     p = cli("eval", run_dir, "--data", corpus)
     assert "perplexity" in p.stdout and "bits per char" in p.stdout
+
+
+def greedy_from(prompt, run_dir):
+    p = cli("generate", run_dir, "--prompt", prompt, "--greedy", "--max-new-tokens", 10, "--json")
+    return json.loads(p.stdout)["completions"][0]["text"]
 
 
 def test_unknown_prompt_characters_are_reported(run_dir):
@@ -91,6 +109,9 @@ def test_bad_input_is_one_line_and_status_2(corpus, tmp_path):
 def test_bad_generation_values(run_dir):
     _one_line_error(cli("generate", run_dir, "--temperature", -1, check=False), "temperature")
     _one_line_error(cli("generate", run_dir, "--prompt", "", check=False), "prompt")
+    _one_line_error(cli("generate", run_dir, "--top-p", 1.5, check=False), "top_p")
+    _one_line_error(cli("generate", run_dir, "--num-beams", 2, "--num-samples", 3, "--greedy", check=False),
+                    "num_return_sequences")
 
 
 def test_data_list():

@@ -1,57 +1,154 @@
-"""One decoding engine for every model family, written over the Decoder protocol only."""
+"""One decoding engine for every model family, written over the Decoder protocol only.
+
+``generate(model, prompts, config, tokenizer=...)`` returns a Generation per sequence (text,
+tokens, finish reason, scores); ``stream(...)`` yields Deltas as tokens come, and the deltas of
+a sequence add up to exactly what ``generate`` returns for it. Strategies: greedy
+(``do_sample=False``), sampling (temperature, top-k, top-p, min-p, typical-p), beam search
+(``num_beams > 1``, deterministic or sampled), all with the same logits processors and
+stopping rules.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
-from ..config import GenerationConfig, validate_generation
-from ..models.protocol import Decoder
-from .search import sample_tokens
+from ..config import ConfigError, GenerationConfig, validate_generation
+from ..models.protocol import Decoder, Prompt
+from .processors import PAD_ID, build_processors
+from .search import beam_search, row_generator, sample_loop
+from .stopping import Delta, Generation, Rows, eos_ids_for
+from .text import TextTracker, final_text
 
-__all__ = ["generate", "stream", "GenerationConfig"]
-
-
-def _prepare(model: Decoder, idx: torch.Tensor, cfg: GenerationConfig) -> tuple[torch.Tensor, torch.Generator]:
-    validate_generation(cfg)
-    assert idx.dim() == 2 and idx.size(1) >= 1, f"prompt ids must be (B, T) with T >= 1, got {tuple(idx.shape)}"
-    if cfg.num_return_sequences > 1:
-        idx = idx.repeat_interleave(cfg.num_return_sequences, dim=0)  # (B * n, T)
-    gen = torch.Generator()
-    if cfg.seed is not None:
-        gen.manual_seed(cfg.seed)
-    else:
-        gen.seed()
-    return idx, gen
+__all__ = ["generate", "stream", "GenerationConfig", "Generation", "Delta", "Prompt", "pad_prompts"]
 
 
-@torch.no_grad()
-def generate(
-    model: Decoder, idx: torch.Tensor, cfg: GenerationConfig | None = None, suppress_ids: Sequence[int] = ()
-) -> torch.Tensor:
-    """Generate new tokens after each prompt.
-
-    Args:
-        model: a model implementing the Decoder protocol (in eval mode).
-        idx: (B, T) prompt token ids.
-        cfg: generation settings; defaults to GenerationConfig().
-        suppress_ids: token ids never to generate (e.g. the tokenizer's <unk>).
+def pad_prompts(prompts: Sequence[Sequence[int]] | torch.Tensor | Prompt, device: torch.device | str = "cpu",
+                max_new_tokens: int | None = None) -> tuple[Prompt, torch.Tensor, list[list[int]]]:
+    """Left-pad token lists into a Prompt.
 
     Returns:
-        (B * num_return_sequences, max_new_tokens) new token ids, rows grouped by prompt.
+        the Prompt (on ``device``), the same ids with PAD_ID at padding (B, T) for the logits
+        processors, and each prompt's tokens as a list.
     """
+    if isinstance(prompts, Prompt):
+        idx, mask = prompts.idx, prompts.mask
+        lists = [row[m].tolist() if mask is not None else row.tolist()
+                 for row, m in zip(idx, mask if mask is not None else idx)]
+    elif isinstance(prompts, torch.Tensor):
+        assert prompts.dim() == 2, f"prompt ids must be (B, T), got {tuple(prompts.shape)}"
+        lists = prompts.tolist()
+    else:
+        lists = [list(map(int, p)) for p in prompts]
+    if not lists:
+        raise ValueError("no prompts to generate from")
+    for i, p in enumerate(lists):
+        if not p:
+            raise ValueError(f"prompt {i} has no tokens; give it text, or a beginning-of-sequence token")
+    T = max(len(p) for p in lists)
+    idx = torch.zeros(len(lists), T, dtype=torch.long)
+    ids = torch.full((len(lists), T), PAD_ID, dtype=torch.long)
+    for i, p in enumerate(lists):
+        idx[i, T - len(p):] = torch.tensor(p)
+        ids[i, T - len(p):] = idx[i, T - len(p):]
+    mask = ids != PAD_ID
+    prompt = Prompt(idx.to(device), None if bool(mask.all()) else mask.to(device), max_new_tokens)
+    return prompt, ids, lists
+
+
+def _repeat(prompt: Prompt, ids: torch.Tensor, n: int) -> tuple[Prompt, torch.Tensor]:
+    if n == 1:
+        return prompt, ids
+    mask = None if prompt.mask is None else prompt.mask.repeat_interleave(n, 0)
+    return Prompt(prompt.idx.repeat_interleave(n, 0), mask, prompt.max_new_tokens), ids.repeat_interleave(n, 0)
+
+
+def _setup(model, prompts, cfg: GenerationConfig | None, tokenizer, suppress_ids):
     cfg = cfg or GenerationConfig()
-    idx, gen = _prepare(model, idx, cfg)
-    out = list(sample_tokens(model, idx, cfg, gen, suppress_ids))
-    if not out:
-        return idx.new_zeros(idx.size(0), 0)
-    return torch.stack(out, dim=1)
+    validate_generation(cfg)
+    if cfg.stop and tokenizer is None:
+        raise ConfigError("generation.stop needs a tokenizer to match text; pass tokenizer=")
+    device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else torch.device("cpu")
+    prompt, ids, lists = pad_prompts(prompts, device, cfg.max_new_tokens)
+    eos_ids = eos_ids_for(cfg.eos_token_id, tokenizer)
+    procs = build_processors(cfg, suppress_ids, prompt_length=ids.size(1), eos_ids=eos_ids)
+    return cfg, prompt, ids, lists, eos_ids, procs
 
 
 @torch.no_grad()
-def stream(model: Decoder, idx: torch.Tensor, cfg: GenerationConfig | None = None, suppress_ids: Sequence[int] = ()):
-    """Like ``generate`` but yields each step's (B * num_return_sequences,) tokens as they come."""
-    cfg = cfg or GenerationConfig()
-    idx, gen = _prepare(model, idx, cfg)
-    yield from sample_tokens(model, idx, cfg, gen, suppress_ids)
+def stream(model: Decoder, prompts, config: GenerationConfig | None = None, *, tokenizer=None,
+           suppress_ids: Sequence[int] = ()) -> Iterator[Delta]:
+    """Generate and yield each sequence's new text and tokens as they come.
+
+    Args:
+        model: any model implementing the Decoder protocol (put it in eval mode).
+        prompts: token-id lists (any lengths), a (B, T) LongTensor, or a Prompt.
+        config: generation settings (default GenerationConfig()).
+        tokenizer: a proselab Tokenizer, for text, stop strings and the default eos id.
+        suppress_ids: token ids never to generate (e.g. a char model's <unk>).
+
+    Yields:
+        Delta(index, text, tokens, finish_reason, logprobs). Beam search keeps its beams
+        open to the end, so it yields each sequence once, whole, when it is done.
+    """
+    cfg, prompt, ids, lists, eos_ids, procs = _setup(model, prompts, config, tokenizer, suppress_ids)
+    if cfg.num_beams > 1:
+        for i, g in enumerate(_beam(model, prompt, ids, lists, cfg, procs, eos_ids, tokenizer)):
+            yield Delta(i, g.text, g.tokens, g.finish_reason)
+        return
+    n = cfg.num_return_sequences
+    prompt, ids = _repeat(prompt, ids, n)
+    gens = [row_generator(cfg.seed, p, j) for p in lists for j in range(n)] if cfg.do_sample else None
+    rows = Rows(len(ids), [i for i in range(len(lists)) for _ in range(n)], cfg.max_new_tokens, eos_ids,
+                tokenizer, cfg.stop, cfg.output_scores)
+    fill = eos_ids[0] if eos_ids else 0
+    yield from sample_loop(model, prompt, ids, cfg, procs, rows, gens, fill)
+
+
+@torch.no_grad()
+def generate(model: Decoder, prompts, config: GenerationConfig | None = None, *, tokenizer=None,
+             suppress_ids: Sequence[int] = ()) -> list[Generation]:
+    """Generate for a batch of prompts; arguments as for ``stream``.
+
+    Returns:
+        One Generation per sequence, grouped by prompt: num_return_sequences of them per prompt
+        (for beam search, the best ones, best first).
+    """
+    cfg, prompt, ids, lists, eos_ids, procs = _setup(model, prompts, config, tokenizer, suppress_ids)
+    if cfg.num_beams > 1:
+        return _beam(model, prompt, ids, lists, cfg, procs, eos_ids, tokenizer)
+    n = cfg.num_return_sequences
+    prompt, ids = _repeat(prompt, ids, n)
+    gens = [row_generator(cfg.seed, p, j) for p in lists for j in range(n)] if cfg.do_sample else None
+    rows = Rows(len(ids), [i for i in range(len(lists)) for _ in range(n)], cfg.max_new_tokens, eos_ids,
+                tokenizer, cfg.stop, cfg.output_scores)
+    for _ in sample_loop(model, prompt, ids, cfg, procs, rows, gens, eos_ids[0] if eos_ids else 0):
+        pass
+    return rows.results()
+
+
+def _beam(model, prompt, ids, lists, cfg, procs, eos_ids, tokenizer) -> list[Generation]:
+    """Beam search for every prompt; its num_return_sequences best hypotheses each, with text."""
+    stop_hit = None
+    if cfg.stop:
+        longest = max(len(s) for s in cfg.stop)
+        window = 4 * longest + 4  # tokens: enough for the longest stop string, even one byte per token
+
+        def stop_hit(tokens: list[int], t: int) -> bool:
+            tracker = TextTracker(tokenizer, cfg.stop)
+            for tok in tokens[-window:]:
+                tracker.push(tok)
+                if tracker.stopped:
+                    return True
+            return False
+
+    gens = [row_generator(cfg.seed, p, 0) for p in lists] if cfg.do_sample else None
+    hyps = beam_search(model, prompt, ids, cfg, procs, eos_ids, stop_hit, gens)
+    out = []
+    for prompt_hyps in hyps:
+        for g in prompt_hyps[: cfg.num_return_sequences]:
+            if tokenizer is not None:
+                g.text = final_text(tokenizer, g.tokens, cfg.stop)
+            out.append(g)
+    return out

@@ -1,12 +1,25 @@
 """Logits processors: small ``(ids, logits) -> logits`` callables applied in order.
 
-``ids`` is (B, T) — every token so far — and ``logits`` is (B, V) for the next token. Greedy
-decoding is the argmax of the processed logits, so it needs no loop of its own.
+``ids`` is (B, T) int64, every token so far (prompt + generated). Shorter prompts in a batch
+are left-padded with ``PAD_ID``; those positions are not tokens and every processor ignores
+them. ``logits`` is (B, V) for the next token, raw or log-softmaxed (beam search): the
+processors work on either. A processor never writes into its input; it returns a new tensor,
+or the input itself when it changes nothing. Removed tokens get ``-inf``. Greedy decoding is
+the argmax of the processed logits, so it needs no loop of its own.
+
+``build_processors`` uses transformers' order (``GenerationMixin._get_logits_processor``):
+repetition penalty, no-repeat n-gram, min new tokens, suppressed tokens; then, only when
+sampling, the warpers temperature, top-k, top-p, min-p, typical-p.
+
+The semantics are transformers', except that where transformers breaks a tie at a cutoff by
+token id (top-p, and ``min_tokens_to_keep`` in min-p), tokens with equal logits are all kept,
+as top-k and typical-p already do.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import math
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -14,17 +27,92 @@ from ..config import GenerationConfig
 
 LogitsProcessor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+PAD_ID = -1  # left padding in ``ids``; never a token
+
+_INF = float("inf")
+
+
+def _present(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(B, T) ids -> (B, V) bool, True where the token occurs in the row; PAD_ID is ignored."""
+    # pads (and ids past the head's vocab) land in a spare column that is dropped
+    cols = ids.masked_fill(ids == PAD_ID, vocab_size).clamp(max=vocab_size)
+    seen = torch.zeros(ids.size(0), vocab_size + 1, dtype=torch.bool, device=ids.device)
+    return seen.scatter_(1, cols, True)[:, :vocab_size]
+
+
+def _ban(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """-inf in the columns ``token_ids`` (ids past the vocab are skipped)."""
+    token_ids = token_ids.to(logits.device)
+    return logits.index_fill(-1, token_ids[token_ids < logits.size(-1)], -_INF)
+
 
 class SuppressTokens:
-    """Never produce ``ids`` (e.g. a char model's <unk>, which the training text never holds)."""
+    """Never produce ``token_ids`` (e.g. a char model's <unk>, which the training text never holds)."""
 
-    def __init__(self, ids: list[int]):
-        self.ids = torch.tensor(sorted(set(ids)), dtype=torch.long)
+    def __init__(self, token_ids: Sequence[int]):
+        self.token_ids = torch.tensor(sorted(set(token_ids)), dtype=torch.long)
 
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        logits = logits.clone()
-        logits[:, self.ids.to(logits.device)] = float("-inf")
-        return logits
+        return _ban(logits, self.token_ids)
+
+
+class MinNewTokens:
+    """Forbid every eos id until ``min_new_tokens`` tokens follow the ``prompt_length``-wide prompt.
+
+    ``prompt_length`` is the padded width of the prompt, the same for every row, so
+    ``ids.size(1) - prompt_length`` counts the tokens generated so far.
+    """
+
+    def __init__(self, prompt_length: int, min_new_tokens: int, eos_ids: Sequence[int]):
+        assert prompt_length >= 0 and min_new_tokens >= 0, "prompt_length and min_new_tokens must be >= 0"
+        self.prompt_length = prompt_length
+        self.min_new_tokens = min_new_tokens
+        self.eos_ids = torch.tensor(sorted(set(eos_ids)), dtype=torch.long)
+
+    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        if ids.size(1) - self.prompt_length >= self.min_new_tokens:
+            return logits
+        return _ban(logits, self.eos_ids)
+
+
+class RepetitionPenalty:
+    """CTRL's penalty (Keskar et al., 2019) on every token already in the row, once per token.
+
+    A negative logit is multiplied by ``penalty`` and a positive one divided, so ``penalty > 1``
+    always makes a seen token less likely (and < 1 more likely).
+    """
+
+    def __init__(self, penalty: float):
+        assert penalty > 0, f"repetition_penalty must be > 0, got {penalty}"
+        self.penalty = penalty
+
+    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        # through a presence mask, a token seen twice is penalized once
+        rows, cols = _present(ids, logits.size(-1)).nonzero(as_tuple=True)  # (N,) each
+        s = logits[rows, cols]  # only the seen tokens: a where over all of V costs more
+        return logits.index_put((rows, cols), torch.where(s < 0, s * self.penalty, s / self.penalty))
+
+
+class NoRepeatNGram:
+    """Ban every token that would complete an ``n``-gram already in the row (n-grams with PAD_ID don't count)."""
+
+    def __init__(self, n: int):
+        assert n >= 1, f"no_repeat_ngram_size must be >= 1, got {n}"
+        self.n = n
+
+    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        B, T = ids.shape
+        V = logits.size(-1)
+        if T < self.n:
+            return logits
+        # as transformers does: match the last n-1 tokens against the head of every window; a
+        # match bans the window's last token. A prefix holding a pad only matches windows with one.
+        prefix = ids[:, T - self.n + 1 :]  # (B, n-1)
+        windows = ids.unfold(1, self.n, 1)  # (B, T-n+1, n)
+        hit = (windows[..., :-1] == prefix[:, None]).all(-1) & (windows != PAD_ID).all(-1)  # (B, T-n+1)
+        cols = torch.where(hit, windows[..., -1].clamp(max=V), V)  # misses go to a spare column
+        banned = torch.zeros(B, V + 1, dtype=torch.bool, device=ids.device).scatter_(1, cols, True)
+        return logits.masked_fill(banned[:, :V], -_INF)
 
 
 class Temperature:
@@ -38,30 +126,172 @@ class Temperature:
         return logits / self.temperature
 
 
+def _kth_largest(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, V) -> (B, 1), the k-th largest value of each row."""
+    if k == 1:
+        return x.amax(-1, keepdim=True)  # far cheaper than topk on CPU
+    return torch.topk(x, min(k, x.size(-1)), dim=-1).values[:, -1:]
+
+
 class TopK:
     """Keep the ``k`` most likely tokens (ties at the k-th value are all kept)."""
 
-    def __init__(self, k: int):
+    def __init__(self, k: int, min_tokens_to_keep: int = 1):
         assert k >= 1, f"top_k must be >= 1, got {k}"
-        self.k = k
+        self.k = max(k, min_tokens_to_keep)
 
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        k = min(self.k, logits.size(-1))
-        kth = torch.topk(logits, k, dim=-1).values[:, -1:]  # (B, 1)
-        return logits.masked_fill(logits < kth, float("-inf"))
+        return logits.masked_fill(logits < _kth_largest(logits, self.k), -_INF)
 
 
-def build_processors(cfg: GenerationConfig, suppress_ids: Sequence[int] = ()) -> list[LogitsProcessor]:
-    """The processors ``cfg`` asks for, in the order they apply."""
-    procs: list[LogitsProcessor] = [SuppressTokens(list(suppress_ids))] if suppress_ids else []
-    if cfg.do_sample and cfg.temperature != 1.0:
+_BINS, _BINS_PER_NAT = 4096, 128  # the histogram in _mass_cutoff: 32 nats below the best score
+
+
+def _mass_cutoff(score: torch.Tensor, probs: torch.Tensor, mass: float) -> torch.Tensor:
+    """The lowest score a token may have and still be kept.
+
+    Tokens are ranked by ``score`` (higher is better); a token is kept when the probability
+    of the tokens ranked strictly above it is < ``mass``. That is a sort and a cumsum, but
+    sorting (16, 50257) takes ~30 ms on a CPU, so instead: a histogram of the scores finds,
+    per row, the bin where the mass runs out, and only the tokens of that bin are sorted (one
+    round of the radix select PyTorch's CUDA top-k uses).
+
+    Args:
+        score: (B, V) ranking, -inf last.
+        probs: (B, V) the probability of each token.
+        mass: the probability to cover.
+
+    Returns:
+        (B, 1) cutoff: keep ``score >= cutoff``.
+    """
+    B = score.size(0)
+    best = score.amax(-1, keepdim=True)  # (B, 1)
+    bins = (best - score).mul_(_BINS_PER_NAT).clamp_(max=_BINS).long()  # (B, V); -inf goes to the last bin
+    hist = probs.new_zeros(B, _BINS + 1).scatter_add_(1, bins, probs)  # (B, bins + 1) mass per bin
+    # float64 sums: near p = 1 a boundary token's probability is below float32's resolution at 1
+    cum = torch.nn.functional.pad(hist.double().cumsum(-1), (1, 0))  # (B, bins + 2) mass before each bin
+    # a share of the actual total: float32 softmax sums to 1 only within ~1e-6, like the tail
+    # sums transformers compares with 1 - p
+    mass = mass * cum[:, -1:]  # (B, 1)
+    # the first bin that reaches `mass` (the last bin if rounding leaves the total below it)
+    b = (cum[:, 1:] < mass).sum(-1, keepdim=True).clamp_(max=_BINS)  # (B, 1)
+    above = cum.gather(1, b)  # (B, 1) mass of the better bins, < mass
+
+    # the boundary bin's tokens, packed into (B, K) with -inf padding
+    cand = bins == b  # (B, V)
+    rows, cols = cand.nonzero(as_tuple=True)  # row-major, so rows ascend
+    counts = torch.bincount(rows, minlength=B)  # (B,)
+    pos = torch.arange(rows.numel(), device=score.device) - (counts.cumsum(0) - counts)[rows]
+    K = max(int(counts.max()), 1)
+    s = score.new_full((B, K), -_INF).index_put_((rows, pos), score[rows, cols])
+    w = torch.zeros(B, K, dtype=torch.float64, device=score.device).index_put_((rows, pos), probs[rows, cols].double())
+    s, order = s.sort(-1, descending=True)  # (B, K)
+    w = w.gather(1, order)
+    ahead = above + w.cumsum(-1) - w  # (B, K) mass ranked strictly above each candidate
+    # ties share the lowest `ahead` of their group through `score >= cutoff`
+    return s.masked_fill(ahead >= mass, _INF).amin(-1, keepdim=True)
+
+
+class TopP:
+    """Nucleus sampling (Holtzman et al., 2019): keep the most likely tokens until their mass reaches ``p``.
+
+    The token that crosses ``p`` is kept, so is the top ``min_tokens_to_keep`` whatever ``p``.
+    """
+
+    def __init__(self, p: float, min_tokens_to_keep: int = 1):
+        assert 0 <= p <= 1, f"top_p must be in [0, 1], got {p}"
+        assert min_tokens_to_keep >= 1, f"min_tokens_to_keep must be >= 1, got {min_tokens_to_keep}"
+        self.p = p
+        self.min_tokens_to_keep = min_tokens_to_keep
+
+    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        cutoff = _mass_cutoff(logits, logits.softmax(-1), self.p)
+        cutoff = torch.minimum(cutoff, _kth_largest(logits, self.min_tokens_to_keep))
+        return logits.masked_fill(logits < cutoff, -_INF)
+
+
+class MinP:
+    """Drop tokens less likely than ``p`` times the most likely one (Nguyen et al., 2024)."""
+
+    def __init__(self, p: float, min_tokens_to_keep: int = 1):
+        assert 0 <= p <= 1, f"min_p must be in [0, 1], got {p}"
+        assert min_tokens_to_keep >= 1, f"min_tokens_to_keep must be >= 1, got {min_tokens_to_keep}"
+        self.p = p
+        self.min_tokens_to_keep = min_tokens_to_keep
+
+    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        # prob < p * top_prob  <=>  logit < top_logit + log p: no softmax needed
+        cutoff = logits.amax(-1, keepdim=True) + (math.log(self.p) if self.p > 0 else -_INF)
+        if self.min_tokens_to_keep > 1:
+            cutoff = torch.minimum(cutoff, _kth_largest(logits, self.min_tokens_to_keep))
+        return logits.masked_fill(logits < cutoff, -_INF)
+
+
+class TypicalP:
+    """Locally typical sampling (Meister et al., 2022): keep the tokens whose surprisal is
+    closest to the entropy, until their mass reaches ``mass``.
+
+    The most likely token can be dropped; the ``min_tokens_to_keep`` most typical ones never are.
+    """
+
+    def __init__(self, mass: float, min_tokens_to_keep: int = 1):
+        assert 0 < mass <= 1, f"typical_p must be in (0, 1], got {mass}"
+        assert min_tokens_to_keep >= 1, f"min_tokens_to_keep must be >= 1, got {min_tokens_to_keep}"
+        self.mass = mass
+        self.min_tokens_to_keep = min_tokens_to_keep
+
+    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        logp = logits.log_softmax(-1)  # (B, V)
+        probs = logp.exp()
+        entropy = -(logp * probs).nansum(-1, keepdim=True)  # (B, 1); nansum skips 0 * -inf
+        typicality = (logp + entropy).abs_().neg_()  # (B, V) -|surprisal - entropy|; -inf for -inf logits
+        cutoff = _mass_cutoff(typicality, probs, self.mass)
+        cutoff = torch.minimum(cutoff, _kth_largest(typicality, self.min_tokens_to_keep))
+        return logits.masked_fill(typicality < cutoff, -_INF)
+
+
+def build_processors(
+    cfg: GenerationConfig,
+    suppress_ids: Sequence[int] = (),
+    prompt_length: int = 0,
+    eos_ids: Sequence[int] = (),
+) -> list[LogitsProcessor]:
+    """The processors ``cfg`` asks for, in the order they apply (transformers' order).
+
+    Args:
+        cfg: generation settings; a setting at its "off" value adds nothing.
+        suppress_ids: tokens never to produce (e.g. <unk>).
+        prompt_length: the padded prompt width T of the first ``ids``, for ``min_new_tokens``.
+        eos_ids: end-of-sequence ids, which ``min_new_tokens`` holds back.
+    """
+    procs: list[LogitsProcessor] = []
+    if cfg.repetition_penalty != 1.0:
+        procs.append(RepetitionPenalty(cfg.repetition_penalty))
+    if cfg.no_repeat_ngram_size > 0:
+        procs.append(NoRepeatNGram(cfg.no_repeat_ngram_size))
+    if cfg.min_new_tokens > 0 and len(eos_ids) > 0:
+        procs.append(MinNewTokens(prompt_length, cfg.min_new_tokens, eos_ids))
+    if suppress_ids:
+        procs.append(SuppressTokens(suppress_ids))
+    if not cfg.do_sample:
+        return procs
+    # beam sampling keeps a non-eos token in every beam so a beam can go on, as transformers does
+    keep = max(len(eos_ids), 1) + 1 if cfg.num_beams > 1 else 1
+    if cfg.temperature != 1.0:
         procs.append(Temperature(cfg.temperature))
-    if cfg.do_sample and cfg.top_k > 0:
-        procs.append(TopK(cfg.top_k))
+    if cfg.top_k > 0:
+        procs.append(TopK(cfg.top_k, keep))
+    if cfg.top_p < 1.0:
+        procs.append(TopP(cfg.top_p, keep))
+    if cfg.min_p > 0.0:
+        procs.append(MinP(cfg.min_p, keep))
+    if cfg.typical_p < 1.0:
+        procs.append(TypicalP(cfg.typical_p, keep))
     return procs
 
 
 def apply_processors(procs: list[LogitsProcessor], ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Run ``procs`` in order: (B, T) ids, (B, V) logits -> (B, V) logits."""
     for p in procs:
         logits = p(ids, logits)
     return logits

@@ -16,20 +16,31 @@ from torch import Tensor
 
 from ..config import ModelConfig
 from .layers import MLP, SelfAttention, lm_loss
+from .protocol import Prompt
 
 
 @dataclass
 class KVCache:
-    """The GPT's decoding state: a static cache over one context window.
+    """The GPT's decoding state: a static cache of at most block_size slots per row.
 
-    Positions [0, length) of every buffer are valid; the rest is scratch space. A left-padding
-    attention mask, when it comes, is one more (B, block_size) buffer beside ``idx``.
+    Slots [0, length) are in use and the rest is scratch space. Each row's tokens are the
+    contiguous slots where ``mask`` is True, ending at slot length - 1; slots before them are
+    left padding or tokens that slid out of the window. A new token goes to slot ``length`` in
+    every row. The buffers start as large as the prompt plus the expected new tokens and grow
+    by doubling, so short generations do not pay for a full window.
     """
 
-    k: Tensor  # (n_layer, B, nh, block_size, hs) keys, written in place at position `length`
-    v: Tensor  # (n_layer, B, nh, block_size, hs) values
-    idx: Tensor  # (B, block_size) the tokens in the window, kept to re-prefill when it slides
-    length: int  # tokens in the window
+    k: Tensor  # (n_layer, B, nh, capacity, hs) keys, written in place
+    v: Tensor  # (n_layer, B, nh, capacity, hs) values
+    idx: Tensor  # (B, capacity) the token in each slot, kept to re-prefill a row when it slides
+    mask: Tensor  # (B, capacity) bool, True on the row's tokens
+    pos: Tensor  # (B,) tokens in each row's window = the position of its next token
+    length: int  # slots in use
+    padded: bool  # some slot in [0, length) is masked: attention needs the mask
+
+    @property
+    def capacity(self) -> int:
+        return self.k.size(3)
 
 
 class Block(nn.Module):
@@ -42,8 +53,9 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=1e-5, bias=cfg.bias)
         self.mlp = MLP(cfg.n_embd, cfg.dropout, cfg.bias)
 
-    def forward(self, x: Tensor, cache: tuple[Tensor, Tensor] | None = None, pos: int = 0) -> Tensor:
-        x = x + self.attn(self.ln_1(x), cache, pos)
+    def forward(self, x: Tensor, cache: tuple[Tensor, Tensor] | None = None, pos: int = 0,
+                attn_mask: Tensor | None = None) -> Tensor:
+        x = x + self.attn(self.ln_1(x), cache, pos, attn_mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -84,12 +96,14 @@ class GPT(nn.Module):
         """Number of parameters, a tied matrix counted once."""
         return sum(p.numel() for p in self.parameters())
 
-    def _trunk(self, idx: Tensor, cache: KVCache | None = None) -> Tensor:
+    def _trunk(self, idx: Tensor, cache: KVCache | None = None, positions: Tensor | None = None,
+               attn_mask: Tensor | None = None) -> Tensor:
         pos = 0 if cache is None else cache.length
-        positions = torch.arange(pos, pos + idx.size(1), dtype=torch.long, device=idx.device)  # (T,)
+        if positions is None:
+            positions = torch.arange(pos, pos + idx.size(1), dtype=torch.long, device=idx.device)  # (T,)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(positions))  # (B, T, C)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, None if cache is None else (cache.k[i], cache.v[i]), pos)
+            x = block(x, None if cache is None else (cache.k[i], cache.v[i]), pos, attn_mask)
         return self.transformer.ln_f(x)
 
     def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
@@ -115,47 +129,98 @@ class GPT(nn.Module):
         return self.lm_head.weight.dtype
 
     @torch.no_grad()
-    def start(self, idx: Tensor) -> tuple[Tensor, KVCache]:
-        """Prefill the KV cache with a prompt.
+    def start(self, batch: Prompt | Tensor) -> tuple[Tensor, KVCache]:
+        """Prefill the KV cache with a batch of prompts.
 
-        Prompts longer than block_size keep their last block_size tokens.
+        Prompts longer than block_size keep their last block_size tokens. Left-padded rows get
+        positions counted from their first real token and never attend to padding, and each
+        row's window slides on its own (see ``step``), so a row's output does not depend on
+        the other prompts in the batch.
 
         Args:
-            idx: (B, T) prompt token ids, T >= 1.
+            batch: a Prompt (left-padded idx and mask), or idx (B, T) with T >= 1.
 
         Returns:
-            logits (B, V) for the token after the prompt, and the KVCache.
+            logits (B, V) for the token after each prompt, and the KVCache.
         """
+        prompt = batch if isinstance(batch, Prompt) else Prompt(batch)
+        idx, mask = prompt.idx, prompt.mask
         assert idx.dim() == 2 and idx.size(1) >= 1, f"prompt must be (B, T) with T >= 1, got {tuple(idx.shape)}"
-        cfg = self.config
-        idx = idx[:, -cfg.block_size :]  # (B, min(T, block_size))
-        B, hs = idx.size(0), cfg.n_embd // cfg.n_head
-        shape = (cfg.n_layer, B, cfg.n_head, cfg.block_size, hs)
-        dtype = self._cache_dtype(idx.device)
-        cache = KVCache(
-            k=torch.empty(shape, dtype=dtype, device=idx.device),
-            v=torch.empty(shape, dtype=dtype, device=idx.device),
-            idx=torch.empty(B, cfg.block_size, dtype=torch.long, device=idx.device),
-            length=0,
-        )
-        return self._extend(idx, cache), cache
+        bs = self.config.block_size
+        idx = idx[:, -bs:]  # (B, min(T, block_size))
+        mask = torch.ones_like(idx, dtype=torch.bool) if mask is None else mask[:, -bs:]
+        extra = prompt.max_new_tokens if prompt.max_new_tokens is not None else bs
+        capacity = min(bs, idx.size(1) + max(extra, 1))
+        cache = self._empty_cache(idx.size(0), capacity, idx.device)
+        x = self._prefill(idx, mask, cache, 0)  # (B, T, C)
+        cache.length, cache.pos, cache.padded = idx.size(1), mask.sum(1), not bool(mask.all())
+        return self.lm_head(x[:, -1]), cache  # (B, V)
 
-    def _extend(self, idx: Tensor, cache: KVCache) -> Tensor:
-        T = idx.size(1)
-        assert cache.length + T <= self.config.block_size, "KV cache overflow: slide the window first"
-        x = self._trunk(idx, cache)  # (B, T, C)
-        cache.idx[:, cache.length : cache.length + T] = idx
-        cache.length += T
-        return self.lm_head(x[:, -1])  # (B, V)
+    def _empty_cache(self, B: int, capacity: int, device: torch.device) -> KVCache:
+        cfg = self.config
+        shape = (cfg.n_layer, B, cfg.n_head, capacity, cfg.n_embd // cfg.n_head)
+        dtype = self._cache_dtype(device)
+        return KVCache(k=torch.empty(shape, dtype=dtype, device=device), v=torch.empty(shape, dtype=dtype, device=device),
+                       idx=torch.zeros(B, capacity, dtype=torch.long, device=device),
+                       mask=torch.zeros(B, capacity, dtype=torch.bool, device=device),
+                       pos=torch.zeros(B, dtype=torch.long, device=device), length=0, padded=False)
+
+    def _prefill(self, idx: Tensor, mask: Tensor, cache: KVCache, slot: int) -> Tensor:
+        """Run idx (B, T) from position 0 and store it in slots [slot, slot + T) of ``cache``.
+
+        Returns the hidden states (B, T, C). ``mask`` (B, T) marks real tokens; positions count
+        from each row's first one.
+        """
+        B, T = idx.shape
+        positions, attn_mask = None, None
+        if not bool(mask.all()):
+            positions = (mask.long().cumsum(1) - 1).clamp(min=0)  # (B, T)
+            causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()  # (T, T)
+            # padding queries attend to themselves only: a row of all -inf would give NaN in SDPA
+            eye = torch.eye(T, dtype=torch.bool, device=idx.device)  # (T, T)
+            attn_mask = ((causal & mask[:, None, :]) | eye)[:, None]  # (B, 1, T, T)
+        if cache.length == 0 and slot == 0:
+            x = self._trunk(idx, cache, positions, attn_mask)
+        else:  # a fresh window for some rows, computed apart and then copied into their slots
+            tmp = self._empty_cache(B, T, idx.device)
+            x = self._trunk(idx, tmp, positions, attn_mask)
+            cache.k[:, :, :, slot : slot + T], cache.v[:, :, :, slot : slot + T] = tmp.k, tmp.v
+        cache.idx[:, slot : slot + T], cache.mask[:, slot : slot + T] = idx, mask
+        return x
+
+    def _make_room(self, state: KVCache, sliding: Tensor) -> KVCache:
+        """Free slot ``length``: grow the buffers, or drop the slots no row uses any more."""
+        bs, n = self.config.block_size, state.length
+        if state.capacity < bs:
+            new = self._empty_cache(state.idx.size(0), min(bs, 2 * state.capacity), state.idx.device)
+            new.k[:, :, :, :n], new.v[:, :, :, :n] = state.k[:, :, :, :n], state.v[:, :, :, :n]
+            new.idx[:, :n], new.mask[:, :n] = state.idx[:, :n], state.mask[:, :n]
+            new.pos, new.length, new.padded = state.pos, n, state.padded
+            return new
+        # a full window: every row that is not sliding now has < block_size tokens, so starts
+        # at slot >= 1, and a sliding row will start at n - keep + 1 >= 1: shift all left by the least
+        first = state.mask[:, :n].int().argmax(1)  # (B,) each row's first slot
+        keep = max(1, bs // 2)
+        first = torch.where(sliding, n - keep + 1, first)
+        shift = int(first.min())
+        assert shift >= 1, "KV cache full with a row of block_size tokens that is not sliding"
+        m = n - shift
+        for buf in (state.k, state.v):
+            buf[:, :, :, :m] = buf[:, :, :, shift:n].clone()
+        state.idx[:, :m], state.mask[:, :m] = state.idx[:, shift:n].clone(), state.mask[:, shift:n].clone()
+        state.mask[:, m:] = False
+        state.length, state.padded = m, not bool(state.mask[:, :m].all())
+        return state
 
     @torch.no_grad()
     def step(self, tokens: Tensor, state: KVCache) -> tuple[Tensor, KVCache]:
         """Append one token per row to the cache (in place) and return the next logits.
 
-        When the window is full, it slides like a context shift: the cache is re-prefilled
-        with the most recent block_size // 2 tokens (the new one included), so the model then
-        conditions on the latest half-window and generation of any length never overflows.
-        The positions restart at 0 after a slide, as they would for a fresh prompt.
+        When a row's window is full (block_size tokens), it slides like a context shift: that
+        row is re-prefilled with its most recent block_size // 2 tokens (the new one included),
+        so it then conditions on the latest half-window and generation of any length never
+        overflows. Its positions restart at 0, as they would for a fresh prompt. Rows slide
+        independently, when their own window fills.
 
         Args:
             tokens: (B,) token ids.
@@ -165,12 +230,43 @@ class GPT(nn.Module):
             logits (B, V) and the updated KVCache.
         """
         bs = self.config.block_size
-        if state.length < bs:
-            return self._extend(tokens[:, None], state), state
-        keep = max(1, bs // 2)
-        window = torch.cat([state.idx[:, bs - keep + 1 :], tokens[:, None]], dim=1)  # (B, keep)
-        state.length = 0  # reuse the buffers: only [0, length) is ever read
-        return self._extend(window, state), state
+        sliding = state.pos >= bs  # (B,)
+        if state.length == state.capacity:
+            state = self._make_room(state, sliding)
+        n = state.length
+        logits = None
+        if not bool(sliding.all()):
+            state.mask[:, n] = True
+            positions = attn_mask = None
+            if state.padded or bool(sliding.any()):
+                positions = state.pos.masked_fill(sliding, 0)[:, None]  # (B, 1); sliding rows are redone below
+                attn_mask = state.mask[:, None, None, : n + 1]  # (B, 1, 1, n + 1)
+            x = self._trunk(tokens[:, None], state, positions, attn_mask)  # (B, 1, C)
+            state.idx[:, n] = tokens
+            logits = self.lm_head(x[:, -1])  # (B, V)
+        state.pos = state.pos + 1
+        state.length = n + 1
+        if bool(sliding.any()):
+            logits = self._slide(tokens, state, sliding, logits)
+        return logits, state
+
+    def _slide(self, tokens: Tensor, state: KVCache, sliding: Tensor, logits: Tensor | None) -> Tensor:
+        """Re-prefill the ``sliding`` rows with their last block_size // 2 tokens, ending at the new one."""
+        n, keep = state.length - 1, max(1, self.config.block_size // 2)
+        rows = sliding.nonzero().squeeze(1)  # (R,)
+        window = torch.cat([state.idx[rows, n - keep + 1 : n], tokens[rows, None]], dim=1)  # (R, keep)
+        sub = KVCache(state.k[:, rows], state.v[:, rows], state.idx[rows], state.mask[rows], state.pos[rows],
+                      state.length, state.padded)
+        x = self._prefill(window, torch.ones_like(window, dtype=torch.bool), sub, n - keep + 1)  # (R, keep, C)
+        sub.mask[:, : n - keep + 1] = False
+        state.k[:, rows], state.v[:, rows], state.idx[rows], state.mask[rows] = sub.k, sub.v, sub.idx, sub.mask
+        state.pos[rows] = keep
+        state.padded = not bool(state.mask[:, : state.length].all())
+        new = self.lm_head(x[:, -1])  # (R, V)
+        if logits is None:
+            return new
+        logits[rows] = new.to(logits.dtype)
+        return logits
 
     def reorder(self, state: KVCache, index: Tensor) -> KVCache:
         """Rows ``index`` (B',) of the cache, as a new KVCache (beams, num_return_sequences)."""
@@ -178,5 +274,8 @@ class GPT(nn.Module):
             k=state.k.index_select(1, index),
             v=state.v.index_select(1, index),
             idx=state.idx.index_select(0, index),
+            mask=state.mask.index_select(0, index),
+            pos=state.pos.index_select(0, index),
             length=state.length,
+            padded=state.padded,
         )

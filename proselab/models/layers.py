@@ -54,7 +54,10 @@ class SelfAttention(nn.Module):
         self.dropout = dropout
         self.causal = causal
 
-    def forward(self, x: Tensor, cache: tuple[Tensor, Tensor] | None = None, pos: int = 0) -> Tensor:
+    def forward(self, x: Tensor, cache: tuple[Tensor, Tensor] | None = None, pos: int = 0,
+                attn_mask: Tensor | None = None) -> Tensor:
+        """x (B, T, C) -> (B, T, C); ``attn_mask`` (B, 1, T, pos + T) bool, True = may attend,
+        replaces the causal mask (it must include causality itself)."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
@@ -72,7 +75,9 @@ class SelfAttention(nn.Module):
             v = cache_v[:, :, : pos + T].to(q.dtype)  # (B, nh, pos + T, hs)
             causal = causal and T > 1
         dropout = self.dropout if self.training else 0.0
-        if q.requires_grad and q.device.type == "cpu":
+        if attn_mask is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)  # (B, nh, T, hs)
+        elif q.requires_grad and q.device.type == "cpu":
             y = _explicit_attention(q, k, v, dropout, causal)  # (B, nh, T, hs)
         else:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)  # (B, nh, T, hs)

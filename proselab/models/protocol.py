@@ -12,11 +12,31 @@ be forked (beams, num_return_sequences) and each copy stepped independently.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
 
 State = Any  # family-specific: the RNN's hidden state, the GPT's KVCache, the encoder memory
+
+
+@dataclass
+class Prompt:
+    """A batch of language-model prompts of different lengths, left-padded to one width.
+
+    Left padding puts every row's last token in the last column, so one step feeds them all.
+    """
+
+    idx: Tensor  # (B, T) token ids; padded positions hold any valid id (they are masked)
+    mask: Tensor | None = None  # (B, T) bool, True on real tokens; None = no padding
+    max_new_tokens: int | None = None  # a hint for sizing caches; None = unknown
+
+    @property
+    def lengths(self) -> Tensor:
+        """(B,) real tokens per row."""
+        if self.mask is None:
+            return self.idx.new_full((self.idx.size(0),), self.idx.size(1))
+        return self.mask.sum(1)
 
 
 @runtime_checkable
@@ -25,7 +45,8 @@ class Decoder(Protocol):
         """Encode the source / prefill the prompt.
 
         Args:
-            batch: for language models, a LongTensor idx (B, T) of prompt tokens.
+            batch: for language models a Prompt, or a LongTensor idx (B, T) of prompt tokens
+                (the same as a Prompt without padding).
 
         Returns:
             logits (B, V) for the first new token, and the state to pass to ``step``.

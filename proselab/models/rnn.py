@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ..config import ModelConfig
 from .layers import lm_loss
+from .protocol import Prompt
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -84,20 +85,34 @@ class RNNLM(nn.Module):
         return logits, lm_loss(logits, targets)
 
     @torch.no_grad()
-    def start(self, idx: Tensor) -> tuple[Tensor, Hidden]:
-        """Run the prompt from a zero state.
+    def start(self, batch: Prompt | Tensor) -> tuple[Tensor, Hidden]:
+        """Run each prompt from a zero state, to its own length.
 
-        There is no length limit: block_size is only the training length.
+        There is no length limit: block_size is only the training length. Left-padded rows are
+        packed (``pack_padded_sequence``), so padding never enters the recurrence.
 
         Args:
-            idx: (B, T) prompt token ids, T >= 1.
+            batch: a Prompt (left-padded idx and mask), or idx (B, T) with T >= 1.
 
         Returns:
-            logits (B, V) for the token after the prompt, and the hidden state.
+            logits (B, V) for the token after each prompt, and the hidden state.
         """
+        prompt = batch if isinstance(batch, Prompt) else Prompt(batch)
+        idx, mask = prompt.idx, prompt.mask
         assert idx.dim() == 2 and idx.size(1) >= 1, f"prompt must be (B, T) with T >= 1, got {tuple(idx.shape)}"
-        logits, hidden = self._run(idx)
-        return logits[:, -1], hidden
+        if mask is None or bool(mask.all()):
+            logits, hidden = self._run(idx)
+            return logits[:, -1], hidden
+        B, T = idx.shape
+        lengths = mask.sum(1)  # (B,)
+        # left padding -> right padding: row r starts at column T - lengths[r]
+        cols = (torch.arange(T, device=idx.device)[None, :] + (T - lengths)[:, None]).clamp(max=T - 1)  # (B, T)
+        packed = nn.utils.rnn.pack_padded_sequence(self.wte(idx.gather(1, cols)), lengths.cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        out, hidden = self.rnn(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True)  # (B, max(lengths), H)
+        last = out[torch.arange(B, device=idx.device), lengths - 1]  # (B, H) each row's last real step
+        return self.lm_head(last), hidden
 
     @torch.no_grad()
     def step(self, tokens: Tensor, state: Hidden) -> tuple[Tensor, Hidden]:
