@@ -241,3 +241,28 @@ def test_bad_values_name_the_field(field, value, match):
 def test_empty_prompt_is_refused():
     with pytest.raises(ValueError, match="no tokens"):
         generate(_model("rnn"), [[1], []], GenerationConfig())
+
+
+def test_a_row_that_ends_early_stays_ended_while_the_batch_goes_on():
+    model = _model("gpt", scale=3.0)
+    cfg = GenerationConfig(do_sample=False, max_new_tokens=12)
+    free = [g.tokens for g in generate(model, PROMPTS, cfg)]
+    eos = free[0][1]  # ends row 0 at its second token; the other rows may or may not contain it
+    ended = generate(model, PROMPTS, GenerationConfig(do_sample=False, max_new_tokens=12, eos_token_id=eos))
+    for g, want in zip(ended, free):
+        cut = want.index(eos) if eos in want else len(want)
+        assert g.tokens == want[:cut] and g.finish_reason == ("eos" if eos in want else "length")
+    reasons = [g.finish_reason for g in ended]
+    assert "eos" in reasons and "length" in reasons and reasons.count("eos") < len(PROMPTS) / 2  # no compaction
+
+
+def test_rows_ignore_steps_of_finished_rows():
+    from proselab.decoding.stopping import Rows
+
+    rows = Rows(3, [0, 1, 2], max_new_tokens=5, eos_ids=[0])
+    done, _ = rows.update(torch.tensor([0, 1, 2]), torch.tensor([0, 4, 5]), None, 0, False)
+    assert done == [True, False, False]
+    done, deltas = rows.update(torch.tensor([0, 1, 2]), torch.tensor([7, 8, 0]), None, 1, False)
+    assert done == [True, False, True] and [d.index for d in deltas] == [1, 2]
+    res = rows.results()
+    assert [g.tokens for g in res] == [[], [4, 8], [5]] and [g.finish_reason for g in res] == ["eos", "length", "eos"]

@@ -56,9 +56,10 @@ def sample_loop(model: Decoder, prompt: Prompt, ids: torch.Tensor, cfg: Generati
         return
     deadline = Deadline(cfg.max_time)
     N, T = ids.shape
-    hist = torch.cat([ids, ids.new_full((N, cfg.max_new_tokens), fill_token)], dim=1)  # (N, T + max_new)
-    alive = torch.arange(N)  # rows of the batch, by sequence number
     logits, state = model.start(prompt)
+    dev = logits.device
+    hist = torch.cat([ids.to(dev), ids.new_full((N, cfg.max_new_tokens), fill_token, device=dev)], dim=1)  # (N, T + max_new)
+    alive = torch.arange(N)  # rows of the batch, by sequence number
     for t in range(cfg.max_new_tokens):
         scores = apply_processors(procs, hist[:, : T + t], logits.float())  # (A, V)
         if cfg.do_sample:
@@ -75,10 +76,11 @@ def sample_loop(model: Decoder, prompt: Prompt, ids: torch.Tensor, cfg: Generati
         n_done = int(done_t.sum())
         if n_done and 2 * n_done >= len(done):  # drop finished rows from the batch
             keep = (~done_t).nonzero().squeeze(1)
-            alive, hist, nxt = alive[keep], hist[keep], nxt[keep.to(nxt.device)]
-            state = model.reorder(state, keep.to(nxt.device))
+            alive = alive[keep]
+            keep = keep.to(dev)
+            hist, nxt, state = hist[keep], nxt[keep], model.reorder(state, keep)
         elif n_done:  # finished rows keep stepping on a harmless token until the next compaction
-            nxt = nxt.masked_fill(done_t.to(nxt.device), fill_token)
+            nxt = nxt.masked_fill(done_t.to(dev), fill_token)
         logits, state = model.step(nxt, state)
 
 

@@ -79,6 +79,9 @@ class Rows:
         last = step + 1 == self.max_new_tokens
         lps = logprobs.tolist() if logprobs is not None else None
         for j, (r, tok) in enumerate(zip(rows.tolist(), tokens.tolist())):
+            if self.reasons[r] is not None:  # finished earlier, still in the batch until it is compacted
+                done.append(True)
+                continue
             text, new, reason = "", [], None
             if tok in self.eos:
                 reason = "eos"
