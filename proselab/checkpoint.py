@@ -118,7 +118,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", weights: s
     """Load a run's model (in eval mode), tokenizer and Config.
 
     Args:
-        run_dir: a run directory written by ``proselab train``.
+        run_dir: a run directory written by ``proselab train``, or a Hugging Face GPT-2
+            checkpoint directory (see ``proselab.hf``).
         device: where to put the model.
         weights: ``model.safetensors`` (best) or ``last.safetensors`` (latest).
 
@@ -129,7 +130,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", weights: s
     from .models import build_model
     from .tokenizers import load_tokenizer
 
+    from .hf import is_hf_checkpoint, load_hf_gpt2
+
     run_dir = Path(run_dir)
+    if is_hf_checkpoint(run_dir):
+        return load_hf_gpt2(run_dir, device)
     data = read_run_config(run_dir)
     try:
         cfg = config_from_dict(data)

@@ -202,6 +202,17 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
+    from .hf import export_hf
+
+    if extra:
+        raise CLIError(f"unrecognized arguments: {' '.join(extra)}")
+    out = export_hf(args.run, args.out)
+    print(f"wrote a Hugging Face GPT-2 checkpoint to {out}; load it with "
+          f"transformers.AutoModelForCausalLM.from_pretrained('{out}')")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace, extra: list[str]) -> int:
     from . import datasets
 
@@ -232,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     g = sub.add_parser("generate", help="generate text from a run")
-    g.add_argument("run", help="run directory")
+    g.add_argument("run", help="run directory, or a Hugging Face GPT-2 checkpoint directory")
     g.add_argument("--prompt", default="\n", help="text to continue (default: a newline, like nanoGPT)")
     _add_generation_options(g)
     g.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
@@ -248,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--encoding-errors", default="strict", choices=["strict", "replace"])
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval)
+
+    x = sub.add_parser("export", help="write a gpt run as a Hugging Face GPT-2 checkpoint (transformers, vLLM, ...)")
+    x.add_argument("run", help="run directory")
+    x.add_argument("out", help="output directory (new or empty)")
+    x.set_defaults(func=cmd_export)
 
     d = sub.add_parser("demo", help="train a small character GPT on Shakespeare and print samples")
     d.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")

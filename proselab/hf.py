@@ -1,0 +1,190 @@
+"""Hugging Face GPT-2 checkpoints: import them as proselab models, export proselab GPT runs to them.
+
+The GPT's parameter names are GPT-2's, so the mapping is one to one, except that Hugging Face
+stores ``c_attn``, ``c_proj`` and ``c_fc`` as Conv1D, (in, out), where nn.Linear is (out, in).
+A checkpoint directory holds ``config.json`` (``model_type: gpt2``), ``model.safetensors`` or
+``pytorch_model.bin``, and ``tokenizer.json`` or ``vocab.json`` + ``merges.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .atomic import atomic_path
+from .checkpoint import RunError, write_json
+
+CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+IGNORED = (".attn.bias", ".attn.masked_bias", ".crossattention.bias")  # old causal-mask buffers, not weights
+SUPPORTED_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")  # the tanh GELU proselab's MLP computes
+
+
+def is_hf_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a directory with a Hugging Face config.json (not a proselab run)."""
+    cfg = Path(path) / "config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        data = json.loads(cfg.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and "model" not in data and ("model_type" in data or "architectures" in data)
+
+
+def _model_config(hf: dict[str, Any], where: Path):
+    from .config import ModelConfig
+
+    kind = hf.get("model_type")
+    if kind != "gpt2":
+        archs = ", ".join(hf.get("architectures") or []) or "unknown"
+        raise RunError(f"{where}: model_type '{kind}' ({archs}) is not supported; proselab imports GPT-2 checkpoints "
+                       "(model_type gpt2)")
+    act = hf.get("activation_function", "gelu_new")
+    problems = []
+    if act not in SUPPORTED_ACTIVATIONS:
+        problems.append(f"activation_function '{act}' (proselab's GPT uses gelu_new)")
+    n_embd = hf.get("n_embd", 768)
+    if hf.get("n_inner") not in (None, 4 * n_embd):
+        problems.append(f"n_inner {hf['n_inner']} (proselab's MLP is 4 x n_embd = {4 * n_embd})")
+    if abs(float(hf.get("layer_norm_epsilon", 1e-5)) - 1e-5) > 1e-12:
+        problems.append(f"layer_norm_epsilon {hf['layer_norm_epsilon']} (proselab uses 1e-5)")
+    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
+        if hf.get(flag):
+            problems.append(f"{flag}: true")
+    if hf.get("scale_attn_weights") is False:
+        problems.append("scale_attn_weights: false")
+    if problems:
+        raise RunError(f"{where}: this GPT-2 variant is not supported: {'; '.join(problems)}")
+    return ModelConfig(family="gpt", vocab_size=hf.get("vocab_size", 50257), block_size=hf.get("n_positions", 1024),
+                       n_layer=hf.get("n_layer", 12), n_head=hf.get("n_head", 12), n_embd=n_embd, dropout=0.0,
+                       bias=True, tie_weights=hf.get("tie_word_embeddings", True))
+
+
+def _read_state_dict(d: Path) -> dict[str, torch.Tensor]:
+    if (d / "model.safetensors").is_file():
+        return load_file(str(d / "model.safetensors"))
+    if (d / "pytorch_model.bin").is_file():
+        # weights_only: a pickle from the internet must not run code
+        return torch.load(d / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    if (d / "model.safetensors.index.json").is_file():
+        index = json.loads((d / "model.safetensors.index.json").read_text(encoding="utf-8"))
+        state: dict[str, torch.Tensor] = {}
+        for shard in sorted(set(index["weight_map"].values())):
+            state.update(load_file(str(d / shard)))
+        return state
+    raise RunError(f"'{d}' has no weights: expected model.safetensors or pytorch_model.bin")
+
+
+def load_hf_gpt2(path: str | Path, device: str | torch.device = "cpu"):
+    """Load a Hugging Face GPT-2 checkpoint directory.
+
+    Returns:
+        (model in eval mode, tokenizer, Config) like ``checkpoint.load_run``.
+    """
+    from .config import Config
+    from .models import build_model
+    from .tokenizers import TokenizerError, load_tokenizer
+
+    d = Path(path)
+    hf = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    cfg = Config()
+    cfg.model = _model_config(hf, d / "config.json")
+    try:
+        tokenizer = load_tokenizer(d)
+    except TokenizerError as e:
+        raise RunError(f"'{d}' has no usable tokenizer ({e})") from None
+    cfg.data.tokenizer = str(d)
+    model = build_model(cfg.model)
+    ours = model.state_dict()
+    state = {}
+    for name, t in _read_state_dict(d).items():
+        if name.endswith(IGNORED):
+            continue
+        if not name.startswith(("transformer.", "lm_head.")):
+            name = "transformer." + name  # saved from GPT2Model, without the LM head's prefix
+        state[name] = t.t() if name.endswith(CONV1D) else t
+    unexpected = sorted(set(state) - set(ours))
+    missing = sorted(k for k in set(ours) - set(state) if not (k == "lm_head.weight" and cfg.model.tie_weights))
+    if unexpected or missing:
+        raise RunError(f"'{d}': the weights do not match a GPT-2 of this config.json "
+                       f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})")
+    for name, t in state.items():
+        if t.shape != ours[name].shape:
+            raise RunError(f"'{d}': {name} has shape {tuple(t.shape)}, but config.json implies {tuple(ours[name].shape)}")
+    model.load_state_dict(state, strict=False)
+    if tokenizer.vocab_size > cfg.model.vocab_size:
+        raise RunError(f"'{d}': the tokenizer has {tokenizer.vocab_size} tokens but the model only {cfg.model.vocab_size}")
+    gen_path = d / "generation_config.json"
+    if gen_path.is_file():
+        _apply_generation_config(cfg, json.loads(gen_path.read_text(encoding="utf-8")))
+    return model.to(device).eval(), tokenizer, cfg
+
+
+GENERATION_FIELDS = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "min_p", "typical_p",
+                     "repetition_penalty", "no_repeat_ngram_size", "num_beams", "length_penalty")
+
+
+def _apply_generation_config(cfg, hf_gen: dict[str, Any]) -> None:
+    for name in GENERATION_FIELDS:
+        if hf_gen.get(name) is not None:
+            setattr(cfg.generation, name, hf_gen[name])
+
+
+def export_hf(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write a proselab GPT run as a Hugging Face GPT-2 checkpoint directory.
+
+    ``transformers.AutoModelForCausalLM.from_pretrained(out_dir)`` and
+    ``AutoTokenizer.from_pretrained(out_dir)`` load the result. A bias-free model is written
+    with zero biases, which computes the same function.
+
+    Returns:
+        the output directory.
+    """
+    from .checkpoint import load_run
+
+    model, tokenizer, cfg = load_run(run_dir)
+    m = cfg.model
+    if m.family != "gpt":
+        raise RunError(f"'{run_dir}' is a {m.family} run; only gpt runs have a Hugging Face (GPT-2) layout")
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RunError(f"'{out}' exists and is not an empty directory; choose a new output directory")
+    out.mkdir(parents=True, exist_ok=True)
+    state = {}
+    for name, t in model.state_dict().items():
+        if name == "lm_head.weight" and m.tie_weights:
+            continue  # transformers ties it to transformer.wte.weight
+        state[name] = (t.t() if name.endswith(CONV1D) else t).detach().float().contiguous().clone()
+    if not m.bias:  # GPT-2 always has biases: zeros compute the same function
+        for i in range(m.n_layer):
+            p = f"transformer.h.{i}."
+            for lin, width in (("attn.c_attn", 3 * m.n_embd), ("attn.c_proj", m.n_embd), ("mlp.c_fc", 4 * m.n_embd),
+                               ("mlp.c_proj", m.n_embd), ("ln_1", m.n_embd), ("ln_2", m.n_embd)):
+                state[p + lin + ".bias"] = torch.zeros(width)
+        state["transformer.ln_f.bias"] = torch.zeros(m.n_embd)
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    bos = tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.eos_id
+    write_json(out / "config.json", {
+        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": m.vocab_size,
+        "n_positions": m.block_size, "n_embd": m.n_embd, "n_layer": m.n_layer, "n_head": m.n_head, "n_inner": None,
+        "activation_function": "gelu_new", "resid_pdrop": m.dropout, "embd_pdrop": m.dropout, "attn_pdrop": m.dropout,
+        "layer_norm_epsilon": 1e-5, "initializer_range": 0.02, "bos_token_id": bos, "eos_token_id": tokenizer.eos_id,
+        "tie_word_embeddings": m.tie_weights, "dtype": "float32", "use_cache": True,
+    })
+    g = cfg.generation
+    gen = {name: getattr(g, name) for name in GENERATION_FIELDS}
+    gen.update({"bos_token_id": bos, "eos_token_id": tokenizer.eos_id, "top_k": g.top_k or None})
+    write_json(out / "generation_config.json", {k: v for k, v in gen.items() if v is not None})
+    tokenizer.save(out / "tokenizer.json")
+    special = tokenizer.special_tokens()
+    tok_cfg = {"tokenizer_class": "GPT2TokenizerFast" if tokenizer.kind == "gpt2" else "PreTrainedTokenizerFast",
+               "model_max_length": m.block_size, "clean_up_tokenization_spaces": False,
+               **{k: v for k, v in special.items() if v is not None}}
+    write_json(out / "tokenizer_config.json", tok_cfg)
+    write_json(out / "special_tokens_map.json", {k: v for k, v in special.items() if v is not None})
+    return out

@@ -1,0 +1,152 @@
+"""Hugging Face GPT-2 interop: import, export, and parity with transformers."""
+
+import json
+
+import pytest
+import torch
+
+import proselab
+from proselab.checkpoint import RunError
+from proselab.config import GenerationConfig
+from proselab.decoding import generate
+from proselab.hf import export_hf
+from proselab.tokenizers import train_tokenizer
+
+from conftest import SHARED, shakespeare_text, tiny_overrides
+
+transformers = pytest.importorskip("transformers")
+GPT2_FILES = SHARED / "gpt2-tokenizer"
+
+
+def _hf_checkpoint(path, vocab_size, n_positions=32):
+    """A randomly initialised transformers GPT-2, saved: a real checkpoint directory."""
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=vocab_size, n_positions=n_positions, n_embd=32, n_layer=2, n_head=4,
+                                  bos_token_id=0, eos_token_id=0)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():  # peaky distributions, so greedy and beams are far from ties
+        model.transformer.wte.weight.mul_(20)
+    model.save_pretrained(path)
+    return model
+
+
+@pytest.fixture
+def char_checkpoint(tmp_path):
+    tok = train_tokenizer("char", [shakespeare_text(5000)])
+    path = tmp_path / "hf"
+    hf = _hf_checkpoint(path, tok.vocab_size)
+    tok.save(path / "tokenizer.json")
+    return path, hf, tok
+
+
+def test_import_matches_transformers_logits_greedy_and_beams(char_checkpoint):
+    path, hf, tok = char_checkpoint
+    gen = proselab.load(path)
+    idx = torch.tensor([tok.encode("ROMEO: good"), tok.encode("JULIET: say")])
+    with torch.no_grad():
+        ref = hf(idx).logits
+        ours, _ = gen.model(idx)
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=0)
+
+    ref_greedy = hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=20, do_sample=False,
+                             eos_token_id=None, pad_token_id=0)[:, idx.size(1):]
+    greedy = generate(gen.model, idx, GenerationConfig(do_sample=False, max_new_tokens=20))
+    assert [g.tokens for g in greedy] == ref_greedy.tolist()
+
+    ref_beams = hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=12, do_sample=False,
+                            num_beams=4, num_return_sequences=2, length_penalty=0.7, eos_token_id=None,
+                            pad_token_id=0)[:, idx.size(1):]
+    beams = generate(gen.model, idx, GenerationConfig(do_sample=False, max_new_tokens=12, num_beams=4,
+                                                      num_return_sequences=2, length_penalty=0.7))
+    assert [g.tokens for g in beams] == ref_beams.tolist()
+
+
+def test_pytorch_model_bin_and_bare_gpt2model_names(char_checkpoint):
+    path, hf, tok = char_checkpoint
+    state = {k.removeprefix("transformer."): v for k, v in hf.state_dict().items() if k != "lm_head.weight"}
+    (path / "model.safetensors").unlink()
+    torch.save(state, path / "pytorch_model.bin")
+    gen = proselab.load(path)
+    idx = torch.tensor([tok.encode("ROMEO:")])
+    with torch.no_grad():
+        torch.testing.assert_close(gen.model(idx)[0], hf(idx).logits, atol=1e-4, rtol=0)
+
+
+def test_gpt2_tokenizer_files_and_cli_generate(tmp_path):
+    if not (GPT2_FILES / "vocab.json").is_file():
+        pytest.skip("GPT-2 tokenizer files are not in ../shared/data")
+    import shutil
+    import subprocess
+    import sys
+
+    path = tmp_path / "hf"
+    hf = _hf_checkpoint(path, 50257)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(GPT2_FILES / name, path / name)
+    gen = proselab.load(path)
+    assert gen.tokenizer.encode("Hello world") == [15496, 995] and gen.tokenizer.eos_id == 50256
+    idx = torch.tensor([gen.tokenizer.encode("Hello world")])
+    ref = hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=8, do_sample=False,
+                      eos_token_id=None, pad_token_id=0)[0, 2:].tolist()
+    out = subprocess.run([sys.executable, "-m", "proselab", "generate", str(path), "--prompt", "Hello world",
+                          "--greedy", "--max-new-tokens", "8", "--eos-token-id", "99999", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["completions"][0]["tokens"] == ref
+
+
+@pytest.mark.parametrize("tokenizer", ["char", "bpe"])
+def test_export_loads_in_transformers_without_warnings(tmp_path, corpus, tokenizer, capfd):
+    run = tmp_path / "run"
+    proselab.train(None, tiny_overrides(corpus, run, **{"data.tokenizer": tokenizer, "data.vocab_size": 300,
+                                                       "train.max_iters": 5, "model.bias": False}))
+    out = tmp_path / "export"
+    export_hf(run, out)
+    capfd.readouterr()
+    hf, info = transformers.AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    assert not any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
+    assert "MISSING" not in capfd.readouterr().err  # transformers 5 prints a load report on any mismatch
+    hf.eval()
+    gen = proselab.load(run)
+    text = "ROMEO: What, ho!"
+    assert hf_tok(text)["input_ids"] == gen.tokenizer.encode(text)
+    idx = torch.tensor([gen.tokenizer.encode(text)])
+    with torch.no_grad():
+        torch.testing.assert_close(hf(idx).logits, gen.model(idx)[0], atol=1e-4, rtol=0)
+    back = proselab.load(out)  # and the export imports again
+    with torch.no_grad():
+        torch.testing.assert_close(back.model(idx)[0], gen.model(idx)[0], atol=1e-5, rtol=0)
+
+
+def test_export_refuses_rnn_runs_and_non_empty_targets(tmp_path, corpus):
+    run = tmp_path / "run"
+    proselab.train(None, tiny_overrides(corpus, run, family="rnn", **{"train.max_iters": 2}))
+    with pytest.raises(RunError, match="rnn run"):
+        export_hf(run, tmp_path / "out")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "x").write_text("keep me")
+    gpt = tmp_path / "gpt"
+    proselab.train(None, tiny_overrides(corpus, gpt, **{"train.max_iters": 2}))
+    with pytest.raises(RunError, match="not an empty directory"):
+        export_hf(gpt, busy)
+    assert (busy / "x").read_text() == "keep me"
+
+
+def test_bad_checkpoints_say_what_is_wrong(char_checkpoint):
+    path, _, _ = char_checkpoint
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**cfg, "model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    with pytest.raises(RunError, match="llama"):
+        proselab.load(path)
+    (path / "config.json").write_text(json.dumps({**cfg, "n_embd": 64}))
+    with pytest.raises(RunError, match="shape"):
+        proselab.load(path)
+    (path / "config.json").write_text(json.dumps({**cfg, "activation_function": "relu"}))
+    with pytest.raises(RunError, match="activation_function"):
+        proselab.load(path)
+    (path / "config.json").write_text(json.dumps(cfg))
+    (path / "model.safetensors").unlink()
+    with pytest.raises(RunError, match="no weights"):
+        proselab.load(path)
