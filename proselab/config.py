@@ -55,7 +55,7 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     out_dir: str = "runs/default"  # the run directory this training writes
-    init_from: str = "scratch"  # scratch | resume (continue out_dir)
+    init_from: str = "scratch"  # scratch | resume (continue out_dir) | a run or Hugging Face GPT-2 dir to fine-tune
     overwrite: bool = False  # allow scratch training to replace a run already in out_dir
     seed: int = 1337  # seeds model init, batch sampling and dropout
     batch_size: int = 12  # sequences per micro-batch (per process under torchrun)
@@ -318,7 +318,7 @@ def _validate(cfg: Config) -> None:
     _check(0.0 < d.val_fraction < 1.0, f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
     _check(d.encoding_errors in ("strict", "replace"), "data.encoding_errors must be strict or replace")
     _check(bool(d.dataset), "data.dataset must name a built-in corpus or text files")
-    _check(t.init_from in ("scratch", "resume"), f"train.init_from must be scratch or resume, got '{t.init_from}'")
+    _check(bool(t.init_from), "train.init_from must be scratch, resume, or a run / Hugging Face checkpoint directory")
     _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
     _check(t.grad_accum >= 1, f"train.grad_accum must be >= 1, got {t.grad_accum}")
     _check(t.max_iters >= 1, f"train.max_iters must be >= 1, got {t.max_iters}")

@@ -129,6 +129,8 @@ def resolve_config(config: Config | str | Path | dict | None, overrides: dict | 
         cfg.validate()
     else:
         cfg = load_config(config, overrides)
+    if cfg.train.init_from not in ("scratch", "resume"):
+        return _from_checkpoint(cfg)
     if cfg.train.init_from != "resume":
         return cfg
     saved = config_from_dict(ckpt.read_run_config(cfg.train.out_dir))
@@ -142,6 +144,44 @@ def resolve_config(config: Config | str | Path | dict | None, overrides: dict | 
             _set(saved, k, v)
     saved.train.init_from, saved.train.out_dir = "resume", cfg.train.out_dir
     return saved.validate()
+
+
+ARCHITECTURE = ("family", "vocab_size", "n_layer", "n_head", "n_embd", "bias", "cell", "hidden_size", "num_layers",
+                "tie_weights")
+
+
+def _from_checkpoint(cfg: Config) -> Config:
+    """Fine-tuning: the architecture and tokenizer come from ``train.init_from``.
+
+    The checkpoint fixes every architecture field; ``model.dropout`` stays the config's, and a
+    GPT's ``model.block_size`` may be smaller than the checkpoint's (its position table is then
+    cropped, as nanoGPT does).
+    """
+    from .checkpoint import load_run
+
+    src = Path(cfg.train.init_from).expanduser()
+    if not src.is_dir():
+        raise ckpt.RunError(f"train.init_from must be scratch, resume, or a run / Hugging Face checkpoint "
+                            f"directory; '{cfg.train.init_from}' is none of these")
+    _, _, src_cfg = load_run(src)
+    for name in ARCHITECTURE:
+        setattr(cfg.model, name, getattr(src_cfg.model, name))
+    if cfg.model.family == "gpt":
+        cfg.model.block_size = min(cfg.model.block_size, src_cfg.model.block_size)
+    cfg.data.tokenizer = str(src)  # a run's tokenizer.json, or the checkpoint's tokenizer files
+    return cfg.validate()
+
+
+def _load_init_weights(model: torch.nn.Module, source: str) -> None:
+    """Copy ``source``'s weights into ``model`` (a GPT's position table cropped to its block_size)."""
+    from .checkpoint import load_run
+
+    src_model, _, _ = load_run(Path(source).expanduser())
+    state = src_model.state_dict()
+    wpe = "transformer.wpe.weight"
+    if wpe in state:
+        state[wpe] = state[wpe][: model.state_dict()[wpe].size(0)]
+    model.load_state_dict(state)
 
 
 class _Trainer:
@@ -161,7 +201,12 @@ class _Trainer:
                 f"'{self.run_dir}' already holds a run; resume it with --resume, choose another "
                 "--train.out_dir, or pass --train.overwrite=true to replace it"
             )
-        tokenizer = load_tokenizer(self.run_dir / ckpt.TOKENIZER_FILE) if resume else None
+        fine_tune = t.init_from not in ("scratch", "resume")
+        tokenizer = None
+        if resume:
+            tokenizer = load_tokenizer(self.run_dir / ckpt.TOKENIZER_FILE)
+        elif fine_tune:
+            tokenizer = load_tokenizer(cfg.data.tokenizer)
         with dist.rank0_first():  # rank 0 fills the token cache, the others then read it
             self.data: TokenData = prepare_data(cfg.data, cfg.model.block_size, tokenizer)
         if self.data.unknown and dist.is_main:
@@ -176,7 +221,10 @@ class _Trainer:
                 f"{self.tokenizer.vocab_size}; set it to 0 to take the tokenizer's size"
             )
         torch.manual_seed(t.seed)  # identical initial weights on every process
-        self.model = build_model(cfg.model).to(self.device)
+        self.model = build_model(cfg.model)
+        if fine_tune:
+            _load_init_weights(self.model, t.init_from)
+        self.model = self.model.to(self.device)
         self.optimizer = make_optimizer(self.model, t, self.device)
         self.data_gen = torch.Generator().manual_seed(t.seed)  # same global batches on every rank
         self.step, self.best_val = 0, float("inf")

@@ -1,6 +1,7 @@
 """Hugging Face GPT-2 interop: import, export, and parity with transformers."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -150,3 +151,35 @@ def test_bad_checkpoints_say_what_is_wrong(char_checkpoint):
     (path / "model.safetensors").unlink()
     with pytest.raises(RunError, match="no weights"):
         proselab.load(path)
+
+
+def test_fine_tune_from_a_checkpoint_continues_its_weights(char_checkpoint, tmp_path, corpus):
+    path, hf, tok = char_checkpoint
+    run = tmp_path / "ft"
+    over = tiny_overrides(corpus, run, **{"train.init_from": str(path), "model.block_size": 16, "model.n_layer": 7,
+                                          "train.max_iters": 6, "train.eval_interval": 3, "data.tokenizer": "word"})
+    res = proselab.train(None, over)
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["model"]["n_layer"] == 2 and cfg["model"]["block_size"] == 16  # architecture from the checkpoint
+    assert cfg["tokenizer"]["kind"] == "char"  # and its tokenizer, not data.tokenizer
+    gen = proselab.load(run)
+    assert gen.model.transformer.wpe.weight.shape[0] == 16
+    # step 0's estimate is the checkpoint's own loss: the weights were loaded, not re-initialised
+    first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["step"] == 0
+    ids = torch.tensor(tok.encode(corpus.read_text()[-2000:]))
+    with torch.no_grad():
+        x = ids[: 16 * 50].view(50, 16)
+        ref = torch.nn.functional.cross_entropy(hf(x).logits[:, :-1].reshape(-1, tok.vocab_size), x[:, 1:].reshape(-1))
+    assert first["val_loss"] == pytest.approx(float(ref), rel=0.15)
+    assert abs(first["val_loss"] - math.log(tok.vocab_size)) > 1  # far from a fresh model's ~log(V)
+    assert res.step == 6
+    # a proselab run is a checkpoint too
+    res2 = proselab.train(None, tiny_overrides(corpus, tmp_path / "ft2", **{"train.init_from": str(run),
+                                                                            "train.max_iters": 2}))
+    assert res2.step == 2 and proselab.load(tmp_path / "ft2").model.transformer.wpe.weight.shape[0] == 16
+
+
+def test_init_from_a_missing_directory(tmp_path, corpus):
+    with pytest.raises(RunError, match="init_from"):
+        proselab.train(None, tiny_overrides(corpus, tmp_path / "r", **{"train.init_from": str(tmp_path / "nope")}))
