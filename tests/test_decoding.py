@@ -266,3 +266,11 @@ def test_rows_ignore_steps_of_finished_rows():
     assert done == [True, False, True] and [d.index for d in deltas] == [1, 2]
     res = rows.results()
     assert [g.tokens for g in res] == [[], [4, 8], [5]] and [g.finish_reason for g in res] == ["eos", "length", "eos"]
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_max_time_ends_generation(num_beams):
+    model = _model("gpt")
+    cfg = GenerationConfig(do_sample=False, max_new_tokens=50, num_beams=num_beams, max_time=1e-9)
+    out = generate(model, PROMPTS[:2], cfg)
+    assert all(len(g.tokens) == 1 and g.finish_reason == "time" for g in out)
