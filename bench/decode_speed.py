@@ -1,6 +1,6 @@
 """Greedy decoding speed of a GPT-2-124M-shaped model: proselab against transformers, same weights.
 
-    python bench/decode_speed.py [--reps N] [--new-tokens N] [--no-batch8] [--no-packed]
+    python bench/decode_speed.py [--reps N] [--new-tokens N] [--no-batch8] [--no-plain]
 
 The model is a proselab ``gpt`` built with ``build_model`` (12 layers x 12 heads x 768,
 vocab 50257, block 1024, tied head; random weights, seed 0). transformers'
@@ -23,11 +23,9 @@ bandwidth / weight bytes steps per second. The bandwidth is measured here: the t
 a 1 GiB float32 tensor (median). The KV cache read per step (at most 10.6 MB in fp32 at
 144 tokens, 2% of the weights) is left out. "of bound" is tokens/s over batch x that rate.
 
-An experiment rides along in bf16 ("proselab, packed"): the same proselab model with each
-nn.Linear's forward swapped, on that model object only, for oneDNN's linear on a weight
-reordered once ahead of time (``torch.ops.mkldnn._reorder_linear_weight`` and
-``_linear_pointwise``, the private ops inductor's ``freezing`` emits). It shows how much of
-the gap to the bound is the batch-1 matmul kernel; proselab does not do this.
+proselab's decoding engine prepacks linear weights on CPU (``proselab/models/prepack.py``:
+oneDNN's linear on a weight reordered once). A second proselab row, "plain nn.Linear", is
+the same model decoded with ``PROSELAB_PREPACK=0``, to show what the prepacking brings.
 
 Checks: proselab and transformers must give the same greedy tokens in fp32 (printed); bf16
 rounds differently in the two, so there the first differing position is reported.
@@ -38,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
@@ -56,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=3, help="timed rounds over all configurations (default: %(default)s)")
     p.add_argument("--new-tokens", type=int, default=128, help="tokens to generate (default: %(default)s)")
     p.add_argument("--no-batch8", action="store_true", help="batch 1 only")
-    p.add_argument("--no-packed", action="store_true", help="leave out the prepacked-linear experiment")
+    p.add_argument("--no-plain", action="store_true", help="leave out proselab without prepacked weights")
     return p.parse_args(argv)
 
 
@@ -85,25 +84,6 @@ def build_models():
     return ours, hf
 
 
-def packed_linears(model):
-    """A copy of ``model`` whose nn.Linear layers run oneDNN's linear on a weight reordered once."""
-    import types
-
-    import torch
-
-    model = copy.deepcopy(model)
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.Linear):
-            packed = torch.ops.mkldnn._reorder_linear_weight(mod.weight.detach(), 1)
-
-            def forward(self, x, packed=packed):
-                y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.size(-1)), packed, self.bias, "none", [], "")
-                return y.view(*x.shape[:-1], y.size(-1))  # (..., out)
-
-            mod.forward = types.MethodType(forward, mod)
-    return model
-
-
 def weight_bytes(model) -> int:
     """Bytes of weights read per decoding step: all of them, but one row of the position table."""
     wpe = model.transformer.wpe.weight
@@ -126,6 +106,15 @@ def run_proselab(model, prompts, new_tokens: int) -> list[list[int]]:
 
     outs = generate(model, prompts, GenerationConfig(max_new_tokens=new_tokens, do_sample=False))
     return [g.tokens for g in outs]
+
+
+def run_plain(model, prompts, new_tokens: int) -> list[list[int]]:
+    """proselab with plain nn.Linear layers (PROSELAB_PREPACK=0)."""
+    os.environ["PROSELAB_PREPACK"] = "0"
+    try:
+        return run_proselab(model, prompts, new_tokens)
+    finally:
+        del os.environ["PROSELAB_PREPACK"]
 
 
 def run_hf(model, prompts, new_tokens: int) -> list[list[int]]:
@@ -168,19 +157,19 @@ def profile_step(model, prompts, bw: float) -> str:
         del model.step
     self_us = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
     total = sum(self_us.values())
-    linear = sum(v for k, v in self_us.items() if k in ("aten::addmm", "aten::mm"))
+    linear = sum(v for k, v in self_us.items() if k in ("aten::addmm", "aten::mm", "mkldnn::_linear_pointwise"))
     attn = sum(v for k, v in self_us.items() if "scaled_dot_product" in k)
     lin_bytes = sum(m.weight.numel() * m.weight.element_size() for m in model.modules()
                     if isinstance(m, torch.nn.Linear)) * 32  # 31 steps + the prefill's head, one read each
     return (f"proselab bf16 batch 1, 32 tokens under torch.profiler ({32 / wall:.1f} tok/s with the profiler on): "
-            f"model.step {step_time[0] / wall:.0%} of the call; of the CPU time, linear layers (aten::addmm/mm) "
+            f"model.step {step_time[0] / wall:.0%} of the call; of the CPU time, linear layers (prepacked oneDNN linear, addmm, mm) "
             f"{linear / total:.0%}, reading their weights at {lin_bytes / (linear / 1e6) / 1e9:.1f} GB/s "
             f"({lin_bytes / (linear / 1e6) / 1e9 / bw:.0%} of the measured read bandwidth); attention (SDPA) "
             f"{attn / total:.0%}; everything else {1 - (linear + attn) / total:.0%}")
 
 
-RUN = {"proselab": run_proselab, "transformers": run_hf, "packed": run_proselab}
-NAMES = {"proselab": "proselab", "transformers": "transformers", "packed": "proselab, packed (experiment)"}
+RUN = {"proselab": run_proselab, "transformers": run_hf, "plain": run_plain}
+NAMES = {"proselab": "proselab", "transformers": "transformers", "plain": "proselab, plain nn.Linear (PROSELAB_PREPACK=0)"}
 
 
 def measure(models, prompts, configs, reps: int, n: int):
@@ -225,15 +214,15 @@ def print_table(models, configs, times, n: int, bw: float) -> None:
         print(f"| transformers, from the issue (not re-measured) | {dt} | 1 | {v:.0f} | | | | | |")
 
 
-def print_checks(tokens, batches, packed: bool) -> None:
+def print_checks(tokens, batches, plain: bool) -> None:
     for b in batches:
         same = tokens["proselab", "float32", b] == tokens["transformers", "float32", b]
         d = first_difference(tokens["proselab", "bfloat16", b], tokens["transformers", "bfloat16", b])
         line = (f"batch {b}: fp32 greedy tokens identical in proselab and transformers: {'yes' if same else 'NO'}; "
                 f"bf16: {'identical' if d is None else f'first difference at new token {d}'}")
-        if packed:
-            same = tokens["packed", "bfloat16", b] == tokens["proselab", "bfloat16", b]
-            line += f"; packed bf16 tokens identical to proselab bf16: {'yes' if same else 'NO'}"
+        if plain:
+            same = all(tokens["plain", dt, b] == tokens["proselab", dt, b] for dt in ("float32", "bfloat16"))
+            line += f"; plain nn.Linear gives the same tokens as prepacked (fp32 and bf16): {'yes' if same else 'NO'}"
         print(line)
 
 
@@ -249,14 +238,15 @@ def main(argv: list[str] | None = None) -> None:
     models = {("proselab", "float32"): ours, ("transformers", "float32"): hf,
               ("proselab", "bfloat16"): copy.deepcopy(ours).to(torch.bfloat16),
               ("transformers", "bfloat16"): copy.deepcopy(hf).to(torch.bfloat16)}
-    if not args.no_packed:
-        models["packed", "bfloat16"] = packed_linears(models["proselab", "bfloat16"])
+    if not args.no_plain:  # copies made before any decoding, so never prepacked
+        models["plain", "float32"] = copy.deepcopy(ours)
+        models["plain", "bfloat16"] = copy.deepcopy(models["proselab", "bfloat16"])
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads; "
           f"models built in {time.perf_counter() - start:.1f} s; {ours.num_params() / 1e6:.1f} M params")
     gen = torch.Generator().manual_seed(0)
     prompts = {b: torch.randint(0, 50257, (b, PROMPT_LEN), generator=gen) for b in ((1,) if args.no_batch8 else (1, 8))}
     configs = [(lib, dt, b) for b in prompts for dt in ("float32", "bfloat16")
-               for lib in ("proselab", "transformers", "packed") if (lib, dt) in models]
+               for lib in ("proselab", "plain", "transformers") if (lib, dt) in models]
 
     with torch.no_grad():
         times, tokens, bws = measure(models, prompts, configs, args.reps, n)
@@ -267,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
         print()
         print_table(models, configs, times, n, bw)
         print()
-        print_checks(tokens, prompts, not args.no_packed)
+        print_checks(tokens, prompts, not args.no_plain)
         ps = statistics.median(n / t for t in times["proselab", "bfloat16", 1])
         hf_bf16 = statistics.median(n / t for t in times["transformers", "bfloat16", 1])
         print(f"target: proselab bf16 batch 1 >= {TARGET_BF16:.0f} tok/s: {ps:.1f} tok/s, "

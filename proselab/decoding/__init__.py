@@ -15,6 +15,7 @@ from typing import Iterator, Sequence
 import torch
 
 from ..config import ConfigError, GenerationConfig, validate_generation
+from ..models.prepack import prepack_for_cpu
 from ..models.protocol import Decoder, Prompt
 from .processors import PAD_ID, build_processors
 from .search import beam_search, row_generator, sample_loop
@@ -69,7 +70,10 @@ def _setup(model, prompts, cfg: GenerationConfig | None, tokenizer, suppress_ids
     validate_generation(cfg)
     if cfg.stop and tokenizer is None:
         raise ConfigError("generation.stop needs a tokenizer to match text; pass tokenizer=")
-    device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else torch.device("cpu")
+    device = torch.device("cpu")
+    if isinstance(model, torch.nn.Module):
+        device = next(model.parameters()).device
+        prepack_for_cpu(model)  # oneDNN-packed linear weights: ~1.5x faster CPU decoding
     prompt, ids, lists = pad_prompts(prompts, device, cfg.max_new_tokens)
     eos_ids = eos_ids_for(cfg.eos_token_id, tokenizer)
     procs = build_processors(cfg, suppress_ids, prompt_length=ids.size(1), eos_ids=eos_ids)

@@ -1,0 +1,56 @@
+"""Prepacked linear weights for CPU decoding: same outputs, and never in the way of training."""
+
+import copy
+
+import pytest
+import torch
+
+from proselab.config import GenerationConfig, ModelConfig
+from proselab.decoding import generate
+from proselab.models import build_model
+from proselab.models.prepack import PrepackedLinear, _ops_work, prepack_for_cpu
+
+pytestmark = pytest.mark.skipif(not _ops_work(), reason="oneDNN linear ops are not available in this torch build")
+
+
+def _gpt():
+    torch.manual_seed(0)
+    return build_model(ModelConfig(family="gpt", vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32)).eval()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_model_gives_the_same_logits_and_tokens(dtype):
+    plain = _gpt().to(dtype)
+    packed = prepack_for_cpu(copy.deepcopy(plain))
+    assert sum(isinstance(m, PrepackedLinear) for m in packed.modules()) == 2 * 4 + 1  # 4 per block + the head
+    idx = torch.randint(0, 50, (3, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(packed(idx)[0], plain(idx)[0], atol=1e-4 if dtype == torch.float32 else 2e-2,
+                                   rtol=0)
+    cfg = GenerationConfig(do_sample=False, max_new_tokens=20)
+    assert [g.tokens for g in generate(packed, idx, cfg)] == [g.tokens for g in generate(plain, idx, cfg)]
+    assert packed.state_dict().keys() == plain.state_dict().keys()
+
+
+def test_a_changed_weight_is_repacked_and_training_is_untouched():
+    model = prepack_for_cpu(_gpt())
+    lin = model.lm_head
+    x = torch.randn(2, 32)
+    with torch.no_grad():
+        before = lin(x)
+        lin.weight.mul_(2)  # in place, like an optimizer step
+        torch.testing.assert_close(lin(x), 2 * before, atol=1e-4, rtol=0)
+    model.train()
+    logits, loss = model(torch.randint(0, 50, (2, 8)), torch.randint(0, 50, (2, 8)))
+    loss.backward()  # the grad path is plain F.linear
+    assert model.transformer.h[0].attn.c_attn.weight.grad is not None
+
+
+def test_generate_prepacks_unless_told_not_to(monkeypatch):
+    model = _gpt()
+    monkeypatch.setenv("PROSELAB_PREPACK", "0")
+    generate(model, [[1, 2]], GenerationConfig(max_new_tokens=2))
+    assert not any(isinstance(m, PrepackedLinear) for m in model.modules())
+    monkeypatch.delenv("PROSELAB_PREPACK")
+    generate(model, [[1, 2]], GenerationConfig(max_new_tokens=2))
+    assert isinstance(model.lm_head, PrepackedLinear)
