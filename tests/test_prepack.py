@@ -8,9 +8,15 @@ import torch
 from proselab.config import GenerationConfig, ModelConfig
 from proselab.decoding import generate
 from proselab.models import build_model
+from proselab.models import prepack
 from proselab.models.prepack import PrepackedLinear, _ops_work, prepack_for_cpu
 
 pytestmark = pytest.mark.skipif(not _ops_work(), reason="oneDNN linear ops are not available in this torch build")
+
+
+@pytest.fixture(autouse=True)
+def _pack_small_layers_too(monkeypatch):
+    monkeypatch.setattr(prepack, "MIN_PACKED", 1)  # the tiny test models' layers are all below the threshold
 
 
 def _gpt():
@@ -54,3 +60,10 @@ def test_generate_prepacks_unless_told_not_to(monkeypatch):
     monkeypatch.delenv("PROSELAB_PREPACK")
     generate(model, [[1, 2]], GenerationConfig(max_new_tokens=2))
     assert isinstance(model.lm_head, PrepackedLinear)
+
+
+def test_small_layers_stay_plain(monkeypatch):
+    monkeypatch.setattr(prepack, "MIN_PACKED", 32 * 32 * 4)  # c_fc / c_proj (32 x 128) and above
+    model = prepack_for_cpu(_gpt())
+    packed = {n for n, m in model.named_modules() if isinstance(m, PrepackedLinear)}
+    assert packed == {f"transformer.h.{i}.mlp.{n}" for i in range(2) for n in ("c_fc", "c_proj")}
