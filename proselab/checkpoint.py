@@ -114,6 +114,56 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     return data
 
 
+def load_run_config(path: str | Path):
+    """The Config of a run directory or a Hugging Face GPT-2 checkpoint, without loading weights."""
+    from .config import config_from_dict
+    from .hf import hf_config, is_hf_checkpoint
+
+    path = Path(path)
+    if is_hf_checkpoint(path):
+        return hf_config(path)
+    data = read_run_config(path)
+    try:
+        return config_from_dict(data)
+    except ValueError as e:
+        raise RunError(f"{path / CONFIG_FILE}: {e}") from None
+
+
+ARCHITECTURE = ("family", "vocab_size", "n_layer", "n_head", "n_embd", "bias", "cell", "hidden_size", "num_layers",
+                "tie_weights")
+
+
+def fine_tune_config(cfg):
+    """Fine-tuning: the architecture and tokenizer of ``cfg`` come from ``train.init_from``.
+
+    The checkpoint fixes every architecture field; ``model.dropout`` stays the config's, and a
+    GPT's ``model.block_size`` may be smaller than the checkpoint's (its position table is then
+    cropped, as nanoGPT does).
+    """
+    src = Path(cfg.train.init_from).expanduser()
+    if not src.is_dir():
+        raise RunError(f"train.init_from must be scratch, resume, or a run / Hugging Face checkpoint "
+                       f"directory; '{cfg.train.init_from}' is none of these")
+    src_cfg = load_run_config(src)
+    for name in ARCHITECTURE:
+        setattr(cfg.model, name, getattr(src_cfg.model, name))
+    if cfg.model.family == "gpt":
+        cfg.model.block_size = min(cfg.model.block_size, src_cfg.model.block_size)
+    cfg.data.tokenizer = str(src)  # a run's tokenizer.json, or the checkpoint's tokenizer files
+    return cfg.validate()
+
+
+def load_init_weights(model: torch.nn.Module, source: str | Path) -> None:
+    """Copy the weights of ``source`` (a run or a HF checkpoint) into ``model``, a GPT's position
+    table cropped to the model's block_size."""
+    src_model, _, _ = load_run(Path(source).expanduser())
+    state = src_model.state_dict()
+    wpe = "transformer.wpe.weight"
+    if wpe in state:
+        state[wpe] = state[wpe][: model.state_dict()[wpe].size(0)]
+    model.load_state_dict(state)
+
+
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu", weights: str = WEIGHTS_FILE):
     """Load a run's model (in eval mode), tokenizer and Config.
 
@@ -126,20 +176,14 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", weights: s
     Returns:
         (model, tokenizer, config)
     """
-    from .config import config_from_dict
+    from .hf import is_hf_checkpoint, load_hf_gpt2
     from .models import build_model
     from .tokenizers import load_tokenizer
-
-    from .hf import is_hf_checkpoint, load_hf_gpt2
 
     run_dir = Path(run_dir)
     if is_hf_checkpoint(run_dir):
         return load_hf_gpt2(run_dir, device)
-    data = read_run_config(run_dir)
-    try:
-        cfg = config_from_dict(data)
-    except ValueError as e:
-        raise RunError(f"{run_dir / CONFIG_FILE}: {e}") from None
+    cfg = load_run_config(run_dir)
     tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
     model = build_model(cfg.model)
     load_weights(model, run_dir / weights)

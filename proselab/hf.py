@@ -85,19 +85,15 @@ def load_hf_gpt2(path: str | Path, device: str | torch.device = "cpu"):
     Returns:
         (model in eval mode, tokenizer, Config) like ``checkpoint.load_run``.
     """
-    from .config import Config
     from .models import build_model
     from .tokenizers import TokenizerError, load_tokenizer
 
     d = Path(path)
-    hf = json.loads((d / "config.json").read_text(encoding="utf-8"))
-    cfg = Config()
-    cfg.model = _model_config(hf, d / "config.json")
+    cfg = hf_config(d)
     try:
         tokenizer = load_tokenizer(d)
     except TokenizerError as e:
         raise RunError(f"'{d}' has no usable tokenizer ({e})") from None
-    cfg.data.tokenizer = str(d)
     model = build_model(cfg.model)
     ours = model.state_dict()
     state = {}
@@ -118,10 +114,21 @@ def load_hf_gpt2(path: str | Path, device: str | torch.device = "cpu"):
     model.load_state_dict(state, strict=False)
     if tokenizer.vocab_size > cfg.model.vocab_size:
         raise RunError(f"'{d}': the tokenizer has {tokenizer.vocab_size} tokens but the model only {cfg.model.vocab_size}")
+    return model.to(device).eval(), tokenizer, cfg
+
+
+def hf_config(path: str | Path):
+    """The proselab Config of a Hugging Face GPT-2 checkpoint directory (no weights are read)."""
+    from .config import Config
+
+    d = Path(path)
+    cfg = Config()
+    cfg.model = _model_config(json.loads((d / "config.json").read_text(encoding="utf-8")), d / "config.json")
+    cfg.data.tokenizer = str(d)
     gen_path = d / "generation_config.json"
     if gen_path.is_file():
         _apply_generation_config(cfg, json.loads(gen_path.read_text(encoding="utf-8")))
-    return model.to(device).eval(), tokenizer, cfg
+    return cfg
 
 
 GENERATION_FIELDS = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "min_p", "typical_p",

@@ -130,7 +130,7 @@ def resolve_config(config: Config | str | Path | dict | None, overrides: dict | 
     else:
         cfg = load_config(config, overrides)
     if cfg.train.init_from not in ("scratch", "resume"):
-        return _from_checkpoint(cfg)
+        return ckpt.fine_tune_config(cfg)
     if cfg.train.init_from != "resume":
         return cfg
     saved = config_from_dict(ckpt.read_run_config(cfg.train.out_dir))
@@ -144,44 +144,6 @@ def resolve_config(config: Config | str | Path | dict | None, overrides: dict | 
             _set(saved, k, v)
     saved.train.init_from, saved.train.out_dir = "resume", cfg.train.out_dir
     return saved.validate()
-
-
-ARCHITECTURE = ("family", "vocab_size", "n_layer", "n_head", "n_embd", "bias", "cell", "hidden_size", "num_layers",
-                "tie_weights")
-
-
-def _from_checkpoint(cfg: Config) -> Config:
-    """Fine-tuning: the architecture and tokenizer come from ``train.init_from``.
-
-    The checkpoint fixes every architecture field; ``model.dropout`` stays the config's, and a
-    GPT's ``model.block_size`` may be smaller than the checkpoint's (its position table is then
-    cropped, as nanoGPT does).
-    """
-    from .checkpoint import load_run
-
-    src = Path(cfg.train.init_from).expanduser()
-    if not src.is_dir():
-        raise ckpt.RunError(f"train.init_from must be scratch, resume, or a run / Hugging Face checkpoint "
-                            f"directory; '{cfg.train.init_from}' is none of these")
-    _, _, src_cfg = load_run(src)
-    for name in ARCHITECTURE:
-        setattr(cfg.model, name, getattr(src_cfg.model, name))
-    if cfg.model.family == "gpt":
-        cfg.model.block_size = min(cfg.model.block_size, src_cfg.model.block_size)
-    cfg.data.tokenizer = str(src)  # a run's tokenizer.json, or the checkpoint's tokenizer files
-    return cfg.validate()
-
-
-def _load_init_weights(model: torch.nn.Module, source: str) -> None:
-    """Copy ``source``'s weights into ``model`` (a GPT's position table cropped to its block_size)."""
-    from .checkpoint import load_run
-
-    src_model, _, _ = load_run(Path(source).expanduser())
-    state = src_model.state_dict()
-    wpe = "transformer.wpe.weight"
-    if wpe in state:
-        state[wpe] = state[wpe][: model.state_dict()[wpe].size(0)]
-    model.load_state_dict(state)
 
 
 class _Trainer:
@@ -223,7 +185,7 @@ class _Trainer:
         torch.manual_seed(t.seed)  # identical initial weights on every process
         self.model = build_model(cfg.model)
         if fine_tune:
-            _load_init_weights(self.model, t.init_from)
+            ckpt.load_init_weights(self.model, t.init_from)
         self.model = self.model.to(self.device)
         self.optimizer = make_optimizer(self.model, t, self.device)
         self.data_gen = torch.Generator().manual_seed(t.seed)  # same global batches on every rank
