@@ -94,7 +94,6 @@ def _add_generation_options(g: argparse.ArgumentParser) -> None:
 def _field_comments(cls) -> dict[str, str]:
     """Each field's ``# comment`` in the dataclass source: the one place options are described."""
     import inspect
-    import re
 
     out = {}
     for line in inspect.getsource(cls).splitlines():

@@ -20,7 +20,7 @@ from ..models.protocol import Decoder, Prompt
 from .processors import PAD_ID, build_processors
 from .search import beam_search, row_generator, sample_loop
 from .stopping import Delta, Generation, Rows, eos_ids_for
-from .text import TextTracker, final_text
+from .text import final_text, find_stop
 
 __all__ = ["generate", "stream", "GenerationConfig", "Generation", "Delta", "Prompt", "pad_prompts"]
 
@@ -101,13 +101,8 @@ def stream(model: Decoder, prompts, config: GenerationConfig | None = None, *, t
         for i, g in enumerate(_beam(model, prompt, ids, lists, cfg, procs, eos_ids, tokenizer)):
             yield Delta(i, g.text, g.tokens, g.finish_reason)
         return
-    n = cfg.num_return_sequences
-    prompt, ids = _repeat(prompt, ids, n)
-    gens = [row_generator(cfg.seed, p, j) for p in lists for j in range(n)] if cfg.do_sample else None
-    rows = Rows(len(ids), [i for i in range(len(lists)) for _ in range(n)], cfg.max_new_tokens, eos_ids,
-                tokenizer, cfg.stop, cfg.output_scores)
-    fill = eos_ids[0] if eos_ids else 0
-    yield from sample_loop(model, prompt, ids, cfg, procs, rows, gens, fill)
+    _, deltas = _sample(model, prompt, ids, lists, cfg, procs, eos_ids, tokenizer)
+    yield from deltas
 
 
 @torch.no_grad()
@@ -122,14 +117,21 @@ def generate(model: Decoder, prompts, config: GenerationConfig | None = None, *,
     cfg, prompt, ids, lists, eos_ids, procs = _setup(model, prompts, config, tokenizer, suppress_ids)
     if cfg.num_beams > 1:
         return _beam(model, prompt, ids, lists, cfg, procs, eos_ids, tokenizer)
+    rows, deltas = _sample(model, prompt, ids, lists, cfg, procs, eos_ids, tokenizer)
+    for _ in deltas:
+        pass
+    return rows.results()
+
+
+def _sample(model, prompt, ids, lists, cfg, procs, eos_ids, tokenizer) -> tuple[Rows, Iterator[Delta]]:
+    """Greedy or sampled decoding of num_return_sequences rows per prompt: the rows' bookkeeping,
+    and the (lazy) stream of their deltas."""
     n = cfg.num_return_sequences
     prompt, ids = _repeat(prompt, ids, n)
     gens = [row_generator(cfg.seed, p, j) for p in lists for j in range(n)] if cfg.do_sample else None
     rows = Rows(len(ids), [i for i in range(len(lists)) for _ in range(n)], cfg.max_new_tokens, eos_ids,
                 tokenizer, cfg.stop, cfg.output_scores)
-    for _ in sample_loop(model, prompt, ids, cfg, procs, rows, gens, eos_ids[0] if eos_ids else 0):
-        pass
-    return rows.results()
+    return rows, sample_loop(model, prompt, ids, cfg, procs, rows, gens, eos_ids[0] if eos_ids else 0)
 
 
 def _beam(model, prompt, ids, lists, cfg, procs, eos_ids, tokenizer) -> list[Generation]:
@@ -139,13 +141,8 @@ def _beam(model, prompt, ids, lists, cfg, procs, eos_ids, tokenizer) -> list[Gen
         longest = max(len(s) for s in cfg.stop)
         window = 4 * longest + 4  # tokens: enough for the longest stop string, even one byte per token
 
-        def stop_hit(tokens: list[int], t: int) -> bool:
-            tracker = TextTracker(tokenizer, cfg.stop)
-            for tok in tokens[-window:]:
-                tracker.push(tok)
-                if tracker.stopped:
-                    return True
-            return False
+        def stop_hit(tokens: list[int]) -> bool:
+            return find_stop(tokenizer.decode(tokens[-window:]), cfg.stop) is not None
 
     gens = [row_generator(cfg.seed, p, 0) for p in lists] if cfg.do_sample else None
     hyps = beam_search(model, prompt, ids, cfg, procs, eos_ids, stop_hit, gens)

@@ -18,6 +18,7 @@ from .processors import LogitsProcessor, apply_processors
 from .stopping import Deadline, Delta, Generation, Rows
 
 NEG = -1.0e9  # "removed" score in beam search: finite, so sums stay ordered
+REASONS = ("", "eos", "stop", "length", "time")  # beam search's finish-reason codes; 0 = still running
 
 
 def row_generator(seed: int | None, prompt: Sequence[int], j: int) -> torch.Generator:
@@ -102,8 +103,8 @@ def beam_search(model: Decoder, prompt: Prompt, ids: torch.Tensor, cfg: Generati
     one; "never" (with length_penalty > 0) assumes the beams could reach max_new_tokens.
 
     Args:
-        stop_hit: ``(tokens, t) -> bool`` for stop strings: whether a candidate's new tokens
-            (a list) end in a stop string.
+        stop_hit: ``tokens -> bool`` for stop strings: whether a candidate's new tokens (a
+            list) hold a stop string.
         generators: one per prompt, for beam sampling (do_sample=True).
 
     Returns:
@@ -153,7 +154,7 @@ def beam_search(model: Decoder, prompt: Prompt, ids: torch.Tensor, cfg: Generati
             reason.fill_(REASONS.index("time"))
         if stop_hit is not None:
             for b, k in (reason == 0).nonzero().tolist():
-                if stop_hit(cand[b, k, : t + 1].tolist(), t):
+                if stop_hit(cand[b, k, : t + 1].tolist()):
                     reason[b, k] = REASONS.index("stop")
         reason = torch.where(torch.isin(tok, eos), REASONS.index("eos"), reason)
         hits = reason > 0  # (B, keep)
@@ -197,5 +198,3 @@ def beam_search(model: Decoder, prompt: Prompt, ids: torch.Tensor, cfg: Generati
         out.append(hyps)
     return out
 
-
-REASONS = ("", "eos", "stop", "length", "time")

@@ -31,7 +31,7 @@ def _check_stop(stop: str | Sequence[str]) -> tuple[str, ...]:
     return stops
 
 
-def _find_stop(text: str, stops: Sequence[str]) -> int | None:
+def find_stop(text: str, stops: Sequence[str]) -> int | None:
     """Where the earliest stop string starts in ``text`` (whichever is listed first), or None."""
     hits = [i for i in (text.find(s) for s in stops) if i >= 0]
     return min(hits, default=None)
@@ -51,7 +51,7 @@ def final_text(tokenizer, ids: Sequence[int], stop: str | Sequence[str] = ()) ->
     This is the non-streaming definition a TextTracker's deltas add up to.
     """
     text = tokenizer.decode(ids)
-    cut = _find_stop(text, _check_stop(stop))
+    cut = find_stop(text, _check_stop(stop))
     return text if cut is None else text[:cut]
 
 
@@ -153,7 +153,7 @@ class TextTracker:
         # A stop string that ends in ``new`` starts in it or in the held text before it,
         # which is shorter than the longest stop string.
         text = self._held + new
-        cut = _find_stop(text, self.stop)
+        cut = find_stop(text, self.stop)
         if cut is not None:
             out, self._held, self._stopped = text[:cut], "", True
         else:
