@@ -10,6 +10,7 @@ from typing import Iterator
 
 import torch
 
+from .chat import ROLES, ChatError, is_chat_tokenizer, render_chat, template_tokens
 from .checkpoint import load_run
 from .config import Config, GenerationConfig, validate_generation
 from .decoding import Delta, Generation
@@ -109,6 +110,48 @@ class Generator:
         cfg = self.generation_config(**overrides)
         yield from stream_ids(self.model, self._prompts(prompt), cfg, tokenizer=self.tokenizer,
                               suppress_ids=self.suppress_ids)
+
+    def chat_prompt(self, messages: list[dict], max_new_tokens: int) -> list[int]:
+        """The token ids of a conversation ready for the assistant's reply, in the run's chat
+        template. The oldest turns (never a system message) are left out until the prompt and
+        ``max_new_tokens`` fit the model's window."""
+        template = self.config.data.chat_template
+        if not is_chat_tokenizer(self.tokenizer, template):
+            raise ChatError(
+                f"this model was not fine-tuned for chat: its tokenizer lacks the {template} tokens "
+                f"{', '.join(template_tokens(template))}; fine-tune it on {{\"messages\": [...]}} examples "
+                "(see the README's chat recipe), or use generate for plain continuation"
+            )
+        for i, m in enumerate(messages):
+            if not (isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)):
+                raise ChatError(f"messages[{i}] must be {{\"role\": {' | '.join(ROLES)}, \"content\": str}}, got {m!r}")
+        if not messages:
+            raise ChatError("messages is empty; give at least one user message")
+        system = [m for m in messages[:1] if m["role"] == "system"]
+        turns = messages[len(system):]
+        window = self.config.model.block_size if self.config.model.family == "gpt" else None
+        while True:
+            ids = self.tokenizer.encode(render_chat(system + turns, add_generation_prompt=True))
+            if window is None or len(ids) + max_new_tokens <= window or len(turns) <= 1:
+                return ids
+            turns = turns[1:]
+
+    def chat(self, messages: list[dict], **overrides) -> Generation:
+        """The assistant's reply to a conversation (a fine-tuned chat run; see ``chat_prompt``).
+
+        Args:
+            messages: ``[{"role": "system" | "user" | "assistant", "content": str}, ...]``.
+            **overrides: GenerationConfig fields.
+        """
+        cfg = self.generation_config(**overrides)
+        ids = self.chat_prompt(messages, cfg.max_new_tokens)
+        return generate_ids(self.model, [ids], cfg, tokenizer=self.tokenizer, suppress_ids=self.suppress_ids)[0]
+
+    def chat_stream(self, messages: list[dict], **overrides) -> Iterator[Delta]:
+        """Like ``chat``, but yield the reply's text as it is generated."""
+        cfg = self.generation_config(**overrides)
+        ids = self.chat_prompt(messages, cfg.max_new_tokens)
+        yield from stream_ids(self.model, [ids], cfg, tokenizer=self.tokenizer, suppress_ids=self.suppress_ids)
 
 
 def load(run_dir: str | Path, device: str = "auto") -> Generator:

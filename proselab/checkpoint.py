@@ -133,13 +133,22 @@ ARCHITECTURE = ("family", "vocab_size", "n_layer", "n_head", "n_embd", "bias", "
                 "tie_weights")
 
 
+# Fine-tuning starts from weights that already work: a scratch learning rate and warmup would
+# wreck them. These replace the defaults (not values set in a file or on the command line).
+FINE_TUNE_DEFAULTS = {"train.lr": 1e-4, "train.min_lr": 1e-5, "train.warmup_iters": 20}
+LORA_DEFAULTS = {"train.lr": 5e-4, "train.min_lr": 5e-5, "train.warmup_iters": 20}  # adapters start at zero
+
+
 def fine_tune_config(cfg):
     """Fine-tuning: the architecture and tokenizer of ``cfg`` come from ``train.init_from``.
 
     The checkpoint fixes every architecture field; ``model.dropout`` stays the config's, and a
     GPT's ``model.block_size`` may be smaller than the checkpoint's (its position table is then
-    cropped, as nanoGPT does).
+    cropped, as nanoGPT does). The learning rate, its floor and the warmup take fine-tuning
+    defaults (FINE_TUNE_DEFAULTS, LORA_DEFAULTS) unless the config sets them.
     """
+    from .config import TrainConfig, explicit_keys
+
     src = Path(cfg.train.init_from).expanduser()
     if not src.is_dir():
         raise RunError(f"train.init_from must be scratch, resume, or a run / Hugging Face checkpoint "
@@ -150,17 +159,34 @@ def fine_tune_config(cfg):
     if cfg.model.family == "gpt":
         cfg.model.block_size = min(cfg.model.block_size, src_cfg.model.block_size)
     cfg.data.tokenizer = str(src)  # a run's tokenizer.json, or the checkpoint's tokenizer files
+    defaults, explicit = TrainConfig(), explicit_keys(cfg)
+    for key, value in (LORA_DEFAULTS if cfg.train.lora_rank else FINE_TUNE_DEFAULTS).items():
+        name = key.split(".")[1]
+        if key not in explicit and getattr(cfg.train, name) == getattr(defaults, name):
+            setattr(cfg.train, name, value)
     return cfg.validate()
 
 
 def load_init_weights(model: torch.nn.Module, source: str | Path) -> None:
-    """Copy the weights of ``source`` (a run or a HF checkpoint) into ``model``, a GPT's position
-    table cropped to the model's block_size."""
+    """Copy the weights of ``source`` (a run or a HF checkpoint) into ``model``.
+
+    A GPT's position table is cropped to the model's block_size. When the model's vocabulary
+    is larger (special tokens were added), the embedding and head rows of the new tokens start
+    at the mean of the old rows, which keeps their logits ordinary at first (as transformers'
+    ``resize_token_embeddings`` does).
+    """
     src_model, _, _ = load_run(Path(source).expanduser())
-    state = src_model.state_dict()
+    state, own = src_model.state_dict(), model.state_dict()
     wpe = "transformer.wpe.weight"
     if wpe in state:
-        state[wpe] = state[wpe][: model.state_dict()[wpe].size(0)]
+        state[wpe] = state[wpe][: own[wpe].size(0)]
+    old_v, new_v = src_model.config.vocab_size, model.config.vocab_size
+    if new_v != old_v:
+        assert new_v > old_v, f"the model's vocabulary ({new_v}) is smaller than the checkpoint's ({old_v})"
+        for name, t in state.items():
+            if t.dim() >= 1 and t.size(0) == old_v and own[name].size(0) == new_v:
+                extra = t.float().mean(0, keepdim=True).to(t.dtype).expand(new_v - old_v, *t.shape[1:])
+                state[name] = torch.cat([t, extra])
     model.load_state_dict(state)
 
 
@@ -186,5 +212,12 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", weights: s
     cfg = load_run_config(run_dir)
     tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
     model = build_model(cfg.model)
-    load_weights(model, run_dir / weights)
+    if cfg.train.lora_rank:  # the file holds base weights and adapters: rebuild, load, then merge
+        from .models.lora import apply_lora, merge_lora
+
+        apply_lora(model, cfg.train.lora_rank, cfg.train.lora_alpha, cfg.train.lora_targets, cfg.train.lora_dropout)
+        load_weights(model, run_dir / weights)
+        merge_lora(model)
+    else:
+        load_weights(model, run_dir / weights)
     return model.to(device).eval(), tokenizer, cfg

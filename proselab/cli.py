@@ -42,6 +42,8 @@ def _overrides(extra: list[str]) -> list[str]:
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from .training import train
 
+    if args.config and args.config.startswith("--"):  # argparse takes "--a.b=[x, y]" (a space) for a positional
+        args.config, extra = None, [args.config, *extra]
     overrides = _overrides(extra)
     if args.out:
         overrides.append(f"train.out_dir={args.out}")
@@ -160,6 +162,44 @@ def cmd_generate(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+CHAT_HELP = "type a message; /reset starts over, /quit (or Ctrl-D) leaves"
+
+
+def cmd_chat(args: argparse.Namespace, extra: list[str], read=input) -> int:
+    from .api import load
+
+    if extra:
+        raise CLIError(f"unrecognized arguments: {' '.join(extra)}")
+    gen = load(args.run, device=args.device)
+    over = _gen_overrides(args)
+    gen.chat_prompt([{"role": "user", "content": ""}], 0)  # refuse a run that is not a chat model, up front
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    history: list[dict] = []
+    print(CHAT_HELP, file=sys.stderr)
+    while True:
+        try:
+            text = read("> ")
+        except EOFError:
+            print(file=sys.stderr)
+            return 0
+        if text.strip() in ("/quit", "/exit"):
+            return 0
+        if text.strip() == "/reset":
+            history = []
+            print("(conversation reset)", file=sys.stderr)
+            continue
+        if not text.strip():
+            continue
+        history.append({"role": "user", "content": text})
+        reply = []
+        for d in gen.chat_stream(system + history, **over):
+            sys.stdout.write(d.text)
+            sys.stdout.flush()
+            reply.append(d.text)
+        sys.stdout.write("\n")
+        history.append({"role": "assistant", "content": "".join(reply)})
+
+
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     from .evaluation import evaluate
 
@@ -184,6 +224,8 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     from .api import load
     from .training import train
 
+    if args.config and args.config.startswith("--"):  # argparse takes "--a.b=[x, y]" (a space) for a positional
+        args.config, extra = None, [args.config, *extra]
     overrides = _overrides(extra) + [f"train.out_dir={args.out}", "train.overwrite=true"]
     if args.max_iters:
         overrides.append(f"train.max_iters={args.max_iters}")
@@ -251,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true",
                    help="print one JSON object: each completion's text, tokens, finish reason and scores")
     g.set_defaults(func=cmd_generate)
+
+    c = sub.add_parser("chat", help="talk to a chat fine-tuned run in the terminal (streamed replies, /reset)")
+    c.add_argument("run", help="run directory (fine-tuned on conversations) or exported checkpoint")
+    c.add_argument("--system", help="a system message that starts the conversation")
+    _add_generation_options(c)
+    c.add_argument("--device", default="auto")
+    c.set_defaults(func=cmd_chat)
 
     e = sub.add_parser("eval", help="loss, perplexity and bits per char/token of a run on a text")
     e.add_argument("run", help="run directory")

@@ -50,6 +50,9 @@ class DataConfig:
     val_fraction: float = 0.1  # the last fraction of the token stream is validation, like nanoGPT
     encoding_errors: str = "strict"  # strict: stop at a non-UTF-8 byte; replace: substitute U+FFFD
     clean: bool = False  # normalise Unicode (NFC), line endings and trailing spaces before tokenizing
+    format: str = "auto"  # text (a token stream) | sft (JSONL examples, loss on responses) | auto (sft for .jsonl)
+    chat_template: str = "chatml"  # layout of {"messages": ...} examples; its tokens join the vocabulary
+    special_tokens: list[str] = field(default_factory=list)  # extra tokens added to the tokenizer (the model grows)
 
 
 @dataclass
@@ -78,6 +81,12 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     progress: bool = True  # show a progress bar
+    # fine-tuning (with init_from)
+    freeze_layers: int = 0  # freeze the embeddings and the first N blocks / rnn layers
+    lora_rank: int = 0  # train LoRA adapters of this rank instead of the weights (0 = off)
+    lora_alpha: float = 16.0  # LoRA scale: the adapters' output is multiplied by alpha / rank
+    lora_dropout: float = 0.0  # dropout on the LoRA adapters' input
+    lora_targets: list[str] = field(default_factory=lambda: ["c_attn", "c_proj", "c_fc"])  # linear layers given adapters
 
 
 @dataclass
@@ -145,7 +154,7 @@ def _closest(key: str, candidates: list[str]) -> str:
 
 def _coerce(key: str, value: Any, default: Any, annotation: str) -> Any:
     """Convert a YAML/CLI value to the field's type, with a clear error."""
-    if annotation == "list[str]":  # generation.stop: one string or a list of them
+    if annotation == "list[str]":  # stop, special_tokens, lora_targets: one string or a list of them
         if isinstance(value, str) and value.strip().startswith("["):
             value = yaml.safe_load(value)
         if isinstance(value, str):
@@ -215,6 +224,12 @@ def _set(cfg: Config, key: str, value: Any) -> None:
         raise ConfigError(f"unknown config key '{key}'{_closest(key, all_keys())}")
     f = fields[name]
     setattr(obj, name, _coerce(key, value, getattr(obj, name), str(f.type)))
+    explicit_keys(cfg).add(key)
+
+
+def explicit_keys(cfg: Config) -> set[str]:
+    """The dotted keys a file, an override or a saved config set (the rest are defaults)."""
+    return cfg.__dict__.setdefault("_explicit", set())
 
 
 def apply_dict(cfg: Config, d: dict[str, Any], source: str = "config") -> Config:
@@ -318,6 +333,10 @@ def _validate(cfg: Config) -> None:
     _check(0.0 < d.val_fraction < 1.0, f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
     _check(d.encoding_errors in ("strict", "replace"), "data.encoding_errors must be strict or replace")
     _check(bool(d.dataset), "data.dataset must name a built-in corpus or text files")
+    _check(d.format in ("auto", "text", "sft"), f"data.format must be auto, text or sft, got '{d.format}'")
+    _check(d.chat_template in ("chatml",), f"data.chat_template must be chatml, got '{d.chat_template}'")
+    _check(all(isinstance(t, str) and t.strip() for t in d.special_tokens),
+           "data.special_tokens must be a list of non-empty strings")
     _check(bool(t.init_from), "train.init_from must be scratch, resume, or a run / Hugging Face checkpoint directory")
     _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
     _check(t.grad_accum >= 1, f"train.grad_accum must be >= 1, got {t.grad_accum}")
@@ -334,6 +353,11 @@ def _validate(cfg: Config) -> None:
     _check(t.dtype in ("auto", "float32", "bfloat16"), f"train.dtype must be auto, float32 or bfloat16, got '{t.dtype}'")
     _check(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
            f"train.device must be auto, cpu or cuda[:N], got '{t.device}'")
+    _check(t.freeze_layers >= 0, f"train.freeze_layers must be >= 0, got {t.freeze_layers}")
+    _check(t.lora_rank >= 0, f"train.lora_rank must be >= 0 (0 = off), got {t.lora_rank}")
+    _check(t.lora_alpha > 0, f"train.lora_alpha must be > 0, got {t.lora_alpha}")
+    _check(0 <= t.lora_dropout < 1, f"train.lora_dropout must be in [0, 1), got {t.lora_dropout}")
+    _check(t.lora_rank == 0 or bool(t.lora_targets), "train.lora_targets must name at least one linear layer")
     validate_generation(g)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -48,15 +49,22 @@ def evaluate(run: str | Path | Generator, data: str | list[str], encoding_errors
     }
 
 
-@torch.no_grad()
 def evaluate_tokens(model: torch.nn.Module, ids: np.ndarray, block_size: int, device: torch.device,
                     dtype: torch.dtype | None = None, batch_size: int = 32) -> float:
     """Exact mean next-token loss (nats) over a whole token array, block by block."""
+    return evaluate_batches(model, eval_batches(ids, block_size, batch_size), device, dtype)
+
+
+@torch.no_grad()
+def evaluate_batches(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                     device: torch.device, dtype: torch.dtype | None = None) -> float:
+    """Mean loss (nats) over every target of ``batches`` that is not IGNORE_INDEX: the exact
+    per-token loss of the data, however the batches are cut or padded."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     ctx = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-    for x, y in eval_batches(ids, block_size, batch_size):
+    for x, y in batches:
         x, y = x.to(device), y.to(device)
         with ctx:
             logits, _ = model(x)
@@ -66,5 +74,5 @@ def evaluate_tokens(model: torch.nn.Module, ids: np.ndarray, block_size: int, de
         total += nll.item()
         count += int((y != IGNORE_INDEX).sum())
     model.train(was_training)
-    assert count > 0, "evaluate_tokens needs at least two tokens"
+    assert count > 0, "evaluate_batches needs at least one target"
     return total / count

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_path
+from .chat import is_chat_tokenizer, jinja_template
 from .checkpoint import RunError, write_json
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -139,6 +140,8 @@ def _apply_generation_config(cfg, hf_gen: dict[str, Any]) -> None:
     for name in GENERATION_FIELDS:
         if hf_gen.get(name) is not None:
             setattr(cfg.generation, name, hf_gen[name])
+    if isinstance(hf_gen.get("eos_token_id"), list):  # several end tokens (a chat model's end of turn)
+        cfg.generation.eos_token_id = [int(i) for i in hf_gen["eos_token_id"]]
 
 
 def export_hf(run_dir: str | Path, out_dir: str | Path) -> Path:
@@ -185,13 +188,16 @@ def export_hf(run_dir: str | Path, out_dir: str | Path) -> Path:
     })
     g = cfg.generation
     gen = {name: getattr(g, name) for name in GENERATION_FIELDS}
-    gen.update({"bos_token_id": bos, "eos_token_id": tokenizer.eos_id, "top_k": g.top_k or None})
+    eos = g.eos_token_id if g.eos_token_id is not None else tokenizer.eos_id  # a chat run's: end of turn first
+    gen.update({"bos_token_id": bos, "eos_token_id": eos, "top_k": g.top_k or None})
     write_json(out / "generation_config.json", {k: v for k, v in gen.items() if v is not None})
     tokenizer.save(out / "tokenizer.json")
     special = tokenizer.special_tokens()
     tok_cfg = {"tokenizer_class": "GPT2TokenizerFast" if tokenizer.kind == "gpt2" else "PreTrainedTokenizerFast",
                "model_max_length": m.block_size, "clean_up_tokenization_spaces": False,
                **{k: v for k, v in special.items() if v is not None}}
+    if is_chat_tokenizer(tokenizer, cfg.data.chat_template):
+        tok_cfg["chat_template"] = jinja_template(cfg.data.chat_template)
     write_json(out / "tokenizer_config.json", tok_cfg)
     write_json(out / "special_tokens_map.json", {k: v for k, v in special.items() if v is not None})
     return out

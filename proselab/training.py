@@ -21,10 +21,12 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import Config, ConfigError, config_from_dict, load_config, parse_overrides, _set
-from .data import TokenData, get_batch, prepare_data, sample_offsets
+from .chat import chat_stop_ids, is_chat_tokenizer
+from .data import Data, ExampleData, prepare_data
 from .distributed import Dist, setup_distributed
-from .evaluation import evaluate_tokens
+from .evaluation import evaluate_batches
 from .models import build_model
+from .models.lora import apply_lora, freeze_layers
 from .plots import plot_loss
 from .tokenizers import load_tokenizer
 
@@ -170,11 +172,12 @@ class _Trainer:
         elif fine_tune:
             tokenizer = load_tokenizer(cfg.data.tokenizer)
         with dist.rank0_first():  # rank 0 fills the token cache, the others then read it
-            self.data: TokenData = prepare_data(cfg.data, cfg.model.block_size, tokenizer)
-        if self.data.unknown and dist.is_main:
-            warnings.warn(f"{self.data.unknown} tokens of the corpus are not in the tokenizer's vocabulary "
-                          "and were read as <unk>", stacklevel=2)
+            self.data: Data = prepare_data(cfg.data, cfg.model.block_size, tokenizer)
+        if dist.is_main:
+            self._warn_about_data()
         self.tokenizer = self.data.tokenizer
+        if fine_tune and cfg.model.vocab_size < self.tokenizer.vocab_size:
+            cfg.model.vocab_size = self.tokenizer.vocab_size  # special tokens were added: grow the embedding
         if cfg.model.vocab_size == 0:
             cfg.model.vocab_size = self.tokenizer.vocab_size
         elif cfg.model.vocab_size < self.tokenizer.vocab_size:
@@ -182,10 +185,12 @@ class _Trainer:
                 f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
                 f"{self.tokenizer.vocab_size}; set it to 0 to take the tokenizer's size"
             )
+        self._chat_defaults()
         torch.manual_seed(t.seed)  # identical initial weights on every process
         self.model = build_model(cfg.model)
         if fine_tune:
             ckpt.load_init_weights(self.model, t.init_from)
+        self._freeze()
         self.model = self.model.to(self.device)
         self.optimizer = make_optimizer(self.model, t, self.device)
         self.data_gen = torch.Generator().manual_seed(t.seed)  # same global batches on every rank
@@ -200,6 +205,37 @@ class _Trainer:
             torch.manual_seed(t.seed + 1000 * dist.rank)  # dropout stream per process
         self.fwd_model = torch.compile(self.model) if t.compile else self.model
         self.train_model = dist.wrap(self.fwd_model)
+
+    def _warn_about_data(self) -> None:
+        d = self.data
+        if d.unknown:
+            warnings.warn(f"{d.unknown} tokens of the corpus are not in the tokenizer's vocabulary "
+                          "and were read as <unk>", stacklevel=3)
+        window = self.cfg.model.block_size + 1
+        if isinstance(d, ExampleData) and d.truncated:
+            warnings.warn(f"{d.truncated} examples (or exchanges of a long conversation) are longer than model.block_size + 1 = {window} "
+                          "tokens and were cut at the end", stacklevel=3)
+        if isinstance(d, ExampleData) and d.dropped:
+            warnings.warn(f"{d.dropped} examples have no response token within their first {window} tokens "
+                          "and are left out", stacklevel=3)
+
+    def _chat_defaults(self) -> None:
+        """A run fine-tuned on conversations ends its replies at the template's end-of-turn token."""
+        cfg = self.cfg
+        if (isinstance(self.data, ExampleData) and is_chat_tokenizer(self.tokenizer, cfg.data.chat_template)
+                and cfg.generation.eos_token_id is None):
+            cfg.generation.eos_token_id = chat_stop_ids(self.tokenizer, cfg.data.chat_template)
+
+    def _freeze(self) -> None:
+        """train.freeze_layers and LoRA: which weights train (the optimizer takes only those)."""
+        t = self.cfg.train
+        try:
+            if t.lora_rank:
+                apply_lora(self.model, t.lora_rank, t.lora_alpha, t.lora_targets, t.lora_dropout)
+            if t.freeze_layers:
+                freeze_layers(self.model, t.freeze_layers)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     # ---- checkpoints -------------------------------------------------------------------
     def _load_resume_state(self) -> None:
@@ -263,8 +299,9 @@ class _Trainer:
         self.model.eval()
         losses = torch.zeros(t.eval_iters)
         for i in range(t.eval_iters):
-            offsets = sample_offsets(len(self.data.val), t.batch_size, self.cfg.model.block_size, gen)
-            x, y = (a.to(self.device) for a in get_batch(self.data.val, offsets, self.cfg.model.block_size))
+            index = self.data.sample("val", t.batch_size, self.cfg.model.block_size, gen)
+            x, y, _ = self.data.batch("val", index, self.cfg.model.block_size)
+            x, y = x.to(self.device), y.to(self.device)
             with self._autocast():
                 # the eager model: compiling a second, eval-mode graph costs more than it saves
                 _, loss = self.model(x, y)
@@ -275,7 +312,8 @@ class _Trainer:
     @torch.no_grad()
     def full_val_loss(self) -> float:
         """The exact mean per-token loss over the whole val split."""
-        return evaluate_tokens(self.model, self.data.val, self.cfg.model.block_size, self.device, self.dtype)
+        batches = self.data.batches("val", self.cfg.model.block_size, self.cfg.train.batch_size)
+        return evaluate_batches(self.model, batches, self.device, self.dtype)
 
     # ---- the loop ----------------------------------------------------------------------
     def train_time(self) -> float:
@@ -285,7 +323,7 @@ class _Trainer:
     def run(self) -> TrainResult:
         t, m, dist = self.cfg.train, self.cfg.model, self.dist
         global_rows = t.batch_size * dist.world_size
-        tokens_per_step = global_rows * t.grad_accum * m.block_size
+        tokens_seen = last_log_tokens = 0  # real (unpadded) input tokens, all processes
         bar = _progress(t, self.step, enabled=t.progress and dist.is_main)
         start_time, start_step = time.perf_counter(), self.step
         self.loop_start, self.eval_time, self.last_plot = start_time, 0.0, start_time
@@ -305,9 +343,11 @@ class _Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 for micro in range(t.grad_accum):
-                    offsets = sample_offsets(len(self.data.train), global_rows, m.block_size, self.data_gen)
-                    mine = offsets[dist.rank * t.batch_size : (dist.rank + 1) * t.batch_size]
-                    x, y = (a.to(self.device, non_blocking=True) for a in get_batch(self.data.train, mine, m.block_size))
+                    index = self.data.sample("train", global_rows, m.block_size, self.data_gen)
+                    mine = index[dist.rank * t.batch_size : (dist.rank + 1) * t.batch_size]
+                    x, y, n_tokens = self.data.batch("train", mine, m.block_size)
+                    x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                    tokens_seen += n_tokens * dist.world_size
                     sync = micro == t.grad_accum - 1
                     with dist.maybe_no_sync(self.train_model, sync), self._autocast():
                         _, loss = self.train_model(x, y)
@@ -324,19 +364,19 @@ class _Trainer:
                     n = self.step - last_log_step
                     train_loss = dist.mean(loss_acc).item() / n  # the only host sync between evals
                     now = self.train_time()
-                    tps = tokens_per_step * n / max(now - last_log_time, 1e-9)
+                    tps = (tokens_seen - last_log_tokens) / max(now - last_log_time, 1e-9)
                     self.log({"step": self.step, "train_loss": train_loss, "lr": lr, "tokens_per_sec": round(tps, 1),
                               "elapsed": round(time.perf_counter() - start_time, 3)})
                     bar.set_postfix_str(f"loss {train_loss:.4f}  {tps:,.0f} tok/s", refresh=False)
                     loss_acc.zero_()
-                    last_log_time, last_log_step = now, self.step
+                    last_log_time, last_log_step, last_log_tokens = now, self.step, tokens_seen
                 bar.update(1)
         except KeyboardInterrupt:
             interrupted = True
         finally:
             bar.close()
         seconds = self.train_time()
-        tps_run = tokens_per_step * (self.step - start_step) / max(seconds, 1e-9)
+        tps_run = tokens_seen / max(seconds, 1e-9)
         val = None
         if not interrupted:
             if self.last_eval_step != self.step:  # max_time can stop the loop right after an eval

@@ -76,10 +76,10 @@ def test_gradient_accumulation_matches_a_bigger_batch(corpus, tmp_path):
 
 
 def test_interrupt_saves_and_resumes(corpus, tmp_path, monkeypatch):
-    import proselab.training as tr
+    import proselab.data as pd
 
     calls = {"n": 0}
-    real = tr.get_batch
+    real = pd.get_batch
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -88,11 +88,11 @@ def test_interrupt_saves_and_resumes(corpus, tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     out = tmp_path / "run"
-    monkeypatch.setattr(tr, "get_batch", flaky)
+    monkeypatch.setattr(pd, "get_batch", flaky)
     res = train(None, tiny_overrides(corpus, out, **{"train.eval_iters": 1}))
     assert res.interrupted
     assert torch.load(out / "trainer_state.pt", weights_only=True)["step"] == res.step > 0
-    monkeypatch.setattr(tr, "get_batch", real)
+    monkeypatch.setattr(pd, "get_batch", real)
     res2 = train(None, {"train.init_from": "resume", "train.out_dir": str(out)})
     assert res2.step == 20 and not res2.interrupted
 
