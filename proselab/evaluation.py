@@ -59,20 +59,21 @@ def evaluate_tokens(model: torch.nn.Module, ids: np.ndarray, block_size: int, de
 def evaluate_batches(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                      device: torch.device, dtype: torch.dtype | None = None) -> float:
     """Mean loss (nats) over every target of ``batches`` that is not IGNORE_INDEX: the exact
-    per-token loss of the data, however the batches are cut or padded."""
+    per-token loss of the data, however the batches are cut or padded (each batch's mean
+    loss weighted by its number of targets)."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     ctx = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
     for x, y in batches:
         x, y = x.to(device), y.to(device)
+        n = int((y != IGNORE_INDEX).sum())
+        if n == 0:
+            continue
         with ctx:
-            logits, _ = model(x)
-        nll = torch.nn.functional.cross_entropy(
-            logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=IGNORE_INDEX, reduction="sum"
-        )
-        total += nll.item()
-        count += int((y != IGNORE_INDEX).sum())
+            _, loss = model(x, y)  # the model's own loss path (gpt: head_loss, no float32 logits)
+        total += loss.item() * n
+        count += n
     model.train(was_training)
     assert count > 0, "evaluate_batches needs at least one target"
     return total / count

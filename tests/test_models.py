@@ -55,7 +55,32 @@ def test_forward_shapes_and_protocol(model):
     logits, loss = model(idx)
     assert logits.shape == (3, 10, V) and loss is None
     logits, loss = model(idx, idx)
-    assert logits.shape == (3, 10, V) and loss.dim() == 0 and loss.dtype == torch.float32
+    assert loss.dim() == 0 and loss.dtype == torch.float32
+    assert logits is None if isinstance(model, GPT) else logits.shape == (3, 10, V)  # gpt: see head_loss
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_head_loss_matches_the_plain_loss_and_gradients(dtype, monkeypatch):
+    import proselab.models.layers as layers
+
+    monkeypatch.setattr(layers, "HEAD_CHUNK_ELEMENTS", 3 * 50)  # several row chunks, one partial
+    torch.manual_seed(0)
+    h = torch.randn(2, 8, 16, requires_grad=True)
+    w = torch.randn(50, 16, requires_grad=True)
+    t = torch.randint(0, 50, (2, 8))
+    t[0, :3] = -100
+    results = []
+    for fn in (lambda: layers.lm_loss(h @ w.t(), t), lambda: layers.head_loss(h, w, t)):
+        h.grad = w.grad = None
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            loss = fn()
+        (loss * 3).backward()
+        results.append((loss.detach(), h.grad.clone(), w.grad.clone()))
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype is None else dict(atol=2e-2, rtol=2e-2)
+    for plain, fused in zip(*results):
+        torch.testing.assert_close(fused, plain, **tol)
+    with torch.no_grad():  # no gradients wanted: none computed, same loss
+        torch.testing.assert_close(layers.head_loss(h, w, t), results[0][0], atol=1e-5, rtol=1e-5)
 
 
 @MODELS

@@ -15,7 +15,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..config import ModelConfig
-from .layers import MLP, SelfAttention, lm_loss
+from .layers import MLP, SelfAttention, head_loss, lm_loss
 from .protocol import Prompt
 
 
@@ -114,13 +114,20 @@ class GPT(nn.Module):
             targets: (B, T) next-token ids; -100 marks positions left out of the loss.
 
         Returns:
-            logits (B, T, V) and the mean cross-entropy over non-ignored targets (float32,
-            even under bf16 autocast), or None without targets.
+            Without targets: logits (B, T, V) and None. With targets: None and the mean
+            cross-entropy over non-ignored targets (float32, even under bf16 autocast),
+            computed by ``head_loss`` without materializing the logits, the largest tensors
+            of a training step.
         """
         T = idx.size(1)
         assert T <= self.config.block_size, f"sequence of {T} tokens exceeds block_size {self.config.block_size}"
-        logits = self.lm_head(self._trunk(idx))  # (B, T, V)
-        return logits, lm_loss(logits, targets)
+        x = self._trunk(idx)  # (B, T, C)
+        if targets is None:
+            return self.lm_head(x), None
+        if torch.compiler.is_compiling() or type(self.lm_head) is not nn.Linear:
+            # inductor fuses the plain form itself; a LoRA head needs its own forward
+            return None, lm_loss(self.lm_head(x), targets)
+        return None, head_loss(x, self.lm_head.weight, targets)
 
     def _cache_dtype(self, device: torch.device) -> torch.dtype:
         # store k, v in the dtype c_attn produces them in, so autocast decoding keeps bf16 caches

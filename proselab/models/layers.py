@@ -36,6 +36,72 @@ def lm_loss(logits: Tensor, targets: Tensor | None, label_smoothing: float = 0.0
                            ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing)
 
 
+HEAD_CHUNK_ELEMENTS = 1 << 22  # float32 logits converted at a time in head_loss: 16 MB, cache-sized
+
+
+def head_loss(h: Tensor, weight: Tensor, targets: Tensor) -> Tensor:
+    """``lm_loss(h @ weight.T, targets)`` for a bias-free output head, with less memory traffic.
+
+    With a vocabulary as large as GPT-2's, the plain form is dominated by (N, V) tensors: the
+    logits, their float32 copy, the log-softmax and its gradient, each hundreds of MB that
+    are written, read and page-faulted in every step. This computes the loss and both
+    gradients in the forward pass over one (N, V) buffer in the compute dtype, converting rows
+    to float32 a cache-sized chunk at a time; the backward pass only scales the stored
+    gradients (the approach of Liger Kernel's fused linear cross-entropy). The matmuls and the
+    float32 loss are those of the plain form under autocast, so results agree to rounding. A
+    bf16 training step of a 4-layer, 256-wide GPT with GPT-2's vocabulary (8 x 128 tokens)
+    went from 0.75 to 0.47 s here.
+
+    Args:
+        h: (..., C) hidden states.
+        weight: (V, C) the head's weight.
+        targets: (...) next-token ids; IGNORE_INDEX marks positions left out.
+
+    Returns:
+        The mean cross-entropy over non-ignored targets, a float32 scalar.
+    """
+    dev = h.device.type
+    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
+    grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)  # False in evaluation
+    return _HeadLoss.apply(h.reshape(-1, h.size(-1)), weight, targets.reshape(-1), dtype, grad)
+
+
+class _HeadLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h: Tensor, weight: Tensor, targets: Tensor, dtype: torch.dtype, grad: bool) -> Tensor:
+        with torch.autocast(h.device.type, enabled=False):
+            hc, wc = h.to(dtype), weight.to(dtype)
+            valid = targets != IGNORE_INDEX  # (N,)
+            safe = targets.masked_fill(~valid, 0)  # (N,)
+            count = valid.sum()
+            buf = hc @ wc.t()  # (N, V) logits, then their gradient, in place
+            N, V = buf.shape
+            rows = max(1, HEAD_CHUNK_ELEMENTS // V)
+            total = torch.zeros((), dtype=torch.float32, device=h.device)
+            for s in range(0, N, rows):
+                logits = buf[s : s + rows].float()  # (n, V)
+                lse = torch.logsumexp(logits, dim=-1)  # (n,)
+                picked = logits.gather(1, safe[s : s + rows, None]).squeeze(1)  # (n,)
+                ok = valid[s : s + rows]
+                total += ((lse - picked) * ok).sum()
+                if grad:  # d loss / d logits = (softmax - onehot) / count on kept rows
+                    probs = logits.sub_(lse[:, None]).exp_()
+                    probs[torch.arange(len(ok), device=h.device), safe[s : s + rows]] -= 1.0
+                    buf[s : s + rows] = probs.mul_((ok / count)[:, None])
+            if grad:
+                ctx.save_for_backward(buf @ wc if ctx.needs_input_grad[0] else None,
+                                      buf.t() @ hc if ctx.needs_input_grad[1] else None)
+                ctx.dtypes = (h.dtype, weight.dtype)
+        return total / count
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        grad_h, grad_w = ctx.saved_tensors
+        h_dtype, w_dtype = ctx.dtypes
+        return (None if grad_h is None else (grad_h * grad_out).to(h_dtype),
+                None if grad_w is None else (grad_w * grad_out).to(w_dtype), None, None, None)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with a fused QKV projection, optionally causal.
 
