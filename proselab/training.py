@@ -213,8 +213,8 @@ class _Trainer:
                           "and were read as <unk>", stacklevel=3)
         window = self.cfg.model.block_size + 1
         if isinstance(d, ExampleData) and d.truncated:
-            warnings.warn(f"{d.truncated} examples (or exchanges of a long conversation) are longer than model.block_size + 1 = {window} "
-                          "tokens and were cut at the end", stacklevel=3)
+            warnings.warn(f"{d.truncated} examples (or exchanges of a long conversation) are longer than "
+                          f"model.block_size + 1 = {window} tokens and were cut at the end", stacklevel=3)
         if isinstance(d, ExampleData) and d.dropped:
             warnings.warn(f"{d.dropped} examples have no response token within their first {window} tokens "
                           "and are left out", stacklevel=3)
