@@ -10,9 +10,10 @@ from typing import Iterator
 
 import torch
 
-from .chat import ROLES, ChatError, is_chat_tokenizer, render_chat, template_tokens
+from .chat import ChatError, is_chat_tokenizer, render_chat, template_tokens
 from .checkpoint import load_run
 from .config import Config, GenerationConfig, validate_generation
+from .datasets import parse_message
 from .decoding import Delta, Generation
 from .decoding import generate as generate_ids
 from .decoding import stream as stream_ids
@@ -122,9 +123,10 @@ class Generator:
                 f"{', '.join(template_tokens(template))}; fine-tune it on {{\"messages\": [...]}} examples "
                 "(see the README's chat recipe), or use generate for plain continuation"
             )
-        for i, m in enumerate(messages):
-            if not (isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)):
-                raise ChatError(f"messages[{i}] must be {{\"role\": {' | '.join(ROLES)}, \"content\": str}}, got {m!r}")
+        try:
+            messages = [parse_message(i, m) for i, m in enumerate(messages)]
+        except ValueError as e:
+            raise ChatError(str(e)) from None
         if not messages:
             raise ChatError("messages is empty; give at least one user message")
         system = [m for m in messages[:1] if m["role"] == "system"]

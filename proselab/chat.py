@@ -39,7 +39,7 @@ class ChatError(ValueError):
 
 
 def template_tokens(template: str) -> list[str]:
-    """The special tokens a chat template needs in the vocabulary."""
+    """The special tokens a chat template needs in the vocabulary, its end-of-turn marker last."""
     _check_template(template)
     return [IM_START, IM_END]
 
@@ -95,7 +95,7 @@ def render_chat(messages: list[dict], add_generation_prompt: bool = False) -> st
 
 def chat_stop_ids(tokenizer: Tokenizer, template: str) -> list[int]:
     """Token ids that end an assistant turn: the template's end marker, then end-of-text."""
-    ids = [tokenizer.token_to_id(IM_END), tokenizer.eos_id]
+    ids = [tokenizer.token_to_id(template_tokens(template)[-1]), tokenizer.eos_id]
     return list(dict.fromkeys(i for i in ids if i is not None))
 
 

