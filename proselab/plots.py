@@ -1,10 +1,11 @@
-"""Plots people would rather look at than read: loss curves (matplotlib, Agg backend)."""
+"""Plots people would rather look at than read: loss curves and attention heatmaps (matplotlib, Agg backend)."""
 
 from __future__ import annotations
 
 import io
 import json
 import math
+import warnings
 from pathlib import Path
 
 from .atomic import atomic_write_bytes
@@ -71,3 +72,94 @@ def plot_loss(metrics_path: str | Path, out_path: str | Path, title: str = "") -
     plt.close(fig)
     atomic_write_bytes(Path(out_path), buf.getvalue())
     return Path(out_path)
+
+
+_MAX_LABELED = 60  # tick labels per axis that stay readable; beyond it every k-th token is labeled
+_CELL_INCHES = 0.25  # one token's row/column at fontsize 8
+_MAX_LABEL_CHARS = 16  # longer tokens are cut with "…" so one cannot squeeze the heatmap
+
+
+def plot_attention(weights, src_tokens: list[str], tgt_tokens: list[str], out_path: str | Path,
+                   title: str = "") -> Path:
+    """Draw an attention matrix as a heatmap PNG: which source tokens each generated token looked at.
+
+    Tokens are shown readably: newlines, tabs and other control characters are escaped
+    (``\\n``), spaces are drawn as ``␣``, and markers such as byte-level BPE's ``Ġ`` are kept
+    as they are. Up to 60 tokens a side every token is labeled; beyond that every k-th is.
+
+    Args:
+        weights: (T, S) attention of T generated tokens over S source tokens (rows sum to ~1),
+            a torch Tensor (any device or dtype) or anything ``numpy.asarray`` takes.
+        src_tokens: the S source tokens, along the x axis.
+        tgt_tokens: the T generated tokens, along the y axis.
+        out_path: where to write the PNG (atomically).
+        title: the figure title.
+
+    Returns:
+        ``out_path`` as a Path.
+
+    Raises:
+        ValueError: if ``weights`` is not 2-D, is empty, or its shape does not match the token counts.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    w = _as_matrix(weights, len(src_tokens), len(tgt_tokens))
+    T, S = w.shape
+    width = min(S, _MAX_LABELED) * _CELL_INCHES + 2.5  # room for the y labels and the colorbar
+    height = min(T, _MAX_LABELED) * _CELL_INCHES + 1.5  # room for the rotated x labels and title
+    fig, ax = plt.subplots(figsize=(max(width, 4.0), max(height, 3.0)), constrained_layout=True)
+    # colours start at 0 so that their brightness is proportional to the weight, not to its rank
+    im = ax.imshow(w, cmap="viridis", aspect="auto", interpolation="nearest", vmin=min(0.0, float(w.min())))
+    _label_axis(ax.set_xticks, src_tokens, rotation=90)
+    _label_axis(ax.set_yticks, tgt_tokens)
+    ax.set_xlabel("source")
+    ax.set_ylabel("generated")
+    if title:
+        ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="attention weight")
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        # a token outside the font (CJK, emoji) is drawn as a box; one warning per glyph is noise
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(Path(out_path), buf.getvalue())
+    return Path(out_path)
+
+
+def _as_matrix(weights, n_src: int, n_tgt: int):
+    """``weights`` as a float numpy (T, S) array, checked against the token counts."""
+    import numpy as np
+
+    if hasattr(weights, "detach"):  # a torch Tensor, without importing torch here
+        weights = weights.detach().float().cpu().numpy()
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 2:
+        raise ValueError(f"attention weights must be 2-D (generated x source), got shape {tuple(w.shape)}")
+    if w.shape != (n_tgt, n_src):
+        raise ValueError(
+            f"attention weights have shape {tuple(w.shape)} but there are {n_tgt} generated tokens "
+            f"and {n_src} source tokens; expected shape ({n_tgt}, {n_src})"
+        )
+    if w.size == 0:
+        raise ValueError("attention weights are empty: need at least one source and one generated token")
+    return w
+
+
+def _label_axis(set_ticks, tokens: list[str], rotation: int = 0) -> None:
+    step = math.ceil(len(tokens) / _MAX_LABELED)
+    ticks = list(range(0, len(tokens), step))
+    # parse_math=False: a token holding two "$" must not be read as mathtext
+    set_ticks(ticks, labels=[_display_token(tokens[i]) for i in ticks], fontsize=8, rotation=rotation,
+              parse_math=False)
+
+
+def _display_token(token: str) -> str:
+    """A token as a readable one-line label: control characters escaped, spaces visible, long ones cut."""
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(token))
+    text = text.replace(" ", "\u2423") or "\u2205"
+    return text if len(text) <= _MAX_LABEL_CHARS else text[: _MAX_LABEL_CHARS - 1] + "\u2026"
