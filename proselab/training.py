@@ -13,16 +13,17 @@ import math
 import time
 import warnings
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import checkpoint as ckpt
-from .config import Config, ConfigError, config_from_dict, load_config, parse_overrides, _set
+from .config import Config, ConfigError, GenerationConfig, config_from_dict, load_config, parse_overrides, _set
 from .chat import chat_stop_ids, is_chat_tokenizer
-from .data import Data, ExampleData, prepare_data
+from .data import Data, ExampleData, data_format, prepare_data
+from .pair_data import PairData
 from .distributed import Dist, setup_distributed
 from .evaluation import evaluate_batches
 from .models import build_model
@@ -40,6 +41,7 @@ class TrainResult:
     tokens_per_sec: float  # training throughput over train_time (all processes)
     train_time: float = 0.0  # seconds in training steps: the loop minus its evals and checkpoints
     interrupted: bool = False
+    val_scores: dict = field(default_factory=dict)  # seq2seq: greedy {"bleu", "chrf"} on the whole val split
 
 # Redrawing loss.png costs ~0.3 s of matplotlib (0.8 s the first time), so at evals it is
 # redrawn at most this often; the end of a run always redraws it.
@@ -166,13 +168,16 @@ class _Trainer:
                 "--train.out_dir, or pass --train.overwrite=true to replace it"
             )
         fine_tune = t.init_from not in ("scratch", "resume")
-        tokenizer = None
+        tokenizer = src_tokenizer = None
         if resume:
             tokenizer = load_tokenizer(self.run_dir / ckpt.TOKENIZER_FILE)
+            src_tokenizer = ckpt.load_src_tokenizer(self.run_dir)
         elif fine_tune:
             tokenizer = load_tokenizer(cfg.data.tokenizer)
+            src_tokenizer = ckpt.load_src_tokenizer(t.init_from)
+        self._check_family()
         with dist.rank0_first():  # rank 0 fills the token cache, the others then read it
-            self.data: Data = prepare_data(cfg.data, cfg.model.block_size, tokenizer)
+            self.data: Data = prepare_data(cfg.data, cfg.model.block_size, tokenizer, src_tokenizer)
         if dist.is_main:
             self._warn_about_data()
         self.tokenizer = self.data.tokenizer
@@ -186,8 +191,11 @@ class _Trainer:
                 f"{self.tokenizer.vocab_size}; set it to 0 to take the tokenizer's size"
             )
         self._chat_defaults()
+        if isinstance(self.data, PairData):
+            self._seq2seq_sizes()
         torch.manual_seed(t.seed)  # identical initial weights on every process
         self.model = build_model(cfg.model)
+        self.model.label_smoothing = t.label_smoothing  # seq2seq models apply it in training mode
         if fine_tune:
             ckpt.load_init_weights(self.model, t.init_from)
         self._freeze()
@@ -206,8 +214,33 @@ class _Trainer:
         self.fwd_model = torch.compile(self.model) if t.compile else self.model
         self.train_model = dist.wrap(self.fwd_model)
 
+    def _check_family(self) -> None:
+        pairs, family = data_format(self.cfg.data) == "pairs", self.cfg.model.family
+        if pairs and family != "seq2seq":
+            raise ConfigError(f"data.dataset holds sentence pairs, which train an encoder-decoder: set "
+                              f"model.family=seq2seq (it is {family}), or give text or .jsonl examples")
+        if family == "seq2seq" and not pairs:
+            raise ConfigError("model.family=seq2seq trains on sentence pairs: give data.dataset as .tsv "
+                              "(source<TAB>target) or {\"src\", \"tgt\"} .jsonl files, or a pair dataset "
+                              "(see `proselab data list`)")
+
+    def _seq2seq_sizes(self) -> None:
+        """Source vocabulary and the decoder's start token, from the tokenizers."""
+        m, d = self.cfg.model, self.data
+        src_size = 0 if d.src_tokenizer is d.tokenizer else d.src_tokenizer.vocab_size
+        if m.src_vocab_size < src_size:
+            m.src_vocab_size = src_size
+        if m.bos_id < 0:
+            m.bos_id = d.tokenizer.bos_id if d.tokenizer.bos_id is not None else d.tokenizer.eos_id
+
     def _warn_about_data(self) -> None:
         d = self.data
+        if isinstance(d, PairData):
+            if d.dropped:
+                warnings.warn(f"{d.dropped} training pairs are longer than data.max_src_len={self.cfg.data.max_src_len}"
+                              f" / data.max_tgt_len={self.cfg.data.max_tgt_len} tokens and were left out", stacklevel=3)
+            if d.skipped:
+                warnings.warn(f"{d.skipped} malformed lines were skipped (data.bad_lines=skip)", stacklevel=3)
         if d.unknown:
             warnings.warn(f"{d.unknown} tokens of the corpus are not in the tokenizer's vocabulary "
                           "and were read as <unk>", stacklevel=3)
@@ -268,6 +301,9 @@ class _Trainer:
         ckpt.write_json(run / ckpt.CONFIG_FILE, {**self.cfg.to_dict(), **meta})
         if not (run / ckpt.TOKENIZER_FILE).exists():
             self.tokenizer.save(run / ckpt.TOKENIZER_FILE)
+        src_tok = getattr(self.data, "src_tokenizer", self.tokenizer)
+        if src_tok is not self.tokenizer and not (run / ckpt.SRC_TOKENIZER_FILE).exists():
+            src_tok.save(run / ckpt.SRC_TOKENIZER_FILE)
         ckpt.save_weights(self.model, run / ckpt.LAST_WEIGHTS_FILE)
         state = {
             "optimizer": self.optimizer.state_dict(),
@@ -308,6 +344,19 @@ class _Trainer:
             losses[i] = loss.float()
         self.model.train()
         return losses.mean().item()
+
+    def val_scores(self, n: int | None) -> dict:
+        """Greedy-decoded BLEU and chrF of the first ``n`` val pairs (all when None), for seq2seq."""
+        from .evaluation import translate
+        from .metrics import score
+
+        pairs = self.data.val.text[:n]
+        src_len = max(len(s) for s in self.data.val.src[: len(pairs)])
+        g = GenerationConfig(do_sample=False, max_new_tokens=min(self.cfg.generation.max_new_tokens, 2 * src_len + 10))
+        hyps = translate(self.model, [s for s, _ in pairs], self.data.src_tokenizer, self.tokenizer, g,
+                         self.cfg.train.batch_size)
+        result = score(hyps, [t for _, t in pairs], ("bleu", "chrf"))
+        return {"bleu": round(result["bleu"], 2), "chrf": round(result["chrf"], 2)}
 
     @torch.no_grad()
     def full_val_loss(self) -> float:
@@ -387,20 +436,30 @@ class _Trainer:
                 self.save(snap, best=best)
             if t.final_eval and dist.is_main:
                 val = self.full_val_loss()
-                self.log({"step": self.step, "final_val_loss": val, "val_perplexity": math.exp(min(val, 50))})
+                record = {"step": self.step, "final_val_loss": val, "val_perplexity": math.exp(min(val, 50))}
+                if isinstance(self.data, PairData) and t.eval_bleu_samples:
+                    scores = self.val_scores(None)
+                    record.update({"final_val_bleu": scores["bleu"], "final_val_chrf": scores["chrf"]})
+                    self.final_scores = scores
+                self.log(record)
         else:
             self.save(snap, best=False)
         if dist.is_main:
             plot_loss(self.run_dir / ckpt.METRICS_FILE, self.run_dir / "loss.png")
         dist.barrier()
-        return TrainResult(self.run_dir, self.step, val, self.best_val, tps_run, seconds, interrupted)
+        return TrainResult(self.run_dir, self.step, val, self.best_val, tps_run, seconds, interrupted,
+                           getattr(self, "final_scores", {}))
 
     def _eval_and_checkpoint(self, snap: dict[str, Any]) -> None:
         start = time.perf_counter()
         self.last_eval_step = self.step
         if self.dist.is_main:
             val = self.estimate_val()
-            self.log({"step": self.step, "val_loss": val})
+            record = {"step": self.step, "val_loss": val}
+            if isinstance(self.data, PairData) and self.cfg.train.eval_bleu_samples:
+                scores = self.val_scores(self.cfg.train.eval_bleu_samples)
+                record.update({"val_bleu": scores["bleu"], "val_chrf": scores["chrf"]})
+            self.log(record)
             best = val < self.best_val
             self.best_val = min(self.best_val, val)
             self.save(snap, best=best)

@@ -16,7 +16,7 @@ import torch
 
 from ..config import ConfigError, GenerationConfig, validate_generation
 from ..models.prepack import prepack_for_cpu
-from ..models.protocol import Decoder, Prompt
+from ..models.protocol import Decoder, Prompt, Seq2SeqBatch
 from .processors import PAD_ID, build_processors
 from .search import beam_search, row_generator, sample_loop
 from .stopping import Delta, Generation, Rows, eos_ids_for
@@ -58,9 +58,22 @@ def pad_prompts(prompts: Sequence[Sequence[int]] | torch.Tensor | Prompt, device
     return prompt, ids, lists
 
 
-def _repeat(prompt: Prompt, ids: torch.Tensor, n: int) -> tuple[Prompt, torch.Tensor]:
+def _source(batch: Seq2SeqBatch, device, max_new_tokens: int) -> tuple[Seq2SeqBatch, torch.Tensor, list[list[int]]]:
+    """An encoder-decoder's input: the batch on ``device``, an empty history for the logits
+    processors (they see only generated tokens, as transformers' do for encoder-decoders), and
+    each source's tokens (which seed its random stream)."""
+    if len(batch) == 0:
+        raise ValueError("no sources to generate from")
+    lists = [row[m].tolist() for row, m in zip(batch.src, batch.mask)]
+    batch = Seq2SeqBatch(batch.src, batch.mask, None, max_new_tokens).to(device)
+    return batch, torch.zeros(len(lists), 0, dtype=torch.long), lists
+
+
+def _repeat(prompt: Prompt | Seq2SeqBatch, ids: torch.Tensor, n: int) -> tuple[Prompt | Seq2SeqBatch, torch.Tensor]:
     if n == 1:
         return prompt, ids
+    if isinstance(prompt, Seq2SeqBatch):
+        return prompt.repeat_interleave(n), ids.repeat_interleave(n, 0)
     mask = None if prompt.mask is None else prompt.mask.repeat_interleave(n, 0)
     return Prompt(prompt.idx.repeat_interleave(n, 0), mask, prompt.max_new_tokens), ids.repeat_interleave(n, 0)
 
@@ -74,7 +87,10 @@ def _setup(model, prompts, cfg: GenerationConfig | None, tokenizer, suppress_ids
     if isinstance(model, torch.nn.Module):
         device = next(model.parameters()).device
         prepack_for_cpu(model)  # oneDNN-packed linear weights: ~1.5x faster CPU decoding
-    prompt, ids, lists = pad_prompts(prompts, device, cfg.max_new_tokens)
+    if isinstance(prompts, Seq2SeqBatch):
+        prompt, ids, lists = _source(prompts, device, cfg.max_new_tokens)
+    else:
+        prompt, ids, lists = pad_prompts(prompts, device, cfg.max_new_tokens)
     eos_ids = eos_ids_for(cfg.eos_token_id, tokenizer)
     procs = build_processors(cfg, suppress_ids, prompt_length=ids.size(1), eos_ids=eos_ids)
     return cfg, prompt, ids, lists, eos_ids, procs
@@ -87,7 +103,8 @@ def stream(model: Decoder, prompts, config: GenerationConfig | None = None, *, t
 
     Args:
         model: any model implementing the Decoder protocol (put it in eval mode).
-        prompts: token-id lists (any lengths), a (B, T) LongTensor, or a Prompt.
+        prompts: token-id lists (any lengths), a (B, T) LongTensor, or a Prompt; for an
+            encoder-decoder, a Seq2SeqBatch of sources.
         config: generation settings (default GenerationConfig()).
         tokenizer: a proselab Tokenizer, for text, stop strings and the default eos id.
         suppress_ids: token ids never to generate (e.g. a char model's <unk>).

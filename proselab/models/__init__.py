@@ -6,12 +6,14 @@ import torch.nn as nn
 
 from ..config import ModelConfig
 from .gpt import GPT, KVCache
-from .protocol import Decoder
+from .protocol import Decoder, Seq2SeqBatch
 from .rnn import RNNLM
+from .seq2seq import RNNSeq2Seq
+from .transformer import TransformerSeq2Seq
 
-__all__ = ["build_model", "GPT", "RNNLM", "Decoder", "KVCache"]
+__all__ = ["build_model", "GPT", "RNNLM", "RNNSeq2Seq", "TransformerSeq2Seq", "Decoder", "KVCache", "Seq2SeqBatch"]
 
-FAMILIES: dict[str, type[nn.Module]] = {"gpt": GPT, "rnn": RNNLM}
+FAMILIES: dict[str, type[nn.Module]] = {"gpt": GPT, "rnn": RNNLM, "seq2seq": RNNSeq2Seq}
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
@@ -21,9 +23,11 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         cfg: the model config; ``vocab_size`` must already be set (from the tokenizer).
 
     Returns:
-        a GPT or RNNLM (an nn.Module implementing the Decoder protocol).
+        a GPT, RNNLM, RNNSeq2Seq or TransformerSeq2Seq (an nn.Module implementing the Decoder protocol).
     """
     assert cfg.vocab_size > 0, "cfg.vocab_size must be > 0: set it from the tokenizer before building the model"
     if cfg.family not in FAMILIES:
         raise ValueError(f"model.family must be one of {', '.join(FAMILIES)}, got '{cfg.family}'")
+    if cfg.family == "seq2seq" and cfg.arch == "transformer":
+        return TransformerSeq2Seq(cfg)
     return FAMILIES[cfg.family](cfg)

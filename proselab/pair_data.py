@@ -1,0 +1,153 @@
+"""Sentence-pair data for encoder-decoders: tokenized pairs, length filters, bucketed batches.
+
+Pairs come from TSV or JSONL files or a built-in pair dataset (``pairs.load_pairs``). Each
+side is tokenized by its own tokenizer, or both by one joint tokenizer trained on both sides
+(``data.joint_vocab``). Sources end with the end-of-text token; targets are fed to the
+decoder as ``bos + target`` and predicted as ``target + eos`` (bos and eos are both the
+tokenizer's end-of-text token, as in GPT-2).
+
+Batches are bucketed by length: ``sample`` takes a run of consecutive pairs from the split
+sorted by length, starting at a random place, so a batch pads little and every pair is
+equally likely to be drawn. Validation is a separate file (``data.val_dataset``) or the last
+``val_fraction`` of the pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .chat import add_special_tokens
+from .config import DataConfig
+from .models.layers import IGNORE_INDEX
+from .models.protocol import Seq2SeqBatch
+from .tokenizers import EOT, Tokenizer
+
+
+@dataclass
+class Pairs:
+    """One split: token ids of each side, and the order that sorts the pairs by length."""
+
+    src: list[list[int]]  # source ids + eos
+    tgt: list[list[int]]  # target ids (no bos, no eos)
+    text: list[tuple[str, str]]  # the pairs as text, for decoded BLEU
+    order: np.ndarray  # (N,) pair indices sorted by (target, source) length
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+
+def _pairs(src: list[list[int]], tgt: list[list[int]], text: list[tuple[str, str]]) -> Pairs:
+    order = np.lexsort((np.array([len(s) for s in src]), np.array([len(t) for t in tgt])))
+    return Pairs(src, tgt, text, order)
+
+
+@dataclass
+class PairData:
+    tokenizer: Tokenizer  # the target side's (what generation decodes)
+    src_tokenizer: Tokenizer  # the source side's (the same object when joint)
+    train: Pairs
+    val: Pairs
+    unknown: int  # tokens that fell back to unk
+    dropped: int  # training pairs left out by data.max_src_len / max_tgt_len
+    skipped: int  # malformed lines skipped (data.bad_lines=skip)
+    format = "pairs"
+
+    def sample(self, split: str, rows: int, block_size: int, generator: torch.Generator) -> torch.Tensor:
+        """``rows`` pairs of similar length: a run of the length-sorted split from a random start."""
+        pairs: Pairs = getattr(self, split)
+        start = int(torch.randint(len(pairs), (1,), generator=generator))
+        return torch.from_numpy(pairs.order[(start + np.arange(rows)) % len(pairs)])
+
+    def batch(self, split: str, index: torch.Tensor, block_size: int) -> tuple[Seq2SeqBatch, torch.Tensor, int]:
+        """Pairs ``index``, padded: the model input, targets (B, T) and the number of target tokens."""
+        pairs: Pairs = getattr(self, split)
+        return collate_pairs([pairs.src[i] for i in index.tolist()], [pairs.tgt[i] for i in index.tolist()],
+                             self.tokenizer.eos_id)
+
+    def batches(self, split: str, block_size: int, batch_size: int) -> Iterator[tuple[Seq2SeqBatch, torch.Tensor]]:
+        """Every pair of the split once, in length order (little padding)."""
+        pairs: Pairs = getattr(self, split)
+        for s in range(0, len(pairs), batch_size):
+            index = torch.from_numpy(pairs.order[s : s + batch_size])
+            x, y, _ = self.batch(split, index, block_size)
+            yield x, y
+
+
+def collate_pairs(src: list[list[int]], tgt: list[list[int]], eos: int) -> tuple[Seq2SeqBatch, torch.Tensor, int]:
+    """Right-padded source (B, S) with its mask, decoder inputs bos + tgt and targets tgt + eos (B, T)."""
+    B, S, T = len(src), max(map(len, src)), max(map(len, tgt)) + 1
+    x = torch.zeros(B, S, dtype=torch.long)
+    mask = torch.zeros(B, S, dtype=torch.bool)
+    tgt_in = torch.zeros(B, T, dtype=torch.long)
+    y = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
+    for r, (s, t) in enumerate(zip(src, tgt)):
+        x[r, : len(s)] = torch.tensor(s)
+        mask[r, : len(s)] = True
+        row = torch.tensor([eos, *t, eos])  # bos (= eos) + target + eos
+        tgt_in[r, : len(t) + 1] = row[:-1]
+        y[r, : len(t) + 1] = row[1:]
+    return Seq2SeqBatch(x, mask, tgt_in), y, sum(len(t) + 1 for t in tgt)
+
+
+def source_batch(tokenizer: Tokenizer, texts: list[str], max_new_tokens: int | None = None) -> Seq2SeqBatch:
+    """Source texts as a Seq2SeqBatch for decoding (each ends with eos, as in training)."""
+    ids = [tokenizer.encode(t) + [tokenizer.eos_id] for t in texts]
+    x, _, _ = collate_pairs(ids, [[] for _ in ids], tokenizer.eos_id)
+    return Seq2SeqBatch(x.src, x.mask, None, max_new_tokens)
+
+
+def _with_eot(tokenizer: Tokenizer) -> Tokenizer:
+    """A char tokenizer has no end-of-text token; seq2seq needs one for bos and eos."""
+    return tokenizer if tokenizer.eos_id is not None else add_special_tokens(tokenizer, [EOT])
+
+
+def prepare_pairs(dcfg: DataConfig, tokenizer: Tokenizer | None = None,
+                  src_tokenizer: Tokenizer | None = None) -> PairData:
+    """Load, tokenize, filter and split sentence pairs (the tokenizers are trained unless given).
+
+    Raises:
+        DataError: when a split would be empty.
+    """
+    from .data import DataError, _content_hash, _trained_tokenizer
+    from .pairs import load_pairs
+
+    pairs, skipped = load_pairs(dcfg.dataset, dcfg.bad_lines)
+    if dcfg.val_dataset:
+        val_pairs, val_skipped = load_pairs(dcfg.val_dataset, dcfg.bad_lines)
+        skipped += val_skipped
+    else:
+        n_val = max(1, round(len(pairs) * dcfg.val_fraction))
+        if len(pairs) - n_val < 1:
+            raise DataError(f"{len(pairs)} pair(s): too few for a train and a val split; add pairs, lower "
+                            "data.val_fraction or give data.val_dataset")
+        pairs, val_pairs = pairs[:-n_val], pairs[-n_val:]
+    if tokenizer is None:
+        if dcfg.joint_vocab:
+            docs = [(str(i), f"{s}\n{t}") for i, (s, t) in enumerate(pairs)]
+            tokenizer = _trained_tokenizer(dcfg, docs, _content_hash(docs))
+        else:
+            docs = [(str(i), t) for i, (_, t) in enumerate(pairs)]
+            tokenizer = _trained_tokenizer(dcfg, docs, _content_hash(docs))
+            src_docs = [(str(i), s) for i, (s, _) in enumerate(pairs)]
+            src_tokenizer = _trained_tokenizer(dcfg, src_docs, _content_hash(src_docs))
+    tokenizer = _with_eot(add_special_tokens(tokenizer, dcfg.special_tokens))
+    src_tokenizer = tokenizer if src_tokenizer is None or dcfg.joint_vocab else _with_eot(src_tokenizer)
+    splits, unknown, dropped = [], 0, 0
+    for name, split in (("train", pairs), ("val", val_pairs)):
+        src = [ids + [src_tokenizer.eos_id] for ids in src_tokenizer.encode_batch([s for s, _ in split])]
+        tgt = tokenizer.encode_batch([t for _, t in split])
+        unknown += sum(src_tokenizer.count_unknown(s) + tokenizer.count_unknown(t) for s, t in zip(src, tgt))
+        if name == "train" and (dcfg.max_src_len or dcfg.max_tgt_len):
+            keep = [i for i in range(len(split)) if (not dcfg.max_src_len or len(src[i]) - 1 <= dcfg.max_src_len)
+                    and (not dcfg.max_tgt_len or len(tgt[i]) <= dcfg.max_tgt_len)]
+            dropped = len(split) - len(keep)
+            src, tgt, split = [src[i] for i in keep], [tgt[i] for i in keep], [split[i] for i in keep]
+        if not split:
+            raise DataError(f"no {name} pair is left after the length filters data.max_src_len={dcfg.max_src_len} "
+                            f"and data.max_tgt_len={dcfg.max_tgt_len}; raise them (0 = no limit)")
+        splits.append(_pairs(src, tgt, list(split)))
+    return PairData(tokenizer, src_tokenizer, splits[0], splits[1], unknown, dropped, skipped)

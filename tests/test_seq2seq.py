@@ -1,0 +1,262 @@
+"""Seq2seq models (RNN with each attention, Transformer): the decoding invariants, masks,
+training through the one loop, and the API built on it (generate, attention maps, eval)."""
+
+import json
+import random
+
+import pytest
+import torch
+
+import proselab
+from proselab.config import ConfigError, GenerationConfig, ModelConfig, load_config
+from proselab.decoding import generate
+from proselab.evaluation import evaluate_pairs
+from proselab.models import Seq2SeqBatch, build_model
+from proselab.training import train
+
+VARIANTS = {
+    "bahdanau": dict(arch="rnn", cell="lstm", attention="bahdanau"),
+    "luong-general": dict(arch="rnn", cell="gru", attention="luong-general"),
+    "luong-dot": dict(arch="rnn", cell="rnn", attention="luong-dot", bidirectional=False),
+    "none": dict(arch="rnn", cell="lstm", attention="none"),
+    "no-input-feeding": dict(arch="rnn", cell="lstm", attention="bahdanau", input_feeding=False),
+    "transformer": dict(arch="transformer", n_layer=2, n_head=2),
+}
+
+
+def tiny(variant: str, **extra) -> torch.nn.Module:
+    torch.manual_seed(0)
+    base = dict(family="seq2seq", vocab_size=30, src_vocab_size=25, bos_id=1, n_embd=16, hidden_size=16, num_layers=2)
+    cfg = ModelConfig(**{**base, **VARIANTS[variant], **extra})
+    return build_model(cfg).eval()
+
+
+def sources(B=3, S=7):
+    g = torch.Generator().manual_seed(1)
+    src = torch.randint(2, 25, (B, S), generator=g)
+    mask = torch.ones(B, S, dtype=torch.bool)
+    for r in range(1, B):
+        mask[r, S - 2 * r :] = False  # rows of different lengths, right-padded
+    return src, mask
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_cached_steps_equal_the_teacher_forced_forward(variant):
+    model = tiny(variant)
+    src, mask = sources()
+    tgt = torch.randint(2, 30, (3, 6))
+    tgt[:, 0] = 1  # bos
+    full, _ = model(Seq2SeqBatch(src, mask, tgt))  # (B, T, V)
+    logits, state = model.start(Seq2SeqBatch(src, mask))
+    steps = [logits]
+    for t in range(1, tgt.size(1)):
+        logits, state = model.step(tgt[:, t], state)
+        steps.append(logits)
+    torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_beam_search_with_one_beam_is_greedy_and_padding_changes_nothing(variant):
+    model = tiny(variant)
+    src, mask = sources()
+    cfg = GenerationConfig(do_sample=False, max_new_tokens=8, eos_token_id=0)
+    greedy = generate(model, Seq2SeqBatch(src, mask), cfg)
+    beam1 = generate(model, Seq2SeqBatch(src, mask), GenerationConfig(do_sample=False, max_new_tokens=8,
+                                                                      eos_token_id=0, num_beams=1))
+    assert [g.tokens for g in greedy] == [g.tokens for g in beam1]
+    for r in range(3):  # each source alone, without padding, decodes the same
+        n = int(mask[r].sum())
+        alone = generate(model, Seq2SeqBatch(src[r : r + 1, :n], mask[r : r + 1, :n]), cfg)
+        assert alone[0].tokens == greedy[r].tokens
+
+
+@pytest.mark.parametrize("variant", ["luong-general", "transformer"])
+def test_beam_search_n_best_and_sampling(variant):
+    model = tiny(variant)
+    src, mask = sources()
+    beams = generate(model, Seq2SeqBatch(src, mask), GenerationConfig(
+        do_sample=False, max_new_tokens=6, num_beams=4, num_return_sequences=2, eos_token_id=0))
+    assert len(beams) == 6 and all(a.score >= b.score for a, b in zip(beams[::2], beams[1::2]))
+    cfg = GenerationConfig(do_sample=True, max_new_tokens=6, seed=3, num_return_sequences=2, eos_token_id=0)
+    a = generate(model, Seq2SeqBatch(src, mask), cfg)
+    b = generate(model, Seq2SeqBatch(src, mask), cfg)
+    assert [g.tokens for g in a] == [g.tokens for g in b] and len(a) == 6
+
+
+def test_cross_attention_rows_are_distributions_over_real_source_tokens():
+    src, mask = sources()
+    tgt = torch.tensor([[1, 5, 6]] * 3)
+    for variant in ("bahdanau", "transformer"):
+        w = tiny(variant).cross_attention(Seq2SeqBatch(src, mask, tgt))  # (B, T, S)
+        assert w.shape == (3, 3, 7)
+        torch.testing.assert_close(w.sum(-1), torch.ones(3, 3))
+        assert float(w.masked_select(~mask[:, None, :].expand_as(w)).abs().max()) == 0.0
+    with pytest.raises(ValueError, match="no attention"):
+        tiny("none").cross_attention(Seq2SeqBatch(src, mask, tgt))
+
+
+def test_scheduled_sampling_and_label_smoothing_apply_in_training_only():
+    model = tiny("luong-general", teacher_forcing=0.5)
+    model.label_smoothing = 0.1
+    src, mask = sources()
+    tgt, y = torch.randint(2, 30, (3, 5)), torch.randint(2, 30, (3, 5))
+    batch = Seq2SeqBatch(src, mask, tgt)
+    with torch.no_grad():
+        _, eval_loss = model(batch, y)
+        model.label_smoothing = 0.0
+        _, plain = model(batch, y)
+    assert float(eval_loss) == float(plain)  # eval mode: no smoothing, gold inputs
+    model.train()
+    model.label_smoothing = 0.1
+    _, smoothed = model(batch, y)
+    smoothed.backward()
+    assert smoothed.item() != plain.item()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_shared_embeddings_and_tied_head_are_one_matrix():
+    model = tiny("transformer", share_embeddings=True, src_vocab_size=0)
+    assert model.src_emb.weight is model.tgt_emb.weight is model.head.weight
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"model.attention": "luong-dot"}, "luong-dot"),
+    ({"model.attention": "concat"}, "model.attention must be one of"),
+    ({"model.share_embeddings": True, "data.joint_vocab": False}, "data.joint_vocab=true"),
+    ({"model.teacher_forcing": 1.5}, "teacher_forcing"),
+    ({"model.arch": "cnn"}, "model.arch"),
+    ({"train.label_smoothing": 1.0}, "label_smoothing"),
+    ({"data.bad_lines": "ignore"}, "data.bad_lines"),
+])
+def test_bad_seq2seq_config_names_the_field(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, {"model.family": "seq2seq", "model.n_embd": 512, **overrides})
+
+
+# ---- training through the one loop ------------------------------------------------------
+
+def write_reverse(path, n, seed):
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        toks = [rng.choice("abcdefgh") for _ in range(rng.randint(1, 6))]
+        lines.append(" ".join(toks) + "\t" + " ".join(reversed(toks)))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def s2s_overrides(tmp_path, **extra):
+    o = {
+        "data.dataset": str(write_reverse(tmp_path / "train.tsv", 300, 0)),
+        "data.val_dataset": str(write_reverse(tmp_path / "dev.tsv", 20, 1)),
+        "data.tokenizer": "char",
+        "model.family": "seq2seq",
+        "model.n_embd": 24, "model.hidden_size": 24, "model.num_layers": 1,
+        "model.n_layer": 1, "model.n_head": 2,
+        "train.out_dir": str(tmp_path / "run"),
+        "train.batch_size": 16, "train.max_iters": 30, "train.lr": 5e-3, "train.warmup_iters": 2,
+        "train.eval_interval": 15, "train.eval_iters": 2, "train.log_interval": 5, "train.eval_bleu_samples": 8,
+        "train.progress": False, "train.dtype": "float32", "train.device": "cpu",
+    }
+    o.update(extra)
+    return o
+
+
+@pytest.mark.parametrize("arch", ["rnn", "transformer"])
+def test_train_generate_attention_eval_and_resume(tmp_path, arch):
+    result = train(None, s2s_overrides(tmp_path, **{"model.arch": arch, "train.label_smoothing": 0.1}))
+    run = tmp_path / "run"
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    vals = [r["val_loss"] for r in records if "val_loss" in r]
+    assert vals[-1] < vals[0]
+    assert any("val_bleu" in r and "val_chrf" in r for r in records)
+    assert "bleu" in result.val_scores and result.val_loss is not None
+    assert not (run / "src_tokenizer.json").exists()  # joint vocabulary: one tokenizer
+
+    gen = proselab.load(run)
+    out = gen.generate(["a b c", "h g"], do_sample=False, max_new_tokens=12)
+    assert len(out) == 2 and all(isinstance(t, str) for t in out)
+    amap = gen.attention("a b c", max_new_tokens=12)
+    assert amap.weights.shape == (len(amap.tgt_tokens), len(amap.src_tokens))
+    assert amap.src_tokens[-1] == "<|endoftext|>"
+
+    pairs = write_reverse(tmp_path / "test.tsv", 10, 2)
+    scores = evaluate_pairs(run, str(pairs), out=tmp_path / "hyp.txt", num_beams=3, max_new_tokens=12)
+    assert scores["pairs"] == 10 and 0 <= scores["bleu"] <= 100 and "rougeL" in scores
+    assert scores["bleu_signature"].startswith("nrefs:1")
+    assert len((tmp_path / "hyp.txt").read_text().splitlines()) == 10
+
+    resumed = train(None, {"train.init_from": "resume", "train.out_dir": str(run), "train.max_iters": 40})
+    assert resumed.step == 40
+
+
+def test_reverse_task_is_learned_with_attention(tmp_path):
+    """A small bidirectional LSTM with Luong attention learns to reverse short strings."""
+    result = train(None, s2s_overrides(tmp_path, **{
+        "data.dataset": str(write_reverse(tmp_path / "big.tsv", 2000, 5)),
+        "data.tokenizer": "word", "model.n_embd": 32, "model.hidden_size": 128, "model.tie_weights": False,
+        "train.lr": 3e-3, "train.max_iters": 300, "train.batch_size": 32, "train.eval_interval": 300,
+        "train.eval_bleu_samples": 0}))
+    gen = proselab.load(result.run_dir)
+    assert gen.generate("a b c d e", do_sample=False, max_new_tokens=20) == "e d c b a"
+    assert result.val_loss < 0.2
+
+
+def test_separate_vocabularies_and_length_filter(tmp_path):
+    with pytest.warns(UserWarning, match="left out"):
+        train(None, s2s_overrides(tmp_path, **{"data.joint_vocab": False, "data.tokenizer": "word",
+                                               "data.max_src_len": 4, "train.max_iters": 4}))
+    run = tmp_path / "run"
+    assert (run / "src_tokenizer.json").is_file()
+    gen = proselab.load(run)
+    assert gen.src_tokenizer is not gen.tokenizer
+    assert gen.config.model.src_vocab_size == gen.src_tokenizer.vocab_size
+    gen.generate("a b", do_sample=False, max_new_tokens=4)
+    gen.chat([{"role": "user", "content": "a b"}], do_sample=False, max_new_tokens=4)
+
+
+def test_family_and_data_must_agree(tmp_path):
+    o = s2s_overrides(tmp_path)
+    with pytest.raises(ConfigError, match="model.family=seq2seq"):
+        train(None, {**o, "model.family": "gpt"})
+    text = tmp_path / "corpus.txt"
+    text.write_text("some text " * 200)
+    with pytest.raises(ConfigError, match="trains on sentence pairs"):
+        train(None, {**o, "data.dataset": str(text), "data.val_dataset": ""})
+
+
+def test_eval_pairs_refuses_a_language_model_and_empty_sources(tmp_path, corpus):
+    from conftest import tiny_overrides
+
+    train(None, tiny_overrides(corpus, tmp_path / "lm"))
+    with pytest.raises(ValueError, match="encoder-decoder"):
+        evaluate_pairs(tmp_path / "lm", str(write_reverse(tmp_path / "p.tsv", 3, 0)))
+    train(None, s2s_overrides(tmp_path, **{"train.max_iters": 2}))
+    gen = proselab.load(tmp_path / "run")
+    with pytest.raises(ValueError, match="source 0 is empty"):
+        gen.generate(" ")
+
+
+def test_cli_generate_eval_pairs_attention_and_chat(tmp_path, capsys):
+    from proselab.cli import main
+
+    train(None, s2s_overrides(tmp_path, **{"train.max_iters": 4}))
+    run = str(tmp_path / "run")
+    assert main(["generate", run, "--prompt", "a b", "--greedy", "--max-new-tokens", "5"]) == 0
+    assert main(["generate", run]) == 2
+    assert "--prompt TEXT" in capsys.readouterr().err
+    pairs = str(tmp_path / "dev.tsv")
+    assert main(["eval", run, "--pairs", pairs, "--num-beams", "2", "--max-new-tokens", "5",
+                 "--out", str(tmp_path / "hyp.txt")]) == 0
+    out = capsys.readouterr().out
+    assert "BLEU" in out and "chrF" in out and "ROUGE-L" in out and "sentences/s" in out
+    assert len((tmp_path / "hyp.txt").read_text().splitlines()) == 20
+    assert main(["eval", run]) == 2  # neither --data nor --pairs
+    png = tmp_path / "att.png"
+    assert main(["attention", run, "--src", "a b c", "--out", str(png), "--max-new-tokens", "5"]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from proselab.cli import cmd_chat, build_parser
+
+    args = build_parser().parse_args(["chat", run, "--greedy", "--max-new-tokens", "3"])
+    inputs = iter(["a b", "/reset", "c", "/quit"])
+    assert cmd_chat(args, [], read=lambda _: next(inputs)) == 0
