@@ -381,6 +381,8 @@ def _validate(cfg: Config) -> None:
     _check(0 <= t.lora_dropout < 1, f"train.lora_dropout must be in [0, 1), got {t.lora_dropout}")
     _check(t.lora_rank == 0 or bool(t.lora_targets), "train.lora_targets must name at least one linear layer")
     _check(0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
+    _check(t.label_smoothing == 0 or m.family == "seq2seq",
+           f"train.label_smoothing is for seq2seq models; a {m.family} model trains without it (set it to 0)")
     _check(t.eval_bleu_samples >= 0, f"train.eval_bleu_samples must be >= 0 (0 = off), got {t.eval_bleu_samples}")
     validate_generation(g)
 

@@ -35,6 +35,9 @@ def evaluate(run: str | Path | Generator, data: str | list[str], encoding_errors
         loss is the mean next-token cross-entropy in nats.
     """
     gen = run if isinstance(run, Generator) else load(run)
+    if gen.is_seq2seq:
+        raise ValueError("this is a seq2seq run: score it on sentence pairs (proselab eval RUN --pairs FILE, "
+                         "or evaluate_pairs), not on running text")
     docs = load_texts(data, encoding_errors=encoding_errors)
     ids, unknown = tokenize_to_cache(docs, gen.tokenizer)
     if len(ids) < 2:

@@ -203,6 +203,7 @@ class _Trainer:
         self.optimizer = make_optimizer(self.model, t, self.device)
         self.data_gen = torch.Generator().manual_seed(t.seed)  # same global batches on every rank
         self.step, self.best_val = 0, float("inf")
+        self.final_scores: dict = {}  # seq2seq: BLEU and chrF of the whole val split at the end
         self.last_eval_step = -1
         if resume:
             self._load_resume_state()
@@ -448,7 +449,7 @@ class _Trainer:
             plot_loss(self.run_dir / ckpt.METRICS_FILE, self.run_dir / "loss.png")
         dist.barrier()
         return TrainResult(self.run_dir, self.step, val, self.best_val, tps_run, seconds, interrupted,
-                           getattr(self, "final_scores", {}))
+                           self.final_scores)
 
     def _eval_and_checkpoint(self, snap: dict[str, Any]) -> None:
         start = time.perf_counter()

@@ -127,6 +127,7 @@ def test_shared_embeddings_and_tied_head_are_one_matrix():
     ({"model.arch": "cnn"}, "model.arch"),
     ({"train.label_smoothing": 1.0}, "label_smoothing"),
     ({"data.bad_lines": "ignore"}, "data.bad_lines"),
+    ({"model.family": "gpt", "model.n_head": 8, "train.label_smoothing": 0.1}, "for seq2seq models"),
 ])
 def test_bad_seq2seq_config_names_the_field(overrides, match):
     with pytest.raises(ConfigError, match=match):
@@ -235,6 +236,10 @@ def test_eval_pairs_refuses_a_language_model_and_empty_sources(tmp_path, corpus)
     gen = proselab.load(tmp_path / "run")
     with pytest.raises(ValueError, match="source 0 is empty"):
         gen.generate(" ")
+    from proselab.evaluation import evaluate
+
+    with pytest.raises(ValueError, match="--pairs"):
+        evaluate(gen, str(corpus))
 
 
 def test_cli_generate_eval_pairs_attention_and_chat(tmp_path, capsys):
