@@ -221,6 +221,9 @@ class _Trainer:
             raise ConfigError(f"data.dataset holds sentence pairs, which train an encoder-decoder: set "
                               f"model.family=seq2seq (it is {family}), or give text or .jsonl examples")
         if family == "seq2seq" and not pairs:
+            from .pairs import load_pairs
+
+            load_pairs(self.cfg.data.dataset)  # a missing file or a bad line: its own, precise error
             raise ConfigError("model.family=seq2seq trains on sentence pairs: give data.dataset as .tsv "
                               "(source<TAB>target) or {\"src\", \"tgt\"} .jsonl files, or a pair dataset "
                               "(see `proselab data list`)")

@@ -222,7 +222,9 @@ def test_family_and_data_must_agree(tmp_path):
         train(None, {**o, "model.family": "gpt"})
     text = tmp_path / "corpus.txt"
     text.write_text("some text " * 200)
-    with pytest.raises(ConfigError, match="trains on sentence pairs"):
+    with pytest.raises(ValueError, match="neither a built-in pairs dataset nor an existing file"):
+        train(None, {**o, "data.dataset": str(tmp_path / "missing.tsv")})
+    with pytest.raises(ValueError, match="sentence pairs are"):
         train(None, {**o, "data.dataset": str(text), "data.val_dataset": ""})
 
 
