@@ -176,11 +176,7 @@ class Generator:
         left out until the prompt and ``max_new_tokens`` fit the model's window; for a seq2seq
         run (a response generator trained on turn pairs), the last user message as the source."""
         if self.is_seq2seq:
-            try:
-                messages = [parse_message(i, m) for i, m in enumerate(messages)]
-            except ValueError as e:
-                raise ChatError(str(e)) from None
-            users = [m["content"] for m in messages if m["role"] == "user"]
+            users = [m["content"] for m in _parse_messages(messages) if m["role"] == "user"]
             if not users:
                 raise ChatError("messages has no user message; a seq2seq model answers the last user message")
             return self._sources(users[-1:])
@@ -191,10 +187,7 @@ class Generator:
                 f"{', '.join(template_tokens(template))}; fine-tune it on {{\"messages\": [...]}} examples "
                 "(see the README's chat recipe), or use generate for plain continuation"
             )
-        try:
-            messages = [parse_message(i, m) for i, m in enumerate(messages)]
-        except ValueError as e:
-            raise ChatError(str(e)) from None
+        messages = _parse_messages(messages)
         if not messages:
             raise ChatError("messages is empty; give at least one user message")
         system = [m for m in messages[:1] if m["role"] == "system"]
@@ -222,6 +215,14 @@ class Generator:
         cfg = self.generation_config(**overrides)
         ids = self.chat_prompt(messages, cfg.max_new_tokens)
         yield from stream_ids(self.model, ids, cfg, tokenizer=self.tokenizer, suppress_ids=self.suppress_ids)
+
+
+def _parse_messages(messages: list[dict]) -> list[dict]:
+    """Each message as exactly {"role", "content"}; a ChatError says which one is wrong and how."""
+    try:
+        return [parse_message(i, m) for i, m in enumerate(messages)]
+    except ValueError as e:
+        raise ChatError(str(e)) from None
 
 
 def load(run_dir: str | Path, device: str = "auto") -> Generator:

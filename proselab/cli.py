@@ -39,6 +39,12 @@ def _overrides(extra: list[str]) -> list[str]:
     return out
 
 
+def _no_extra(extra: list[str]) -> None:
+    """Commands other than train and demo take no config overrides."""
+    if extra:
+        raise CLIError(f"unrecognized arguments: {' '.join(extra)}")
+
+
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from .training import train
 
@@ -137,8 +143,7 @@ def _gen_overrides(args: argparse.Namespace) -> dict:
 def cmd_generate(args: argparse.Namespace, extra: list[str]) -> int:
     from .api import load
 
-    if extra:
-        raise CLIError(f"unrecognized arguments: {' '.join(extra)}")
+    _no_extra(extra)
     gen = load(args.run, device=args.device)
     over = _gen_overrides(args)
     shown = args.prompt  # a language model's output continues the prompt; a seq2seq one stands alone
@@ -175,8 +180,7 @@ CHAT_HELP = "type a message; /reset starts over, /quit (or Ctrl-D) leaves"
 def cmd_chat(args: argparse.Namespace, extra: list[str], read=input) -> int:
     from .api import load
 
-    if extra:
-        raise CLIError(f"unrecognized arguments: {' '.join(extra)}")
+    _no_extra(extra)
     gen = load(args.run, device=args.device)
     over = _gen_overrides(args)
     if not gen.is_seq2seq:  # a seq2seq run answers the last message; a GPT must be tuned for chat
@@ -211,8 +215,7 @@ def cmd_chat(args: argparse.Namespace, extra: list[str], read=input) -> int:
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     from .evaluation import evaluate
 
-    if extra:
-        raise CLIError(f"unrecognized arguments: {' '.join(extra)}")
+    _no_extra(extra)
     if (args.data is None) == (args.pairs is None):
         raise CLIError("give --data TEXT (a language model's perplexity) or --pairs FILE (a seq2seq run's "
                        "BLEU, chrF and ROUGE)")
@@ -257,8 +260,7 @@ def cmd_attention(args: argparse.Namespace, extra: list[str]) -> int:
     from .api import load
     from .plots import plot_attention
 
-    if extra:
-        raise CLIError(f"unrecognized arguments: {' '.join(extra)}")
+    _no_extra(extra)
     gen = load(args.run, device=args.device)
     amap = gen.attention(args.src, **_gen_overrides(args))
     path = plot_attention(amap.weights, amap.src_tokens, amap.tgt_tokens, args.out,
@@ -297,8 +299,7 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     from .hf import export_hf
 
-    if extra:
-        raise CLIError(f"unrecognized arguments: {' '.join(extra)}")
+    _no_extra(extra)
     out = export_hf(args.run, args.out)
     print(f"wrote a Hugging Face GPT-2 checkpoint to {out}; load it with "
           f"transformers.AutoModelForCausalLM.from_pretrained('{out}')")
@@ -308,8 +309,7 @@ def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_data(args: argparse.Namespace, extra: list[str]) -> int:
     from . import datasets
 
-    if extra:
-        raise CLIError(f"unrecognized arguments: {' '.join(extra)}")
+    _no_extra(extra)
     if args.data_cmd == "fetch":
         path = datasets.fetch(args.name, source=args.source)
         print(f"{args.name}: {path}")

@@ -336,19 +336,9 @@ def _validate(cfg: Config) -> None:
     if m.family == "seq2seq":
         _validate_seq2seq(m, d)
     elif m.family == "gpt":
-        _check(m.n_layer >= 1 and m.n_head >= 1 and m.n_embd >= 1, "model.n_layer, n_head and n_embd must be >= 1")
-        _check(
-            m.n_embd % m.n_head == 0,
-            f"model.n_embd ({m.n_embd}) must be divisible by model.n_head ({m.n_head})",
-        )
+        _validate_transformer(m)
     else:
-        _check(m.cell in ("rnn", "lstm", "gru"), f"model.cell must be rnn, lstm or gru, got '{m.cell}'")
-        _check(m.hidden_size >= 1 and m.num_layers >= 1 and m.n_embd >= 1, "model.hidden_size, num_layers and n_embd must be >= 1")
-        _check(
-            not m.tie_weights or m.n_embd == m.hidden_size,
-            f"model.tie_weights needs model.n_embd == model.hidden_size (got {m.n_embd} and {m.hidden_size}); "
-            "set model.tie_weights=false or make them equal",
-        )
+        _validate_rnn(m)
     _check(d.vocab_size >= 1, "data.vocab_size must be >= 1")
     _check(0.0 < d.val_fraction < 1.0, f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
     _check(d.encoding_errors in ("strict", "replace"), "data.encoding_errors must be strict or replace")
@@ -390,6 +380,22 @@ def _validate(cfg: Config) -> None:
 ATTENTIONS = ("bahdanau", "luong-dot", "luong-general", "none")
 
 
+def _validate_transformer(m: ModelConfig) -> None:
+    """The fields a GPT and a Transformer encoder-decoder share."""
+    _check(m.n_layer >= 1 and m.n_head >= 1 and m.n_embd >= 1, "model.n_layer, n_head and n_embd must be >= 1")
+    _check(m.n_embd % m.n_head == 0, f"model.n_embd ({m.n_embd}) must be divisible by model.n_head ({m.n_head})")
+
+
+def _validate_rnn(m: ModelConfig) -> None:
+    """The fields an RNN language model and an RNN encoder-decoder share."""
+    _check(m.cell in ("rnn", "lstm", "gru"), f"model.cell must be rnn, lstm or gru, got '{m.cell}'")
+    _check(m.hidden_size >= 1 and m.num_layers >= 1 and m.n_embd >= 1,
+           "model.hidden_size, num_layers and n_embd must be >= 1")
+    _check(not m.tie_weights or m.n_embd == m.hidden_size,
+           f"model.tie_weights needs model.n_embd == model.hidden_size (got {m.n_embd} and {m.hidden_size}); "
+           "set model.tie_weights=false or make them equal")
+
+
 def _validate_seq2seq(m: ModelConfig, d: DataConfig) -> None:
     _check(m.arch in ("rnn", "transformer"), f"model.arch must be rnn or transformer, got '{m.arch}'")
     _check(0.0 <= m.teacher_forcing <= 1.0, f"model.teacher_forcing must be in [0, 1], got {m.teacher_forcing}")
@@ -397,19 +403,13 @@ def _validate_seq2seq(m: ModelConfig, d: DataConfig) -> None:
     _check(not m.share_embeddings or d.joint_vocab,
            "model.share_embeddings needs one vocabulary for both sides: set data.joint_vocab=true")
     if m.arch == "transformer":
-        _check(m.n_layer >= 1 and m.n_head >= 1 and m.n_embd >= 1, "model.n_layer, n_head and n_embd must be >= 1")
-        _check(m.n_embd % m.n_head == 0, f"model.n_embd ({m.n_embd}) must be divisible by model.n_head ({m.n_head})")
+        _validate_transformer(m)
         return
-    _check(m.cell in ("rnn", "lstm", "gru"), f"model.cell must be rnn, lstm or gru, got '{m.cell}'")
-    _check(m.hidden_size >= 1 and m.num_layers >= 1 and m.n_embd >= 1,
-           "model.hidden_size, num_layers and n_embd must be >= 1")
+    _validate_rnn(m)
     _check(m.attention in ATTENTIONS, f"model.attention must be one of {', '.join(ATTENTIONS)}, got '{m.attention}'")
     _check(m.attention != "luong-dot" or not m.bidirectional,
            "model.attention=luong-dot scores the decoder state against encoder states of the same width, but a "
            "bidirectional encoder's are twice as wide: use luong-general, or model.bidirectional=false")
-    _check(not m.tie_weights or m.n_embd == m.hidden_size,
-           f"model.tie_weights needs model.n_embd == model.hidden_size (got {m.n_embd} and {m.hidden_size}); "
-           "set model.tie_weights=false or make them equal")
 
 
 def validate_generation(g: GenerationConfig) -> None:

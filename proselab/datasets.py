@@ -480,22 +480,33 @@ def _messages(value) -> dict:
     return {"messages": messages}
 
 
-def _example(line: str) -> dict:
-    """One normalized example from one JSONL line; ValueError says what is wrong with it."""
+def json_object(line: str, what: str) -> dict:
+    """One JSONL line that must hold a JSON object (``what``: "an example", "a pair");
+    ValueError says why it does not."""
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
         raise ValueError(f"not valid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(obj, dict):
-        raise ValueError(f"a JSON {_json_type(obj)} is not an example")
+        raise ValueError(f"a JSON {_json_type(obj)} is not {what}")
+    return obj
+
+
+def key_list(obj: dict) -> str:
+    """The first few keys of a JSON object, for saying what a line holds instead."""
+    return ", ".join(f'"{k}"' for k in list(obj)[:5]) or "none"
+
+
+def _example(line: str) -> dict:
+    """One normalized example from one JSONL line; ValueError says what is wrong with it."""
+    obj = json_object(line, "an example")
     if "messages" in obj and ("prompt" in obj or "response" in obj):
         raise ValueError('has both "messages" and "prompt"/"response"; use one shape per line')
     if "messages" in obj:
         return _messages(obj["messages"])
     if "prompt" in obj or "response" in obj:
         return _prompt_response(obj)
-    keys = ", ".join(f'"{k}"' for k in list(obj)[:5]) or "none"
-    raise ValueError(f'has neither "messages" nor "prompt"/"response" (keys: {keys})')
+    raise ValueError(f'has neither "messages" nor "prompt"/"response" (keys: {key_list(obj)})')
 
 
 def _read_examples(path: Path) -> list[dict]:

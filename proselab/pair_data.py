@@ -126,14 +126,15 @@ def prepare_pairs(dcfg: DataConfig, tokenizer: Tokenizer | None = None,
                             "data.val_fraction or give data.val_dataset")
         pairs, val_pairs = pairs[:-n_val], pairs[-n_val:]
     if tokenizer is None:
+        def trained_on(texts: list[str]) -> Tokenizer:
+            docs = [(str(i), text) for i, text in enumerate(texts)]
+            return _trained_tokenizer(dcfg, docs, _content_hash(docs))
+
         if dcfg.joint_vocab:
-            docs = [(str(i), f"{s}\n{t}") for i, (s, t) in enumerate(pairs)]
-            tokenizer = _trained_tokenizer(dcfg, docs, _content_hash(docs))
+            tokenizer = trained_on([f"{s}\n{t}" for s, t in pairs])
         else:
-            docs = [(str(i), t) for i, (_, t) in enumerate(pairs)]
-            tokenizer = _trained_tokenizer(dcfg, docs, _content_hash(docs))
-            src_docs = [(str(i), s) for i, (s, _) in enumerate(pairs)]
-            src_tokenizer = _trained_tokenizer(dcfg, src_docs, _content_hash(src_docs))
+            tokenizer = trained_on([t for _, t in pairs])
+            src_tokenizer = trained_on([s for s, _ in pairs])
     tokenizer = _with_eot(add_special_tokens(tokenizer, dcfg.special_tokens))
     src_tokenizer = tokenizer if src_tokenizer is None or dcfg.joint_vocab else _with_eot(src_tokenizer)
     splits, unknown, dropped = [], 0, 0

@@ -19,7 +19,7 @@ from pathlib import Path
 from .atomic import atomic_write_bytes, atomic_write_text
 from .datasets import _ACLSUM_ARCHIVE, _CHITCHAT_ARCHIVE, _KIND_FORMAT, _KIND_NAME, ACLSUM_WHEEL, CHITCHAT_WHEEL
 from .datasets import DATASETS, DatasetError, DatasetWarning, _chitchat_turns, _decode, _items, _json_type
-from .datasets import _not_found, _pip_download, _split_path
+from .datasets import _not_found, _pip_download, _split_path, json_object, key_list
 
 _SHAPE = {
     ".tsv": "expected one 'source<TAB>target' pair per line, exactly one tab, neither side empty",
@@ -54,16 +54,10 @@ def _tsv_pair(line: str) -> tuple[str, str]:
 
 
 def _jsonl_pair(line: str) -> tuple[str, str]:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"not valid JSON ({e.msg} at column {e.colno})") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"a JSON {_json_type(obj)} is not a pair")
+    obj = json_object(line, "a pair")
     for key in ("src", "tgt"):
         if key not in obj:
-            keys = ", ".join(f'"{k}"' for k in list(obj)[:5]) or "none"
-            raise ValueError(f'has no "{key}" (keys: {keys})')
+            raise ValueError(f'has no "{key}" (keys: {key_list(obj)})')
         if not isinstance(obj[key], str):
             raise ValueError(f'"{key}" must be a string, got {_json_type(obj[key])}')
     return _side(obj["src"], '"src"'), _side(obj["tgt"], '"tgt"')
