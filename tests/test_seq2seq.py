@@ -70,6 +70,28 @@ def test_beam_search_with_one_beam_is_greedy_and_padding_changes_nothing(variant
         assert alone[0].tokens == greedy[r].tokens
 
 
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_reorder_grouped_and_arbitrary_rows_match_a_fresh_start(variant):
+    """Beam-style reorders (rows grouped by source) share the encoder memory, any other reorder
+    gathers it; either way row i then decodes as a fresh start on source index[i] does."""
+    model = tiny(variant)
+    src, mask = sources()
+    tokens = torch.tensor([4, 9, 13])
+    _, state = model.start(Seq2SeqBatch(src, mask))
+    tiled = model.reorder(state, torch.arange(3).repeat_interleave(2))  # 2 rows per source
+    swapped = model.reorder(tiled, torch.tensor([1, 0, 2, 2, 5, 4]))  # still grouped: memory shared
+    assert swapped.group == 2
+    mixed = model.reorder(swapped, torch.tensor([4, 0, 3]))  # sources 2, 0, 1: gathered
+    assert mixed.group == 1
+    logits, _ = model.step(tokens, mixed)
+    _, fresh = model.start(Seq2SeqBatch(src[[2, 0, 1]], mask[[2, 0, 1]]))
+    expected, _ = model.step(tokens, fresh)
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+    grouped, _ = model.step(tokens.repeat_interleave(2), swapped)
+    _, plain = model.start(Seq2SeqBatch(src.repeat_interleave(2, 0), mask.repeat_interleave(2, 0)))
+    torch.testing.assert_close(grouped, model.step(tokens.repeat_interleave(2), plain)[0], atol=1e-5, rtol=1e-5)
+
 @pytest.mark.parametrize("variant", ["luong-general", "transformer"])
 def test_beam_search_n_best_and_sampling(variant):
     model = tiny(variant)

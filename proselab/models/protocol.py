@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor
 
 State = Any  # family-specific: the RNN's hidden state, the GPT's KVCache, the encoder memory
@@ -62,6 +63,26 @@ class Seq2SeqBatch:
 
     def __len__(self) -> int:
         return self.src.size(0)
+
+
+def memory_rows(index: Tensor, group: int, n_memory: int) -> tuple[int, Tensor | None]:
+    """How an encoder-decoder's memory follows ``reorder(state, index)`` without copying it.
+
+    Decoder row r reads encoder-memory row ``r // group``. Beam search tiles each source K
+    times and then only reorders within a source's K rows, so the rows keep coming in equal,
+    source-ordered groups: the memory (encoder states, cross-attention keys and values) stays
+    as it is, one row per source, and only ``group`` changes. Any other index (rows dropped,
+    mixed across sources) needs the memory rows gathered.
+
+    Returns:
+        (new group, None) when the memory can stay, or (1, the memory rows to gather (B',)).
+    """
+    src = index // group
+    rows = index.numel()
+    if rows and rows % n_memory == 0 and torch.equal(
+            src, torch.arange(n_memory, device=src.device).repeat_interleave(rows // n_memory)):
+        return rows // n_memory, None
+    return 1, src
 
 
 @runtime_checkable

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..config import ModelConfig
 from .layers import lm_loss
-from .protocol import Seq2SeqBatch
+from .protocol import Seq2SeqBatch, memory_rows
 from .rnn import CELLS
 
 Hidden = Tensor | tuple[Tensor, Tensor]  # h, or (h, c) for LSTM; each (num_layers, B, H)
@@ -35,10 +35,13 @@ Hidden = Tensor | tuple[Tensor, Tensor]  # h, or (h, c) for LSTM; each (num_laye
 class RNNState:
     hidden: Hidden  # the decoder's recurrent state
     feed: Tensor | None  # (B, H) the last attentional vector (input feeding), or None
-    memory: Tensor  # (B, S, M) encoder outputs
-    keys: Tensor | None  # (B, S, A) the memory projected for scoring, computed once per source
-    mask: Tensor  # (B, S) bool, True on real source tokens
+    memory: Tensor  # (Bm, S, M) encoder outputs, one row per source
+    keys: Tensor | None  # (Bm, S, A) the memory projected for scoring, computed once per source
+    mask: Tensor  # (Bm, S) bool, True on real source tokens
     weights: Tensor | None = None  # (B, S) the last step's attention, for attention maps
+    group: int = 1  # decoder rows per memory row (B = Bm * group): see protocol.memory_rows
+
+    MEMORY = ("memory", "keys", "mask")  # the fields with one row per memory row
 
 
 class Attention(nn.Module):
@@ -147,7 +150,10 @@ class RNNSeq2Seq(nn.Module):
         out, hidden = self.decoder(x, state.hidden)  # (B, T, H)
         if self.attn is None:
             return out, replace(state, hidden=hidden)
-        context, weights = self.attn(out, state.keys, state.memory, state.mask)  # (B, T, M), (B, T, S)
+        g = state.group  # a group's rows query the same memory row: (Bm, g * T, H)
+        context, weights = self.attn(out.reshape(-1, g * out.size(1), out.size(2)), state.keys, state.memory,
+                                     state.mask)
+        context, weights = context.reshape(*out.shape[:2], -1), weights.reshape(*out.shape[:2], -1)
         vec = torch.tanh(self.combine(torch.cat([out, context], dim=-1)))  # (B, T, H)
         return vec, replace(state, hidden=hidden, feed=vec[:, -1] if self.feeds else None, weights=weights[:, -1])
 
@@ -208,13 +214,18 @@ class RNNSeq2Seq(nn.Module):
         return self.head(vec[:, 0]), state
 
     def reorder(self, state: RNNState, index: Tensor) -> RNNState:
-        """Rows ``index`` of every tensor in the state (the hidden state has batch in dim 1)."""
+        """Rows ``index`` of every tensor in the state (the hidden state has batch in dim 1); the
+        encoder memory is shared while the rows stay grouped by source (beam search)."""
+        group, rows = memory_rows(index, state.group, state.mask.size(0))
+
         def pick(name: str, value):
-            if value is None:
-                return None
+            if value is None or name == "group":
+                return group if name == "group" else None
             if name == "hidden":
                 return tuple(h.index_select(1, index) for h in value) if isinstance(value, tuple) \
                     else value.index_select(1, index)
+            if name in RNNState.MEMORY:
+                return value if rows is None else value.index_select(0, rows)
             return value.index_select(0, index)
 
         return RNNState(**{f.name: pick(f.name, getattr(state, f.name)) for f in fields(state)})

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..config import ModelConfig
 from .layers import MLP, SelfAttention, head_loss, lm_loss
-from .protocol import Seq2SeqBatch
+from .protocol import Seq2SeqBatch, memory_rows
 
 
 def sinusoids(positions: Tensor, dim: int) -> Tensor:
@@ -97,10 +97,13 @@ class DecoderBlock(nn.Module):
         self.mlp = MLP(cfg.n_embd, cfg.dropout, cfg.bias)
 
     def forward(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor, cache: tuple[Tensor, Tensor] | None = None,
-                pos: int = 0, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+                pos: int = 0, need_weights: bool = False, group: int = 1) -> tuple[Tensor, Tensor | None]:
+        """x (B, T, C) -> (B, T, C); rows b * group ... b * group + group - 1 attend over memory row b."""
         x = x + self.attn(self.ln_1(x), cache, pos)
-        y, weights = self.cross(self.ln_2(x), k, v, mask, need_weights)
-        x = x + y
+        h = self.ln_2(x)
+        # a group's rows become one memory row's queries: cross-attention has no causal mask
+        y, weights = self.cross(h.reshape(-1, group * h.size(1), h.size(2)), k, v, mask, need_weights)
+        x = x + y.reshape(x.shape)
         return x + self.mlp(self.ln_3(x)), weights
 
 
@@ -108,10 +111,11 @@ class DecoderBlock(nn.Module):
 class TransformerState:
     k: Tensor  # (n_layer, B, nh, capacity, hs) self-attention keys, written in place
     v: Tensor  # (n_layer, B, nh, capacity, hs) self-attention values
-    cross_k: Tensor  # (n_layer, B, nh, S, hs) keys of the encoder memory
-    cross_v: Tensor  # (n_layer, B, nh, S, hs) values of the encoder memory
-    mask: Tensor  # (B, 1, 1, S) bool, True on real source tokens
+    cross_k: Tensor  # (n_layer, Bm, nh, S, hs) keys of the encoder memory, one row per source
+    cross_v: Tensor  # (n_layer, Bm, nh, S, hs) values of the encoder memory
+    mask: Tensor  # (Bm, 1, 1, S) bool, True on real source tokens
     length: int  # target tokens fed so far (bos included)
+    group: int = 1  # decoder rows per memory row (B = Bm * group): see protocol.memory_rows
 
 
 class TransformerSeq2Seq(nn.Module):
@@ -206,7 +210,8 @@ class TransformerSeq2Seq(nn.Module):
         memory, mask = self.encode(batch)
         cross = [block.cross.memory(memory) for block in self.decoder]
         B, C, nh = memory.size(0), self.config.n_embd, self.config.n_head
-        capacity = (batch.max_new_tokens or 63) + 1
+        # grown by doubling in step: a short output never pays for (reorders of) a long cache
+        capacity = min((batch.max_new_tokens or 63) + 1, 16)
         cache = memory.new_zeros(len(self.decoder), B, nh, capacity, C // nh)
         state = TransformerState(cache, torch.zeros_like(cache), torch.stack([k for k, _ in cross]),
                                  torch.stack([v for _, v in cross]), mask, 0)
@@ -221,12 +226,17 @@ class TransformerSeq2Seq(nn.Module):
             state.v = torch.cat([state.v, torch.zeros_like(state.v)], dim=3)
         x = self._embed(self.tgt_emb, tokens[:, None], state.length)  # (B, 1, C)
         for i, block in enumerate(self.decoder):
-            x, _ = block(x, state.cross_k[i], state.cross_v[i], state.mask, (state.k[i], state.v[i]), state.length)
+            x, _ = block(x, state.cross_k[i], state.cross_v[i], state.mask, (state.k[i], state.v[i]), state.length,
+                         group=state.group)
         state.length += 1
         return self.head(self.dec_ln(x)[:, 0]), state
 
     def reorder(self, state: TransformerState, index: Tensor) -> TransformerState:
-        """Rows ``index`` of the caches and the source mask (a new state)."""
-        return TransformerState(state.k.index_select(1, index), state.v.index_select(1, index),
-                                state.cross_k.index_select(1, index), state.cross_v.index_select(1, index),
-                                state.mask.index_select(0, index), state.length)
+        """Rows ``index`` of the self-attention caches (a new state); the encoder memory is shared
+        while the rows stay grouped by source (beam search), gathered otherwise."""
+        group, rows = memory_rows(index, state.group, state.mask.size(0))
+        cross_k, cross_v, mask = state.cross_k, state.cross_v, state.mask
+        if rows is not None:
+            cross_k, cross_v, mask = cross_k.index_select(1, rows), cross_v.index_select(1, rows), mask.index_select(0, rows)
+        return TransformerState(state.k.index_select(1, index), state.v.index_select(1, index), cross_k, cross_v,
+                                mask, state.length, group)
