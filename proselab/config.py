@@ -105,6 +105,7 @@ class TrainConfig:
     # seq2seq
     label_smoothing: float = 0.0  # spread this much of each target's probability over the vocabulary
     eval_bleu_samples: int = 200  # val pairs greedy-decoded for BLEU and chrF at each eval (0 = off)
+    best_by: str = "loss"  # which eval picks model.safetensors: loss | bleu | chrf (those two: seq2seq)
 
 
 @dataclass
@@ -374,6 +375,10 @@ def _validate(cfg: Config) -> None:
     _check(t.label_smoothing == 0 or m.family == "seq2seq",
            f"train.label_smoothing is for seq2seq models; a {m.family} model trains without it (set it to 0)")
     _check(t.eval_bleu_samples >= 0, f"train.eval_bleu_samples must be >= 0 (0 = off), got {t.eval_bleu_samples}")
+    _check(t.best_by in ("loss", "bleu", "chrf"), f"train.best_by must be loss, bleu or chrf, got '{t.best_by}'")
+    _check(t.best_by == "loss" or (m.family == "seq2seq" and t.eval_bleu_samples > 0),
+           f"train.best_by={t.best_by} scores decoded dev pairs: it needs a seq2seq model and "
+           f"train.eval_bleu_samples > 0")
     validate_generation(g)
 
 

@@ -203,6 +203,7 @@ class _Trainer:
         self.optimizer = make_optimizer(self.model, t, self.device)
         self.data_gen = torch.Generator().manual_seed(t.seed)  # same global batches on every rank
         self.step, self.best_val = 0, float("inf")
+        self.best_key = float("inf")  # train.best_by's value of model.safetensors, lower is better
         self.final_scores: dict = {}  # seq2seq: BLEU and chrF of the whole val split at the end
         self.last_eval_step = -1
         if resume:
@@ -280,6 +281,7 @@ class _Trainer:
         state = ckpt.load_trainer_state(self.run_dir / ckpt.TRAINER_STATE_FILE)
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.best_val = int(state["step"]), float(state["best_val_loss"])
+        self.best_key = float(state.get("best_key", self.best_val if self.cfg.train.best_by == "loss" else "inf"))
         self.data_gen.set_state(state["data_rng"])
         if self.dist.is_main:  # rank 0's dropout stream resumes exactly; others reseed
             torch.set_rng_state(state["torch_rng"])
@@ -313,6 +315,7 @@ class _Trainer:
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "best_val_loss": self.best_val,
+            "best_key": self.best_key,
             **snap,
         }
         ckpt.save_trainer_state(state, run / ckpt.TRAINER_STATE_FILE)
@@ -432,11 +435,9 @@ class _Trainer:
         tps_run = tokens_seen / max(seconds, 1e-9)
         val = None
         if not interrupted:
-            if self.last_eval_step != self.step:  # max_time can stop the loop right after an eval
-                est = self.estimate_val() if dist.is_main else float("inf")
-                self.log({"step": self.step, "val_loss": est})
-                best = est < self.best_val
-                self.best_val = min(self.best_val, est)
+            if self.last_eval_step != self.step and dist.is_main:  # max_time can stop right after an eval
+                record, best = self._evaluate()
+                self.log(record)
                 self.save(snap, best=best)
             if t.final_eval and dist.is_main:
                 val = self.full_val_loss()
@@ -454,18 +455,27 @@ class _Trainer:
         return TrainResult(self.run_dir, self.step, val, self.best_val, tps_run, seconds, interrupted,
                            self.final_scores)
 
+    def _evaluate(self) -> tuple[dict, bool]:
+        """The quick val loss (and for seq2seq BLEU and chrF of ``eval_bleu_samples`` greedy-decoded
+        val pairs): the record to log, and whether these weights are the best by ``train.best_by``."""
+        t = self.cfg.train
+        val = self.estimate_val()
+        record = {"step": self.step, "val_loss": val}
+        if isinstance(self.data, PairData) and t.eval_bleu_samples:
+            scores = self.val_scores(t.eval_bleu_samples)
+            record.update({"val_bleu": scores["bleu"], "val_chrf": scores["chrf"]})
+        self.best_val = min(self.best_val, val)
+        key = val if t.best_by == "loss" else -record[f"val_{t.best_by}"]
+        best = key < self.best_key
+        self.best_key = min(self.best_key, key)
+        return record, best
+
     def _eval_and_checkpoint(self, snap: dict[str, Any]) -> None:
         start = time.perf_counter()
         self.last_eval_step = self.step
         if self.dist.is_main:
-            val = self.estimate_val()
-            record = {"step": self.step, "val_loss": val}
-            if isinstance(self.data, PairData) and self.cfg.train.eval_bleu_samples:
-                scores = self.val_scores(self.cfg.train.eval_bleu_samples)
-                record.update({"val_bleu": scores["bleu"], "val_chrf": scores["chrf"]})
+            record, best = self._evaluate()
             self.log(record)
-            best = val < self.best_val
-            self.best_val = min(self.best_val, val)
             self.save(snap, best=best)
             if start - self.last_plot >= PLOT_INTERVAL:
                 plot_loss(self.run_dir / ckpt.METRICS_FILE, self.run_dir / "loss.png")

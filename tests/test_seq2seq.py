@@ -289,3 +289,27 @@ def test_cli_generate_eval_pairs_attention_and_chat(tmp_path, capsys):
     args = build_parser().parse_args(["chat", run, "--greedy", "--max-new-tokens", "3"])
     inputs = iter(["a b", "/reset", "c", "/quit"])
     assert cmd_chat(args, [], read=lambda _: next(inputs)) == 0
+
+
+def test_best_by_bleu_keeps_the_weights_of_the_best_decoded_eval(tmp_path, monkeypatch):
+    """train.best_by=bleu: model.safetensors is replaced at the eval with the highest val BLEU,
+    not the lowest loss; a resumed run keeps comparing against that BLEU."""
+    from proselab import training
+
+    bleus = iter([5.0, 30.0, 10.0, 40.0, 20.0])
+    losses = iter([1.0, 2.0, 3.0, 4.0, 5.0])  # rising: by loss the first eval would stay best
+    monkeypatch.setattr(training._Trainer, "val_scores", lambda self, n: {"bleu": next(bleus), "chrf": 0.0})
+    monkeypatch.setattr(training._Trainer, "estimate_val", lambda self: next(losses))
+    saves = []
+    real_save = training._Trainer.save
+    monkeypatch.setattr(training._Trainer, "save",
+                        lambda self, snap, best: (saves.append((self.step, best)), real_save(self, snap, best)))
+    overrides = s2s_overrides(tmp_path, **{"train.best_by": "bleu", "train.max_iters": 20, "train.eval_interval": 10,
+                                           "train.final_eval": False})
+    train(None, overrides)  # evals at steps 0, 10, 20
+    assert saves == [(0, True), (10, True), (20, False)]
+    saves.clear()
+    train(None, {**overrides, "train.init_from": "resume", "train.max_iters": 40})  # evals at 30, 40
+    assert saves == [(30, True), (40, False)]
+    with pytest.raises(ConfigError, match="best_by"):
+        load_config(None, {"model.family": "gpt", "train.best_by": "bleu"})
