@@ -1,8 +1,9 @@
 """What attention and Transformers buy: four seq2seq models, one CPU budget each, on bible-en-es.
 
 Rows: an RNN encoder-decoder without attention (the decoder sees only the encoder's final
-state), the same with Bahdanau (additive) attention, with Luong (general) attention, and a
-Transformer. Each trains for the same wall-clock budget on the same data and tokenizer
+state), the same with Bahdanau (additive) attention, with Luong (general) attention (the
+three are the bible-en-es-rnn preset with model.attention set), and a Transformer (the
+bible-en-es preset). Each trains for the same wall-clock budget on the same data and tokenizer
 (a joint byte-level BPE), then decodes the dev set greedily and with 5 beams. Reported: dev
 BLEU and chrF (sacrebleu), and beam-search decoding speed in sentences/s (batches of 64).
 
@@ -26,48 +27,34 @@ import torch
 from proselab.evaluation import evaluate_pairs
 from proselab.training import train
 
-COMMON = {
-    "model.family": "seq2seq",
-    "data.tokenizer": "bpe",
-    "data.vocab_size": 4000,
-    "data.joint_vocab": True,
-    "train.batch_size": 64,
-    "train.label_smoothing": 0.1,
-    "train.weight_decay": 0.0,
-    "train.eval_bleu_samples": 100,
-    "train.progress": False,
-    "generation.max_new_tokens": 80,
-}
-RNN = {"model.arch": "rnn", "model.cell": "lstm", "model.bidirectional": True, "model.num_layers": 2,
-       "model.hidden_size": 256, "model.n_embd": 256, "model.tie_weights": True, "model.dropout": 0.2,
-       "train.lr": 2e-3, "train.min_lr": 1e-4, "train.warmup_iters": 100}
+# Each row is a preset (proselab/configs) with its own settings; only the budget differs.
 ROWS = {
-    "rnn-none": {**RNN, "model.attention": "none"},
-    "rnn-bahdanau": {**RNN, "model.attention": "bahdanau"},
-    "rnn-luong": {**RNN, "model.attention": "luong-general"},
-    "transformer": {"model.arch": "transformer", "model.n_layer": 3, "model.n_head": 4, "model.n_embd": 256,
-                    "model.dropout": 0.1, "model.share_embeddings": True, "train.lr": 1e-3, "train.min_lr": 5e-5,
-                    "train.warmup_iters": 200},
+    "rnn-none": ("bible-en-es-rnn", {"model.attention": "none"}),
+    "rnn-bahdanau": ("bible-en-es-rnn", {"model.attention": "bahdanau"}),
+    "rnn-luong": ("bible-en-es-rnn", {}),  # the preset: Luong (general) attention
+    "transformer": ("bible-en-es", {}),
 }
+BENCH = {"train.progress": False}
 
 
-def _steps_for(budget: float, overrides: dict, out: Path) -> int:
+def _steps_for(budget: float, preset: str, overrides: dict, out: Path) -> int:
     """Optimizer steps that fit ``budget`` seconds, from the time of 30 steps (after 10 warm-up ones)."""
     probe = {**overrides, "train.out_dir": str(out), "train.overwrite": True, "train.eval_interval": 10_000,
              "train.final_eval": False, "train.eval_bleu_samples": 0, "train.eval_iters": 1}
-    warm = train(None, {**probe, "train.max_iters": 10})
-    timed = train(None, {**probe, "train.max_iters": 40})
+    warm = train(preset, {**probe, "train.max_iters": 10})
+    timed = train(preset, {**probe, "train.max_iters": 40})
     per_step = (timed.train_time - warm.train_time) / 30
     return max(50, int(budget / per_step))
 
 
 def run_row(name: str, data: Path, full: bool, minutes: float, out_root: Path) -> dict:
     suffix = "" if full else ".short"
-    overrides = {**COMMON, **ROWS[name], "data.dataset": str(data / f"train{suffix}.tsv"),
+    preset, row = ROWS[name]
+    overrides = {**BENCH, **row, "data.dataset": str(data / f"train{suffix}.tsv"),
                  "data.val_dataset": str(data / f"dev{suffix}.tsv")}
     run = out_root / name
-    steps = _steps_for(minutes * 60, overrides, out_root / f"{name}-probe")
-    result = train(None, {**overrides, "train.out_dir": str(run), "train.overwrite": True,
+    steps = _steps_for(minutes * 60, preset, overrides, out_root / f"{name}-probe")
+    result = train(preset, {**overrides, "train.out_dir": str(run), "train.overwrite": True,
                           "train.max_iters": steps, "train.max_time": minutes * 60,
                           "train.eval_interval": max(1, steps // 4)})
     dev = str(data / f"dev{suffix}.tsv")
