@@ -275,6 +275,27 @@ class GPT(nn.Module):
         logits[rows] = new.to(logits.dtype)
         return logits
 
+    def merge(self, states: list[KVCache]) -> KVCache:
+        """One cache holding the rows of ``states`` in order (requests joining a running batch).
+
+        Rows are right-aligned: a cache with fewer slots in use goes to the right of the new
+        one, its rows left-padded (masked), so every row's next token still goes to slot
+        ``length``. Positions and masks are per row, so each row decodes exactly as before.
+        """
+        n = max(s.length for s in states)
+        B = sum(s.idx.size(0) for s in states)
+        capacity = max(max(s.capacity for s in states), min(self.config.block_size, n + 1))
+        out = self._empty_cache(B, capacity, states[0].idx.device)
+        r = 0
+        for s in states:
+            b, off = s.idx.size(0), n - s.length
+            out.k[:, r : r + b, :, off:n], out.v[:, r : r + b, :, off:n] = s.k[:, :, :, : s.length], s.v[:, :, :, : s.length]
+            out.idx[r : r + b, off:n], out.mask[r : r + b, off:n] = s.idx[:, : s.length], s.mask[:, : s.length]
+            out.pos[r : r + b] = s.pos
+            r += b
+        out.length, out.padded = n, not bool(out.mask[:, :n].all())
+        return out
+
     def reorder(self, state: KVCache, index: Tensor) -> KVCache:
         """Rows ``index`` (B',) of the cache, as a new KVCache (beams, num_return_sequences)."""
         return KVCache(

@@ -8,6 +8,11 @@ Ownership rule: ``step`` may update the state it is given in place (the GPT writ
 preallocated KV cache) and returns the state to use next; the caller must not reuse the state
 it passed in. ``reorder`` returns a fresh state and leaves its input untouched, so a state can
 be forked (beams, num_return_sequences) and each copy stepped independently.
+
+Optionally a model also has ``merge(states) -> state``: one state whose rows are the rows of
+``states`` in order, each decoding exactly as it did alone. The server's continuous batching
+uses it to let new requests join a running batch (GPT, RNN LM, RNN seq2seq); a model without
+it is served in static batches.
 """
 
 from __future__ import annotations

@@ -128,6 +128,12 @@ class RNNLM(nn.Module):
         logits, hidden = self._run(tokens[:, None], state)  # (B, 1, V)
         return logits[:, 0], hidden
 
+    def merge(self, states: list[Hidden]) -> Hidden:
+        """One hidden state holding the rows of ``states`` in order."""
+        if isinstance(states[0], tuple):
+            return tuple(torch.cat(parts, dim=1) for parts in zip(*states))
+        return torch.cat(states, dim=1)
+
     def reorder(self, state: Hidden, index: Tensor) -> Hidden:
         """Rows ``index`` (B',) of the hidden state (batch is dim 1 of h and c)."""
         if isinstance(state, tuple):

@@ -213,6 +213,31 @@ class RNNSeq2Seq(nn.Module):
         vec, state = self._decode(tokens[:, None], state)
         return self.head(vec[:, 0]), state
 
+    def merge(self, states: list[RNNState]) -> RNNState:
+        """One state holding the rows of ``states`` in order; the encoder memories are padded to
+        the longest source (masked) and get one row per decoder row."""
+        S = max(s.mask.size(1) for s in states)
+
+        def rows(s: RNNState, name: str) -> Tensor | None:
+            value = getattr(s, name)
+            if value is None:
+                return None
+            if s.group > 1:
+                value = value.repeat_interleave(s.group, 0)
+            pad = S - value.size(1)
+            if pad:
+                value = torch.cat([value, value.new_zeros(value.size(0), pad, *value.shape[2:])], dim=1)
+            return value
+
+        def cat(parts: list) -> Tensor | None:
+            return None if parts[0] is None else torch.cat(parts, dim=0)
+
+        first = states[0]
+        hidden = tuple(torch.cat(p, dim=1) for p in zip(*(s.hidden for s in states))) \
+            if isinstance(first.hidden, tuple) else torch.cat([s.hidden for s in states], dim=1)
+        memory = (cat([rows(s, name) for s in states]) for name in RNNState.MEMORY)
+        return RNNState(hidden, cat([s.feed for s in states]), *memory)  # weights: the next step's
+
     def reorder(self, state: RNNState, index: Tensor) -> RNNState:
         """Rows ``index`` of every tensor in the state (the hidden state has batch in dim 1); the
         encoder memory is shared while the rows stay grouped by source (beam search)."""
