@@ -1,0 +1,223 @@
+// The proselab playground: plain JavaScript over the server's OpenAI-compatible API.
+"use strict";
+
+const info = window.PROSELAB || {};
+const $ = (id) => document.getElementById(id);
+let controller = null; // aborts the request in flight
+let history = []; // chat messages
+
+function init() {
+  $("model-name").textContent = info.model || "";
+  $("model-family").textContent = info.seq2seq ? "seq2seq" : info.family || "";
+  const d = info.defaults || {};
+  for (const name of ["max_tokens", "temperature", "top_p", "top_k", "repetition_penalty"]) {
+    if (d[name] !== undefined) $(name).value = d[name];
+  }
+  if (info.seq2seq) $("prompt-label").textContent = "Source";
+  if (info.auth) $("key-label").hidden = false;
+  $("api-key").value = localStorage.getItem("proselab-key") || "";
+  $("api-key").addEventListener("change", () => localStorage.setItem("proselab-key", $("api-key").value));
+  if (!info.chat) $("mode-chat").hidden = true;
+  $("mode-complete").addEventListener("click", () => setMode("complete"));
+  $("mode-chat").addEventListener("click", () => setMode("chat"));
+  $("generate").addEventListener("click", complete);
+  $("stop").addEventListener("click", () => controller && controller.abort());
+  $("prompt").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) complete();
+  });
+  $("send").addEventListener("click", send);
+  $("reset").addEventListener("click", () => { history = []; $("messages").textContent = ""; });
+  $("chat-input").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); send(); }
+  });
+}
+
+function setMode(mode) {
+  $("complete-pane").hidden = mode !== "complete";
+  $("chat-pane").hidden = mode !== "chat";
+  $("mode-complete").classList.toggle("active", mode === "complete");
+  $("mode-chat").classList.toggle("active", mode === "chat");
+}
+
+function settings() {
+  const body = {};
+  const num = (id, key, int) => {
+    const v = $(id).value.trim();
+    if (v !== "") body[key] = int ? parseInt(v, 10) : parseFloat(v);
+  };
+  num("max_tokens", "max_tokens", true);
+  num("temperature", "temperature", false);
+  num("top_p", "top_p", false);
+  num("top_k", "top_k", true);
+  num("repetition_penalty", "repetition_penalty", false);
+  num("num_beams", "num_beams", true);
+  num("seed", "seed", true);
+  const stops = $("stop-strings").value.split(",").map((s) => s.replace(/\\n/g, "\n")).filter((s) => s);
+  if (stops.length) body.stop = stops;
+  return body;
+}
+
+function headers() {
+  const h = { "Content-Type": "application/json" };
+  const key = $("api-key").value;
+  if (key) h.Authorization = "Bearer " + key;
+  return h;
+}
+
+// POST a streaming request; call onText(text) for every piece of text; resolve with the finish reason.
+async function streamRequest(path, body, onText) {
+  controller = new AbortController();
+  const res = await fetch(path, { method: "POST", headers: headers(), body: JSON.stringify({ ...body, stream: true }),
+    signal: controller.signal });
+  if (!res.ok) {
+    let msg = res.status + " " + res.statusText;
+    try { msg = (await res.json()).error.message; } catch (e) { /* not JSON */ }
+    throw new Error(msg);
+  }
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let buf = "", finish = null;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buf.indexOf("\n\n")) >= 0) {
+      const event = buf.slice(0, cut);
+      buf = buf.slice(cut + 2);
+      for (const line of event.split("\n")) {
+        if (!line.startsWith("data: ")) continue;
+        const data = line.slice(6);
+        if (data === "[DONE]") return finish;
+        const obj = JSON.parse(data);
+        if (obj.error) throw new Error(obj.error.message);
+        for (const c of obj.choices || []) {
+          const text = c.text !== undefined ? c.text : (c.delta && c.delta.content) || "";
+          if (text) onText(text);
+          if (c.finish_reason) finish = c.finish_reason;
+        }
+      }
+    }
+  }
+  return finish;
+}
+
+function busy(on, statusId) {
+  $("generate").disabled = on;
+  $("send").disabled = on;
+  $("stop").disabled = !on;
+  if (on) $(statusId).textContent = "generating...";
+}
+
+async function complete() {
+  const prompt = $("prompt").value;
+  if (!prompt.trim() && info.seq2seq) { $("status").textContent = "type a source text first"; return; }
+  const out = $("output");
+  out.textContent = "";
+  if (!info.seq2seq) {
+    const echo = document.createElement("span");
+    echo.className = "prompt-echo";
+    echo.textContent = prompt;
+    out.appendChild(echo);
+  }
+  const gen = document.createElement("span");
+  gen.className = "generated";
+  out.appendChild(gen);
+  $("attention-box").hidden = true;
+  busy(true, "status");
+  const started = performance.now();
+  let pieces = 0;
+  try {
+    const finish = await streamRequest("/v1/completions", { prompt, ...settings() }, (t) => {
+      gen.textContent += t;
+      pieces += 1;
+    });
+    const secs = (performance.now() - started) / 1000;
+    $("status").textContent = `done (${finish || "stopped"}) in ${secs.toFixed(1)} s`;
+    if (info.seq2seq) await drawAttention(prompt);
+  } catch (e) {
+    if (e.name === "AbortError") $("status").textContent = "stopped";
+    else { $("status").textContent = ""; showError(out, e.message); }
+  } finally {
+    busy(false, "status");
+  }
+}
+
+async function send() {
+  const text = $("chat-input").value;
+  if (!text.trim()) return;
+  $("chat-input").value = "";
+  history.push({ role: "user", content: text });
+  addMessage("user", text);
+  const reply = addMessage("assistant", "");
+  busy(true, "chat-status");
+  try {
+    await streamRequest("/v1/chat/completions", { messages: history, ...settings() }, (t) => { reply.textContent += t; });
+    history.push({ role: "assistant", content: reply.textContent });
+    $("chat-status").textContent = "";
+  } catch (e) {
+    history.pop();
+    if (e.name === "AbortError") $("chat-status").textContent = "stopped";
+    else { $("chat-status").textContent = ""; showError(reply, e.message); }
+  } finally {
+    busy(false, "chat-status");
+  }
+}
+
+function addMessage(role, text) {
+  const div = document.createElement("div");
+  div.className = "msg " + role;
+  div.textContent = text;
+  $("messages").appendChild(div);
+  return div;
+}
+
+function showError(where, message) {
+  const span = document.createElement("div");
+  span.className = "error";
+  span.textContent = "error: " + message;
+  where.appendChild(span);
+}
+
+async function drawAttention(source) {
+  const body = { source };
+  const max = parseInt($("max_tokens").value, 10);
+  if (max > 0) body.max_tokens = max;
+  const res = await fetch("/v1/attention", { method: "POST", headers: headers(), body: JSON.stringify(body) });
+  if (!res.ok) return;
+  const map = await res.json();
+  const canvas = $("attention");
+  const ctx = canvas.getContext("2d");
+  const rows = map.tgt_tokens.length, cols = map.src_tokens.length;
+  if (!rows || !cols) return;
+  const left = 110, top = 90;
+  const cell = Math.max(8, Math.min(28, Math.floor(560 / Math.max(rows, cols))));
+  canvas.width = left + cols * cell + 10;
+  canvas.height = top + rows * cell + 10;
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) {
+      const w = map.weights[r][c];
+      const shade = Math.round(255 * (1 - w));
+      ctx.fillStyle = `rgb(${shade}, ${shade}, 255)`;
+      ctx.fillRect(left + c * cell, top + r * cell, cell - 1, cell - 1);
+    }
+  }
+  ctx.fillStyle = "#1d2330";
+  ctx.font = "11px system-ui, sans-serif";
+  const label = (t) => JSON.stringify(t).slice(1, -1).slice(0, 14);
+  ctx.textAlign = "right";
+  for (let r = 0; r < rows; r++) ctx.fillText(label(map.tgt_tokens[r]), left - 4, top + r * cell + cell * 0.7);
+  for (let c = 0; c < cols; c++) {
+    ctx.save();
+    ctx.translate(left + c * cell + cell * 0.7, top - 4);
+    ctx.rotate(-Math.PI / 3);
+    ctx.textAlign = "left";
+    ctx.fillText(label(map.src_tokens[c]), 0, 0);
+    ctx.restore();
+  }
+  $("attention-box").hidden = false;
+}
+
+init();
