@@ -212,6 +212,15 @@ def cmd_chat(args: argparse.Namespace, extra: list[str], read=input) -> int:
         history.append({"role": "assistant", "content": "".join(reply)})
 
 
+def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
+    from .server import serve
+
+    _no_extra(extra)
+    serve(args.run, args.host, args.port, args.api_key, args.max_batch, args.max_queue, args.max_prompt_tokens,
+          args.max_tokens, args.model_name, args.device)
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     from .evaluation import evaluate
 
@@ -361,6 +370,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_options(c)
     c.add_argument("--device", default="auto")
     c.set_defaults(func=cmd_chat)
+
+    s = sub.add_parser("serve", help="serve a run over HTTP: an OpenAI-compatible API and a web playground")
+    s.add_argument("run", help="run directory")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only; 0.0.0.0 = all)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 (default: $PROSELAB_API_KEY)")
+    s.add_argument("--max-batch", type=int, default=16, help="sequences decoded together (default 16)")
+    s.add_argument("--max-queue", type=int, default=64, help="requests waiting before 429 (default 64)")
+    s.add_argument("--max-prompt-tokens", type=int, help="longest prompt accepted (default: a GPT's block_size, else 1024)")
+    s.add_argument("--max-tokens", type=int, help="largest max_tokens accepted (default: max(the run's, 1024))")
+    s.add_argument("--model-name", help="the model id clients use (default: the run directory's name)")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_serve)
 
     e = sub.add_parser("eval", help="a language model's perplexity on a text, or a seq2seq run's BLEU/chrF/ROUGE on pairs")
     e.add_argument("run", help="run directory")
