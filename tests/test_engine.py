@@ -49,17 +49,27 @@ def test_merged_lm_states_decode_as_they_did_apart(kind):
     torch.testing.assert_close(together, torch.cat([alone_a, alone_b], dim=1), atol=1e-5, rtol=1e-5)
 
 
-def test_merged_rnn_seq2seq_states_pad_the_memory_and_ungroup_beams():
+S2S = {
+    "rnn": dict(arch="rnn", cell="gru", attention="bahdanau", num_layers=1),
+    "transformer": dict(arch="transformer", n_layer=2, n_head=2),
+}
+
+
+@pytest.mark.parametrize("arch", S2S)
+def test_merged_seq2seq_states_pad_the_memory_and_ungroup_beams(arch):
+    """A state with two beams over one long source that has fed two tokens merges with a fresh
+    one over two short sources; every row then gives the logits it gives alone."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(family="seq2seq", arch="rnn", cell="gru", attention="bahdanau", vocab_size=20,
-                                    src_vocab_size=20, bos_id=1, n_embd=16, hidden_size=16, num_layers=1)).eval()
+    model = build_model(ModelConfig(family="seq2seq", vocab_size=20, src_vocab_size=20, bos_id=1, n_embd=16,
+                                    hidden_size=16, **S2S[arch])).eval()
     src_a, src_b = torch.tensor([[3, 4, 5, 6, 7, 8]]), torch.tensor([[9, 10], [11, 12]])
     _, a = model.start(Seq2SeqBatch(src_a, torch.ones_like(src_a, dtype=torch.bool)))
     a = model.reorder(a, torch.tensor([0, 0]))  # two beams over one source: the memory is shared
     assert a.group == 2
+    _, a = steps(model, a, [[4, 5], [6, 7]])
     _, b = model.start(Seq2SeqBatch(src_b, torch.ones_like(src_b, dtype=torch.bool)))
-    merged = model.merge([a, b])
-    feed = [[4, 5, 6, 7], [8, 9, 2, 3]]
+    merged = model.merge([model.reorder(a, torch.arange(2)), model.reorder(b, torch.arange(2))])
+    feed = [[4, 5, 6, 7], [8, 9, 2, 3], [5, 5, 5, 5]]
     together, _ = steps(model, merged, feed)
     alone_a, _ = steps(model, a, [f[:2] for f in feed])
     alone_b, _ = steps(model, b, [f[2:] for f in feed])
@@ -164,5 +174,38 @@ def test_a_cancelled_job_leaves_and_a_failing_one_does_not_stop_the_others(tmp_p
         engine.submit(Job(gen.encode_prompt("The"), gen.generation_config(do_sample=False, max_new_tokens=8), after))
         assert after.done.wait(30)
         assert after.events[-1].results[0].tokens == short.events[-1].results[0].tokens
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("arch", S2S)
+def test_seq2seq_jobs_join_a_running_batch(tmp_path, arch):
+    import proselab
+    from test_seq2seq import s2s_overrides
+
+    from proselab.server.engine import Engine, Job
+    from proselab.training import train
+
+    train(None, s2s_overrides(tmp_path, **{"model.arch": arch, "train.max_iters": 10}))
+    gen = proselab.load(tmp_path / "run")
+    ids = lambda text: gen.src_tokenizer.encode(text) + [gen.src_tokenizer.eos_id]  # noqa: E731
+    settings = [("a b c d e f", dict(do_sample=False, max_new_tokens=20, min_new_tokens=20)),
+                ("h g", dict(do_sample=True, seed=5, num_return_sequences=2, max_new_tokens=12)),
+                ("c", dict(do_sample=False, max_new_tokens=6))]
+    engine = Engine(gen, max_batch=8)
+    try:
+        collectors = []
+        for k, (src, over) in enumerate(settings):
+            c = Collector()
+            engine.submit(Job(ids(src), gen.generation_config(**over), c))
+            collectors.append(c)
+            if k == 0:
+                while engine.steps < 3:
+                    time.sleep(0.001)
+        for c in collectors:
+            assert c.done.wait(60)
+        assert collectors[1].first < collectors[0].finished
+        for (src, over), c in zip(settings, collectors):
+            assert [g.tokens for g in c.events[-1].results] == [g.tokens for g in gen.complete(src, **over)]
     finally:
         engine.close()

@@ -11,8 +11,8 @@ be forked (beams, num_return_sequences) and each copy stepped independently.
 
 Optionally a model also has ``merge(states) -> state``: one state whose rows are the rows of
 ``states`` in order, each decoding exactly as it did alone. The server's continuous batching
-uses it to let new requests join a running batch (GPT, RNN LM, RNN seq2seq); a model without
-it is served in static batches.
+uses it to let new requests join a running batch; a model without it is served in static
+batches.
 """
 
 from __future__ import annotations

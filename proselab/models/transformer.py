@@ -97,9 +97,11 @@ class DecoderBlock(nn.Module):
         self.mlp = MLP(cfg.n_embd, cfg.dropout, cfg.bias)
 
     def forward(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor, cache: tuple[Tensor, Tensor] | None = None,
-                pos: int = 0, need_weights: bool = False, group: int = 1) -> tuple[Tensor, Tensor | None]:
-        """x (B, T, C) -> (B, T, C); rows b * group ... b * group + group - 1 attend over memory row b."""
-        x = x + self.attn(self.ln_1(x), cache, pos)
+                pos: int = 0, need_weights: bool = False, group: int = 1,
+                self_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """x (B, T, C) -> (B, T, C); rows b * group ... b * group + group - 1 attend over memory row b;
+        ``self_mask`` (B, 1, T, pos + T) limits the self-attention (rows that start late in the cache)."""
+        x = x + self.attn(self.ln_1(x), cache, pos, self_mask)
         h = self.ln_2(x)
         # a group's rows become one memory row's queries: cross-attention has no causal mask
         y, weights = self.cross(h.reshape(-1, group * h.size(1), h.size(2)), k, v, mask, need_weights)
@@ -114,8 +116,9 @@ class TransformerState:
     cross_k: Tensor  # (n_layer, Bm, nh, S, hs) keys of the encoder memory, one row per source
     cross_v: Tensor  # (n_layer, Bm, nh, S, hs) values of the encoder memory
     mask: Tensor  # (Bm, 1, 1, S) bool, True on real source tokens
-    length: int  # target tokens fed so far (bos included)
+    length: int  # cache slots in use
     group: int = 1  # decoder rows per memory row (B = Bm * group): see protocol.memory_rows
+    start: Tensor | None = None  # (B,) the slot where each row's tokens begin (merged states); None = 0
 
 
 class TransformerSeq2Seq(nn.Module):
@@ -224,10 +227,17 @@ class TransformerSeq2Seq(nn.Module):
         if state.length == state.k.size(3):  # full: double the cache
             state.k = torch.cat([state.k, torch.zeros_like(state.k)], dim=3)
             state.v = torch.cat([state.v, torch.zeros_like(state.v)], dim=3)
-        x = self._embed(self.tgt_emb, tokens[:, None], state.length)  # (B, 1, C)
+        n, self_mask = state.length, None
+        if state.start is None:
+            x = self._embed(self.tgt_emb, tokens[:, None], n)  # (B, 1, C)
+        else:  # rows of merged states: each at its own position, blind to the slots before its start
+            pos = n - state.start  # (B,)
+            x = self.drop(self.tgt_emb(tokens) * math.sqrt(self.config.n_embd)
+                          + sinusoids(pos, self.config.n_embd).to(self.tgt_emb.weight.dtype))[:, None]
+            self_mask = (torch.arange(n + 1, device=pos.device)[None] >= state.start[:, None])[:, None, None]
         for i, block in enumerate(self.decoder):
-            x, _ = block(x, state.cross_k[i], state.cross_v[i], state.mask, (state.k[i], state.v[i]), state.length,
-                         group=state.group)
+            x, _ = block(x, state.cross_k[i], state.cross_v[i], state.mask, (state.k[i], state.v[i]), n,
+                         group=state.group, self_mask=self_mask)
         state.length += 1
         return self.head(self.dec_ln(x)[:, 0]), state
 
@@ -238,5 +248,36 @@ class TransformerSeq2Seq(nn.Module):
         cross_k, cross_v, mask = state.cross_k, state.cross_v, state.mask
         if rows is not None:
             cross_k, cross_v, mask = cross_k.index_select(1, rows), cross_v.index_select(1, rows), mask.index_select(0, rows)
+        start = None if state.start is None else state.start.index_select(0, index)
         return TransformerState(state.k.index_select(1, index), state.v.index_select(1, index), cross_k, cross_v,
-                                mask, state.length, group)
+                                mask, state.length, group, start)
+
+    def merge(self, states: list[TransformerState]) -> TransformerState:
+        """One state holding the rows of ``states`` in order (requests joining a running batch).
+
+        Self-attention caches are right-aligned, as the GPT's are: a row that has fed fewer tokens
+        starts later in the cache and gets a per-row position and mask. Encoder memories are
+        padded to the longest source (masked) and get one row per decoder row.
+        """
+        n = max(s.length for s in states)
+        S = max(s.mask.size(-1) for s in states)
+        parts: dict[str, list[Tensor]] = {"k": [], "v": [], "cross_k": [], "cross_v": [], "mask": [], "start": []}
+        for s in states:
+            B = s.k.size(1)
+            off = n - s.length
+            for name in ("k", "v"):
+                buf = getattr(s, name)
+                shape = (buf.size(0), B, buf.size(2), n + 1, buf.size(4))
+                out = buf.new_zeros(shape)
+                out[:, :, :, off:n] = buf[:, :, :, : s.length]
+                parts[name].append(out)
+            pad = S - s.mask.size(-1)
+            for name in ("cross_k", "cross_v"):
+                mem = getattr(s, name).repeat_interleave(s.group, 1)  # (L, B, nh, S_s, hs)
+                parts[name].append(F.pad(mem, (0, 0, 0, pad)))
+            parts["mask"].append(F.pad(s.mask.repeat_interleave(s.group, 0), (0, pad), value=False))
+            own = s.start if s.start is not None else torch.zeros(B, dtype=torch.long, device=s.k.device)
+            parts["start"].append(own + off)
+        return TransformerState(torch.cat(parts["k"], 1), torch.cat(parts["v"], 1), torch.cat(parts["cross_k"], 1),
+                                torch.cat(parts["cross_v"], 1), torch.cat(parts["mask"], 0), n, 1,
+                                torch.cat(parts["start"]))

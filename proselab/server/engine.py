@@ -9,7 +9,7 @@ join and leave at step granularity, as in vLLM and text-generation-inference, an
 decodes the tokens ``proselab generate`` gives it alone: the same processors, the same
 per-sequence random streams (``row_generator``), the same stopping rules (``Rows``).
 
-A model without ``merge`` (the Transformer seq2seq) is served in static batches: waiting
+Every family has ``merge``; a model without it would be served in static batches: waiting
 jobs start together when the running batch is empty. Beam search (num_beams > 1) keeps its
 beams to the end anyway, so a beam job runs whole, between two steps.
 """
