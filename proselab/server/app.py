@@ -29,10 +29,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..chat import ChatError
 from ..config import ConfigError
 from .engine import Engine, Event, Job, QueueFull
+from .responses import Shape, sse_data, usage_of
 from .schemas import AttentionRequest, ChatRequest, CompletionRequest, Sampling
 
 log = logging.getLogger("proselab.server")
-FINISH = {"eos": "stop", "stop": "stop", "length": "length", "time": "length"}  # proselab -> OpenAI
 
 
 class APIError(Exception):
@@ -288,6 +288,8 @@ def _last_user(messages: list[dict]) -> str:
 
 
 def _can_chat(generator) -> bool:
+    if generator.is_seq2seq:  # answers the last user message
+        return True
     try:
         generator.chat_prompt([{"role": "user", "content": "hi"}], 0)
         return True
@@ -321,7 +323,7 @@ async def _respond(request: Request, engine: Engine, generator, body, gcfg, prom
             job.cancel()
         raise APIError(400, str(e), param="n") from None
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
-    shape = _Shape(rid, model, chat, generator.tokenizer, gcfg.num_return_sequences, top)
+    shape = Shape(rid, model, chat, generator.tokenizer, gcfg.num_return_sequences, top)
     usage = {"prompt_tokens": sum(map(len, prompts))}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -366,107 +368,27 @@ def _engine_error(e: BaseException) -> APIError:
     return APIError(500, f"generation failed: {type(e).__name__}: {e}", "server_error")
 
 
-async def _sse(request: Request, queue: asyncio.Queue, jobs: list[Job], shape: "_Shape", usage: dict,
+async def _sse(request: Request, queue: asyncio.Queue, jobs: list[Job], shape: Shape, usage: dict,
                include_usage: bool) -> AsyncIterator[str]:
     done, completion = 0, 0
     try:
         if shape.chat:
             for i in range(len(jobs) * shape.n):
-                yield _data(shape.chunk(i, {"role": "assistant", "content": ""}, None))
+                yield sse_data(shape.chunk(i, {"role": "assistant", "content": ""}, None))
         while done < len(jobs):
             i, event = await queue.get()
             if event.error is not None:
                 err = _engine_error(event.error)
-                yield _data({"error": {"message": err.message, "type": err.type, "param": None, "code": err.code}})
+                yield sse_data({"error": {"message": err.message, "type": err.type, "param": None, "code": err.code}})
                 break
             for d in event.deltas:
                 completion += len(d.tokens)
-                yield _data(shape.delta_chunk(i * shape.n + d.index, d, event.top))
+                yield sse_data(shape.delta_chunk(i * shape.n + d.index, d, event.top))
             if event.results is not None:
                 done += 1
         if include_usage:
-            yield _data({**shape.head(), "choices": [], "usage": _usage(usage, completion)})
+            yield sse_data({**shape.head(), "choices": [], "usage": usage_of(usage, completion)})
         yield "data: [DONE]\n\n"
     finally:
         for job in jobs:
             job.cancel()
-
-
-def _data(obj: dict) -> str:
-    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
-
-
-def _usage(usage: dict, completion: int) -> dict:
-    return {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": completion,
-            "total_tokens": usage["prompt_tokens"] + completion}
-
-
-class _Shape:
-    """OpenAI's response and chunk objects for one request."""
-
-    def __init__(self, rid: str, model: str, chat: bool, tokenizer, n: int, top: int):
-        self.rid, self.model, self.chat, self.tok, self.n, self.top = rid, model, chat, tokenizer, n, top
-        self.created = int(time.time())
-        self.offsets: dict[int, int] = {}  # completions logprobs: text offset per choice
-
-    def head(self) -> dict:
-        kind = ("chat.completion.chunk" if self.chat else "text_completion")
-        return {"id": self.rid, "object": kind, "created": self.created, "model": self.model}
-
-    def chunk(self, index: int, delta: dict | str, finish: str | None, logprobs=None) -> dict:
-        if self.chat:
-            choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
-        else:
-            choice = {"index": index, "text": delta, "logprobs": logprobs, "finish_reason": finish}
-        return {**self.head(), "choices": [choice]}
-
-    def delta_chunk(self, index: int, d, top) -> dict:
-        tops = [top.get(d.index)] if top is not None and len(d.tokens) == 1 else None
-        lp = self._logprobs(index, d.tokens, d.logprobs, tops) if d.logprobs else None
-        finish = FINISH.get(d.finish_reason) if d.finish_reason else None
-        if self.chat:
-            return self.chunk(index, {"content": d.text} if d.text or not finish else {}, finish, lp)
-        return self.chunk(index, d.text, finish, lp)
-
-    def _token(self, t: int) -> str:
-        return self.tok.decode([t])
-
-    def _logprobs(self, index: int, tokens: list[int], lps: list[float] | None, tops: list | None):
-        """OpenAI's logprobs object for ``tokens``; ``tops`` holds each token's top (id, logprob)s."""
-        if lps is None:
-            return None
-        if tops is None or len(tops) != len(tokens):
-            tops = [None] * len(tokens)
-        if self.chat:
-            return {"content": [{"token": self._token(t), "logprob": lp, "bytes": list(self._token(t).encode()),
-                                 "top_logprobs": [{"token": self._token(a), "logprob": b,
-                                                   "bytes": list(self._token(a).encode())} for a, b in (tp or [])]}
-                                for t, lp, tp in zip(tokens, lps, tops)]}
-        start = self.offsets.get(index, 0)
-        offsets = []
-        for t in tokens:
-            offsets.append(start)
-            start += len(self._token(t))
-        self.offsets[index] = start
-        return {"tokens": [self._token(t) for t in tokens], "token_logprobs": lps,
-                "top_logprobs": [({self._token(a): b for a, b in tp} if tp is not None else None) for tp in tops]
-                if self.top else None, "text_offset": offsets}
-
-    def final(self, results: dict[int, list], tops: dict[int, list], usage: dict) -> dict:
-        choices, completion = [], 0
-        for i in sorted(results):
-            for j, g in enumerate(results[i]):
-                index = i * self.n + j
-                completion += len(g.tokens)
-                lp = None
-                if g.token_logprobs is not None:
-                    lp = self._logprobs(index, g.tokens, g.token_logprobs, tops.get(index))
-                finish = FINISH.get(g.finish_reason, "length")
-                if self.chat:
-                    choices.append({"index": index, "message": {"role": "assistant", "content": g.text},
-                                    "logprobs": lp, "finish_reason": finish})
-                else:
-                    choices.append({"index": index, "text": g.text, "logprobs": lp, "finish_reason": finish})
-        kind = "chat.completion" if self.chat else "text_completion"
-        return {"id": self.rid, "object": kind, "created": self.created, "model": self.model, "choices": choices,
-                "usage": _usage(usage, completion)}
