@@ -47,16 +47,20 @@ def _steps_for(budget: float, preset: str, overrides: dict, out: Path) -> int:
     return max(50, int(budget / per_step))
 
 
-def run_row(name: str, data: Path, full: bool, minutes: float, out_root: Path) -> dict:
+def run_row(name: str, data: Path, full: bool, minutes: float, out_root: Path, eval_only: bool = False) -> dict:
     suffix = "" if full else ".short"
     preset, row = ROWS[name]
     overrides = {**BENCH, **row, "data.dataset": str(data / f"train{suffix}.tsv"),
                  "data.val_dataset": str(data / f"dev{suffix}.tsv")}
     run = out_root / name
-    steps = _steps_for(minutes * 60, preset, overrides, out_root / f"{name}-probe")
-    result = train(preset, {**overrides, "train.out_dir": str(run), "train.overwrite": True,
-                          "train.max_iters": steps, "train.max_time": minutes * 60,
-                          "train.eval_interval": max(1, steps // 4)})
+    if eval_only:  # the run trained before: its figures from metrics.jsonl
+        final = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines() if "final_val_loss" in ln][-1]
+        result = argparse.Namespace(step=final["step"], train_time=float("nan"), val_loss=final["final_val_loss"])
+    else:
+        steps = _steps_for(minutes * 60, preset, overrides, out_root / f"{name}-probe")
+        result = train(preset, {**overrides, "train.out_dir": str(run), "train.overwrite": True,
+                                "train.max_iters": steps, "train.max_time": minutes * 60,
+                                "train.eval_interval": max(1, steps // 4)})
     dev = str(data / f"dev{suffix}.tsv")
     greedy = evaluate_pairs(run, dev, out=run / "dev.greedy.txt", metrics=("bleu", "chrf"))
     beam = evaluate_pairs(run, dev, out=run / "dev.beam5.txt", metrics=("bleu", "chrf"), num_beams=5)
@@ -74,12 +78,13 @@ def main() -> None:
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {', '.join(ROWS)}")
     ap.add_argument("--full", action="store_true", help="train.tsv/dev.tsv instead of the .short files")
     ap.add_argument("--out", type=Path, default=Path("runs/attention_table"))
+    ap.add_argument("--eval-only", action="store_true", help="decode and score the runs already in --out")
     args = ap.parse_args()
     torch.manual_seed(0)
     rows = []
     for name in args.rows.split(","):
         start = time.perf_counter()
-        rows.append(run_row(name, args.data, args.full, args.minutes, args.out))
+        rows.append(run_row(name, args.data, args.full, args.minutes, args.out, args.eval_only))
         rows[-1]["wall_minutes"] = round((time.perf_counter() - start) / 60, 1)
         print(json.dumps(rows[-1]), flush=True)
     print(f"\nbible-en-es {'full' if args.full else 'short'}, {args.minutes:g} min of training per row, "

@@ -356,6 +356,9 @@ class _Trainer:
         """Greedy-decoded BLEU and chrF of the first ``n`` val pairs (all when None), for seq2seq."""
         from .evaluation import translate
         from .metrics import score
+        from .models.prepack import refresh
+
+        refresh(self.model)  # the fused optimizer changed the weights without a version bump
 
         pairs = self.data.val.text[:n]
         src_len = max(len(s) for s in self.data.val.src[: len(pairs)])

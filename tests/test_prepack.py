@@ -67,3 +67,29 @@ def test_small_layers_stay_plain(monkeypatch):
     model = prepack_for_cpu(_gpt())
     packed = {n for n, m in model.named_modules() if isinstance(m, PrepackedLinear)}
     assert packed == {f"transformer.h.{i}.mlp.{n}" for i in range(2) for n in ("c_fc", "c_proj")}
+
+
+def test_refresh_repacks_weights_a_fused_optimizer_changed():
+    """AdamW(fused=True) leaves a weight's version as it was, so the packed copy would be stale;
+    after refresh, decoding uses the new weights (the trainer refreshes before its BLEU evals)."""
+    from proselab.config import GenerationConfig, ModelConfig
+    from proselab.decoding import generate
+    from proselab.models import build_model
+    from proselab.models.prepack import refresh
+
+    torch.manual_seed(0)
+    mcfg = ModelConfig(family="gpt", n_layer=1, n_head=2, n_embd=256, vocab_size=1100, block_size=32)
+    model = build_model(mcfg).eval()
+    cfg = GenerationConfig(do_sample=False, max_new_tokens=12)
+    generate(model, [[1, 2, 3]], cfg)  # packs the head (1100 x 256)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.5, fused=True)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    opt.step()
+    fresh = build_model(mcfg).eval()
+    fresh.load_state_dict(model.state_dict())
+    stale = generate(model, [[1, 2, 3]], cfg)[0].tokens
+    refresh(model)
+    expected = generate(fresh, [[1, 2, 3]], cfg)[0].tokens
+    assert generate(model, [[1, 2, 3]], cfg)[0].tokens == expected
+    assert stale != expected  # what the bug looked like

@@ -43,7 +43,12 @@ def _ops_work() -> bool:
 
 
 class PrepackedLinear(nn.Linear):
-    """An nn.Linear that keeps a oneDNN-packed copy of its weight for CPU inference."""
+    """An nn.Linear that keeps a oneDNN-packed copy of its weight for CPU inference.
+
+    The copy is redone when the weight's storage or version changes. A fused optimizer
+    (``AdamW(fused=True)``) updates weights without bumping their version, so code that
+    decodes a model while training it calls ``refresh`` first.
+    """
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.weight
@@ -73,3 +78,10 @@ def prepack_for_cpu(model: nn.Module) -> nn.Module:
         if type(mod) is nn.Linear and mod.weight.numel() >= MIN_PACKED:
             mod.__class__ = PrepackedLinear
     return model
+
+
+def refresh(model: nn.Module) -> None:
+    """Drop the packed copies of ``model``'s weights; the next forward packs them again."""
+    for mod in model.modules():
+        if isinstance(mod, PrepackedLinear):
+            mod._packed_key = None

@@ -1,0 +1,179 @@
+"""Load test of ``proselab serve``: 1, 4, 8 and 16 concurrent streaming clients.
+
+    python bench/serve_load.py --model gpt2-124m [--seconds 30] [--clients 1,4,8,16]
+    python bench/serve_load.py --model RUN_DIR            # e.g. runs/nanogpt-cpu
+
+``gpt2-124m`` is GPT-2's shape (12 layers, 768 wide, its 50,257-token vocabulary) with random
+weights, saved as a Hugging Face checkpoint with GPT-2's tokenizer (from --tokenizer, default
+../shared/data/gpt2-tokenizer). The server runs in its own process (``proselab serve``, as a
+user starts it), so the clients here do not share its interpreter. Each client sends streaming
+completions back to back for ``--seconds``: a prompt of some 30 tokens, ``--max-tokens`` new
+tokens sampled at temperature 0.8 (``min_tokens`` = max_tokens, so every request is the same
+length). Reported per concurrency level: aggregate generated tokens/s (completion tokens from
+the usage chunk, over the wall time), requests done, p50/p95 time to first token (request sent
+to first text), p50/p95 inter-token latency (between text chunks of a stream), and errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_TOKENIZER = REPO.parent / "shared" / "data" / "gpt2-tokenizer"
+PROMPTS = [
+    "The history of the city begins with a small settlement on the river, where",
+    "In the morning the ships left the harbour, and the sailors said that",
+    "She opened the letter slowly. It was from her brother, who had written that",
+    "The committee met on Tuesday to discuss the new rules for the library and",
+    "ROMEO: But soft, what light through yonder window breaks? It is the east, and",
+    "Once upon a time there lived a king who had three daughters, and the youngest",
+]
+
+
+def gpt2_checkpoint(out: Path, tokenizer: Path) -> Path:
+    """A random-weight GPT-2-124M in Hugging Face's format, with GPT-2's tokenizer files."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config())
+    model.save_pretrained(out)
+    for f in tokenizer.iterdir():
+        if f.is_file():
+            shutil.copy(f, out / f.name)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(run: Path, port: int, max_batch: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "proselab", "serve", str(run), "--port", str(port),
+                             "--max-batch", str(max_batch), "--model-name", "bench"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    import urllib.request
+
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+                return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start:\n{proc.stdout.read()}")
+            time.sleep(0.5)
+
+
+def client_loop(url: str, stop_at: float, max_tokens: int, seed: int, out: dict, lock: threading.Lock) -> None:
+    import openai
+
+    c = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600)
+    i = seed
+    while time.monotonic() < stop_at:
+        prompt = PROMPTS[i % len(PROMPTS)]
+        i += 1
+        sent = time.perf_counter()
+        first = last = None
+        gaps, tokens = [], 0
+        try:
+            stream = c.completions.create(model="bench", prompt=prompt, max_tokens=max_tokens, temperature=0.8,
+                                          stream=True, stream_options={"include_usage": True},
+                                          extra_body={"min_tokens": max_tokens, "top_k": 0})
+            for chunk in stream:
+                now = time.perf_counter()
+                if chunk.usage is not None:
+                    tokens = chunk.usage.completion_tokens
+                if chunk.choices and chunk.choices[0].text:
+                    if first is None:
+                        first = now
+                    else:
+                        gaps.append(now - last)
+                    last = now
+        except Exception as e:  # counted, and shown once
+            with lock:
+                out["errors"] += 1
+                out.setdefault("first_error", repr(e))
+            continue
+        with lock:
+            out["requests"] += 1
+            out["tokens"] += tokens
+            out["ttft"].append(first - sent if first is not None else float("nan"))
+            out["itl"].extend(gaps)
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(x for x in xs if x == x)
+    if not xs:
+        return float("nan")
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def run_level(url: str, clients: int, seconds: float, max_tokens: int) -> dict:
+    out = {"requests": 0, "tokens": 0, "errors": 0, "ttft": [], "itl": []}
+    lock = threading.Lock()
+    start = time.monotonic()
+    threads = [threading.Thread(target=client_loop, args=(url, start + seconds, max_tokens, k, out, lock))
+               for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - start  # includes finishing the requests in flight at the deadline
+    return {"clients": clients, "tokens_per_sec": out["tokens"] / wall, "requests": out["requests"],
+            "errors": out["errors"], "ttft_p50": pct(out["ttft"], 0.5), "ttft_p95": pct(out["ttft"], 0.95),
+            "itl_p50": pct(out["itl"], 0.5), "itl_p95": pct(out["itl"], 0.95), "wall": wall,
+            "first_error": out.get("first_error")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="gpt2-124m", help="gpt2-124m, or a run / checkpoint directory")
+    ap.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER, help="GPT-2 tokenizer files (gpt2-124m)")
+    ap.add_argument("--clients", default="1,4,8,16")
+    ap.add_argument("--seconds", type=float, default=30.0, help="per concurrency level")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--max-batch", type=int, default=16)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="serve_load_"))
+    try:
+        run = gpt2_checkpoint(tmp / "gpt2", args.tokenizer) if args.model == "gpt2-124m" else Path(args.model)
+        port = free_port()
+        server = start_server(run, port, args.max_batch)
+        url = f"http://127.0.0.1:{port}/v1"
+        try:
+            run_level(url, 1, min(5.0, args.seconds), args.max_tokens)  # warm-up
+            rows = []
+            for c in map(int, args.clients.split(",")):
+                rows.append(run_level(url, c, args.seconds, args.max_tokens))
+                print(json.dumps(rows[-1]), flush=True)
+        finally:
+            server.terminate()
+            server.wait(30)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    base = rows[0]["tokens_per_sec"]
+    print(f"\n{args.model}: {args.max_tokens} new tokens per request, {args.seconds:g} s per level, "
+          f"--max-batch {args.max_batch}, {os.cpu_count()} CPUs\n")
+    print("| clients | tokens/s | x 1 client | requests | errors | TTFT p50 / p95 (s) | ITL p50 / p95 (ms) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['clients']} | {r['tokens_per_sec']:.1f} | {r['tokens_per_sec'] / base:.2f} | {r['requests']} | "
+              f"{r['errors']} | {r['ttft_p50']:.2f} / {r['ttft_p95']:.2f} | "
+              f"{1000 * r['itl_p50']:.0f} / {1000 * r['itl_p95']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
