@@ -105,13 +105,13 @@ def create_app(generator, *, api_key: str | None = None, model_name: str | None 
             size = request.headers.get("content-length")
             if size is not None and (not size.isdigit() or int(size) > limits.max_body_bytes):
                 return _error(413, f"the request body is larger than {limits.max_body_bytes} bytes", code="too_large")
-            body = b""
+            body = bytearray()
             async for chunk in request.stream():
                 body += chunk
                 if len(body) > limits.max_body_bytes:
                     return _error(413, f"the request body is larger than {limits.max_body_bytes} bytes",
                                   code="too_large")
-            request._body = body  # the route reads it again
+            request._body = bytes(body)  # the route reads it again
         return await call_next(request)
 
     # ---- routes --------------------------------------------------------------------------
