@@ -102,7 +102,7 @@ class Generator:
                 missing = ", ".join(repr(t) for t in unknown)
                 warnings.warn(f"the source has text this model's vocabulary lacks, read as <unk>: {missing}",
                               stacklevel=4)
-        return source_batch(self.src_tokenizer, texts)
+        return source_batch(self.src_tokenizer, texts, truncate=self.config.data.truncate_src)
 
     def complete(self, prompt: str | list[str] = "", **overrides) -> list[Generation]:
         """Continue each prompt; the full result of every sequence.

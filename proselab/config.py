@@ -67,6 +67,7 @@ class DataConfig:
     joint_vocab: bool = True  # one tokenizer for source and target, trained on both sides
     max_src_len: int = 0  # leave out pairs whose source has more tokens than this (0 = keep all)
     max_tgt_len: int = 0  # leave out pairs whose target has more tokens than this (0 = keep all)
+    truncate_src: int = 0  # read only a source's first N tokens, in training, evaluation and serving (0 = all)
     bad_lines: str = "error"  # a malformed pair line stops loading (error) or is skipped and counted (skip)
 
 
@@ -346,6 +347,7 @@ def _validate(cfg: Config) -> None:
     _check(bool(d.dataset), "data.dataset must name a built-in corpus or text files")
     _check(d.format in ("auto", "text", "sft", "pairs"), f"data.format must be auto, text, sft or pairs, got '{d.format}'")
     _check(d.max_src_len >= 0 and d.max_tgt_len >= 0, "data.max_src_len and data.max_tgt_len must be >= 0 (0 = no limit)")
+    _check(d.truncate_src >= 0, f"data.truncate_src must be >= 0 (0 = whole sources), got {d.truncate_src}")
     _check(d.bad_lines in ("error", "skip"), f"data.bad_lines must be error or skip, got '{d.bad_lines}'")
     _check(d.chat_template in ("chatml",), f"data.chat_template must be chatml, got '{d.chat_template}'")
     _check(all(isinstance(t, str) and t.strip() for t in d.special_tokens),

@@ -90,8 +90,9 @@ def evaluate_batches(model: torch.nn.Module, batches: Iterable[tuple[torch.Tenso
 
 @torch.no_grad()
 def translate(model: torch.nn.Module, sources: list[str], src_tokenizer, tokenizer, config: GenerationConfig,
-              batch_size: int = 64) -> list[str]:
-    """Decode every source with an encoder-decoder, in batches of similar length.
+              batch_size: int = 64, truncate: int = 0) -> list[str]:
+    """Decode every source with an encoder-decoder, in batches of similar length (each source
+    cut to its first ``truncate`` tokens when > 0).
 
     Returns:
         The best (first) output text of each source, in the order of ``sources``.
@@ -104,7 +105,7 @@ def translate(model: torch.nn.Module, sources: list[str], src_tokenizer, tokeniz
     n = config.num_return_sequences
     for s in range(0, len(order), batch_size):
         chunk = order[s : s + batch_size]
-        batch = source_batch(src_tokenizer, [sources[i] for i in chunk], config.max_new_tokens)
+        batch = source_batch(src_tokenizer, [sources[i] for i in chunk], config.max_new_tokens, truncate)
         gens = generate(model, batch, config, tokenizer=tokenizer, suppress_ids=suppress)
         for j, i in enumerate(chunk):
             out[i] = gens[j * n].text
@@ -140,7 +141,8 @@ def evaluate_pairs(run: str | Path | Generator, pairs: str | list[str], out: str
     data, _ = load_pairs(pairs, bad_lines)
     cfg = gen.generation_config(**{"do_sample": False, **generation})
     start = time.perf_counter()
-    hyps = translate(gen.model, [s for s, _ in data], gen.src_tokenizer, gen.tokenizer, cfg, batch_size)
+    hyps = translate(gen.model, [s for s, _ in data], gen.src_tokenizer, gen.tokenizer, cfg, batch_size,
+                     gen.config.data.truncate_src)
     seconds = time.perf_counter() - start
     if out is not None:
         atomic_write_text(Path(out), "".join(h.replace("\n", "\\n") + "\n" for h in hyps))

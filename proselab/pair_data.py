@@ -93,9 +93,17 @@ def collate_pairs(src: list[list[int]], tgt: list[list[int]], eos: int) -> tuple
     return Seq2SeqBatch(x, mask, tgt_in), y, sum(len(t) + 1 for t in tgt)
 
 
-def source_batch(tokenizer: Tokenizer, texts: list[str], max_new_tokens: int | None = None) -> Seq2SeqBatch:
+def source_ids(tokenizer: Tokenizer, text: str, truncate: int = 0) -> list[int]:
+    """A source's token ids as the encoder reads them: its first ``truncate`` tokens (all when
+    0, the run's ``data.truncate_src``), then eos."""
+    ids = tokenizer.encode(text)
+    return (ids[:truncate] if truncate else ids) + [tokenizer.eos_id]
+
+
+def source_batch(tokenizer: Tokenizer, texts: list[str], max_new_tokens: int | None = None,
+                 truncate: int = 0) -> Seq2SeqBatch:
     """Source texts as a Seq2SeqBatch for decoding (each ends with eos, as in training)."""
-    ids = [tokenizer.encode(t) + [tokenizer.eos_id] for t in texts]
+    ids = [source_ids(tokenizer, t, truncate) for t in texts]
     x, _, _ = collate_pairs(ids, [[] for _ in ids], tokenizer.eos_id)
     return Seq2SeqBatch(x.src, x.mask, None, max_new_tokens)
 
@@ -139,7 +147,8 @@ def prepare_pairs(dcfg: DataConfig, tokenizer: Tokenizer | None = None,
     src_tokenizer = tokenizer if src_tokenizer is None or dcfg.joint_vocab else _with_eot(src_tokenizer)
     splits, unknown, dropped = [], 0, 0
     for name, split in (("train", pairs), ("val", val_pairs)):
-        src = [ids + [src_tokenizer.eos_id] for ids in src_tokenizer.encode_batch([s for s, _ in split])]
+        cut = dcfg.truncate_src or None
+        src = [ids[:cut] + [src_tokenizer.eos_id] for ids in src_tokenizer.encode_batch([s for s, _ in split])]
         tgt = tokenizer.encode_batch([t for _, t in split])
         unknown += sum(src_tokenizer.count_unknown(s) + tokenizer.count_unknown(t) for s, t in zip(src, tgt))
         if name == "train" and (dcfg.max_src_len or dcfg.max_tgt_len):

@@ -364,7 +364,7 @@ class _Trainer:
         src_len = max(len(s) for s in self.data.val.src[: len(pairs)])
         g = GenerationConfig(do_sample=False, max_new_tokens=min(self.cfg.generation.max_new_tokens, 2 * src_len + 10))
         hyps = translate(self.model, [s for s, _ in pairs], self.data.src_tokenizer, self.tokenizer, g,
-                         self.cfg.train.batch_size)
+                         self.cfg.train.batch_size, self.cfg.data.truncate_src)
         result = score(hyps, [t for _, t in pairs], ("bleu", "chrf"))
         return {"bleu": round(result["bleu"], 2), "chrf": round(result["chrf"], 2)}
 

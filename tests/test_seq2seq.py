@@ -313,3 +313,25 @@ def test_best_by_bleu_keeps_the_weights_of_the_best_decoded_eval(tmp_path, monke
     assert saves == [(30, True), (40, False)]
     with pytest.raises(ConfigError, match="best_by"):
         load_config(None, {"model.family": "gpt", "train.best_by": "bleu"})
+
+
+def test_truncated_sources_in_training_generation_and_evaluation(tmp_path):
+    """data.truncate_src=2: the encoder reads a source's first two tokens everywhere, so two
+    sources that start alike translate alike."""
+    from proselab.pair_data import prepare_pairs
+
+    overrides = s2s_overrides(tmp_path, **{"data.tokenizer": "word", "data.truncate_src": 2, "train.max_iters": 4})
+    data = prepare_pairs(load_config(None, overrides).data)
+    assert max(len(s) for s in data.train.src + data.val.src) == 3  # two tokens and eos
+    train(None, overrides)
+    gen = proselab.load(tmp_path / "run")
+    cfg = dict(do_sample=False, max_new_tokens=6)
+    assert gen.generate("a b c d e", **cfg) == gen.generate("a b", **cfg)
+    assert len(gen.attention("a b c d e", **cfg).src_tokens) == 3
+    pairs = tmp_path / "two.tsv"
+    pairs.write_text("a b c d e\tx\na b\tx\n", encoding="utf-8")
+    evaluate_pairs(tmp_path / "run", str(pairs), out=tmp_path / "hyp.txt", metrics=("bleu",), max_new_tokens=6)
+    first, second = (tmp_path / "hyp.txt").read_text().splitlines()
+    assert first == second
+    with pytest.raises(ConfigError, match="truncate_src"):
+        load_config(None, {"data.truncate_src": -1})

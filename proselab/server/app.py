@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..chat import ChatError
 from ..config import ConfigError
+from ..pair_data import source_ids
 from .engine import Engine, Event, Job, QueueFull
 from .responses import Shape, sse_data, usage_of
 from .schemas import AttentionRequest, ChatRequest, CompletionRequest, Sampling
@@ -261,7 +262,8 @@ def _prompt_ids(generator, prompt, limits: Limits) -> list[list[int]]:
         else:
             if not p or any(not 0 <= t < vocab for t in p):
                 raise APIError(400, f"token-id prompts must be non-empty and each id in [0, {vocab})", param="prompt")
-            ids = list(p) + ([generator.src_tokenizer.eos_id] if generator.is_seq2seq else [])
+            cut = generator.config.data.truncate_src if generator.is_seq2seq else 0
+            ids = list(p)[: cut or None] + ([generator.src_tokenizer.eos_id] if generator.is_seq2seq else [])
         _check_prompt_length(len(ids), limits)
         out.append(ids)
     return out
@@ -270,7 +272,7 @@ def _prompt_ids(generator, prompt, limits: Limits) -> list[list[int]]:
 def _source_ids(generator, text: str) -> list[int]:
     if not text.strip():
         raise APIError(400, "the source is empty; an encoder-decoder needs text to transform", param="prompt")
-    return generator.src_tokenizer.encode(text) + [generator.src_tokenizer.eos_id]
+    return source_ids(generator.src_tokenizer, text, generator.config.data.truncate_src)
 
 
 def _text(content) -> str:
