@@ -9,7 +9,8 @@ weights, saved as a Hugging Face checkpoint with GPT-2's tokenizer (from --token
 user starts it), so the clients here do not share its interpreter. Each client sends streaming
 completions back to back for ``--seconds``: a prompt of some 30 tokens, ``--max-tokens`` new
 tokens sampled at temperature 0.8 (``min_tokens`` = max_tokens, so every request is the same
-length). Reported per concurrency level: aggregate generated tokens/s (completion tokens from
+length). A char model's prompts need ``--prompt-chars`` to fit its window.
+Reported per concurrency level: aggregate generated tokens/s (completion tokens from
 the usage chunk, over the wall time), requests done, p50/p95 time to first token (request sent
 to first text), p50/p95 inter-token latency (between text chunks of a stream), and errors.
 """
@@ -60,10 +61,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run: Path, port: int, max_batch: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "proselab", "serve", str(run), "--port", str(port),
-                             "--max-batch", str(max_batch), "--model-name", "bench"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def start_server(run: Path, port: int, max_batch: int, log: Path) -> subprocess.Popen:
+    """``proselab serve`` in its own process, its output (one access-log line per request) to
+    ``log``: a pipe nobody reads would fill up and stall the server."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "proselab", "serve", str(run), "--port", str(port),
+                                 "--max-batch", str(max_batch), "--model-name", "bench"],
+                                stdout=out, stderr=subprocess.STDOUT, text=True)
     import urllib.request
 
     deadline = time.monotonic() + 300
@@ -73,17 +77,18 @@ def start_server(run: Path, port: int, max_batch: int) -> subprocess.Popen:
                 return proc
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start:\n{proc.stdout.read()}")
+                raise RuntimeError(f"the server did not start:\n{log.read_text()}")
             time.sleep(0.5)
 
 
-def client_loop(url: str, stop_at: float, max_tokens: int, seed: int, out: dict, lock: threading.Lock) -> None:
+def client_loop(url: str, stop_at: float, max_tokens: int, seed: int, out: dict, lock: threading.Lock,
+                prompt_chars: int = 0) -> None:
     import openai
 
     c = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600)
     i = seed
     while time.monotonic() < stop_at:
-        prompt = PROMPTS[i % len(PROMPTS)]
+        prompt = PROMPTS[i % len(PROMPTS)][: prompt_chars or None]
         i += 1
         sent = time.perf_counter()
         first = last = None
@@ -121,11 +126,11 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def run_level(url: str, clients: int, seconds: float, max_tokens: int) -> dict:
+def run_level(url: str, clients: int, seconds: float, max_tokens: int, prompt_chars: int = 0) -> dict:
     out = {"requests": 0, "tokens": 0, "errors": 0, "ttft": [], "itl": []}
     lock = threading.Lock()
     start = time.monotonic()
-    threads = [threading.Thread(target=client_loop, args=(url, start + seconds, max_tokens, k, out, lock))
+    threads = [threading.Thread(target=client_loop, args=(url, start + seconds, max_tokens, k, out, lock, prompt_chars))
                for k in range(clients)]
     for t in threads:
         t.start()
@@ -146,25 +151,27 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0, help="per concurrency level")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--max-batch", type=int, default=16)
+    ap.add_argument("--prompt-chars", type=int, default=0,
+                    help="cut prompts to this many characters (e.g. 40 for a char model with a 64-token window)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="serve_load_"))
     try:
         run = gpt2_checkpoint(tmp / "gpt2", args.tokenizer) if args.model == "gpt2-124m" else Path(args.model)
         port = free_port()
-        server = start_server(run, port, args.max_batch)
+        server = start_server(run, port, args.max_batch, tmp / "server.log")
         url = f"http://127.0.0.1:{port}/v1"
         try:
-            run_level(url, 1, min(5.0, args.seconds), args.max_tokens)  # warm-up
+            run_level(url, 1, min(5.0, args.seconds), args.max_tokens, args.prompt_chars)  # warm-up
             rows = []
             for c in map(int, args.clients.split(",")):
-                rows.append(run_level(url, c, args.seconds, args.max_tokens))
+                rows.append(run_level(url, c, args.seconds, args.max_tokens, args.prompt_chars))
                 print(json.dumps(rows[-1]), flush=True)
         finally:
             server.terminate()
             server.wait(30)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    base = rows[0]["tokens_per_sec"]
+    base = rows[0]["tokens_per_sec"] or float("nan")
     print(f"\n{args.model}: {args.max_tokens} new tokens per request, {args.seconds:g} s per level, "
           f"--max-batch {args.max_batch}, {os.cpu_count()} CPUs\n")
     print("| clients | tokens/s | x 1 client | requests | errors | TTFT p50 / p95 (s) | ITL p50 / p95 (ms) |")
