@@ -93,11 +93,15 @@ def collate_pairs(src: list[list[int]], tgt: list[list[int]], eos: int) -> tuple
     return Seq2SeqBatch(x, mask, tgt_in), y, sum(len(t) + 1 for t in tgt)
 
 
+def encoder_ids(ids: list[int], truncate: int, eos_id: int) -> list[int]:
+    """A source's token ids as the encoder reads them: the first ``truncate`` (all when 0, the
+    run's ``data.truncate_src``), then eos."""
+    return list(ids[:truncate] if truncate else ids) + [eos_id]
+
+
 def source_ids(tokenizer: Tokenizer, text: str, truncate: int = 0) -> list[int]:
-    """A source's token ids as the encoder reads them: its first ``truncate`` tokens (all when
-    0, the run's ``data.truncate_src``), then eos."""
-    ids = tokenizer.encode(text)
-    return (ids[:truncate] if truncate else ids) + [tokenizer.eos_id]
+    """A source text's ids as the encoder reads them (``encoder_ids``)."""
+    return encoder_ids(tokenizer.encode(text), truncate, tokenizer.eos_id)
 
 
 def source_batch(tokenizer: Tokenizer, texts: list[str], max_new_tokens: int | None = None,
@@ -147,8 +151,8 @@ def prepare_pairs(dcfg: DataConfig, tokenizer: Tokenizer | None = None,
     src_tokenizer = tokenizer if src_tokenizer is None or dcfg.joint_vocab else _with_eot(src_tokenizer)
     splits, unknown, dropped = [], 0, 0
     for name, split in (("train", pairs), ("val", val_pairs)):
-        cut = dcfg.truncate_src or None
-        src = [ids[:cut] + [src_tokenizer.eos_id] for ids in src_tokenizer.encode_batch([s for s, _ in split])]
+        src = [encoder_ids(ids, dcfg.truncate_src, src_tokenizer.eos_id)
+               for ids in src_tokenizer.encode_batch([s for s, _ in split])]
         tgt = tokenizer.encode_batch([t for _, t in split])
         unknown += sum(src_tokenizer.count_unknown(s) + tokenizer.count_unknown(t) for s, t in zip(src, tgt))
         if name == "train" and (dcfg.max_src_len or dcfg.max_tgt_len):

@@ -20,6 +20,20 @@ CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 Hidden = Tensor | tuple[Tensor, Tensor]  # h, or (h, c) for LSTM; each (num_layers, B, H)
 
 
+def select_hidden(state: Hidden, index: Tensor) -> Hidden:
+    """Rows ``index`` (B',) of a recurrent state (batch is dim 1 of h and c)."""
+    if isinstance(state, tuple):
+        return tuple(s.index_select(1, index) for s in state)
+    return state.index_select(1, index)
+
+
+def concat_hidden(states: list[Hidden]) -> Hidden:
+    """One recurrent state holding the rows of ``states`` in order."""
+    if isinstance(states[0], tuple):
+        return tuple(torch.cat(parts, dim=1) for parts in zip(*states))
+    return torch.cat(states, dim=1)
+
+
 class RNNLM(nn.Module):
     """Embedding, stacked RNN/LSTM/GRU and a (tied) linear head; hidden state as decoding state."""
 
@@ -130,12 +144,8 @@ class RNNLM(nn.Module):
 
     def merge(self, states: list[Hidden]) -> Hidden:
         """One hidden state holding the rows of ``states`` in order."""
-        if isinstance(states[0], tuple):
-            return tuple(torch.cat(parts, dim=1) for parts in zip(*states))
-        return torch.cat(states, dim=1)
+        return concat_hidden(states)
 
     def reorder(self, state: Hidden, index: Tensor) -> Hidden:
         """Rows ``index`` (B',) of the hidden state (batch is dim 1 of h and c)."""
-        if isinstance(state, tuple):
-            return tuple(s.index_select(1, index) for s in state)
-        return state.index_select(1, index)
+        return select_hidden(state, index)

@@ -26,7 +26,7 @@ from torch import Tensor
 from ..config import ModelConfig
 from .layers import lm_loss
 from .protocol import Seq2SeqBatch, memory_rows
-from .rnn import CELLS
+from .rnn import CELLS, concat_hidden, select_hidden
 
 Hidden = Tensor | tuple[Tensor, Tensor]  # h, or (h, c) for LSTM; each (num_layers, B, H)
 
@@ -232,11 +232,9 @@ class RNNSeq2Seq(nn.Module):
         def cat(parts: list) -> Tensor | None:
             return None if parts[0] is None else torch.cat(parts, dim=0)
 
-        first = states[0]
-        hidden = tuple(torch.cat(p, dim=1) for p in zip(*(s.hidden for s in states))) \
-            if isinstance(first.hidden, tuple) else torch.cat([s.hidden for s in states], dim=1)
         memory = (cat([rows(s, name) for s in states]) for name in RNNState.MEMORY)
-        return RNNState(hidden, cat([s.feed for s in states]), *memory)  # weights: the next step's
+        return RNNState(concat_hidden([s.hidden for s in states]), cat([s.feed for s in states]),
+                        *memory)  # weights: the next step's
 
     def reorder(self, state: RNNState, index: Tensor) -> RNNState:
         """Rows ``index`` of every tensor in the state (the hidden state has batch in dim 1); the
@@ -244,11 +242,12 @@ class RNNSeq2Seq(nn.Module):
         group, rows = memory_rows(index, state.group, state.mask.size(0))
 
         def pick(name: str, value):
-            if value is None or name == "group":
-                return group if name == "group" else None
+            if name == "group":
+                return group
+            if value is None:
+                return None
             if name == "hidden":
-                return tuple(h.index_select(1, index) for h in value) if isinstance(value, tuple) \
-                    else value.index_select(1, index)
+                return select_hidden(value, index)
             if name in RNNState.MEMORY:
                 return value if rows is None else value.index_select(0, rows)
             return value.index_select(0, index)

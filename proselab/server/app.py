@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -28,12 +27,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..chat import ChatError
 from ..config import ConfigError
-from ..pair_data import source_ids
+from ..pair_data import encoder_ids, source_ids
 from .engine import Engine, Event, Job, QueueFull
 from .responses import Shape, sse_data, usage_of
 from .schemas import AttentionRequest, ChatRequest, CompletionRequest, Sampling
 
-log = logging.getLogger("proselab.server")
 
 
 class APIError(Exception):
@@ -262,8 +260,8 @@ def _prompt_ids(generator, prompt, limits: Limits) -> list[list[int]]:
         else:
             if not p or any(not 0 <= t < vocab for t in p):
                 raise APIError(400, f"token-id prompts must be non-empty and each id in [0, {vocab})", param="prompt")
-            cut = generator.config.data.truncate_src if generator.is_seq2seq else 0
-            ids = list(p)[: cut or None] + ([generator.src_tokenizer.eos_id] if generator.is_seq2seq else [])
+            ids = encoder_ids(p, generator.config.data.truncate_src, generator.src_tokenizer.eos_id) \
+                if generator.is_seq2seq else list(p)
         _check_prompt_length(len(ids), limits)
         out.append(ids)
     return out

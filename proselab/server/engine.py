@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -66,7 +65,6 @@ class Job:
         self.ids, self.cfg, self.emit, self.top_logprobs = list(ids), cfg, emit, top_logprobs
         self.n = cfg.num_return_sequences if cfg.num_beams == 1 else 1  # rows in the batch
         self.cancelled = False  # set by the consumer (a client went away); the engine drops the job
-        self.submitted = time.monotonic()
         # set when the job is admitted
         self.rows: Rows | None = None
         self.hist: torch.Tensor | None = None  # (n, T + max_new_tokens) prompt and new tokens, for processors
@@ -93,8 +91,8 @@ class Engine:
         self.gen, self.model = generator, generator.model
         self.max_batch, self.max_queue = max_batch, max_queue
         self.can_merge = callable(getattr(self.model, "merge", None))
-        self.eos_ids = eos_ids_for(None, generator.tokenizer)
-        self.fill = self.eos_ids[0] if self.eos_ids else 0  # fed to finished rows until they leave
+        eos = eos_ids_for(None, generator.tokenizer)
+        self.fill = eos[0] if eos else 0  # fed to finished rows until they leave
         self.device = generator.device
         self._waiting: deque[Job] = deque()
         self._calls: deque[tuple[Callable[[], object], Future]] = deque()  # other uses of the model
@@ -247,11 +245,11 @@ class Engine:
             prompt = torch.tensor([[] if self.gen.is_seq2seq else job.ids], dtype=torch.long).view(1, -1)
             job.hist = torch.cat([prompt, torch.full((1, cfg.max_new_tokens), self.fill)], dim=1).repeat(n, 1)
             job.T = prompt.size(1)
-            job.procs = build_processors(cfg, self.gen.suppress_ids, prompt_length=job.T, eos_ids=self.eos_ids)
+            eos_ids = eos_ids_for(cfg.eos_token_id, self.gen.tokenizer)
+            job.procs = build_processors(cfg, self.gen.suppress_ids, prompt_length=job.T, eos_ids=eos_ids)
             job.gens = [row_generator(cfg.seed, job.ids, j) for j in range(n)] if cfg.do_sample else None
             wants_logprobs = cfg.output_scores or job.top_logprobs > 0
-            job.rows = Rows(n, [0] * n, cfg.max_new_tokens, eos_ids_for(cfg.eos_token_id, self.gen.tokenizer),
-                            self.gen.tokenizer, cfg.stop, wants_logprobs)
+            job.rows = Rows(n, [0] * n, cfg.max_new_tokens, eos_ids, self.gen.tokenizer, cfg.stop, wants_logprobs)
             job.deadline = Deadline(cfg.max_time)
         return logits, state
 
