@@ -49,6 +49,53 @@ def test_merged_lm_states_decode_as_they_did_apart(kind):
     torch.testing.assert_close(together, torch.cat([alone_a, alone_b], dim=1), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("fits", [True, False])
+def test_a_gpt_state_takes_new_rows_in_place_of_finished_ones(fits):
+    """``insert`` puts a fresh prompt's rows where finished rows were: in place when the new
+    prompt is no longer than the running cache, through merge when it is; either way every
+    row then gives the logits it gives alone, also past the window of 12 (slides, and the
+    1.5-window buffer's shift)."""
+    model = lm("gpt")
+    _, a = model.start(pad_prompts([[1, 2, 3, 4, 5], [6, 7], [8]])[0])
+    _, a = steps(model, a, [[4, 5, 6], [6, 7, 8]])
+    b_prompt = [[9, 10, 11]] if fits else [[3] * 9]
+    _, b = model.start(pad_prompts(b_prompt)[0])
+    kept = model.reorder(a, torch.arange(3))
+    if fits:
+        assert b.length <= kept.length
+    else:
+        assert b.length > kept.length
+    joined = model.insert(kept, torch.tensor([1]), model.reorder(b, torch.arange(1)))
+    feed = [[1, 2, 3], [5, 6, 7], [9, 1, 2]] * 5
+    together, _ = steps(model, joined, feed)
+    alone_a, _ = steps(model, a, [[f[0], 0, f[2]] for f in feed])
+    alone_b, _ = steps(model, b, [[f[1]] for f in feed])
+    torch.testing.assert_close(together[:, [0, 2]], alone_a[:, [0, 2]], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(together[:, 1], alone_b[:, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_a_gpt_cache_drops_the_slots_no_row_uses():
+    """When a long row is replaced by a short one, the slots before every row's first token
+    are most of the cache; the next step drops them (attention reads every slot), and each
+    row decodes exactly as alone."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(vocab_size=20, family="gpt", n_layer=2, n_head=2, n_embd=16, block_size=64)).eval()
+    long, short, new = [t % 19 + 1 for t in range(40)], [5, 6, 7], [8, 9, 10]
+    _, state = model.start(pad_prompts([long, short])[0])
+    _, state = steps(model, state, [[1, 2]] * 5)
+    _, fresh = model.start(torch.tensor([new]))
+    state = model.insert(state, torch.tensor([0]), fresh)
+    assert state.length == 45
+    feed = [[3, 4], [5, 6], [7, 8]]
+    together, state = steps(model, state, feed)
+    assert state.length <= 12  # 8 + 3 slots in use: the 37 before them went
+    _, s = model.start(torch.tensor([short]))
+    _, s = steps(model, s, [[2]] * 5)
+    alone_short, _ = steps(model, s, [[f[1]] for f in feed])
+    alone_new, _ = steps(model, fresh, [[f[0]] for f in feed])
+    torch.testing.assert_close(together, torch.cat([alone_new, alone_short], dim=1), atol=1e-5, rtol=1e-5)
+
+
 S2S = {
     "rnn": dict(arch="rnn", cell="gru", attention="bahdanau", num_layers=1),
     "transformer": dict(arch="transformer", n_layer=2, n_head=2),
@@ -145,6 +192,38 @@ def test_jobs_that_join_a_running_batch_decode_as_they_would_alone(tmp_path, fam
         assert collectors[2].first < collectors[0].finished  # joined while the first job ran
         total = sum(len(g.tokens) for c in collectors for g in c.events[-1].results)
         assert engine.steps < total * 0.6
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("family", ["gpt", "rnn"])
+def test_a_job_takes_the_row_of_one_that_finished(tmp_path, family, monkeypatch):
+    """A finished job's row stays in the batch for a while; a job that comes then takes it
+    (the GPT's ``insert``, or merge and reorder for a family without one) and decodes as it
+    would alone, and so do the jobs around it."""
+    from proselab.server import engine as engine_module
+    from proselab.server.engine import Engine, Job
+
+    monkeypatch.setattr(engine_module, "STALE", 10_000)  # keep the free row however slow the machine
+    gen = lm_run(tmp_path, family)
+    greedy = lambda n: gen.generation_config(do_sample=False, max_new_tokens=n, min_new_tokens=n)  # noqa: E731
+    engine = Engine(gen, max_batch=4)
+    try:
+        prompts = [("ROMEO:", 60), ("The", 3), ("JULIET:", 60)]
+        collectors = [Collector() for _ in prompts]
+        jobs = [Job(gen.encode_prompt(p), greedy(n), c) for (p, n), c in zip(prompts, collectors)]
+        for job in jobs:  # submitted at once, so they start together in rows 0, 1, 2
+            engine.submit(job)
+        assert collectors[1].done.wait(30)
+        late = Collector()
+        late_job = Job(gen.encode_prompt("What"), greedy(10), late)
+        engine.submit(late_job)
+        for c in [*collectors, late]:
+            assert c.done.wait(60)
+        assert [job.slots for job in jobs] == [[0], [1], [2]] and late_job.slots == [1]
+        for (p, n), c in [*zip(prompts, collectors), (("What", 10), late)]:
+            assert c.events[-1].results[0].tokens == gen.complete(p, do_sample=False, max_new_tokens=n,
+                                                                   min_new_tokens=n)[0].tokens
     finally:
         engine.close()
 

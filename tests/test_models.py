@@ -147,16 +147,18 @@ def test_gpt_generation_slides_past_block_size():
     slides = 0
     for t in range(3, 40):  # 37 steps: the window slides several times
         logits, state = model.step(tokens[:, t], state)
-        window = state.idx[:, : state.length]
-        assert torch.equal(window, tokens[:, t + 1 - state.length : t + 1]), "window must hold the latest tokens"
+        n = state.length
+        window = state.idx[:, :n][state.mask[:, :n]].view(2, -1)  # each row's tokens: its unmasked slots
+        assert torch.equal(window, tokens[:, t + 1 - window.size(1) : t + 1]), "window must hold the latest tokens"
         ref, _ = model(window)
         torch.testing.assert_close(logits, ref[:, -1], atol=ATOL, rtol=0)
-        if state.length == keep and t >= bs:  # just slid: the same as a fresh start on the last keep tokens
+        if int(state.pos[0]) == keep and t >= bs:  # just slid: the same as a fresh start on the last keep tokens
             slides += 1
             fresh_logits, fresh = model.start(tokens[:, t + 1 - keep : t + 1])
             torch.testing.assert_close(logits, fresh_logits, atol=0, rtol=0)
             for a, b in ((state.k, fresh.k), (state.v, fresh.v)):
-                torch.testing.assert_close(a[:, :, :, :keep], b[:, :, :, :keep], atol=0, rtol=0)
+                torch.testing.assert_close(a[:, :, :, n - keep : n], b[:, :, :, :keep], atol=0, rtol=0)
+        assert state.capacity <= bs + bs // 2
     assert slides == 7  # full at t=7; slides at t = 8, 13, ..., 38 (keep 4, then 4 steps refill it)
 
 

@@ -104,6 +104,10 @@ class Rows:
                 deltas.append(Delta(r, text, new, reason, [lps[j]] if lps is not None and new else None))
         return done, deltas
 
+    @property
+    def finished(self) -> bool:
+        return all(reason is not None for reason in self.reasons)
+
     def results(self) -> list[Generation]:
         out = []
         for r, toks in enumerate(self.tokens):

@@ -196,27 +196,57 @@ class GPT(nn.Module):
         return x
 
     def _make_room(self, state: KVCache, sliding: Tensor) -> KVCache:
-        """Free slot ``length``: grow the buffers, or drop the slots no row uses any more."""
+        """Free slot ``length``: grow the buffers, or drop the slots no row uses any more.
+
+        Buffers grow up to 1.5 x block_size slots, not block_size: when such a cache is full,
+        every row starts at slot block_size // 2 or later, so the shift that frees room drops
+        at least half a window at once. At exactly block_size, rows that started at different
+        times (a server's batch) would leave one free slot per shift, a copy of the whole
+        cache in every step.
+        """
         bs, n = self.config.block_size, state.length
-        if state.capacity < bs:
-            new = self._empty_cache(state.idx.size(0), min(bs, 2 * state.capacity), state.idx.device)
+        limit = bs + bs // 2
+        if state.capacity < limit:
+            new = self._empty_cache(state.idx.size(0), min(limit, 2 * state.capacity), state.idx.device)
             new.k[:, :, :, :n], new.v[:, :, :, :n] = state.k[:, :, :, :n], state.v[:, :, :, :n]
             new.idx[:, :n], new.mask[:, :n] = state.idx[:, :n], state.mask[:, :n]
             new.pos, new.length, new.padded = state.pos, n, state.padded
             return new
-        # a full window: every row that is not sliding now has < block_size tokens, so starts
-        # at slot >= 1, and a sliding row will start at n - keep + 1 >= 1: shift all left by the least
+        # a full cache: every row that is not sliding now has < block_size tokens, so starts
+        # at slot >= n - block_size + 1, and a sliding row will start at n - keep + 1: shift all left by the least
         first = state.mask[:, :n].int().argmax(1)  # (B,) each row's first slot
         keep = max(1, bs // 2)
         first = torch.where(sliding, n - keep + 1, first)
         shift = int(first.min())
         assert shift >= 1, "KV cache full with a row of block_size tokens that is not sliding"
+        return self._shift(state, shift)
+
+    def _shift(self, state: KVCache, shift: int) -> KVCache:
+        """Drop slots [0, shift), which no row uses, moving the rest to the left (in place)."""
+        n = state.length
         m = n - shift
         for buf in (state.k, state.v):
             buf[:, :, :, :m] = buf[:, :, :, shift:n].clone()
         state.idx[:, :m], state.mask[:, :m] = state.idx[:, shift:n].clone(), state.mask[:, shift:n].clone()
         state.mask[:, m:] = False
         state.length, state.padded = m, not bool(state.mask[:, :m].all())
+        return state
+
+    def _trim(self, state: KVCache) -> KVCache:
+        """Drop the leading slots no row uses once they are half the cache or more.
+
+        Attention reads every slot in [0, length), masked or not. In a batch whose rows come
+        and go (``insert``, ``reorder``), the slots before the oldest row's first token are
+        dead weight; dropping them when they reach half of ``length`` costs one copy of the
+        live half at most every length / 2 steps.
+        """
+        n = state.length
+        if not state.padded or n < 32:
+            return state
+        used = state.mask[:, :n].any(0)  # (n,)
+        first = int(used.int().argmax()) if bool(used.any()) else n
+        if 2 * first >= n:
+            return self._shift(state, first)
         return state
 
     @torch.no_grad()
@@ -238,6 +268,7 @@ class GPT(nn.Module):
         """
         bs = self.config.block_size
         sliding = state.pos >= bs  # (B,)
+        state = self._trim(state)
         if state.length == state.capacity:
             state = self._make_room(state, sliding)
         n = state.length
@@ -286,6 +317,10 @@ class GPT(nn.Module):
         B = sum(s.idx.size(0) for s in states)
         capacity = max(max(s.capacity for s in states), min(self.config.block_size, n + 1))
         out = self._empty_cache(B, capacity, states[0].idx.device)
+        # the padding slots are masked, but attention still multiplies their values by a zero
+        # weight: uninitialised memory holding a NaN would turn the row's output into NaN
+        out.k[:, :, :, :n].zero_()
+        out.v[:, :, :, :n].zero_()
         r = 0
         for s in states:
             b, off = s.idx.size(0), n - s.length
@@ -295,6 +330,27 @@ class GPT(nn.Module):
             r += b
         out.length, out.padded = n, not bool(out.mask[:, :n].all())
         return out
+
+    def insert(self, state: KVCache, rows: Tensor, new: KVCache) -> KVCache:
+        """Put the rows of ``new`` into rows ``rows`` (R,) of ``state``, replacing them
+        (requests taking the places of finished ones in a running batch).
+
+        Each new row is right-aligned to end at slot ``length`` - 1, as in ``merge``, and its
+        slots before that are masked. When the new rows fit (``new.length <= state.length``)
+        only their slots are written, in place; otherwise the cache is rebuilt with ``merge``.
+        """
+        n, m = state.length, new.length
+        if m > n:
+            index = torch.arange(state.idx.size(0), device=rows.device)
+            index[rows] = state.idx.size(0) + torch.arange(rows.numel(), device=rows.device)
+            return self.reorder(self.merge([state, new]), index)
+        for buf, src in ((state.k, new.k), (state.v, new.v)):
+            buf[:, rows, :, n - m : n] = src[:, :, :, :m].to(buf.dtype)
+        state.mask[rows] = False
+        state.idx[rows, n - m : n], state.mask[rows, n - m : n] = new.idx[:, :m], new.mask[:, :m]
+        state.pos[rows] = new.pos
+        state.padded = not bool(state.mask[:, :n].all())
+        return state
 
     def reorder(self, state: KVCache, index: Tensor) -> KVCache:
         """Rows ``index`` (B',) of the cache, as a new KVCache (beams, num_return_sequences)."""

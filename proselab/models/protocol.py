@@ -12,7 +12,10 @@ be forked (beams, num_return_sequences) and each copy stepped independently.
 Optionally a model also has ``merge(states) -> state``: one state whose rows are the rows of
 ``states`` in order, each decoding exactly as it did alone. The server's continuous batching
 uses it to let new requests join a running batch; a model without it is served in static
-batches.
+batches. ``insert(state, rows, new) -> state`` (optional too) puts the rows of ``new`` in
+place of rows ``rows`` of ``state`` (consumed, like ``step``'s), which lets a request take a
+finished one's place without the copy of every row a merge makes; the server falls back to
+merge and reorder.
 """
 
 from __future__ import annotations

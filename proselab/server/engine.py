@@ -1,17 +1,24 @@
 """The serving engine: continuous batching over the Decoder protocol.
 
 One thread owns the model. Requests (``Job``) wait in a bounded queue. Before every decoding
-step the engine admits waiting jobs into the running batch (one prefill for all of them, then
-``model.merge``), picks each job's next tokens with that job's own settings (logits
-processors, temperature / top-k / top-p, seed), hands the new text to the job's consumer, and
-drops finished or cancelled jobs (``model.reorder``) before the one shared ``step``. Jobs thus
-join and leave at step granularity, as in vLLM and text-generation-inference, and each
-decodes the tokens ``proselab generate`` gives it alone: the same processors, the same
-per-sequence random streams (``row_generator``), the same stopping rules (``Rows``).
+step the engine admits waiting jobs into the running batch (one prefill for all of them),
+picks each job's next tokens with that job's own settings (logits processors, temperature /
+top-k / top-p, seed), hands the new text to the job's consumer, and feeds the tokens to the
+one shared ``step``. Jobs thus join and leave at step granularity, as in vLLM and
+text-generation-inference, and each decodes the tokens ``proselab generate`` gives it alone:
+the same processors, the same per-sequence random streams (``row_generator``), the same
+stopping rules (``Rows``).
+
+Joining and leaving avoid copying the batch's state. A finished job's rows stay in the batch
+(fed a harmless token) and the next job to come takes them over (``insert``: a GPT writes
+the new prompt's keys and values into those rows only). Only when free rows are half the
+batch, or no job has taken them for ``STALE`` steps, is the batch compacted (``reorder``);
+only when a job needs more rows than are free is the state rebuilt (``merge``).
 
 Every family has ``merge``; a model without it would be served in static batches: waiting
-jobs start together when the running batch is empty. Beam search (num_beams > 1) keeps its
-beams to the end anyway, so a beam job runs whole, between two steps.
+jobs start together when the running batch is empty. A family without ``insert`` takes new
+rows by merge and reorder. Beam search (num_beams > 1) keeps its beams to the end anyway, so
+a beam job runs whole, between two steps.
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ class Job:
         self.ids, self.cfg, self.emit, self.top_logprobs = list(ids), cfg, emit, top_logprobs
         self.n = cfg.num_return_sequences if cfg.num_beams == 1 else 1  # rows in the batch
         self.cancelled = False  # set by the consumer (a client went away); the engine drops the job
+        self.slots: list[int] = []  # the job's rows in the running batch
         # set when the job is admitted
         self.rows: Rows | None = None
         self.hist: torch.Tensor | None = None  # (n, T + max_new_tokens) prompt and new tokens, for processors
@@ -100,7 +108,6 @@ class Engine:
         self._closed = False
         self.steps = 0  # shared decoding steps taken (for tests and the health route)
         self.running_rows = 0
-        prepack_for_cpu(self.model)
         self._thread = threading.Thread(target=self._run, name="proselab-engine", daemon=True)
         self._thread.start()
 
@@ -139,19 +146,19 @@ class Engine:
 
     # ---- the engine thread ---------------------------------------------------------------
     def _run(self) -> None:
-        running: list[Job] = []
-        state = logits = None
+        prepack_for_cpu(self.model)  # here, not on the caller's thread: see server._on_a_passing_thread
+        batch = _Batch()
         while True:
             with self._cond:
-                while not running and not self._waiting and not self._calls and not self._closed:
+                while not batch.jobs and not self._waiting and not self._calls and not self._closed:
                     self._cond.wait()
                 if self._closed:
-                    for job in [*running, *self._waiting]:
+                    for job in [*batch.jobs, *self._waiting]:
                         job.emit(Event(error=RuntimeError("the server is shutting down")))
                     for _, future in self._calls:
                         future.set_exception(RuntimeError("the server is shutting down"))
                     return
-                new = self._take(sum(j.n for j in running))
+                new = self._take(batch.live_rows)
                 calls = list(self._calls)
                 self._calls.clear()
             for fn, future in calls:
@@ -163,36 +170,81 @@ class Engine:
                 with torch.no_grad():
                     new = [job for job in new if not self._run_whole(job)]
                     if new:
-                        first, joined = self._admit(new)
-                        logits = first if state is None else torch.cat([logits, first.to(logits.dtype)])
-                        state = joined if state is None else self.model.merge([state, joined])
-                        running += new
-                        self.running_rows = sum(j.n for j in running)
-                    if not running:
+                        self._join(batch, new)
+                    if not batch.jobs:
                         continue
-                    tokens, keep = self._decide(running, logits)
-                    if not all(keep):  # finished and cancelled jobs leave the batch
-                        spans, offset = [], 0
-                        for job, k in zip(running, keep):
-                            if k:
-                                spans.append(torch.arange(offset, offset + job.n))
-                            offset += job.n
-                        running = [job for job, k in zip(running, keep) if k]
-                        if not running:
-                            state = logits = None
-                            self.running_rows = 0
-                            continue
-                        index = torch.cat(spans)
-                        tokens, state = tokens[index], self.model.reorder(state, index.to(self.device))
-                    logits, state = self.model.step(tokens.to(self.device), state)
+                    tokens = self._decide(batch)
+                    if not batch.jobs:  # every job finished
+                        batch.clear()
+                        self.running_rows = 0
+                        continue
+                    free = batch.free_rows()
+                    if free and (2 * len(free) >= batch.size or self.steps - min(batch.freed[r] for r in free) >= STALE):
+                        tokens = tokens[self._compact(batch)]
+                    batch.logits, batch.state = self.model.step(tokens.to(self.device), batch.state)
                     self.steps += 1
-                    self.running_rows = sum(j.n for j in running)
+                    self.running_rows = batch.live_rows
             except Exception as e:  # never wedge: fail the jobs in flight, keep serving
                 log.exception("decoding failed; the requests in flight get an error")
-                for job in dict.fromkeys([*running, *new]):
+                for job in dict.fromkeys([*batch.jobs, *new]):
                     job.emit(Event(error=e))
-                running, state, logits = [], None, None
+                batch.clear()
                 self.running_rows = 0
+
+    def _join(self, batch: "_Batch", new: list[Job]) -> None:
+        """Prefill ``new`` and put its rows in the batch: in the rows of finished jobs when
+        there are enough of them (``insert``, no copy of the others' state), else after the
+        running rows (``merge``)."""
+        first, joined = self._admit(new)
+        need = sum(job.n for job in new)
+        free = batch.free_rows()
+        if batch.state is None:
+            batch.state, batch.logits, targets = joined, first, list(range(need))
+            batch.owner = [None] * need
+        elif need <= len(free):
+            targets = free[:need]
+            rows = torch.tensor(targets, device=self.device)
+            batch.state = self._insert(batch.state, rows, joined, batch.size)
+            batch.logits[rows] = first.to(batch.logits.dtype)
+        else:
+            if free:
+                self._compact(batch)
+            B = batch.size
+            batch.state = self.model.merge([batch.state, joined])
+            batch.logits = torch.cat([batch.logits, first.to(batch.logits.dtype)])
+            targets = list(range(B, B + need))
+            batch.owner += [None] * need
+        k = 0
+        for job in new:
+            job.slots = targets[k : k + job.n]
+            k += job.n
+            for r in job.slots:
+                batch.owner[r] = job
+                batch.freed.pop(r, None)
+        batch.jobs += new
+        self.running_rows = batch.live_rows
+
+    def _insert(self, state, rows: torch.Tensor, new, B: int):
+        """``new``'s rows in place of ``rows`` of ``state`` (B rows): the model's ``insert``,
+        else a merge and a reorder that puts each new row where the old one was."""
+        if callable(getattr(self.model, "insert", None)):
+            return self.model.insert(state, rows, new)
+        index = torch.arange(B, device=rows.device)
+        index[rows] = B + torch.arange(rows.numel(), device=rows.device)
+        return self.model.reorder(self.model.merge([state, new]), index)
+
+    def _compact(self, batch: "_Batch") -> torch.Tensor:
+        """Drop the rows of finished jobs from the batch (``reorder``); returns the rows kept."""
+        keep = [r for r, job in enumerate(batch.owner) if job is not None]
+        where = {r: i for i, r in enumerate(keep)}
+        for job in batch.jobs:
+            job.slots = [where[r] for r in job.slots]
+        index = torch.tensor(keep)
+        batch.state = self.model.reorder(batch.state, index.to(self.device))
+        batch.logits = batch.logits[index.to(batch.logits.device)]
+        batch.owner = [batch.owner[r] for r in keep]
+        batch.freed = {}
+        return index
 
     def _take(self, rows: int) -> list[Job]:
         """Waiting jobs that fit in the batch now (called with the lock held)."""
@@ -253,47 +305,98 @@ class Engine:
             job.deadline = Deadline(cfg.max_time)
         return logits, state
 
-    def _decide(self, running: list[Job], logits: torch.Tensor) -> tuple[torch.Tensor, list[bool]]:
-        """Each job's next tokens from its rows of ``logits``; emits their output. Returns the
-        tokens to feed (B,) and, per job, whether it stays in the batch."""
-        tokens, keep, offset = [], [], 0
-        for job in running:
-            n = job.n
-            part = logits[offset : offset + n].float()
-            offset += n
+    def _decide(self, batch: "_Batch") -> torch.Tensor:
+        """Every job's next tokens from its rows of the logits; emits their output and takes
+        finished and failed jobs out of ``batch.jobs`` (their rows become free). Returns the
+        tokens to feed (B,): the free rows get ``fill``.
+
+        Each job's processors run on its own rows; the choice is then made for all rows at
+        once (one softmax and one draw, each row with its own random stream), so a step's
+        cost grows little with the number of jobs.
+        """
+        logits = batch.logits.float()
+        tokens = torch.full((batch.size,), self.fill, dtype=torch.long)
+        active, parts = [], []
+        for job in batch.jobs:
             if job.cancelled:
-                tokens.append(torch.full((n,), self.fill))
-                keep.append(False)
                 continue
             try:
-                nxt, done = self._choose(job, part)
+                parts.append(apply_processors(job.procs, job.hist[:, : job.T + job.t].to(logits.device),
+                                              logits[job.slots]))
+                active.append(job)
             except Exception as e:  # one job's failure (a bad setting) is its own
                 log.exception("a request failed while decoding")
                 job.emit(Event(error=e))
-                tokens.append(torch.full((n,), self.fill))
-                keep.append(False)
-                continue
-            tokens.append(nxt.masked_fill(torch.tensor(done), self.fill))
-            keep.append(not all(done))
-        return torch.cat(tokens), keep
+                job.cancel()
+        if active:
+            scores = torch.cat(parts)  # (R, V) the active jobs' rows, in order
+            nxt = torch.empty(scores.size(0), dtype=torch.long, device=scores.device)
+            spans, k = [], 0
+            for job in active:
+                spans.append((k, k + job.n))
+                k += job.n
+            sampled = [(job, a, b) for job, (a, b) in zip(active, spans) if job.cfg.do_sample]
+            greedy = [(a, b) for job, (a, b) in zip(active, spans) if not job.cfg.do_sample]
+            if sampled:
+                idx = torch.cat([torch.arange(a, b) for _, a, b in sampled]).to(scores.device)
+                nxt[idx] = draw(torch.softmax(scores[idx], dim=-1), [g for job, _, _ in sampled for g in job.gens])
+            if greedy:
+                idx = torch.cat([torch.arange(a, b) for a, b in greedy]).to(scores.device)
+                nxt[idx] = scores[idx].argmax(dim=-1)
+            nxt = nxt.cpu()
+            for job, (a, b) in zip(active, spans):
+                done = self._record(job, scores[a:b], nxt[a:b])
+                tokens[job.slots] = nxt[a:b].masked_fill(torch.tensor(done), self.fill)
+        for job in [job for job in batch.jobs if job.cancelled or job.rows.finished]:
+            batch.leave(job, self.steps)
+        return tokens
 
-    def _choose(self, job: Job, logits: torch.Tensor) -> tuple[torch.Tensor, list[bool]]:
-        cfg, rows = job.cfg, job.rows
-        scores = apply_processors(job.procs, job.hist[:, : job.T + job.t].to(logits.device), logits)  # (n, V)
-        if cfg.do_sample:
-            nxt = draw(torch.softmax(scores, dim=-1), job.gens)
-        else:
-            nxt = scores.argmax(dim=-1)
+    def _record(self, job: Job, scores: torch.Tensor, nxt: torch.Tensor) -> list[bool]:
+        """Hand one step's tokens (n,) to the job's rows; emit what is new. Returns which rows are done."""
+        rows = job.rows
         logp = torch.log_softmax(scores, dim=-1) if rows.logprobs is not None else None
-        lps = logp.gather(1, nxt[:, None]).squeeze(1) if logp is not None else None
-        done, deltas = rows.update(torch.arange(job.n), nxt.cpu(), lps, job.t, job.deadline.passed())
+        lps = logp.gather(1, nxt[:, None].to(logp.device)).squeeze(1) if logp is not None else None
+        done, deltas = rows.update(torch.arange(job.n), nxt, lps, job.t, job.deadline.passed())
         top = None
         if job.top_logprobs and deltas:
             values, ids = logp.topk(min(job.top_logprobs, logp.size(-1)), dim=-1)
             top = {d.index: list(zip(ids[d.index].tolist(), values[d.index].tolist())) for d in deltas if d.tokens}
-        job.hist[:, job.T + job.t] = nxt.cpu()
+        job.hist[:, job.T + job.t] = nxt
         job.t += 1
         finished = all(done)
         if deltas or finished:
             job.emit(Event(deltas=deltas, top=top, results=rows.results() if finished else None))
-        return nxt.cpu(), done
+        return done
+
+
+STALE = 8  # steps a finished job's rows wait for a new job to take them before the batch is compacted
+
+
+class _Batch:
+    """The running batch: the model's state and last logits, and which job owns each row."""
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self) -> None:
+        self.state = self.logits = None
+        self.jobs: list[Job] = []  # running jobs, in the order they joined
+        self.owner: list[Job | None] = []  # per row; None = free (its job finished)
+        self.freed: dict[int, int] = {}  # free row -> the step it was freed at
+
+    @property
+    def size(self) -> int:
+        return len(self.owner)
+
+    @property
+    def live_rows(self) -> int:
+        return sum(job.n for job in self.jobs)
+
+    def free_rows(self) -> list[int]:
+        return [r for r, job in enumerate(self.owner) if job is None]
+
+    def leave(self, job: Job, step: int) -> None:
+        self.jobs.remove(job)
+        for r in job.slots:
+            self.owner[r] = None
+            self.freed[r] = step
