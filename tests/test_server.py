@@ -210,6 +210,54 @@ def test_a_burst_of_concurrent_requests_all_succeed_and_share_steps(served):
     assert engine.steps - before < 16 * 20 / 2  # sequentially it would take 320 steps
 
 
+def test_a_stream_that_falls_behind_sends_what_piled_up_in_fewer_chunks():
+    """Events the client has not taken yet go out as one chunk per sequence: the text, the
+    tokens' logprobs and the finish reason all arrive, in order; a sequence's chunks are not
+    joined across its finish, nor when they carry top logprobs."""
+    import asyncio
+
+    from proselab.decoding.stopping import Delta, Generation
+    from proselab.server.app import _sse
+    from proselab.server.engine import Event
+    from proselab.server.responses import Shape
+
+    class Tok:
+        def decode(self, ids):
+            return "".join(chr(96 + i) for i in ids)
+
+    class Job:
+        def cancel(self):
+            pass
+
+    async def stream(events, top=0, n=1):
+        queue = asyncio.Queue()
+        for e in events:
+            queue.put_nowait((0, e))
+        shape = Shape("cmpl-1", "m", False, Tok(), n, top)
+        return [json.loads(line[6:]) for line in [x async for x in _sse(None, queue, [Job()], shape,
+                                                                                {"prompt_tokens": 2}, True)]
+                if line.startswith("data: {")]
+
+    step = lambda i, t, fin=None, top=None: Event(deltas=[Delta(i, Tok().decode([t]), [t], fin, [-0.5 * t])],  # noqa: E731
+                                                 top=top)
+    last = Event(deltas=[Delta(0, "c", [3], "length", [-1.5]), Delta(1, "z", [26], "length", [-13.0])],
+                 results=[Generation("abc", [1, 2, 3], "length", 0), Generation("yz", [25, 26], "length", 0)])
+    chunks = asyncio.run(stream([step(0, 1), step(1, 25), step(0, 2), last], n=2))
+    texts = [(c["choices"][0]["index"], c["choices"][0]["text"], c["choices"][0]["finish_reason"])
+             for c in chunks if c["choices"]]
+    assert texts == [(0, "abc", "length"), (1, "yz", "length")]
+    assert chunks[0]["choices"][0]["logprobs"]["token_logprobs"] == [-0.5, -1.0, -1.5]
+    assert chunks[0]["choices"][0]["logprobs"]["text_offset"] == [0, 1, 2]
+    assert chunks[-1]["usage"]["completion_tokens"] == 5
+
+    finished_first = [step(0, 1, "length"), Event(deltas=[], results=[Generation("a", [1], "length", 0)])]
+    assert len([c for c in asyncio.run(stream(finished_first)) if c["choices"]]) == 1
+    with_top = [step(0, 1, top={0: [(1, -0.5)]}), step(0, 2, "length", top={0: [(2, -1.0)]}),
+                Event(deltas=[], results=[Generation("ab", [1, 2], "length", 0)])]
+    tops = [c["choices"][0]["logprobs"]["top_logprobs"] for c in asyncio.run(stream(with_top, top=1)) if c["choices"]]
+    assert tops == [[{"a": -0.5}], [{"b": -1.0}]]
+
+
 def test_a_client_that_disconnects_stops_its_generation(gpt_run):
     gen = proselab.load(gpt_run)
     app = create_app(gen, limits=Limits(48, 1_000_000))

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..chat import ChatError
 from ..config import ConfigError
+from ..decoding.stopping import Delta
 from ..pair_data import encoder_ids, source_ids
 from .engine import Engine, Event, Job, QueueFull
 from .responses import Shape, sse_data, usage_of
@@ -362,6 +363,12 @@ def _emitter(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, i: int):
     return emit
 
 
+def _joined(a: Delta, b: Delta) -> Delta:
+    """One delta for two consecutive ones of a sequence (``a`` not its last)."""
+    lps = a.logprobs + b.logprobs if a.logprobs is not None and b.logprobs is not None else None
+    return Delta(a.index, a.text + b.text, a.tokens + b.tokens, b.finish_reason, lps)
+
+
 def _engine_error(e: BaseException) -> APIError:
     if isinstance(e, (ConfigError, ValueError)):
         return APIError(400, str(e))
@@ -375,17 +382,31 @@ async def _sse(request: Request, queue: asyncio.Queue, jobs: list[Job], shape: S
         if shape.chat:
             for i in range(len(jobs) * shape.n):
                 yield sse_data(shape.chunk(i, {"role": "assistant", "content": ""}, None))
-        while done < len(jobs):
-            i, event = await queue.get()
-            if event.error is not None:
-                err = _engine_error(event.error)
-                yield sse_data({"error": {"message": err.message, "type": err.type, "param": None, "code": err.code}})
-                break
-            for d in event.deltas:
+        failed = None
+        while done < len(jobs) and failed is None:
+            events = [await queue.get()]
+            while not queue.empty():  # the client is behind: what has piled up goes in fewer chunks
+                events.append(queue.get_nowait())
+            chunks: list[list] = []  # [choice, delta, top], in order
+            for i, event in events:
+                if event.error is not None:
+                    failed = _engine_error(event.error)
+                    break
+                for d in event.deltas:
+                    choice = i * shape.n + d.index
+                    last = next((c for c in reversed(chunks) if c[0] == choice), None)
+                    if last is not None and event.top is None and last[2] is None and last[1].finish_reason is None:
+                        last[1] = _joined(last[1], d)
+                    else:
+                        chunks.append([choice, d, event.top])
+                if event.results is not None:
+                    done += 1
+            for choice, d, top in chunks:
                 completion += len(d.tokens)
-                yield sse_data(shape.delta_chunk(i * shape.n + d.index, d, event.top))
-            if event.results is not None:
-                done += 1
+                yield sse_data(shape.delta_chunk(choice, d, top))
+        if failed is not None:
+            yield sse_data({"error": {"message": failed.message, "type": failed.type, "param": None,
+                                      "code": failed.code}})
         if include_usage:
             yield sse_data({**shape.head(), "choices": [], "usage": usage_of(usage, completion)})
         yield "data: [DONE]\n\n"
