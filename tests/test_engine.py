@@ -74,6 +74,27 @@ def test_a_gpt_state_takes_new_rows_in_place_of_finished_ones(fits):
     torch.testing.assert_close(together[:, 1], alone_b[:, 0], atol=1e-5, rtol=1e-5)
 
 
+def test_a_gpt_steps_and_prefills_in_one_pass_as_it_does_apart():
+    """``step_start`` gives ``step``'s and ``start``'s logits and states, with a padded
+    running batch (one row about to slide) and a padded new prompt."""
+    model = lm("gpt")
+    prompts = pad_prompts([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], [6, 7]])[0]
+    new = pad_prompts([[3, 4, 5], [9]])[0]
+    _, a = model.start(prompts)
+    _, b = model.start(prompts)
+    _, a = steps(model, a, [[1, 2]])
+    _, b = steps(model, b, [[1, 2]])  # row 0 holds 12 tokens: it slides in the next step
+    logits, a, first, fresh = model.step_start(torch.tensor([3, 4]), a, new)
+    ref_logits, b = model.step(torch.tensor([3, 4]), b)
+    ref_first, ref_fresh = model.start(new)
+    torch.testing.assert_close(logits, ref_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(first, ref_first, atol=1e-5, rtol=1e-5)
+    feed = [[5, 6, 7, 8], [9, 1, 2, 3]]
+    together, _ = steps(model, model.merge([a, fresh]), feed)
+    apart, _ = steps(model, model.merge([b, ref_fresh]), feed)
+    torch.testing.assert_close(together, apart, atol=1e-5, rtol=1e-5)
+
+
 def test_a_gpt_cache_drops_the_slots_no_row_uses():
     """When a long row is replaced by a short one, the slots before every row's first token
     are most of the cache; the next step drops them (attention reads every slot), and each
@@ -232,8 +253,10 @@ def test_a_cancelled_job_leaves_and_a_failing_one_does_not_stop_the_others(tmp_p
     from proselab.server.engine import Engine, Job
 
     gen = lm_run(tmp_path, "gpt")
-    engine = Engine(gen, max_batch=4)
+    threads = torch.get_num_threads()
+    engine = Engine(gen, max_batch=4, threads=1)
     try:
+        assert engine.call(torch.get_num_threads).result(10) == 1  # --threads
         long, short = Collector(), Collector()
         job = Job(gen.encode_prompt("ROMEO:"), gen.generation_config(do_sample=False, max_new_tokens=10_000), long)
         engine.submit(job)
@@ -255,6 +278,7 @@ def test_a_cancelled_job_leaves_and_a_failing_one_does_not_stop_the_others(tmp_p
         assert after.events[-1].results[0].tokens == short.events[-1].results[0].tokens
     finally:
         engine.close()
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("arch", S2S)

@@ -58,6 +58,19 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x), cache, pos, attn_mask)
         return x + self.mlp(self.ln_2(x))
 
+    def forward_flat(self, x: Tensor, shapes: list[tuple[int, int]], attends: list[tuple]) -> Tensor:
+        """``forward`` for several batches in one pass: x (N, C) holds batch j's (B_j, T_j)
+        tokens flattened, one batch after another. Every matmul runs once over all N tokens
+        (its weights are read once); attention runs per batch, with ``attends[j]`` =
+        (cache, pos, attn_mask) as ``forward`` takes them."""
+        qkv = self.attn.c_attn(self.ln_1(x))  # (N, 3C)
+        ys, at = [], 0
+        for (B, T), (cache, pos, attn_mask) in zip(shapes, attends):
+            ys.append(self.attn.attend(qkv[at : at + B * T].view(B, T, -1), cache, pos, attn_mask).reshape(B * T, -1))
+            at += B * T
+        x = x + self.attn.resid_dropout(self.attn.c_proj(torch.cat(ys)))
+        return x + self.mlp(self.ln_2(x))
+
 
 class GPT(nn.Module):
     """GPT-2: token + learned position embeddings, pre-LN blocks, a (tied) linear head."""
@@ -106,6 +119,29 @@ class GPT(nn.Module):
             x = block(x, None if cache is None else (cache.k[i], cache.v[i]), pos, attn_mask)
         return self.transformer.ln_f(x)
 
+    def _trunks(self, parts: list[tuple]) -> list[Tensor]:
+        """``_trunk`` for several (idx, cache, positions, attn_mask) at once, each layer's
+        weights read once for all of them (``Block.forward_flat``)."""
+        if len(parts) == 1:
+            return [self._trunk(*parts[0])]
+        tr, xs, attends = self.transformer, [], []
+        for idx, cache, positions, attn_mask in parts:
+            pos = cache.length
+            if positions is None:
+                positions = torch.arange(pos, pos + idx.size(1), dtype=torch.long, device=idx.device)
+            xs.append((tr.wte(idx) + tr.wpe(positions)).reshape(-1, self.config.n_embd))
+            attends.append((cache, pos, attn_mask))
+        shapes = [tuple(p[0].shape) for p in parts]
+        x = tr.drop(torch.cat(xs))  # (N, C)
+        for i, block in enumerate(tr.h):
+            x = block.forward_flat(x, shapes, [((c.k[i], c.v[i]), pos, m) for c, pos, m in attends])
+        x = tr.ln_f(x)
+        out, at = [], 0
+        for B, T in shapes:
+            out.append(x[at : at + B * T].view(B, T, -1))
+            at += B * T
+        return out
+
     def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Logits for every position, and the loss when targets are given.
 
@@ -150,6 +186,12 @@ class GPT(nn.Module):
         Returns:
             logits (B, V) for the token after each prompt, and the KVCache.
         """
+        part = self._start_part(batch)
+        x = self._trunk(*part)  # (B, T, C)
+        return self.lm_head(x[:, -1]), self._started(part)  # (B, V)
+
+    def _start_part(self, batch: Prompt | Tensor) -> tuple:
+        """A fresh cache for ``batch`` and the trunk's input to fill it: (idx, cache, positions, attn_mask)."""
         prompt = batch if isinstance(batch, Prompt) else Prompt(batch)
         idx, mask = prompt.idx, prompt.mask
         assert idx.dim() == 2 and idx.size(1) >= 1, f"prompt must be (B, T) with T >= 1, got {tuple(idx.shape)}"
@@ -159,9 +201,31 @@ class GPT(nn.Module):
         extra = prompt.max_new_tokens if prompt.max_new_tokens is not None else bs
         capacity = min(bs, idx.size(1) + max(extra, 1))
         cache = self._empty_cache(idx.size(0), capacity, idx.device)
-        x = self._prefill(idx, mask, cache, 0)  # (B, T, C)
+        cache.idx[:, : idx.size(1)], cache.mask[:, : idx.size(1)] = idx, mask
+        return (idx, cache, *self._prefill_masks(mask))
+
+    @staticmethod
+    def _started(part: tuple) -> KVCache:
+        """The cache of ``_start_part`` once the trunk has filled it."""
+        idx, cache = part[0], part[1]
+        mask = cache.mask[:, : idx.size(1)]
         cache.length, cache.pos, cache.padded = idx.size(1), mask.sum(1), not bool(mask.all())
-        return self.lm_head(x[:, -1]), cache  # (B, V)
+        return cache
+
+    @torch.no_grad()
+    def step_start(self, tokens: Tensor, state: KVCache, batch: Prompt | Tensor) -> tuple[Tensor, KVCache, Tensor, KVCache]:
+        """``step(tokens, state)`` and ``start(batch)`` in one pass through the weights.
+
+        At small batches a decoding step is bound by reading the weights; a prompt's prefill
+        done beside it costs little more than its arithmetic (vLLM's chunked prefill does the
+        same). The server's engine uses it when requests join a running batch.
+
+        Returns:
+            step's (logits, state), then start's (logits, cache).
+        """
+        part = self._start_part(batch)
+        logits, state, x = self._advance(tokens, state, part)
+        return logits, state, x, self._started(part)
 
     def _empty_cache(self, B: int, capacity: int, device: torch.device) -> KVCache:
         cfg = self.config
@@ -179,13 +243,7 @@ class GPT(nn.Module):
         from each row's first one.
         """
         B, T = idx.shape
-        positions, attn_mask = None, None
-        if not bool(mask.all()):
-            positions = (mask.long().cumsum(1) - 1).clamp(min=0)  # (B, T)
-            causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()  # (T, T)
-            # padding queries attend to themselves only: a row of all -inf would give NaN in SDPA
-            eye = torch.eye(T, dtype=torch.bool, device=idx.device)  # (T, T)
-            attn_mask = ((causal & mask[:, None, :]) | eye)[:, None]  # (B, 1, T, T)
+        positions, attn_mask = self._prefill_masks(mask)
         if cache.length == 0 and slot == 0:
             x = self._trunk(idx, cache, positions, attn_mask)
         else:  # a fresh window for some rows, computed apart and then copied into their slots
@@ -194,6 +252,19 @@ class GPT(nn.Module):
             cache.k[:, :, :, slot : slot + T], cache.v[:, :, :, slot : slot + T] = tmp.k, tmp.v
         cache.idx[:, slot : slot + T], cache.mask[:, slot : slot + T] = idx, mask
         return x
+
+    @staticmethod
+    def _prefill_masks(mask: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """Positions (B, T) and attention mask (B, 1, T, T) for a left-padded prefill (``mask``
+        (B, T) True on tokens); None, None without padding (plain causal attention from 0)."""
+        if bool(mask.all()):
+            return None, None
+        T = mask.size(1)
+        positions = (mask.long().cumsum(1) - 1).clamp(min=0)  # (B, T)
+        causal = torch.ones(T, T, dtype=torch.bool, device=mask.device).tril()  # (T, T)
+        # padding queries attend to themselves only: a row of all -inf would give NaN in SDPA
+        eye = torch.eye(T, dtype=torch.bool, device=mask.device)  # (T, T)
+        return positions, ((causal & mask[:, None, :]) | eye)[:, None]  # (B, 1, T, T)
 
     def _make_room(self, state: KVCache, sliding: Tensor) -> KVCache:
         """Free slot ``length``: grow the buffers, or drop the slots no row uses any more.
@@ -266,27 +337,41 @@ class GPT(nn.Module):
         Returns:
             logits (B, V) and the updated KVCache.
         """
+        logits, state, _ = self._advance(tokens, state)
+        return logits, state
+
+    def _advance(self, tokens: Tensor, state: KVCache, part: tuple | None = None):
+        """``step``, and with ``part`` (from ``_start_part``) that prefill in the same pass;
+        returns (logits, state, the prefill's logits or None)."""
         bs = self.config.block_size
         sliding = state.pos >= bs  # (B,)
         state = self._trim(state)
         if state.length == state.capacity:
             state = self._make_room(state, sliding)
         n = state.length
-        logits = None
-        if not bool(sliding.all()):
+        parts = []
+        stepping = not bool(sliding.all())
+        if stepping:
             state.mask[:, n] = True
             positions = attn_mask = None
             if state.padded or bool(sliding.any()):
                 positions = state.pos.masked_fill(sliding, 0)[:, None]  # (B, 1); sliding rows are redone below
                 attn_mask = state.mask[:, None, None, : n + 1]  # (B, 1, 1, n + 1)
-            x = self._trunk(tokens[:, None], state, positions, attn_mask)  # (B, 1, C)
+            parts.append((tokens[:, None], state, positions, attn_mask))
+        if part is not None:
+            parts.append(part)
+        xs = self._trunks(parts) if parts else []
+        # one head call for the step's rows and the prefill's last positions (the largest matrix)
+        last = self.lm_head(torch.cat([x[:, -1] for x in xs])) if xs else None  # (B [+ B'], V)
+        logits = last[: tokens.size(0)] if stepping else None
+        if stepping:
             state.idx[:, n] = tokens
-            logits = self.lm_head(x[:, -1])  # (B, V)
         state.pos = state.pos + 1
         state.length = n + 1
         if bool(sliding.any()):
             logits = self._slide(tokens, state, sliding, logits)
-        return logits, state
+        first = last[-xs[-1].size(0) :] if part is not None else None
+        return logits, state, first
 
     def _slide(self, tokens: Tensor, state: KVCache, sliding: Tensor, logits: Tensor | None) -> Tensor:
         """Re-prefill the ``sliding`` rows with their last block_size // 2 tokens, ending at the new one."""

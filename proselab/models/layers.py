@@ -124,8 +124,16 @@ class SelfAttention(nn.Module):
                 attn_mask: Tensor | None = None) -> Tensor:
         """x (B, T, C) -> (B, T, C); ``attn_mask`` (B, 1, T, pos + T) bool, True = may attend,
         replaces the causal mask (it must include causality itself)."""
-        B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(C, dim=2)
+        return self.resid_dropout(self.c_proj(self.attend(self.c_attn(x), cache, pos, attn_mask)))
+
+    def attend(self, qkv: Tensor, cache: tuple[Tensor, Tensor] | None = None, pos: int = 0,
+               attn_mask: Tensor | None = None) -> Tensor:
+        """The attention between the projections: c_attn's output (B, T, 3C) -> the heads'
+        outputs side by side (B, T, C), before c_proj. (A GPT decoding several batches in one
+        pass projects their tokens together and attends per batch.)"""
+        B, T, C3 = qkv.size()
+        C = C3 // 3
+        q, k, v = qkv.split(C, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
@@ -147,8 +155,7 @@ class SelfAttention(nn.Module):
             y = _explicit_attention(q, k, v, dropout, causal)  # (B, nh, T, hs)
         else:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
-        return self.resid_dropout(self.c_proj(y))
+        return y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
 
 
 def _explicit_attention(q: Tensor, k: Tensor, v: Tensor, dropout: float, causal: bool) -> Tensor:

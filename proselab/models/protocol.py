@@ -15,7 +15,8 @@ uses it to let new requests join a running batch; a model without it is served i
 batches. ``insert(state, rows, new) -> state`` (optional too) puts the rows of ``new`` in
 place of rows ``rows`` of ``state`` (consumed, like ``step``'s), which lets a request take a
 finished one's place without the copy of every row a merge makes; the server falls back to
-merge and reorder.
+merge and reorder. ``step_start(tokens, state, batch)`` (optional) is ``step`` and ``start``
+in one forward pass, so the server prefills joining requests while it steps the others.
 """
 
 from __future__ import annotations

@@ -1,13 +1,17 @@
 """The serving engine: continuous batching over the Decoder protocol.
 
-One thread owns the model. Requests (``Job``) wait in a bounded queue. Before every decoding
-step the engine admits waiting jobs into the running batch (one prefill for all of them),
-picks each job's next tokens with that job's own settings (logits processors, temperature /
-top-k / top-p, seed), hands the new text to the job's consumer, and feeds the tokens to the
-one shared ``step``. Jobs thus join and leave at step granularity, as in vLLM and
+One thread owns the model. Requests (``Job``) wait in a bounded queue. At every decoding step
+the engine picks each running job's next tokens with that job's own settings (logits
+processors, temperature / top-k / top-p, seed), hands the new text to the job's consumer,
+and feeds the tokens to the one shared ``step``; jobs that came meanwhile are prefilled and
+join the batch. Jobs thus join and leave at step granularity, as in vLLM and
 text-generation-inference, and each decodes the tokens ``proselab generate`` gives it alone:
 the same processors, the same per-sequence random streams (``row_generator``), the same
 stopping rules (``Rows``).
+
+New jobs are prefilled in the same forward pass as the running batch's step when the model
+has ``step_start`` (the GPT): a small batch's step is bound by reading the weights, so the
+prompts' tokens ride along for little more than their arithmetic.
 
 Joining and leaving avoid copying the batch's state. A finished job's rows stay in the batch
 (fed a harmless token) and the next job to come takes them over (``insert``: a GPT writes
@@ -93,12 +97,16 @@ class Engine:
         generator: a loaded run (``proselab.load``).
         max_batch: most sequences decoded together.
         max_queue: most jobs waiting; ``submit`` raises QueueFull beyond it.
+        threads: CPU threads for the model's operations (0: PyTorch's default, every core);
+            it sets PyTorch's thread count for the whole process. Fewer threads leave cores
+            to the HTTP side and to other programs.
     """
 
-    def __init__(self, generator, max_batch: int = 16, max_queue: int = 64):
+    def __init__(self, generator, max_batch: int = 16, max_queue: int = 64, threads: int = 0):
         self.gen, self.model = generator, generator.model
-        self.max_batch, self.max_queue = max_batch, max_queue
+        self.max_batch, self.max_queue, self.threads = max_batch, max_queue, threads
         self.can_merge = callable(getattr(self.model, "merge", None))
+        self.can_step_start = callable(getattr(self.model, "step_start", None))
         eos = eos_ids_for(None, generator.tokenizer)
         self.fill = eos[0] if eos else 0  # fed to finished rows until they leave
         self.device = generator.device
@@ -146,6 +154,8 @@ class Engine:
 
     # ---- the engine thread ---------------------------------------------------------------
     def _run(self) -> None:
+        if self.threads:  # on this thread: OpenMP's thread count is per calling thread
+            torch.set_num_threads(self.threads)
         prepack_for_cpu(self.model)  # here, not on the caller's thread: see server._on_a_passing_thread
         batch = _Batch()
         while True:
@@ -169,19 +179,23 @@ class Engine:
             try:
                 with torch.no_grad():
                     new = [job for job in new if not self._run_whole(job)]
-                    if new:
-                        self._join(batch, new)
+                    if new and not batch.jobs:  # nothing running: the new jobs start the batch
+                        batch.clear()
+                        self._join(batch, new, *self._admit(new))
+                        new = []
                     if not batch.jobs:
                         continue
                     tokens = self._decide(batch)
                     if not batch.jobs:  # every job finished
                         batch.clear()
                         self.running_rows = 0
+                        if new:
+                            self._join(batch, new, *self._admit(new))
                         continue
                     free = batch.free_rows()
                     if free and (2 * len(free) >= batch.size or self.steps - min(batch.freed[r] for r in free) >= STALE):
                         tokens = tokens[self._compact(batch)]
-                    batch.logits, batch.state = self.model.step(tokens.to(self.device), batch.state)
+                    self._step(batch, tokens.to(self.device), new)
                     self.steps += 1
                     self.running_rows = batch.live_rows
             except Exception as e:  # never wedge: fail the jobs in flight, keep serving
@@ -191,11 +205,23 @@ class Engine:
                 batch.clear()
                 self.running_rows = 0
 
-    def _join(self, batch: "_Batch", new: list[Job]) -> None:
-        """Prefill ``new`` and put its rows in the batch: in the rows of finished jobs when
-        there are enough of them (``insert``, no copy of the others' state), else after the
-        running rows (``merge``)."""
-        first, joined = self._admit(new)
+    def _step(self, batch: "_Batch", tokens: torch.Tensor, new: list[Job]) -> None:
+        """Feed ``tokens`` to the batch, and prefill the ``new`` jobs: in the same pass when the
+        model has ``step_start`` (the weights are read once for both), else after the step."""
+        if new and self.can_step_start:
+            self._setup(new)
+            batch.logits, batch.state, first, joined = self.model.step_start(
+                tokens, batch.state, self._inputs(new, max(job.cfg.max_new_tokens for job in new)))
+            self._join(batch, new, first, joined)
+            return
+        batch.logits, batch.state = self.model.step(tokens, batch.state)
+        if new:
+            self._join(batch, new, *self._admit(new))
+
+    def _join(self, batch: "_Batch", new: list[Job], first: torch.Tensor, joined) -> None:
+        """Put the rows of ``new`` (prefilled: ``first`` logits, state ``joined``) in the batch:
+        in the rows of finished jobs when there are enough of them (``insert``, no copy of the
+        others' state), else after the running rows (``merge``)."""
         need = sum(job.n for job in new)
         free = batch.free_rows()
         if batch.state is None:
@@ -289,9 +315,12 @@ class Engine:
         return pad_prompts(lists, self.device, max_new_tokens)[0]
 
     def _admit(self, jobs: list[Job]):
-        """Prefill the new jobs together; set up each one's processors, streams and bookkeeping."""
-        max_new = max(job.cfg.max_new_tokens for job in jobs)
-        logits, state = self.model.start(self._inputs(jobs, max_new))
+        """Prefill the new jobs together (``start``) and set them up; returns the logits and state."""
+        self._setup(jobs)
+        return self.model.start(self._inputs(jobs, max(job.cfg.max_new_tokens for job in jobs)))
+
+    def _setup(self, jobs: list[Job]) -> None:
+        """Each new job's processors, random streams and bookkeeping."""
         for job in jobs:
             cfg, n = job.cfg, job.n
             prompt = torch.tensor([[] if self.gen.is_seq2seq else job.ids], dtype=torch.long).view(1, -1)
@@ -303,7 +332,6 @@ class Engine:
             wants_logprobs = cfg.output_scores or job.top_logprobs > 0
             job.rows = Rows(n, [0] * n, cfg.max_new_tokens, eos_ids, self.gen.tokenizer, cfg.stop, wants_logprobs)
             job.deadline = Deadline(cfg.max_time)
-        return logits, state
 
     def _decide(self, batch: "_Batch") -> torch.Tensor:
         """Every job's next tokens from its rows of the logits; emits their output and takes
