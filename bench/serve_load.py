@@ -1,7 +1,7 @@
 """Load test of ``proselab serve``: 1, 4, 8 and 16 concurrent streaming clients.
 
     python bench/serve_load.py --model gpt2-124m [--seconds 30] [--clients 1,4,8,16]
-    python bench/serve_load.py --model RUN_DIR            # e.g. runs/nanogpt-cpu
+    python bench/serve_load.py --model RUN_DIR --threads 1   # e.g. runs/nanogpt-cpu
 
 ``gpt2-124m`` is GPT-2's shape (12 layers, 768 wide, its 50,257-token vocabulary) with random
 weights, saved as a Hugging Face checkpoint with GPT-2's tokenizer (from --tokenizer, default
@@ -61,12 +61,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run: Path, port: int, max_batch: int, log: Path) -> subprocess.Popen:
+def start_server(run: Path, port: int, max_batch: int, log: Path, threads: int = 0) -> subprocess.Popen:
     """``proselab serve`` in its own process, its output (one access-log line per request) to
     ``log``: a pipe nobody reads would fill up and stall the server."""
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "proselab", "serve", str(run), "--port", str(port),
-                                 "--max-batch", str(max_batch), "--model-name", "bench"],
+                                 "--max-batch", str(max_batch), "--model-name", "bench", "--threads", str(threads)],
                                 stdout=out, stderr=subprocess.STDOUT, text=True)
     import urllib.request
 
@@ -151,6 +151,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0, help="per concurrency level")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--max-batch", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=0, help="the server's --threads (0 = all cores)")
     ap.add_argument("--prompt-chars", type=int, default=0,
                     help="cut prompts to this many characters (e.g. 40 for a char model with a 64-token window)")
     args = ap.parse_args()
@@ -158,7 +159,7 @@ def main() -> None:
     try:
         run = gpt2_checkpoint(tmp / "gpt2", args.tokenizer) if args.model == "gpt2-124m" else Path(args.model)
         port = free_port()
-        server = start_server(run, port, args.max_batch, tmp / "server.log")
+        server = start_server(run, port, args.max_batch, tmp / "server.log", args.threads)
         url = f"http://127.0.0.1:{port}/v1"
         try:
             run_level(url, 1, min(5.0, args.seconds), args.max_tokens, args.prompt_chars)  # warm-up
@@ -173,7 +174,7 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     base = rows[0]["tokens_per_sec"] or float("nan")
     print(f"\n{args.model}: {args.max_tokens} new tokens per request, {args.seconds:g} s per level, "
-          f"--max-batch {args.max_batch}, {os.cpu_count()} CPUs\n")
+          f"--max-batch {args.max_batch}, --threads {args.threads}, {os.cpu_count()} CPUs\n")
     print("| clients | tokens/s | x 1 client | requests | errors | TTFT p50 / p95 (s) | ITL p50 / p95 (ms) |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:

@@ -217,7 +217,7 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
 
     _no_extra(extra)
     serve(args.run, args.host, args.port, args.api_key, args.max_batch, args.max_queue, args.max_prompt_tokens,
-          args.max_tokens, args.model_name, args.device)
+          args.max_tokens, args.model_name, args.device, args.threads)
     return 0
 
 
@@ -382,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-tokens", type=int, help="largest max_tokens accepted (default: max(the run's, 1024))")
     s.add_argument("--model-name", help="the model id clients use (default: the run directory's name)")
     s.add_argument("--device", default="auto")
+    s.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for the model (default 0: all cores); 1 suits small models, leaving "
+                        "the other cores to HTTP")
     s.set_defaults(func=cmd_serve)
 
     e = sub.add_parser("eval", help="a language model's perplexity on a text, or a seq2seq run's BLEU/chrF/ROUGE on pairs")

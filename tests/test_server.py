@@ -321,8 +321,8 @@ def test_seq2seq_run_serves_completions_chat_and_attention(tmp_path):
 def test_cli_serve_binds_loopback_and_reads_the_key_from_the_environment(gpt_run):
     port = free_port()
     env = {**os.environ, "PROSELAB_API_KEY": KEY}
-    proc = subprocess.Popen([sys.executable, "-m", "proselab", "serve", str(gpt_run), "--port", str(port)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "proselab", "serve", str(gpt_run), "--port", str(port),
+                             "--threads", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
         while True:

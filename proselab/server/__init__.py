@@ -17,14 +17,16 @@ __all__ = ["create_app", "serve", "Limits"]
 
 def serve(run: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, max_batch: int = 16,
           max_queue: int = 64, max_prompt_tokens: int | None = None, max_tokens: int | None = None,
-          model_name: str | None = None, device: str = "auto") -> None:
-    """Load ``run`` and serve it until interrupted. The key defaults to $PROSELAB_API_KEY."""
+          model_name: str | None = None, device: str = "auto", threads: int = 0) -> None:
+    """Load ``run`` and serve it until interrupted. The key defaults to $PROSELAB_API_KEY.
+    ``threads``: CPU threads the model's operations use (0 = PyTorch's default, every core)."""
     import uvicorn
 
     from ..api import load
 
-    if max_batch < 1 or max_queue < 0:
-        raise ValueError(f"--max-batch must be >= 1 and --max-queue >= 0, got {max_batch} and {max_queue}")
+    if max_batch < 1 or max_queue < 0 or threads < 0:
+        raise ValueError(f"--max-batch must be >= 1, --max-queue and --threads >= 0, got {max_batch}, {max_queue} "
+                         f"and {threads}")
     api_key = api_key if api_key is not None else os.environ.get("PROSELAB_API_KEY") or None
     gen = _on_a_passing_thread(lambda: load(run, device=device))
     gen.model.eval()
@@ -32,7 +34,7 @@ def serve(run: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | No
     window = cfg.model.block_size if cfg.model.family == "gpt" else 1024
     limits = Limits(max_prompt_tokens or window, max_tokens or max(cfg.generation.max_new_tokens, 1024))
     app = create_app(gen, api_key=api_key, model_name=model_name, max_batch=max_batch, max_queue=max_queue,
-                     limits=limits)
+                     limits=limits, threads=threads)
     logging.getLogger("proselab.server").info("serving %s", run)
     where = f"http://{host}:{port}"
     print(f"proselab: serving {run} at {where} (playground: {where}/, API: {where}/v1, "

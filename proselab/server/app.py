@@ -55,15 +55,15 @@ class Limits:
 
 
 def create_app(generator, *, api_key: str | None = None, model_name: str | None = None, max_batch: int = 16,
-               max_queue: int = 64, limits: Limits | None = None) -> FastAPI:
+               max_queue: int = 64, limits: Limits | None = None, threads: int = 0) -> FastAPI:
     """The FastAPI app serving ``generator`` (a loaded run). Its engine thread starts now and
-    stops with the app (lifespan shutdown)."""
+    stops with the app (lifespan shutdown); ``threads`` (0 = all cores) is its CPU threads."""
     cfg = generator.config
     name = model_name or (generator.run_dir.name if generator.run_dir else "proselab")
     if limits is None:
         window = cfg.model.block_size if cfg.model.family == "gpt" else 1024
         limits = Limits(window, max(cfg.generation.max_new_tokens, 1024))
-    engine = Engine(generator, max_batch=max_batch, max_queue=max_queue)
+    engine = Engine(generator, max_batch=max_batch, max_queue=max_queue, threads=threads)
     created = int(time.time())
 
     @asynccontextmanager
