@@ -236,23 +236,6 @@ class GPT(nn.Module):
                        mask=torch.zeros(B, capacity, dtype=torch.bool, device=device),
                        pos=torch.zeros(B, dtype=torch.long, device=device), length=0, padded=False)
 
-    def _prefill(self, idx: Tensor, mask: Tensor, cache: KVCache, slot: int) -> Tensor:
-        """Run idx (B, T) from position 0 and store it in slots [slot, slot + T) of ``cache``.
-
-        Returns the hidden states (B, T, C). ``mask`` (B, T) marks real tokens; positions count
-        from each row's first one.
-        """
-        B, T = idx.shape
-        positions, attn_mask = self._prefill_masks(mask)
-        if cache.length == 0 and slot == 0:
-            x = self._trunk(idx, cache, positions, attn_mask)
-        else:  # a fresh window for some rows, computed apart and then copied into their slots
-            tmp = self._empty_cache(B, T, idx.device)
-            x = self._trunk(idx, tmp, positions, attn_mask)
-            cache.k[:, :, :, slot : slot + T], cache.v[:, :, :, slot : slot + T] = tmp.k, tmp.v
-        cache.idx[:, slot : slot + T], cache.mask[:, slot : slot + T] = idx, mask
-        return x
-
     @staticmethod
     def _prefill_masks(mask: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """Positions (B, T) and attention mask (B, 1, T, T) for a left-padded prefill (``mask``
@@ -378,11 +361,12 @@ class GPT(nn.Module):
         n, keep = state.length - 1, max(1, self.config.block_size // 2)
         rows = sliding.nonzero().squeeze(1)  # (R,)
         window = torch.cat([state.idx[rows, n - keep + 1 : n], tokens[rows, None]], dim=1)  # (R, keep)
-        sub = KVCache(state.k[:, rows], state.v[:, rows], state.idx[rows], state.mask[rows], state.pos[rows],
-                      state.length, state.padded)
-        x = self._prefill(window, torch.ones_like(window, dtype=torch.bool), sub, n - keep + 1)  # (R, keep, C)
-        sub.mask[:, : n - keep + 1] = False
-        state.k[:, rows], state.v[:, rows], state.idx[rows], state.mask[rows] = sub.k, sub.v, sub.idx, sub.mask
+        fresh = self._empty_cache(rows.numel(), keep, window.device)
+        x = self._trunk(window, fresh)  # (R, keep, C): the window from position 0, as a new prompt
+        s = n - keep + 1  # its slots: [s, n]
+        state.k[:, rows, :, s : n + 1], state.v[:, rows, :, s : n + 1] = fresh.k, fresh.v
+        state.idx[rows, s : n + 1] = window
+        state.mask[rows, :s], state.mask[rows, s : n + 1] = False, True
         state.pos[rows] = keep
         state.padded = not bool(state.mask[:, : state.length].all())
         new = self.lm_head(x[:, -1])  # (R, V)
