@@ -343,14 +343,14 @@ class Engine:
         cost grows little with the number of jobs.
         """
         logits = batch.logits.float()
-        tokens = torch.full((batch.size,), self.fill, dtype=torch.long)
+        tokens = [self.fill] * batch.size
         active, parts = [], []
         for job in batch.jobs:
             if job.cancelled:
                 continue
             try:
                 parts.append(apply_processors(job.procs, job.hist[:, : job.T + job.t].to(logits.device),
-                                              logits[job.slots]))
+                                              logits[_rows(job.slots)]))
                 active.append(job)
             except Exception as e:  # one job's failure (a bad setting) is its own
                 log.exception("a request failed while decoding")
@@ -365,19 +365,30 @@ class Engine:
                 k += job.n
             sampled = [(job, a, b) for job, (a, b) in zip(active, spans) if job.cfg.do_sample]
             greedy = [(a, b) for job, (a, b) in zip(active, spans) if not job.cfg.do_sample]
-            if sampled:
-                idx = torch.cat([torch.arange(a, b) for _, a, b in sampled]).to(scores.device)
-                nxt[idx] = draw(torch.softmax(scores[idx], dim=-1), [g for job, _, _ in sampled for g in job.gens])
-            if greedy:
-                idx = torch.cat([torch.arange(a, b) for a, b in greedy]).to(scores.device)
-                nxt[idx] = scores[idx].argmax(dim=-1)
+            for chosen, pick in ((sampled, self._sample), (greedy, self._greedy)):
+                if not chosen:
+                    continue
+                if len(chosen) == len(active):  # all rows: no gather
+                    nxt = pick(scores, chosen)
+                    break
+                idx = torch.cat([torch.arange(c[-2], c[-1]) for c in chosen]).to(scores.device)
+                nxt[idx] = pick(scores[idx], chosen)
             nxt = nxt.cpu()
             for job, (a, b) in zip(active, spans):
                 done = self._record(job, scores[a:b], nxt[a:b])
-                tokens[job.slots] = nxt[a:b].masked_fill(torch.tensor(done), self.fill)
+                for r, tok, d in zip(job.slots, nxt[a:b].tolist(), done):
+                    tokens[r] = self.fill if d else tok
         for job in [job for job in batch.jobs if job.cancelled or job.rows.finished]:
             batch.leave(job, self.steps)
-        return tokens
+        return torch.tensor(tokens)
+
+    @staticmethod
+    def _sample(scores: torch.Tensor, chosen: list) -> torch.Tensor:
+        return draw(torch.softmax(scores, dim=-1), [g for job, _, _ in chosen for g in job.gens])
+
+    @staticmethod
+    def _greedy(scores: torch.Tensor, chosen: list) -> torch.Tensor:
+        return scores.argmax(dim=-1)
 
     def _record(self, job: Job, scores: torch.Tensor, nxt: torch.Tensor) -> list[bool]:
         """Hand one step's tokens (n,) to the job's rows; emit what is new. Returns which rows are done."""
@@ -395,6 +406,13 @@ class Engine:
         if deltas or finished:
             job.emit(Event(deltas=deltas, top=top, results=rows.results() if finished else None))
         return done
+
+
+def _rows(slots: list[int]) -> slice | list[int]:
+    """Index for a job's rows: a slice when they are contiguous (a view, no list conversion)."""
+    if slots[-1] - slots[0] == len(slots) - 1:
+        return slice(slots[0], slots[-1] + 1)
+    return slots
 
 
 STALE = 8  # steps a finished job's rows wait for a new job to take them before the batch is compacted
