@@ -325,7 +325,11 @@ class GPT(nn.Module):
 
     def _advance(self, tokens: Tensor, state: KVCache, part: tuple | None = None):
         """``step``, and with ``part`` (from ``_start_part``) that prefill in the same pass;
-        returns (logits, state, the prefill's logits or None)."""
+        returns (logits, state, the prefill's logits or None).
+
+        Sliding rows (see ``step``) are re-prefilled in the same pass too: their window is one
+        more part of ``_trunks``, its keys and values then written over the rows' slots.
+        """
         bs = self.config.block_size
         sliding = state.pos >= bs  # (B,)
         state = self._trim(state)
@@ -343,33 +347,44 @@ class GPT(nn.Module):
             parts.append((tokens[:, None], state, positions, attn_mask))
         if part is not None:
             parts.append(part)
-        xs = self._trunks(parts) if parts else []
-        # one head call for the step's rows and the prefill's last positions (the largest matrix)
-        last = self.lm_head(torch.cat([x[:, -1] for x in xs])) if xs else None  # (B [+ B'], V)
-        logits = last[: tokens.size(0)] if stepping else None
+        slide = self._slide_part(tokens, state, sliding) if bool(sliding.any()) else None
+        if slide is not None:
+            parts.append(slide[1])
+        xs = self._trunks(parts)
+        # one head call for the last positions of every part (the head is the largest matrix)
+        last = self.lm_head(torch.cat([x[:, -1] for x in xs]))  # (B [+ B'] [+ R], V)
+        sizes = [x.size(0) for x in xs]
+        heads = list(last.split(sizes))
+        logits = heads.pop(0) if stepping else None
+        first = heads.pop(0) if part is not None else None
         if stepping:
             state.idx[:, n] = tokens
         state.pos = state.pos + 1
         state.length = n + 1
-        if bool(sliding.any()):
-            logits = self._slide(tokens, state, sliding, logits)
-        first = last[-xs[-1].size(0) :] if part is not None else None
+        if slide is not None:
+            rows, (window, fresh, _, _) = slide
+            logits = self._slid(state, rows, window, fresh, heads.pop(0), logits)
         return logits, state, first
 
-    def _slide(self, tokens: Tensor, state: KVCache, sliding: Tensor, logits: Tensor | None) -> Tensor:
-        """Re-prefill the ``sliding`` rows with their last block_size // 2 tokens, ending at the new one."""
-        n, keep = state.length - 1, max(1, self.config.block_size // 2)
+    def _slide_part(self, tokens: Tensor, state: KVCache, sliding: Tensor) -> tuple[Tensor, tuple]:
+        """The ``sliding`` rows' window, their last block_size // 2 tokens ending at the new one,
+        as a trunk part over a fresh cache (from position 0, as a new prompt); (rows, part)."""
+        n, keep = state.length, max(1, self.config.block_size // 2)
         rows = sliding.nonzero().squeeze(1)  # (R,)
         window = torch.cat([state.idx[rows, n - keep + 1 : n], tokens[rows, None]], dim=1)  # (R, keep)
-        fresh = self._empty_cache(rows.numel(), keep, window.device)
-        x = self._trunk(window, fresh)  # (R, keep, C): the window from position 0, as a new prompt
-        s = n - keep + 1  # its slots: [s, n]
+        return rows, (window, self._empty_cache(rows.numel(), keep, window.device), None, None)
+
+    @staticmethod
+    def _slid(state: KVCache, rows: Tensor, window: Tensor, fresh: KVCache, new: Tensor,
+              logits: Tensor | None) -> Tensor:
+        """Write the re-prefilled windows over their rows' last slots; their logits into ``logits``."""
+        n, keep = state.length - 1, window.size(1)
+        s = n - keep + 1  # the window's slots: [s, n]
         state.k[:, rows, :, s : n + 1], state.v[:, rows, :, s : n + 1] = fresh.k, fresh.v
         state.idx[rows, s : n + 1] = window
         state.mask[rows, :s], state.mask[rows, s : n + 1] = False, True
         state.pos[rows] = keep
         state.padded = not bool(state.mask[:, : state.length].all())
-        new = self.lm_head(x[:, -1])  # (R, V)
         if logits is None:
             return new
         logits[rows] = new.to(logits.dtype)
