@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ..config import ModelConfig
-from .gpt import GPT, KVCache
+from .gpt import GPT
+from .kv_cache import KVCache
 from .protocol import Decoder, Seq2SeqBatch
 from .rnn import RNNLM
 from .seq2seq import RNNSeq2Seq

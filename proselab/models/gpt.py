@@ -8,39 +8,16 @@ Decoding uses a preallocated KV cache (``KVCache``) that travels through ``start
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 from ..config import ModelConfig
+from . import kv_cache
+from .kv_cache import KVCache
 from .layers import MLP, SelfAttention, head_loss, lm_loss
 from .protocol import Prompt
-
-
-@dataclass
-class KVCache:
-    """The GPT's decoding state: a static cache of at most block_size slots per row.
-
-    Slots [0, length) are in use and the rest is scratch space. Each row's tokens are the
-    contiguous slots where ``mask`` is True, ending at slot length - 1; slots before them are
-    left padding or tokens that slid out of the window. A new token goes to slot ``length`` in
-    every row. The buffers start as large as the prompt plus the expected new tokens and grow
-    by doubling, so short generations do not pay for a full window.
-    """
-
-    k: Tensor  # (n_layer, B, nh, capacity, hs) keys, written in place
-    v: Tensor  # (n_layer, B, nh, capacity, hs) values
-    idx: Tensor  # (B, capacity) the token in each slot, kept to re-prefill a row when it slides
-    mask: Tensor  # (B, capacity) bool, True on the row's tokens
-    pos: Tensor  # (B,) tokens in each row's window = the position of its next token
-    length: int  # slots in use
-    padded: bool  # some slot in [0, length) is masked: attention needs the mask
-
-    @property
-    def capacity(self) -> int:
-        return self.k.size(3)
 
 
 class Block(nn.Module):
@@ -229,12 +206,8 @@ class GPT(nn.Module):
 
     def _empty_cache(self, B: int, capacity: int, device: torch.device) -> KVCache:
         cfg = self.config
-        shape = (cfg.n_layer, B, cfg.n_head, capacity, cfg.n_embd // cfg.n_head)
-        dtype = self._cache_dtype(device)
-        return KVCache(k=torch.empty(shape, dtype=dtype, device=device), v=torch.empty(shape, dtype=dtype, device=device),
-                       idx=torch.zeros(B, capacity, dtype=torch.long, device=device),
-                       mask=torch.zeros(B, capacity, dtype=torch.bool, device=device),
-                       pos=torch.zeros(B, dtype=torch.long, device=device), length=0, padded=False)
+        return kv_cache.empty((cfg.n_layer, B, cfg.n_head, capacity, cfg.n_embd // cfg.n_head),
+                              self._cache_dtype(device), device)
 
     @staticmethod
     def _prefill_masks(mask: Tensor) -> tuple[Tensor | None, Tensor | None]:
@@ -273,35 +246,7 @@ class GPT(nn.Module):
         first = torch.where(sliding, n - keep + 1, first)
         shift = int(first.min())
         assert shift >= 1, "KV cache full with a row of block_size tokens that is not sliding"
-        return self._shift(state, shift)
-
-    def _shift(self, state: KVCache, shift: int) -> KVCache:
-        """Drop slots [0, shift), which no row uses, moving the rest to the left (in place)."""
-        n = state.length
-        m = n - shift
-        for buf in (state.k, state.v):
-            buf[:, :, :, :m] = buf[:, :, :, shift:n].clone()
-        state.idx[:, :m], state.mask[:, :m] = state.idx[:, shift:n].clone(), state.mask[:, shift:n].clone()
-        state.mask[:, m:] = False
-        state.length, state.padded = m, not bool(state.mask[:, :m].all())
-        return state
-
-    def _trim(self, state: KVCache) -> KVCache:
-        """Drop the leading slots no row uses once they are half the cache or more.
-
-        Attention reads every slot in [0, length), masked or not. In a batch whose rows come
-        and go (``insert``, ``reorder``), the slots before the oldest row's first token are
-        dead weight; dropping them when they reach half of ``length`` costs one copy of the
-        live half at most every length / 2 steps.
-        """
-        n = state.length
-        if not state.padded or n < 32:
-            return state
-        used = state.mask[:, :n].any(0)  # (n,)
-        first = int(used.int().argmax()) if bool(used.any()) else n
-        if 2 * first >= n:
-            return self._shift(state, first)
-        return state
+        return kv_cache.shift(state, shift)
 
     @torch.no_grad()
     def step(self, tokens: Tensor, state: KVCache) -> tuple[Tensor, KVCache]:
@@ -332,7 +277,7 @@ class GPT(nn.Module):
         """
         bs = self.config.block_size
         sliding = state.pos >= bs  # (B,)
-        state = self._trim(state)
+        state = kv_cache.trim(state)
         if state.length == state.capacity:
             state = self._make_room(state, sliding)
         n = state.length
@@ -363,7 +308,12 @@ class GPT(nn.Module):
         state.length = n + 1
         if slide is not None:
             rows, (window, fresh, _, _) = slide
-            logits = self._slid(state, rows, window, fresh, heads.pop(0), logits)
+            kv_cache.write_window(state, rows, window, fresh)
+            new = heads.pop(0)
+            if logits is None:
+                logits = new
+            else:
+                logits[rows] = new.to(logits.dtype)
         return logits, state, first
 
     def _slide_part(self, tokens: Tensor, state: KVCache, sliding: Tensor) -> tuple[Tensor, tuple]:
@@ -374,76 +324,16 @@ class GPT(nn.Module):
         window = torch.cat([state.idx[rows, n - keep + 1 : n], tokens[rows, None]], dim=1)  # (R, keep)
         return rows, (window, self._empty_cache(rows.numel(), keep, window.device), None, None)
 
-    @staticmethod
-    def _slid(state: KVCache, rows: Tensor, window: Tensor, fresh: KVCache, new: Tensor,
-              logits: Tensor | None) -> Tensor:
-        """Write the re-prefilled windows over their rows' last slots; their logits into ``logits``."""
-        n, keep = state.length - 1, window.size(1)
-        s = n - keep + 1  # the window's slots: [s, n]
-        state.k[:, rows, :, s : n + 1], state.v[:, rows, :, s : n + 1] = fresh.k, fresh.v
-        state.idx[rows, s : n + 1] = window
-        state.mask[rows, :s], state.mask[rows, s : n + 1] = False, True
-        state.pos[rows] = keep
-        state.padded = not bool(state.mask[:, : state.length].all())
-        if logits is None:
-            return new
-        logits[rows] = new.to(logits.dtype)
-        return logits
-
     def merge(self, states: list[KVCache]) -> KVCache:
-        """One cache holding the rows of ``states`` in order (requests joining a running batch).
-
-        Rows are right-aligned: a cache with fewer slots in use goes to the right of the new
-        one, its rows left-padded (masked), so every row's next token still goes to slot
-        ``length``. Positions and masks are per row, so each row decodes exactly as before.
-        """
+        """One cache holding the rows of ``states`` in order (requests joining a running batch);
+        see ``kv_cache.merge``."""
         n = max(s.length for s in states)
-        B = sum(s.idx.size(0) for s in states)
-        capacity = max(max(s.capacity for s in states), min(self.config.block_size, n + 1))
-        out = self._empty_cache(B, capacity, states[0].idx.device)
-        # the padding slots are masked, but attention still multiplies their values by a zero
-        # weight: uninitialised memory holding a NaN would turn the row's output into NaN
-        out.k[:, :, :, :n].zero_()
-        out.v[:, :, :, :n].zero_()
-        r = 0
-        for s in states:
-            b, off = s.idx.size(0), n - s.length
-            out.k[:, r : r + b, :, off:n], out.v[:, r : r + b, :, off:n] = s.k[:, :, :, : s.length], s.v[:, :, :, : s.length]
-            out.idx[r : r + b, off:n], out.mask[r : r + b, off:n] = s.idx[:, : s.length], s.mask[:, : s.length]
-            out.pos[r : r + b] = s.pos
-            r += b
-        out.length, out.padded = n, not bool(out.mask[:, :n].all())
-        return out
+        return kv_cache.merge(states, min(self.config.block_size, n + 1))
 
     def insert(self, state: KVCache, rows: Tensor, new: KVCache) -> KVCache:
-        """Put the rows of ``new`` into rows ``rows`` (R,) of ``state``, replacing them
-        (requests taking the places of finished ones in a running batch).
-
-        Each new row is right-aligned to end at slot ``length`` - 1, as in ``merge``, and its
-        slots before that are masked. When the new rows fit (``new.length <= state.length``)
-        only their slots are written, in place; otherwise the cache is rebuilt with ``merge``.
-        """
-        n, m = state.length, new.length
-        if m > n:
-            index = torch.arange(state.idx.size(0), device=rows.device)
-            index[rows] = state.idx.size(0) + torch.arange(rows.numel(), device=rows.device)
-            return self.reorder(self.merge([state, new]), index)
-        for buf, src in ((state.k, new.k), (state.v, new.v)):
-            buf[:, rows, :, n - m : n] = src[:, :, :, :m].to(buf.dtype)
-        state.mask[rows] = False
-        state.idx[rows, n - m : n], state.mask[rows, n - m : n] = new.idx[:, :m], new.mask[:, :m]
-        state.pos[rows] = new.pos
-        state.padded = not bool(state.mask[:, :n].all())
-        return state
+        """The rows of ``new`` in place of rows ``rows`` of ``state``; see ``kv_cache.insert``."""
+        return kv_cache.insert(state, rows, new)
 
     def reorder(self, state: KVCache, index: Tensor) -> KVCache:
         """Rows ``index`` (B',) of the cache, as a new KVCache (beams, num_return_sequences)."""
-        return KVCache(
-            k=state.k.index_select(1, index),
-            v=state.v.index_select(1, index),
-            idx=state.idx.index_select(0, index),
-            mask=state.mask.index_select(0, index),
-            pos=state.pos.index_select(0, index),
-            length=state.length,
-            padded=state.padded,
-        )
+        return kv_cache.select(state, index)

@@ -31,12 +31,10 @@ import logging
 import threading
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from ..config import GenerationConfig
 from ..decoding import generate as generate_ids
 from ..decoding import pad_prompts
 from ..decoding.processors import apply_processors, build_processors
@@ -44,50 +42,13 @@ from ..decoding.search import draw, row_generator
 from ..decoding.stopping import Deadline, Delta, Generation, Rows, eos_ids_for
 from ..models.prepack import prepack_for_cpu
 from ..models.protocol import Seq2SeqBatch
+from .jobs import Batch, Event, Job, QueueFull, rows_index
+
+__all__ = ["Engine", "Event", "Job", "QueueFull"]
 
 log = logging.getLogger("proselab.server")
 
-
-class QueueFull(Exception):
-    """The engine's waiting queue is full: the client should retry later (HTTP 429)."""
-
-
-@dataclass
-class Event:
-    """What a job's consumer receives, on the engine thread: new output, then a last event."""
-
-    deltas: list[Delta] = field(default_factory=list)  # new text per sequence (index = sequence number)
-    top: dict[int, list[tuple[int, float]]] | None = None  # sequence -> its new token's top (id, logprob)s
-    results: list[Generation] | None = None  # set on the last event: every sequence, finished
-    error: BaseException | None = None  # set on the last event when the job failed
-
-
-class Job:
-    """One request: ``cfg.num_return_sequences`` sequences from one prompt.
-
-    Args:
-        ids: the prompt's token ids (a language model) or the source's, eos included (seq2seq).
-        cfg: validated generation settings.
-        emit: called on the engine thread with each Event; it must not block.
-        top_logprobs: how many most likely tokens to report per new token (0 = none).
-    """
-
-    def __init__(self, ids: list[int], cfg: GenerationConfig, emit: Callable[[Event], None], top_logprobs: int = 0):
-        self.ids, self.cfg, self.emit, self.top_logprobs = list(ids), cfg, emit, top_logprobs
-        self.n = cfg.num_return_sequences if cfg.num_beams == 1 else 1  # rows in the batch
-        self.cancelled = False  # set by the consumer (a client went away); the engine drops the job
-        self.slots: list[int] = []  # the job's rows in the running batch
-        # set when the job is admitted
-        self.rows: Rows | None = None
-        self.hist: torch.Tensor | None = None  # (n, T + max_new_tokens) prompt and new tokens, for processors
-        self.T = 0  # prompt tokens the processors see (none for a seq2seq source)
-        self.t = 0  # tokens generated per row so far
-        self.procs: list = []
-        self.gens: list[torch.Generator] | None = None
-        self.deadline: Deadline | None = None
-
-    def cancel(self) -> None:
-        self.cancelled = True
+STALE = 8  # steps a finished job's rows wait for a new job to take them before the batch is compacted
 
 
 class Engine:
@@ -157,7 +118,7 @@ class Engine:
         if self.threads:  # on this thread: OpenMP's thread count is per calling thread
             torch.set_num_threads(self.threads)
         prepack_for_cpu(self.model)  # here, not on the caller's thread: see server._on_a_passing_thread
-        batch = _Batch()
+        batch = Batch()
         while True:
             with self._cond:
                 while not batch.jobs and not self._waiting and not self._calls and not self._closed:
@@ -205,7 +166,7 @@ class Engine:
                 batch.clear()
                 self.running_rows = 0
 
-    def _step(self, batch: "_Batch", tokens: torch.Tensor, new: list[Job]) -> None:
+    def _step(self, batch: Batch, tokens: torch.Tensor, new: list[Job]) -> None:
         """Feed ``tokens`` to the batch, and prefill the ``new`` jobs: in the same pass when the
         model has ``step_start`` (the weights are read once for both), else after the step."""
         if new and self.can_step_start:
@@ -218,7 +179,7 @@ class Engine:
         if new:
             self._join(batch, new, *self._admit(new))
 
-    def _join(self, batch: "_Batch", new: list[Job], first: torch.Tensor, joined) -> None:
+    def _join(self, batch: Batch, new: list[Job], first: torch.Tensor, joined) -> None:
         """Put the rows of ``new`` (prefilled: ``first`` logits, state ``joined``) in the batch:
         in the rows of finished jobs when there are enough of them (``insert``, no copy of the
         others' state), else after the running rows (``merge``)."""
@@ -259,7 +220,7 @@ class Engine:
         index[rows] = B + torch.arange(rows.numel(), device=rows.device)
         return self.model.reorder(self.model.merge([state, new]), index)
 
-    def _compact(self, batch: "_Batch") -> torch.Tensor:
+    def _compact(self, batch: Batch) -> torch.Tensor:
         """Drop the rows of finished jobs from the batch (``reorder``); returns the rows kept."""
         keep = [r for r, job in enumerate(batch.owner) if job is not None]
         where = {r: i for i, r in enumerate(keep)}
@@ -333,7 +294,7 @@ class Engine:
             job.rows = Rows(n, [0] * n, cfg.max_new_tokens, eos_ids, self.gen.tokenizer, cfg.stop, wants_logprobs)
             job.deadline = Deadline(cfg.max_time)
 
-    def _decide(self, batch: "_Batch") -> torch.Tensor:
+    def _decide(self, batch: Batch) -> torch.Tensor:
         """Every job's next tokens from its rows of the logits; emits their output and takes
         finished and failed jobs out of ``batch.jobs`` (their rows become free). Returns the
         tokens to feed (B,): the free rows get ``fill``.
@@ -350,7 +311,7 @@ class Engine:
                 continue
             try:
                 parts.append(apply_processors(job.procs, job.hist[:, : job.T + job.t].to(logits.device),
-                                              logits[_rows(job.slots)]))
+                                              logits[rows_index(job.slots)]))
                 active.append(job)
             except Exception as e:  # one job's failure (a bad setting) is its own
                 log.exception("a request failed while decoding")
@@ -407,42 +368,3 @@ class Engine:
             job.emit(Event(deltas=deltas, top=top, results=rows.results() if finished else None))
         return done
 
-
-def _rows(slots: list[int]) -> slice | list[int]:
-    """Index for a job's rows: a slice when they are contiguous (a view, no list conversion)."""
-    if slots[-1] - slots[0] == len(slots) - 1:
-        return slice(slots[0], slots[-1] + 1)
-    return slots
-
-
-STALE = 8  # steps a finished job's rows wait for a new job to take them before the batch is compacted
-
-
-class _Batch:
-    """The running batch: the model's state and last logits, and which job owns each row."""
-
-    def __init__(self):
-        self.clear()
-
-    def clear(self) -> None:
-        self.state = self.logits = None
-        self.jobs: list[Job] = []  # running jobs, in the order they joined
-        self.owner: list[Job | None] = []  # per row; None = free (its job finished)
-        self.freed: dict[int, int] = {}  # free row -> the step it was freed at
-
-    @property
-    def size(self) -> int:
-        return len(self.owner)
-
-    @property
-    def live_rows(self) -> int:
-        return sum(job.n for job in self.jobs)
-
-    def free_rows(self) -> list[int]:
-        return [r for r, job in enumerate(self.owner) if job is None]
-
-    def leave(self, job: Job, step: int) -> None:
-        self.jobs.remove(job)
-        for r in job.slots:
-            self.owner[r] = None
-            self.freed[r] = step

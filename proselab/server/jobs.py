@@ -1,0 +1,91 @@
+"""What the serving engine keeps per request (``Job``), what it sends back (``Event``), and its
+running batch (``Batch``: which job owns each row of the model's state)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..config import GenerationConfig
+from ..decoding.stopping import Deadline, Delta, Generation, Rows
+
+
+class QueueFull(Exception):
+    """The engine's waiting queue is full: the client should retry later (HTTP 429)."""
+
+
+@dataclass
+class Event:
+    """What a job's consumer receives, on the engine thread: new output, then a last event."""
+
+    deltas: list[Delta] = field(default_factory=list)  # new text per sequence (index = sequence number)
+    top: dict[int, list[tuple[int, float]]] | None = None  # sequence -> its new token's top (id, logprob)s
+    results: list[Generation] | None = None  # set on the last event: every sequence, finished
+    error: BaseException | None = None  # set on the last event when the job failed
+
+
+class Job:
+    """One request: ``cfg.num_return_sequences`` sequences from one prompt.
+
+    Args:
+        ids: the prompt's token ids (a language model) or the source's, eos included (seq2seq).
+        cfg: validated generation settings.
+        emit: called on the engine thread with each Event; it must not block.
+        top_logprobs: how many most likely tokens to report per new token (0 = none).
+    """
+
+    def __init__(self, ids: list[int], cfg: GenerationConfig, emit: Callable[[Event], None], top_logprobs: int = 0):
+        self.ids, self.cfg, self.emit, self.top_logprobs = list(ids), cfg, emit, top_logprobs
+        self.n = cfg.num_return_sequences if cfg.num_beams == 1 else 1  # rows in the batch
+        self.cancelled = False  # set by the consumer (a client went away); the engine drops the job
+        self.slots: list[int] = []  # the job's rows in the running batch
+        # set when the job is admitted
+        self.rows: Rows | None = None
+        self.hist: torch.Tensor | None = None  # (n, T + max_new_tokens) prompt and new tokens, for processors
+        self.T = 0  # prompt tokens the processors see (none for a seq2seq source)
+        self.t = 0  # tokens generated per row so far
+        self.procs: list = []
+        self.gens: list[torch.Generator] | None = None
+        self.deadline: Deadline | None = None
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Batch:
+    """The running batch: the model's state and last logits, and which job owns each row."""
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self) -> None:
+        self.state = self.logits = None
+        self.jobs: list[Job] = []  # running jobs, in the order they joined
+        self.owner: list[Job | None] = []  # per row; None = free (its job finished)
+        self.freed: dict[int, int] = {}  # free row -> the step it was freed at
+
+    @property
+    def size(self) -> int:
+        return len(self.owner)
+
+    @property
+    def live_rows(self) -> int:
+        return sum(job.n for job in self.jobs)
+
+    def free_rows(self) -> list[int]:
+        return [r for r, job in enumerate(self.owner) if job is None]
+
+    def leave(self, job: Job, step: int) -> None:
+        self.jobs.remove(job)
+        for r in job.slots:
+            self.owner[r] = None
+            self.freed[r] = step
+
+
+def rows_index(slots: list[int]) -> slice | list[int]:
+    """Index for a job's rows: a slice when they are contiguous (a view, no list conversion)."""
+    if slots[-1] - slots[0] == len(slots) - 1:
+        return slice(slots[0], slots[-1] + 1)
+    return slots
