@@ -1,6 +1,6 @@
 """Load test of ``proselab serve``: 1, 4, 8 and 16 concurrent streaming clients.
 
-    python bench/serve_load.py --model gpt2-124m [--seconds 30] [--clients 1,4,8,16]
+    python bench/serve_load.py --model gpt2-124m [--seconds 30] [--clients 1,4,8,16] [--rounds 1]
     python bench/serve_load.py --model RUN_DIR --threads 1   # e.g. runs/nanogpt-cpu
 
 ``gpt2-124m`` is GPT-2's shape (12 layers, 768 wide, its 50,257-token vocabulary) with random
@@ -136,11 +136,20 @@ def run_level(url: str, clients: int, seconds: float, max_tokens: int, prompt_ch
         t.start()
     for t in threads:
         t.join()
-    wall = time.monotonic() - start  # includes finishing the requests in flight at the deadline
-    return {"clients": clients, "tokens_per_sec": out["tokens"] / wall, "requests": out["requests"],
-            "errors": out["errors"], "ttft_p50": pct(out["ttft"], 0.5), "ttft_p95": pct(out["ttft"], 0.95),
-            "itl_p50": pct(out["itl"], 0.5), "itl_p95": pct(out["itl"], 0.95), "wall": wall,
-            "first_error": out.get("first_error")}
+    out["wall"] = time.monotonic() - start  # includes finishing the requests in flight at the deadline
+    return out
+
+
+def summary(clients: int, runs: list[dict]) -> dict:
+    """One concurrency level over its rounds: tokens and wall time added up, latencies pooled."""
+    pooled = lambda key: [x for r in runs for x in r[key]]  # noqa: E731
+    wall = sum(r["wall"] for r in runs)
+    return {"clients": clients, "tokens_per_sec": sum(r["tokens"] for r in runs) / wall,
+            "per_round": [round(r["tokens"] / r["wall"], 1) for r in runs],
+            "requests": sum(r["requests"] for r in runs), "errors": sum(r["errors"] for r in runs),
+            "ttft_p50": pct(pooled("ttft"), 0.5), "ttft_p95": pct(pooled("ttft"), 0.95),
+            "itl_p50": pct(pooled("itl"), 0.5), "itl_p95": pct(pooled("itl"), 0.95), "wall": wall,
+            "first_error": next((r["first_error"] for r in runs if "first_error" in r), None)}
 
 
 def main() -> None:
@@ -148,7 +157,10 @@ def main() -> None:
     ap.add_argument("--model", default="gpt2-124m", help="gpt2-124m, or a run / checkpoint directory")
     ap.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER, help="GPT-2 tokenizer files (gpt2-124m)")
     ap.add_argument("--clients", default="1,4,8,16")
-    ap.add_argument("--seconds", type=float, default=30.0, help="per concurrency level")
+    ap.add_argument("--seconds", type=float, default=30.0, help="per concurrency level and round")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="go through the levels this many times (1, 8, 1, 8, ...) and add up each level's "
+                         "rounds: the machine's drift then weighs on every level alike")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=0, help="the server's --threads (0 = all cores)")
@@ -163,24 +175,31 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}/v1"
         try:
             run_level(url, 1, min(5.0, args.seconds), args.max_tokens, args.prompt_chars)  # warm-up
-            rows = []
-            for c in map(int, args.clients.split(",")):
-                rows.append(run_level(url, c, args.seconds, args.max_tokens, args.prompt_chars))
-                print(json.dumps(rows[-1]), flush=True)
+            levels = [int(c) for c in args.clients.split(",")]
+            runs: dict[int, list[dict]] = {c: [] for c in levels}
+            for k in range(args.rounds):
+                for c in levels:
+                    runs[c].append(run_level(url, c, args.seconds, args.max_tokens, args.prompt_chars))
+                    last = runs[c][-1]
+                    print(json.dumps({"round": k + 1, "clients": c, "tokens_per_sec": last["tokens"] / last["wall"],
+                                      "errors": last["errors"]}), flush=True)
+            rows = [summary(c, runs[c]) for c in levels]
         finally:
             server.terminate()
             server.wait(30)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     base = rows[0]["tokens_per_sec"] or float("nan")
-    print(f"\n{args.model}: {args.max_tokens} new tokens per request, {args.seconds:g} s per level, "
-          f"--max-batch {args.max_batch}, --threads {args.threads}, {os.cpu_count()} CPUs\n")
+    print(f"\n{args.model}: {args.max_tokens} new tokens per request, {args.seconds:g} s per level x "
+          f"{args.rounds} round(s), --max-batch {args.max_batch}, --threads {args.threads}, {os.cpu_count()} CPUs\n")
     print("| clients | tokens/s | x 1 client | requests | errors | TTFT p50 / p95 (s) | ITL p50 / p95 (ms) |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['clients']} | {r['tokens_per_sec']:.1f} | {r['tokens_per_sec'] / base:.2f} | {r['requests']} | "
               f"{r['errors']} | {r['ttft_p50']:.2f} / {r['ttft_p95']:.2f} | "
               f"{1000 * r['itl_p50']:.0f} / {1000 * r['itl_p95']:.0f} |")
+    if args.rounds > 1:
+        print("\nper round, tokens/s: " + "; ".join(f"{r['clients']} clients {r['per_round']}" for r in rows))
 
 
 if __name__ == "__main__":
