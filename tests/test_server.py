@@ -217,7 +217,7 @@ def test_a_stream_that_falls_behind_sends_what_piled_up_in_fewer_chunks():
     import asyncio
 
     from proselab.decoding.stopping import Delta, Generation
-    from proselab.server.app import _sse
+    from proselab.server.streaming import sse as _sse
     from proselab.server.engine import Event
     from proselab.server.responses import Shape
 
@@ -238,8 +238,9 @@ def test_a_stream_that_falls_behind_sends_what_piled_up_in_fewer_chunks():
                                                                                 {"prompt_tokens": 2}, True)]
                 if line.startswith("data: {")]
 
-    step = lambda i, t, fin=None, top=None: Event(deltas=[Delta(i, Tok().decode([t]), [t], fin, [-0.5 * t])],  # noqa: E731
-                                                 top=top)
+    def step(i, t, fin=None, top=None):  # sequence i's token t, with logprob -t / 2
+        return Event(deltas=[Delta(i, Tok().decode([t]), [t], fin, [-0.5 * t])], top=top)
+
     last = Event(deltas=[Delta(0, "c", [3], "length", [-1.5]), Delta(1, "z", [26], "length", [-13.0])],
                  results=[Generation("abc", [1, 2, 3], "length", 0), Generation("yz", [25, 26], "length", 0)])
     chunks = asyncio.run(stream([step(0, 1), step(1, 25), step(0, 2), last], n=2))

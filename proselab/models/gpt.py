@@ -190,7 +190,8 @@ class GPT(nn.Module):
         return cache
 
     @torch.no_grad()
-    def step_start(self, tokens: Tensor, state: KVCache, batch: Prompt | Tensor) -> tuple[Tensor, KVCache, Tensor, KVCache]:
+    def step_start(self, tokens: Tensor, state: KVCache,
+                   batch: Prompt | Tensor) -> tuple[Tensor, KVCache, Tensor, KVCache]:
         """``step(tokens, state)`` and ``start(batch)`` in one pass through the weights.
 
         At small batches a decoding step is bound by reading the weights; a prompt's prefill

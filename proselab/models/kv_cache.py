@@ -70,7 +70,8 @@ def merge(states: list[KVCache], min_capacity: int = 0) -> KVCache:
     r = 0
     for s in states:
         b, off = s.idx.size(0), n - s.length
-        out.k[:, r : r + b, :, off:n], out.v[:, r : r + b, :, off:n] = s.k[:, :, :, : s.length], s.v[:, :, :, : s.length]
+        out.k[:, r : r + b, :, off:n] = s.k[:, :, :, : s.length]
+        out.v[:, r : r + b, :, off:n] = s.v[:, :, :, : s.length]
         out.idx[r : r + b, off:n], out.mask[r : r + b, off:n] = s.idx[:, : s.length], s.mask[:, : s.length]
         out.pos[r : r + b] = s.pos
         r += b

@@ -15,36 +15,23 @@ import asyncio
 import hmac
 import json
 import time
-import uuid
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any, AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..chat import ChatError
 from ..config import ConfigError
-from ..decoding.stopping import Delta
 from ..pair_data import encoder_ids, source_ids
-from .engine import Engine, Event, Job, QueueFull
-from .responses import Shape, sse_data, usage_of
+from .engine import Engine
+from .responses import APIError, error_response
+from .streaming import respond
 from .schemas import AttentionRequest, ChatRequest, CompletionRequest, Sampling
 
-
-
-class APIError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
-
-
-def _error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-           code: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": code}}, status)
 
 
 class Limits:
@@ -78,19 +65,20 @@ def create_app(generator, *, api_key: str | None = None, model_name: str | None 
     # ---- errors in OpenAI's format -------------------------------------------------------
     @app.exception_handler(APIError)
     async def _api_error(_: Request, e: APIError):
-        return _error(e.status, e.message, e.type, e.param, e.code)
+        return error_response(e.status, e.message, e.type, e.param, e.code)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError):
         first = e.errors()[0] if e.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p != "body"]
         param = ".".join(loc) or None
-        return _error(422, f"{param or 'body'}: {first.get('msg', 'invalid request')}", param=param,
+        return error_response(422, f"{param or 'body'}: {first.get('msg', 'invalid request')}", param=param,
                       code="invalid_value")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, e: StarletteHTTPException):
-        return _error(e.status_code, str(e.detail), "not_found_error" if e.status_code == 404 else "invalid_request_error")
+        kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
+        return error_response(e.status_code, str(e.detail), kind)
 
     # ---- the API key and the body size, before any route ---------------------------------
     @app.middleware("http")
@@ -99,17 +87,18 @@ def create_app(generator, *, api_key: str | None = None, model_name: str | None 
             header = request.headers.get("authorization", "")
             given = header[7:] if header.lower().startswith("bearer ") else ""
             if not hmac.compare_digest(given.encode(), api_key.encode()):
-                return _error(401, "invalid or missing API key: send 'Authorization: Bearer KEY'",
+                return error_response(401, "invalid or missing API key: send 'Authorization: Bearer KEY'",
                               code="invalid_api_key")
         if request.method == "POST":
             size = request.headers.get("content-length")
             if size is not None and (not size.isdigit() or int(size) > limits.max_body_bytes):
-                return _error(413, f"the request body is larger than {limits.max_body_bytes} bytes", code="too_large")
+                return error_response(413, f"the request body is larger than {limits.max_body_bytes} bytes",
+                                      code="too_large")
             body = bytearray()
             async for chunk in request.stream():
                 body += chunk
                 if len(body) > limits.max_body_bytes:
-                    return _error(413, f"the request body is larger than {limits.max_body_bytes} bytes",
+                    return error_response(413, f"the request body is larger than {limits.max_body_bytes} bytes",
                                   code="too_large")
             request._body = bytes(body)  # the route reads it again
         return await call_next(request)
@@ -132,7 +121,7 @@ def create_app(generator, *, api_key: str | None = None, model_name: str | None 
         gcfg = _generation(generator, body, limits, output_scores=body.logprobs is not None)
         prompts = _prompt_ids(generator, body.prompt, limits)
         top = body.logprobs or 0
-        return await _respond(request, engine, generator, body, gcfg, prompts, top, chat=False, model=name)
+        return await respond(request, engine, generator, body, gcfg, prompts, top, chat=False, model=name)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request):
@@ -153,7 +142,7 @@ def create_app(generator, *, api_key: str | None = None, model_name: str | None 
         ids = prompt[0] if isinstance(prompt, list) else _source_ids(generator, _last_user(messages))
         _check_prompt_length(len(ids), limits)
         top = (body.top_logprobs or 0) if body.logprobs else 0
-        return await _respond(request, engine, generator, body, gcfg, [ids], top, chat=True, model=name)
+        return await respond(request, engine, generator, body, gcfg, [ids], top, chat=True, model=name)
 
     @app.post("/v1/attention")
     async def attention(body: AttentionRequest):
@@ -301,115 +290,3 @@ def _can_chat(generator) -> bool:
 def _defaults(g) -> dict:
     return {"max_tokens": g.max_new_tokens, "temperature": g.temperature if g.do_sample else 0, "top_p": g.top_p,
             "top_k": g.top_k, "repetition_penalty": g.repetition_penalty}
-
-
-# ---- running a request and answering ------------------------------------------------------
-async def _respond(request: Request, engine: Engine, generator, body, gcfg, prompts: list[list[int]], top: int,
-                   chat: bool, model: str):
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-    jobs = []
-    for i, ids in enumerate(prompts):
-        job = Job(ids, gcfg, _emitter(loop, queue, i), top_logprobs=top)
-        jobs.append(job)
-    try:
-        for job in jobs:
-            engine.submit(job)
-    except QueueFull as e:
-        for job in jobs:
-            job.cancel()
-        raise APIError(429, str(e), "rate_limit_error", code="rate_limit_exceeded") from None
-    except ValueError as e:
-        for job in jobs:
-            job.cancel()
-        raise APIError(400, str(e), param="n") from None
-    rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
-    shape = Shape(rid, model, chat, generator.tokenizer, gcfg.num_return_sequences, top)
-    usage = {"prompt_tokens": sum(map(len, prompts))}
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_sse(request, queue, jobs, shape, usage, include_usage), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    results: dict[int, list] = {}
-    tops: dict[int, list] = {}  # choice -> each token's top log-probabilities
-    try:
-        while len(results) < len(jobs):
-            try:
-                i, event = await asyncio.wait_for(queue.get(), timeout=0.5)
-            except asyncio.TimeoutError:
-                if await request.is_disconnected():
-                    raise asyncio.CancelledError from None
-                continue
-            if event.error is not None:
-                raise _engine_error(event.error)
-            if event.top is not None:
-                for d in event.deltas:
-                    if d.tokens:
-                        tops.setdefault(i * shape.n + d.index, []).append(event.top.get(d.index))
-            if event.results is not None:
-                results[i] = event.results
-    finally:
-        for job in jobs:
-            job.cancel()  # a no-op for finished jobs; stops the rest when the client went away
-    return shape.final(results, tops, usage)
-
-
-def _emitter(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, i: int):
-    def emit(event: Event) -> None:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, (i, event))
-        except RuntimeError:  # the event loop is gone (shutdown)
-            pass
-    return emit
-
-
-def _joined(a: Delta, b: Delta) -> Delta:
-    """One delta for two consecutive ones of a sequence (``a`` not its last)."""
-    lps = a.logprobs + b.logprobs if a.logprobs is not None and b.logprobs is not None else None
-    return Delta(a.index, a.text + b.text, a.tokens + b.tokens, b.finish_reason, lps)
-
-
-def _engine_error(e: BaseException) -> APIError:
-    if isinstance(e, (ConfigError, ValueError)):
-        return APIError(400, str(e))
-    return APIError(500, f"generation failed: {type(e).__name__}: {e}", "server_error")
-
-
-async def _sse(request: Request, queue: asyncio.Queue, jobs: list[Job], shape: Shape, usage: dict,
-               include_usage: bool) -> AsyncIterator[str]:
-    done, completion = 0, 0
-    try:
-        if shape.chat:
-            for i in range(len(jobs) * shape.n):
-                yield sse_data(shape.chunk(i, {"role": "assistant", "content": ""}, None))
-        failed = None
-        while done < len(jobs) and failed is None:
-            events = [await queue.get()]
-            while not queue.empty():  # the client is behind: what has piled up goes in fewer chunks
-                events.append(queue.get_nowait())
-            chunks: list[list] = []  # [choice, delta, top], in order
-            for i, event in events:
-                if event.error is not None:
-                    failed = _engine_error(event.error)
-                    break
-                for d in event.deltas:
-                    choice = i * shape.n + d.index
-                    last = next((c for c in reversed(chunks) if c[0] == choice), None)
-                    if last is not None and event.top is None and last[2] is None and last[1].finish_reason is None:
-                        last[1] = _joined(last[1], d)
-                    else:
-                        chunks.append([choice, d, event.top])
-                if event.results is not None:
-                    done += 1
-            for choice, d, top in chunks:
-                completion += len(d.tokens)
-                yield sse_data(shape.delta_chunk(choice, d, top))
-        if failed is not None:
-            yield sse_data({"error": {"message": failed.message, "type": failed.type, "param": None,
-                                      "code": failed.code}})
-        if include_usage:
-            yield sse_data({**shape.head(), "choices": [], "usage": usage_of(usage, completion)})
-        yield "data: [DONE]\n\n"
-    finally:
-        for job in jobs:
-            job.cancel()

@@ -154,7 +154,8 @@ class Engine:
                             self._join(batch, new, *self._admit(new))
                         continue
                     free = batch.free_rows()
-                    if free and (2 * len(free) >= batch.size or self.steps - min(batch.freed[r] for r in free) >= STALE):
+                    stale = free and self.steps - min(batch.freed[r] for r in free) >= STALE
+                    if free and (2 * len(free) >= batch.size or stale):
                         tokens = tokens[self._compact(batch)]
                     self._step(batch, tokens.to(self.device), new)
                     self.steps += 1

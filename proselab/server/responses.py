@@ -1,9 +1,23 @@
-"""OpenAI's response objects: whole completions, stream chunks, logprobs and usage."""
+"""OpenAI's response objects: whole completions, stream chunks, logprobs, usage and errors."""
 
 from __future__ import annotations
 
 import json
 import time
+
+from fastapi.responses import JSONResponse
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+
+
+def error_response(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
+           code: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": code}}, status)
+
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length", "time": "length"}  # proselab -> OpenAI
 
