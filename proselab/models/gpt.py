@@ -32,8 +32,8 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, cache: tuple[Tensor, Tensor] | None = None, pos: int = 0,
                 attn_mask: Tensor | None = None) -> Tensor:
-        x = x + self.attn(self.ln_1(x), cache, pos, attn_mask)
-        return x + self.mlp(self.ln_2(x))
+        B, T, C = x.shape
+        return self.forward_flat(x.reshape(B * T, C), [(B, T)], [(cache, pos, attn_mask)]).view(B, T, C)
 
     def forward_flat(self, x: Tensor, shapes: list[tuple[int, int]], attends: list[tuple]) -> Tensor:
         """``forward`` for several batches in one pass: x (N, C) holds batch j's (B_j, T_j)
@@ -45,7 +45,7 @@ class Block(nn.Module):
         for (B, T), (cache, pos, attn_mask) in zip(shapes, attends):
             ys.append(self.attn.attend(qkv[at : at + B * T].view(B, T, -1), cache, pos, attn_mask).reshape(B * T, -1))
             at += B * T
-        x = x + self.attn.resid_dropout(self.attn.c_proj(torch.cat(ys)))
+        x = x + self.attn.resid_dropout(self.attn.c_proj(ys[0] if len(ys) == 1 else torch.cat(ys)))
         return x + self.mlp(self.ln_2(x))
 
 
@@ -88,30 +88,24 @@ class GPT(nn.Module):
 
     def _trunk(self, idx: Tensor, cache: KVCache | None = None, positions: Tensor | None = None,
                attn_mask: Tensor | None = None) -> Tensor:
-        pos = 0 if cache is None else cache.length
-        if positions is None:
-            positions = torch.arange(pos, pos + idx.size(1), dtype=torch.long, device=idx.device)  # (T,)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(positions))  # (B, T, C)
-        for i, block in enumerate(self.transformer.h):
-            x = block(x, None if cache is None else (cache.k[i], cache.v[i]), pos, attn_mask)
-        return self.transformer.ln_f(x)
+        """The hidden states (B, T, C) of idx (B, T), written into ``cache`` from slot ``length``."""
+        return self._trunks([(idx, cache, positions, attn_mask)])[0]
 
     def _trunks(self, parts: list[tuple]) -> list[Tensor]:
         """``_trunk`` for several (idx, cache, positions, attn_mask) at once, each layer's
         weights read once for all of them (``Block.forward_flat``)."""
-        if len(parts) == 1:
-            return [self._trunk(*parts[0])]
         tr, xs, attends = self.transformer, [], []
         for idx, cache, positions, attn_mask in parts:
-            pos = cache.length
+            pos = 0 if cache is None else cache.length
             if positions is None:
                 positions = torch.arange(pos, pos + idx.size(1), dtype=torch.long, device=idx.device)
             xs.append((tr.wte(idx) + tr.wpe(positions)).reshape(-1, self.config.n_embd))
             attends.append((cache, pos, attn_mask))
         shapes = [tuple(p[0].shape) for p in parts]
-        x = tr.drop(torch.cat(xs))  # (N, C)
+        x = tr.drop(xs[0] if len(xs) == 1 else torch.cat(xs))  # (N, C)
         for i, block in enumerate(tr.h):
-            x = block.forward_flat(x, shapes, [((c.k[i], c.v[i]), pos, m) for c, pos, m in attends])
+            x = block.forward_flat(x, shapes, [(None if c is None else (c.k[i], c.v[i]), pos, m)
+                                               for c, pos, m in attends])
         x = tr.ln_f(x)
         out, at = [], 0
         for B, T in shapes:
