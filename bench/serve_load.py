@@ -167,6 +167,8 @@ def main() -> None:
     ap.add_argument("--prompt-chars", type=int, default=0,
                     help="cut prompts to this many characters (e.g. 40 for a char model with a 64-token window)")
     args = ap.parse_args()
+    if args.rounds < 1 or args.seconds <= 0:
+        ap.error("--rounds must be >= 1 and --seconds > 0")
     tmp = Path(tempfile.mkdtemp(prefix="serve_load_"))
     try:
         run = gpt2_checkpoint(tmp / "gpt2", args.tokenizer) if args.model == "gpt2-124m" else Path(args.model)
