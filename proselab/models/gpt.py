@@ -17,7 +17,7 @@ from ..config import ModelConfig
 from . import kv_cache
 from .kv_cache import KVCache
 from .layers import MLP, SelfAttention, head_loss, lm_loss
-from .protocol import Prompt
+from .protocol import Prompt, insert_by_merge
 
 
 class Block(nn.Module):
@@ -326,7 +326,10 @@ class GPT(nn.Module):
         return kv_cache.merge(states, min(self.config.block_size, n + 1))
 
     def insert(self, state: KVCache, rows: Tensor, new: KVCache) -> KVCache:
-        """The rows of ``new`` in place of rows ``rows`` of ``state``; see ``kv_cache.insert``."""
+        """The rows of ``new`` in place of rows ``rows`` of ``state``: in place when they fit
+        (``kv_cache.insert``), else rebuilt through merge."""
+        if new.length > state.length:
+            return insert_by_merge(self, state, rows, new, state.idx.size(0))
         return kv_cache.insert(state, rows, new)
 
     def reorder(self, state: KVCache, index: Tensor) -> KVCache:

@@ -84,15 +84,11 @@ def insert(state: KVCache, rows: Tensor, new: KVCache) -> KVCache:
     taking the places of finished ones in a running batch).
 
     Each new row is right-aligned to end at slot ``length`` - 1, as in ``merge``, and its slots
-    before that are masked. When the new rows fit (``new.length <= state.length``) only their
-    slots are written, in place; otherwise the cache is rebuilt with ``merge``.
+    before that are masked; only those rows' slots are written, in place. The new rows must
+    fit: ``new.length <= state.length``.
     """
     n, m = state.length, new.length
-    if m > n:
-        B = state.idx.size(0)
-        index = torch.arange(B, device=rows.device)
-        index[rows] = B + torch.arange(rows.numel(), device=rows.device)
-        return select(merge([state, new]), index)
+    assert m <= n, f"{m} new slots do not fit before slot {n}: merge instead"
     for buf, src in ((state.k, new.k), (state.v, new.v)):
         buf[:, rows, :, n - m : n] = src[:, :, :, :m].to(buf.dtype)
     state.mask[rows] = False

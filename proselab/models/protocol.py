@@ -94,6 +94,15 @@ def memory_rows(index: Tensor, group: int, n_memory: int) -> tuple[int, Tensor |
     return 1, src
 
 
+def insert_by_merge(model, state: Any, rows: Tensor, new: Any, batch_size: int) -> Any:
+    """``insert`` for any model with ``merge`` and ``reorder``: the rows of ``new`` put in place
+    of rows ``rows`` (R,) of ``state`` (``batch_size`` rows), by merging and then reordering
+    (a copy of every row)."""
+    index = torch.arange(batch_size, device=rows.device)
+    index[rows] = batch_size + torch.arange(rows.numel(), device=rows.device)
+    return model.reorder(model.merge([state, new]), index)
+
+
 @runtime_checkable
 class Decoder(Protocol):
     def start(self, batch: Any) -> tuple[Tensor, State]:

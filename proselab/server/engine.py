@@ -41,7 +41,7 @@ from ..decoding.processors import apply_processors, build_processors
 from ..decoding.search import draw, row_generator
 from ..decoding.stopping import Deadline, Delta, Generation, Rows, eos_ids_for
 from ..models.prepack import prepack_for_cpu
-from ..models.protocol import Seq2SeqBatch
+from ..models.protocol import Seq2SeqBatch, insert_by_merge
 from .jobs import Batch, Event, Job, QueueFull, rows_index
 
 __all__ = ["Engine", "Event", "Job", "QueueFull"]
@@ -217,9 +217,7 @@ class Engine:
         else a merge and a reorder that puts each new row where the old one was."""
         if callable(getattr(self.model, "insert", None)):
             return self.model.insert(state, rows, new)
-        index = torch.arange(B, device=rows.device)
-        index[rows] = B + torch.arange(rows.numel(), device=rows.device)
-        return self.model.reorder(self.model.merge([state, new]), index)
+        return insert_by_merge(self.model, state, rows, new, B)
 
     def _compact(self, batch: Batch) -> torch.Tensor:
         """Drop the rows of finished jobs from the batch (``reorder``); returns the rows kept."""
