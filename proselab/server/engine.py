@@ -141,7 +141,6 @@ class Engine:
                 with torch.no_grad():
                     new = [job for job in new if not self._run_whole(job)]
                     if new and not batch.jobs:  # nothing running: the new jobs start the batch
-                        batch.clear()
                         self._join(batch, new, *self._admit(new))
                         new = []
                     if not batch.jobs:
@@ -323,15 +322,14 @@ class Engine:
             for job in active:
                 spans.append((k, k + job.n))
                 k += job.n
-            sampled = [(job, a, b) for job, (a, b) in zip(active, spans) if job.cfg.do_sample]
-            greedy = [(a, b) for job, (a, b) in zip(active, spans) if not job.cfg.do_sample]
-            for chosen, pick in ((sampled, self._sample), (greedy, self._greedy)):
+            for sampling, pick in ((True, self._sample), (False, self._greedy)):
+                chosen = [(job, a, b) for job, (a, b) in zip(active, spans) if job.cfg.do_sample == sampling]
                 if not chosen:
                     continue
                 if len(chosen) == len(active):  # all rows: no gather
                     nxt = pick(scores, chosen)
                     break
-                idx = torch.cat([torch.arange(c[-2], c[-1]) for c in chosen]).to(scores.device)
+                idx = torch.cat([torch.arange(a, b) for _, a, b in chosen]).to(scores.device)
                 nxt[idx] = pick(scores[idx], chosen)
             nxt = nxt.cpu()
             for job, (a, b) in zip(active, spans):
