@@ -167,6 +167,20 @@ def test_bad_requests_get_openai_errors(served, kwargs, error, match):
     assert set(body) >= {"message", "type", "param", "code"}
 
 
+def chunked_post(server, path, pieces):
+    """POST ``pieces`` with Transfer-Encoding: chunked (no Content-Length); the raw response."""
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall((f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                      "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode())
+        for piece in pieces:
+            sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+        sock.sendall(b"0\r\n\r\n")
+        got = b""
+        while chunk := sock.recv(65536):
+            got += chunk
+    return got
+
+
 class Recorder(logging.Handler):
     def __init__(self):
         super().__init__(logging.DEBUG)
@@ -189,6 +203,11 @@ def test_auth_body_size_and_the_key_stays_out_of_the_logs(served):
     assert status == 413 and "larger than" in json.loads(body)["error"]["message"]
     status, body = post(served, "/v1/completions", None, raw=b"{not json")
     assert status == 422 and "error" in json.loads(body)
+    # without a Content-Length the size is counted as the body arrives
+    small = json.dumps({"prompt": "a", "max_tokens": 2}).encode()
+    assert chunked_post(served, "/v1/completions", [small[:5], small[5:]]).startswith(b"HTTP/1.1 200")
+    big = chunked_post(served, "/v1/completions", [b'{"prompt": "'] + [b"x" * 1000] * 5 + [b'"}'])
+    assert big.startswith(b"HTTP/1.1 413") and b"larger than" in big
     client(served).completions.create(model="tiny", prompt="a", max_tokens=2)
     for lg in server_logs:
         lg.removeHandler(recorder)

@@ -22,6 +22,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..chat import ChatError
@@ -39,6 +40,54 @@ class Limits:
 
     def __init__(self, max_prompt_tokens: int, max_tokens: int, max_body_bytes: int = 1 << 20):
         self.max_prompt_tokens, self.max_tokens, self.max_body_bytes = max_prompt_tokens, max_tokens, max_body_bytes
+
+
+class Guard:
+    """The API key and the body size, checked before any route (pure ASGI middleware).
+
+    Starlette's ``@app.middleware("http")`` would pass every chunk of a streamed response
+    through a memory stream and a task of its own; this one only wraps ``receive``. A POST
+    body is read here, at most ``max_body_bytes`` of it, and replayed to the route.
+    """
+
+    def __init__(self, app, api_key: str | None, max_body_bytes: int):
+        self.app, self.api_key, self.max_body_bytes = app, api_key, max_body_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = Headers(scope=scope)
+        if self.api_key is not None and scope["path"].startswith("/v1/"):
+            header = headers.get("authorization", "")
+            given = header[7:] if header.lower().startswith("bearer ") else ""
+            if not hmac.compare_digest(given.encode(), self.api_key.encode()):
+                return await error_response(401, "invalid or missing API key: send 'Authorization: Bearer KEY'",
+                                            code="invalid_api_key")(scope, receive, send)
+        if scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        too_large = error_response(413, f"the request body is larger than {self.max_body_bytes} bytes", code="too_large")
+        size = headers.get("content-length")
+        if size is not None and (not size.isdigit() or int(size) > self.max_body_bytes):
+            return await too_large(scope, receive, send)
+        body, more = bytearray(), True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away before sending it all
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_body_bytes:
+                return await too_large(scope, receive, send)
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:  # then only http.disconnect is left to wait for
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 def create_app(generator, *, api_key: str | None = None, model_name: str | None = None, max_batch: int = 16,
@@ -81,27 +130,7 @@ def create_app(generator, *, api_key: str | None = None, model_name: str | None 
         return error_response(e.status_code, str(e.detail), kind)
 
     # ---- the API key and the body size, before any route ---------------------------------
-    @app.middleware("http")
-    async def _guard(request: Request, call_next):
-        if request.url.path.startswith("/v1/") and api_key is not None:
-            header = request.headers.get("authorization", "")
-            given = header[7:] if header.lower().startswith("bearer ") else ""
-            if not hmac.compare_digest(given.encode(), api_key.encode()):
-                return error_response(401, "invalid or missing API key: send 'Authorization: Bearer KEY'",
-                              code="invalid_api_key")
-        if request.method == "POST":
-            size = request.headers.get("content-length")
-            if size is not None and (not size.isdigit() or int(size) > limits.max_body_bytes):
-                return error_response(413, f"the request body is larger than {limits.max_body_bytes} bytes",
-                                      code="too_large")
-            body = bytearray()
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limits.max_body_bytes:
-                    return error_response(413, f"the request body is larger than {limits.max_body_bytes} bytes",
-                                  code="too_large")
-            request._body = bytes(body)  # the route reads it again
-        return await call_next(request)
+    app.add_middleware(Guard, api_key=api_key, max_body_bytes=limits.max_body_bytes)
 
     # ---- routes --------------------------------------------------------------------------
     @app.get("/health")
