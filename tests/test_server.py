@@ -169,12 +169,13 @@ def test_bad_requests_get_openai_errors(served, kwargs, error, match):
 
 def chunked_post(server, path, pieces):
     """POST ``pieces`` with Transfer-Encoding: chunked (no Content-Length); the raw response."""
+    head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode()
+    # in one write: a server that answers 413 midway closes the connection, and bytes still
+    # arriving then would reset it before the answer is read
+    body = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        sock.sendall((f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
-                      "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode())
-        for piece in pieces:
-            sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
-        sock.sendall(b"0\r\n\r\n")
+        sock.sendall(head + body)
         got = b""
         while chunk := sock.recv(65536):
             got += chunk
