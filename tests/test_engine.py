@@ -217,6 +217,50 @@ def test_jobs_that_join_a_running_batch_decode_as_they_would_alone(tmp_path, fam
         engine.close()
 
 
+def test_the_engine_wakes_its_consumer_once_a_steps_events_are_out(tmp_path):
+    """``wake`` comes after each step's events, before the next forward pass (so no output
+    waits a step), and once for all of them: two jobs running together are woken for in pairs."""
+    from proselab.server.engine import Engine, Job
+
+    gen = lm_run(tmp_path, "gpt")
+    log = []
+    engine = Engine(gen, max_batch=4, wake=lambda: log.append(("wake", engine.steps)))
+    try:
+        collectors = [Collector(), Collector()]
+
+        def emitter(c):
+            def emit(event):
+                log.append(("event", engine.steps))
+                c(event)
+            return emit
+
+        greedy = lambda n: gen.generation_config(do_sample=False, max_new_tokens=n, min_new_tokens=n)  # noqa: E731
+        jobs = [Job(gen.encode_prompt("ROMEO:"), greedy(8), emitter(collectors[0])),
+                Job(gen.encode_prompt("The"), greedy(12), emitter(collectors[1]))]
+        with engine._cond:  # both wait until submitted, so they start together
+            for job in jobs:
+                engine._waiting.append(job)
+            engine._cond.notify()
+        for c in collectors:
+            assert c.done.wait(30)
+        deadline = time.monotonic() + 5
+        while log[-1][0] != "wake" and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        engine.close()
+    pending, batches = [], []
+    for kind, step in log:
+        if kind == "event":
+            pending.append(step)
+        else:
+            assert all(s == step for s in pending), log  # woken in the step the events came in
+            if pending:
+                batches.append(len(pending))
+            pending = []
+    assert not pending and sum(batches) == sum(len(c.events) for c in collectors)
+    assert batches[:8] == [2] * 8 and batches[8:] == [1] * 4, batches  # together, then the longer job alone
+
+
 @pytest.mark.parametrize("family", ["gpt", "rnn"])
 def test_a_job_takes_the_row_of_one_that_finished(tmp_path, family, monkeypatch):
     """A finished job's row stays in the batch for a while; a job that comes then takes it

@@ -279,6 +279,46 @@ def test_a_stream_that_falls_behind_sends_what_piled_up_in_fewer_chunks():
     assert tops == [[{"a": -0.5}], [{"b": -1.0}]]
 
 
+def test_the_mailbox_hands_events_to_the_loop_in_one_wakeup():
+    """Events posted from another thread reach their queues, in order, only on ``wake``, and
+    through one call into the loop however many there were; a closed loop drops them."""
+    import asyncio
+
+    from proselab.server.streaming import Mailbox
+
+    mailbox = Mailbox()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        calls = []
+        threadsafe = loop.call_soon_threadsafe
+        loop.call_soon_threadsafe = lambda *a: calls.append(a) or threadsafe(*a)
+        a, b = asyncio.Queue(), asyncio.Queue()
+
+        def engine_thread(wake):
+            for i in range(3):
+                mailbox.post(loop, a, ("a", i))
+                mailbox.post(loop, b, ("b", i))
+            if wake:
+                mailbox.wake()
+
+        for wake in (False, True):
+            worker = threading.Thread(target=engine_thread, args=(wake,))
+            worker.start()
+            await asyncio.to_thread(worker.join)
+            await asyncio.sleep(0.05)
+        got_a = [a.get_nowait() for _ in range(a.qsize())]
+        got_b = [b.get_nowait() for _ in range(b.qsize())]
+        return got_a, got_b, len([c for c in calls if c[0] == mailbox._deliver]), loop
+
+    got_a, got_b, calls, loop = asyncio.run(main())
+    assert got_a == [("a", i) for i in (0, 1, 2)] * 2 and got_b == [("b", i) for i in (0, 1, 2)] * 2
+    assert calls == 1
+    mailbox.post(loop, asyncio.Queue(), "late")  # the loop is closed now
+    mailbox.wake()
+    assert not mailbox._items and not mailbox._scheduled
+
+
 def test_a_client_that_disconnects_stops_its_generation(gpt_run):
     gen = proselab.load(gpt_run)
     app = create_app(gen, limits=Limits(48, 1_000_000))

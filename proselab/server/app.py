@@ -30,7 +30,7 @@ from ..config import ConfigError
 from ..pair_data import encoder_ids, source_ids
 from .engine import Engine
 from .responses import APIError, error_response
-from .streaming import respond
+from .streaming import Mailbox, respond
 from .schemas import AttentionRequest, ChatRequest, CompletionRequest, Sampling
 
 
@@ -99,7 +99,8 @@ def create_app(generator, *, api_key: str | None = None, model_name: str | None 
     if limits is None:
         window = cfg.model.block_size if cfg.model.family == "gpt" else 1024
         limits = Limits(window, max(cfg.generation.max_new_tokens, 1024))
-    engine = Engine(generator, max_batch=max_batch, max_queue=max_queue, threads=threads)
+    mailbox = Mailbox()
+    engine = Engine(generator, max_batch=max_batch, max_queue=max_queue, threads=threads, wake=mailbox.wake)
     created = int(time.time())
 
     @asynccontextmanager
@@ -150,7 +151,7 @@ def create_app(generator, *, api_key: str | None = None, model_name: str | None 
         gcfg = _generation(generator, body, limits, output_scores=body.logprobs is not None)
         prompts = _prompt_ids(generator, body.prompt, limits)
         top = body.logprobs or 0
-        return await respond(request, engine, generator, body, gcfg, prompts, top, chat=False, model=name)
+        return await respond(request, engine, mailbox, generator, body, gcfg, prompts, top, chat=False, model=name)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request):
@@ -171,7 +172,7 @@ def create_app(generator, *, api_key: str | None = None, model_name: str | None 
         ids = prompt[0] if isinstance(prompt, list) else _source_ids(generator, _last_user(messages))
         _check_prompt_length(len(ids), limits)
         top = (body.top_logprobs or 0) if body.logprobs else 0
-        return await respond(request, engine, generator, body, gcfg, [ids], top, chat=True, model=name)
+        return await respond(request, engine, mailbox, generator, body, gcfg, [ids], top, chat=True, model=name)
 
     @app.post("/v1/attention")
     async def attention(body: AttentionRequest):

@@ -61,11 +61,16 @@ class Engine:
         threads: CPU threads for the model's operations (0: PyTorch's default, every core);
             it sets PyTorch's thread count for the whole process. Fewer threads leave cores
             to the HTTP side and to other programs.
+        wake: called on the engine thread once a step's events have all been emitted (and
+            after any other emit), so a consumer can hand them on in one go: the server
+            wakes its event loop once per step, not once per request and step.
     """
 
-    def __init__(self, generator, max_batch: int = 16, max_queue: int = 64, threads: int = 0):
+    def __init__(self, generator, max_batch: int = 16, max_queue: int = 64, threads: int = 0,
+                 wake: Callable[[], None] | None = None):
         self.gen, self.model = generator, generator.model
         self.max_batch, self.max_queue, self.threads = max_batch, max_queue, threads
+        self._wake = wake or (lambda: None)
         self.can_merge = callable(getattr(self.model, "merge", None))
         self.can_step_start = callable(getattr(self.model, "step_start", None))
         eos = eos_ids_for(None, generator.tokenizer)
@@ -126,6 +131,7 @@ class Engine:
                 if self._closed:
                     for job in [*batch.jobs, *self._waiting]:
                         job.emit(Event(error=RuntimeError("the server is shutting down")))
+                    self._wake()
                     for _, future in self._calls:
                         future.set_exception(RuntimeError("the server is shutting down"))
                     return
@@ -146,6 +152,7 @@ class Engine:
                     if not batch.jobs:
                         continue
                     tokens = self._decide(batch)
+                    self._wake()  # hand this step's output on before the next forward pass
                     if not batch.jobs:  # every job finished
                         batch.clear()
                         self.running_rows = 0
@@ -165,6 +172,8 @@ class Engine:
                     job.emit(Event(error=e))
                 batch.clear()
                 self.running_rows = 0
+            finally:
+                self._wake()
 
     def _step(self, batch: Batch, tokens: torch.Tensor, new: list[Job]) -> None:
         """Feed ``tokens`` to the batch, and prefill the ``new`` jobs: in the same pass when the

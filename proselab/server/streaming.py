@@ -4,6 +4,7 @@ Server-Sent Events in OpenAI's chunk format."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from typing import AsyncIterator
 
@@ -16,13 +17,13 @@ from .engine import Engine, Event, Job, QueueFull
 from .responses import APIError, Shape, sse_data, usage_of
 
 
-async def respond(request: Request, engine: Engine, generator, body, gcfg, prompts: list[list[int]], top: int,
-                   chat: bool, model: str):
+async def respond(request: Request, engine: Engine, mailbox: Mailbox, generator, body, gcfg,
+                  prompts: list[list[int]], top: int, chat: bool, model: str):
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     jobs = []
     for i, ids in enumerate(prompts):
-        job = Job(ids, gcfg, _emitter(loop, queue, i), top_logprobs=top)
+        job = Job(ids, gcfg, _emitter(mailbox, loop, queue, i), top_logprobs=top)
         jobs.append(job)
     try:
         for job in jobs:
@@ -66,12 +67,47 @@ async def respond(request: Request, engine: Engine, generator, body, gcfg, promp
     return shape.final(results, tops, usage)
 
 
-def _emitter(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, i: int):
+class Mailbox:
+    """Events from the engine thread to the event loop, handed over in one wakeup per step.
+
+    Waking the loop (``call_soon_threadsafe``, a write to its self-pipe) for every event cost
+    the engine thread a system call and, worse, the GIL: the woken loop thread took it while
+    the engine waited to go on. ``post`` only files the event; ``wake``, which the engine calls
+    once a step's events are all out, schedules one delivery per loop.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._items: dict[asyncio.AbstractEventLoop, list] = {}
+        self._scheduled: set[asyncio.AbstractEventLoop] = set()
+
+    def post(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, item) -> None:
+        with self._lock:
+            self._items.setdefault(loop, []).append((queue, item))
+
+    def wake(self) -> None:
+        with self._lock:
+            loops = [loop for loop in self._items if loop not in self._scheduled]
+            self._scheduled.update(loops)
+        for loop in loops:
+            try:
+                loop.call_soon_threadsafe(self._deliver, loop)
+            except RuntimeError:  # the event loop is gone (shutdown): nobody is listening
+                with self._lock:
+                    self._items.pop(loop, None)
+                    self._scheduled.discard(loop)
+
+    def _deliver(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            items = self._items.pop(loop, [])
+            self._scheduled.discard(loop)
+        for queue, item in items:
+            queue.put_nowait(item)
+
+
+def _emitter(mailbox: Mailbox, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, i: int):
     def emit(event: Event) -> None:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, (i, event))
-        except RuntimeError:  # the event loop is gone (shutdown)
-            pass
+        mailbox.post(loop, queue, (i, event))
     return emit
 
 
