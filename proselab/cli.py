@@ -383,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model-name", help="the model id clients use (default: the run directory's name)")
     s.add_argument("--device", default="auto")
     s.add_argument("--threads", type=int, default=0,
-                   help="CPU threads for the model (default 0: all cores); fewer leave cores to other work")
+                   help="CPU threads for the model (default 0: one for a small model, whose steps are bound by "
+                        "per-operation overhead, else all cores); fewer leave cores to other work")
     s.set_defaults(func=cmd_serve)
 
     e = sub.add_parser("eval", help="a language model's perplexity on a text, or a seq2seq run's BLEU/chrF/ROUGE on pairs")

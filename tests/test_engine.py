@@ -325,6 +325,28 @@ def test_a_cancelled_job_leaves_and_a_failing_one_does_not_stop_the_others(tmp_p
         torch.set_num_threads(threads)
 
 
+def test_overhead_bound_models_are_served_on_one_thread(tmp_path):
+    """The engine's automatic thread count is one for models like nanogpt-cpu's, whose
+    matrices are all small, and PyTorch's default otherwise."""
+    from proselab.models.prepack import MIN_PACKED, overhead_bound
+    from proselab.server.engine import Engine
+
+    gen = lm_run(tmp_path, "gpt")
+    assert overhead_bound(gen.model)
+    engine = Engine(gen, max_batch=2)
+    try:
+        assert engine.call(torch.get_num_threads).result(10) == 1
+    finally:
+        engine.close()
+
+    tiny = build_model(ModelConfig(family="gpt", vocab_size=66, n_layer=4, n_head=4, n_embd=128, block_size=64))
+    assert overhead_bound(tiny)  # the nanogpt-cpu shape: 128 x 512 at most
+    wide = build_model(ModelConfig(family="gpt", vocab_size=66, n_layer=1, n_head=4, n_embd=256, block_size=64))
+    assert 4 * 256 * 256 >= MIN_PACKED and not overhead_bound(wide)  # its MLP's 256 x 1024
+    lstm = build_model(ModelConfig(family="rnn", cell="lstm", vocab_size=66, n_embd=512, hidden_size=512, num_layers=1))
+    assert not overhead_bound(lstm)  # a 2048 x 512 recurrent matrix, not an nn.Linear
+
+
 @pytest.mark.parametrize("arch", S2S)
 def test_seq2seq_jobs_join_a_running_batch(tmp_path, arch):
     import proselab

@@ -85,3 +85,16 @@ def refresh(model: nn.Module) -> None:
     for mod in model.modules():
         if isinstance(mod, PrepackedLinear):
             mod._packed_key = None
+
+
+def overhead_bound(model: nn.Module) -> bool:
+    """Whether no weight matrix of ``model`` reaches MIN_PACKED: its decoding steps are then
+    bound by per-operation overhead, and a second CPU thread gains little.
+
+    A server runs such a model on one thread. OpenMP's idle worker spins between operations,
+    and on a small machine it took a core from the HTTP side: on the nanogpt-cpu model (largest
+    matrix 128 x 512) one thread served 8 streaming clients 1.27x faster than two, and one
+    client 1.12x (bench/serve_load.py, 2 cores). From 6 x 384 up (10.8M parameters) a step is
+    1.3-1.7x faster on two threads.
+    """
+    return all(p.dim() < 2 or p.numel() < MIN_PACKED for p in model.parameters())

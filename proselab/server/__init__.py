@@ -19,7 +19,8 @@ def serve(run: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | No
           max_queue: int = 64, max_prompt_tokens: int | None = None, max_tokens: int | None = None,
           model_name: str | None = None, device: str = "auto", threads: int = 0) -> None:
     """Load ``run`` and serve it until interrupted. The key defaults to $PROSELAB_API_KEY.
-    ``threads``: CPU threads the model's operations use (0 = PyTorch's default, every core)."""
+    ``threads``: CPU threads the model's operations use (0 = auto: one for a small model, else every
+    core; see ``Engine``)."""
     import uvicorn
 
     from ..api import load

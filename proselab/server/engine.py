@@ -40,7 +40,7 @@ from ..decoding import pad_prompts
 from ..decoding.processors import apply_processors, build_processors
 from ..decoding.search import draw, row_generator
 from ..decoding.stopping import Deadline, Delta, Generation, Rows, eos_ids_for
-from ..models.prepack import prepack_for_cpu
+from ..models.prepack import overhead_bound, prepack_for_cpu
 from ..models.protocol import Seq2SeqBatch, insert_by_merge
 from .jobs import Batch, Event, Job, QueueFull, rows_index
 
@@ -58,9 +58,10 @@ class Engine:
         generator: a loaded run (``proselab.load``).
         max_batch: most sequences decoded together.
         max_queue: most jobs waiting; ``submit`` raises QueueFull beyond it.
-        threads: CPU threads for the model's operations (0: PyTorch's default, every core);
-            it sets PyTorch's thread count for the whole process. Fewer threads leave cores
-            to the HTTP side and to other programs.
+        threads: CPU threads for the model's operations (set on the engine thread). Fewer
+            threads leave cores to the HTTP side and to other programs. 0 (auto): one for a
+            model whose steps are bound by per-operation overhead (``prepack.overhead_bound``),
+            else PyTorch's default, every core.
         wake: called on the engine thread once a step's events have all been emitted (and
             after any other emit), so a consumer can hand them on in one go: the server
             wakes its event loop once per step, not once per request and step.
@@ -120,8 +121,11 @@ class Engine:
 
     # ---- the engine thread ---------------------------------------------------------------
     def _run(self) -> None:
-        if self.threads:  # on this thread: OpenMP's thread count is per calling thread
-            torch.set_num_threads(self.threads)
+        threads = self.threads or (1 if self.device.type == "cpu" and overhead_bound(self.model) else 0)
+        if threads:  # on this thread: OpenMP's thread count is per calling thread
+            torch.set_num_threads(threads)
+        log.info("decoding on %d CPU thread(s)%s", torch.get_num_threads(),
+                 "" if self.threads or threads != 1 else " (a small model; --threads sets it)")
         prepack_for_cpu(self.model)  # here, not on the caller's thread: see server._on_a_passing_thread
         batch = Batch()
         while True:
