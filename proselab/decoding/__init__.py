@@ -91,9 +91,30 @@ def _setup(model, prompts, cfg: GenerationConfig | None, tokenizer, suppress_ids
         prompt, ids, lists = _source(prompts, device, cfg.max_new_tokens)
     else:
         prompt, ids, lists = pad_prompts(prompts, device, cfg.max_new_tokens)
-    eos_ids = eos_ids_for(cfg.eos_token_id, tokenizer)
-    procs = build_processors(cfg, suppress_ids, prompt_length=ids.size(1), eos_ids=eos_ids)
+    eos_ids, procs = processors_for(cfg, tokenizer, suppress_ids, ids.size(1))
     return cfg, prompt, ids, lists, eos_ids, procs
+
+
+def processors_for(cfg: GenerationConfig, tokenizer, suppress_ids: Sequence[int],
+                   prompt_length: int) -> tuple[list[int], list]:
+    """The end-of-sequence ids and the logits processors for ``cfg``, whose history starts
+    with ``prompt_length`` prompt tokens (0 for an encoder-decoder). ``generate`` and the
+    server's engine both set up decoding through this and ``rows_for``, so a request decodes
+    the same wherever it runs."""
+    eos_ids = eos_ids_for(cfg.eos_token_id, tokenizer)
+    return eos_ids, build_processors(cfg, suppress_ids, prompt_length=prompt_length, eos_ids=eos_ids)
+
+
+def rows_for(cfg: GenerationConfig, lists: list[list[int]], eos_ids: list[int], tokenizer,
+             logprobs: bool | None = None) -> tuple[list[torch.Generator] | None, Rows]:
+    """For greedy or sampled decoding of num_return_sequences rows per prompt of ``lists``:
+    each row's random stream (None without sampling) and the rows' stopping and text
+    bookkeeping. ``logprobs`` (default: ``cfg.output_scores``) keeps each token's log-probability."""
+    n = cfg.num_return_sequences
+    gens = [row_generator(cfg.seed, p, j) for p in lists for j in range(n)] if cfg.do_sample else None
+    rows = Rows(len(lists) * n, [i for i in range(len(lists)) for _ in range(n)], cfg.max_new_tokens, eos_ids,
+                tokenizer, cfg.stop, cfg.output_scores if logprobs is None else logprobs)
+    return gens, rows
 
 
 @torch.no_grad()
@@ -143,11 +164,8 @@ def generate(model: Decoder, prompts, config: GenerationConfig | None = None, *,
 def _sample(model, prompt, ids, lists, cfg, procs, eos_ids, tokenizer) -> tuple[Rows, Iterator[Delta]]:
     """Greedy or sampled decoding of num_return_sequences rows per prompt: the rows' bookkeeping,
     and the (lazy) stream of their deltas."""
-    n = cfg.num_return_sequences
-    prompt, ids = _repeat(prompt, ids, n)
-    gens = [row_generator(cfg.seed, p, j) for p in lists for j in range(n)] if cfg.do_sample else None
-    rows = Rows(len(ids), [i for i in range(len(lists)) for _ in range(n)], cfg.max_new_tokens, eos_ids,
-                tokenizer, cfg.stop, cfg.output_scores)
+    prompt, ids = _repeat(prompt, ids, cfg.num_return_sequences)
+    gens, rows = rows_for(cfg, lists, eos_ids, tokenizer)
     return rows, sample_loop(model, prompt, ids, cfg, procs, rows, gens, eos_ids[0] if eos_ids else 0)
 
 

@@ -6,8 +6,8 @@ processors, temperature / top-k / top-p, seed), hands the new text to the job's 
 and feeds the tokens to the one shared ``step``; jobs that came meanwhile are prefilled and
 join the batch. Jobs thus join and leave at step granularity, as in vLLM and
 text-generation-inference, and each decodes the tokens ``proselab generate`` gives it alone:
-the same processors, the same per-sequence random streams (``row_generator``), the same
-stopping rules (``Rows``).
+the same processors, per-sequence random streams and stopping rules, set up by the same
+``decoding.processors_for`` and ``decoding.rows_for``.
 
 New jobs are prefilled in the same forward pass as the running batch's step when the model
 has ``step_start`` (the GPT): a small batch's step is bound by reading the weights, so the
@@ -36,10 +36,10 @@ from typing import Callable
 import torch
 
 from ..decoding import generate as generate_ids
-from ..decoding import pad_prompts
-from ..decoding.processors import apply_processors, build_processors
-from ..decoding.search import draw, row_generator
-from ..decoding.stopping import Deadline, Delta, Generation, Rows, eos_ids_for
+from ..decoding import pad_prompts, processors_for, rows_for
+from ..decoding.processors import apply_processors
+from ..decoding.search import draw
+from ..decoding.stopping import Deadline, Delta, Generation, eos_ids_for
 from ..models.prepack import overhead_bound, prepack_for_cpu
 from ..models.protocol import Seq2SeqBatch, insert_by_merge
 from .jobs import Batch, Event, Job, QueueFull, rows_index
@@ -298,11 +298,9 @@ class Engine:
             prompt = torch.tensor([[] if self.gen.is_seq2seq else job.ids], dtype=torch.long).view(1, -1)
             job.hist = torch.cat([prompt, torch.full((1, cfg.max_new_tokens), self.fill)], dim=1).repeat(n, 1)
             job.T = prompt.size(1)
-            eos_ids = eos_ids_for(cfg.eos_token_id, self.gen.tokenizer)
-            job.procs = build_processors(cfg, self.gen.suppress_ids, prompt_length=job.T, eos_ids=eos_ids)
-            job.gens = [row_generator(cfg.seed, job.ids, j) for j in range(n)] if cfg.do_sample else None
-            wants_logprobs = cfg.output_scores or job.top_logprobs > 0
-            job.rows = Rows(n, [0] * n, cfg.max_new_tokens, eos_ids, self.gen.tokenizer, cfg.stop, wants_logprobs)
+            eos_ids, job.procs = processors_for(cfg, self.gen.tokenizer, self.gen.suppress_ids, job.T)
+            job.gens, job.rows = rows_for(cfg, [job.ids], eos_ids, self.gen.tokenizer,
+                                          logprobs=cfg.output_scores or job.top_logprobs > 0)
             job.deadline = Deadline(cfg.max_time)
 
     def _decide(self, batch: Batch) -> torch.Tensor:
