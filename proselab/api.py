@@ -14,7 +14,7 @@ import torch
 from .chat import ChatError, is_chat_tokenizer, render_chat, template_tokens
 from .checkpoint import load_run, load_src_tokenizer
 from .config import Config, GenerationConfig, validate_generation
-from .datasets import parse_message
+from .sft import parse_message
 from .decoding import Delta, Generation
 from .decoding import generate as generate_ids
 from .decoding import stream as stream_ids

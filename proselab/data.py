@@ -29,7 +29,8 @@ import torch
 from .atomic import atomic_path, atomic_write_text
 from .chat import add_special_tokens, encode_example, example_text, needed_tokens, windows
 from .config import DataConfig
-from .datasets import cache_dir, is_example_spec, load_examples, load_texts
+from .datasets import cache_dir, load_texts
+from .sft import is_example_spec, load_examples
 from .models.layers import IGNORE_INDEX
 from .tokenizers import Tokenizer, get_tokenizer, load_tokenizer
 

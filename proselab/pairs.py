@@ -18,8 +18,9 @@ from pathlib import Path
 
 from .atomic import atomic_write_bytes, atomic_write_text
 from .datasets import _ACLSUM_ARCHIVE, _CHITCHAT_ARCHIVE, _KIND_FORMAT, _KIND_NAME, ACLSUM_WHEEL, CHITCHAT_WHEEL
-from .datasets import DATASETS, DatasetError, DatasetWarning, _chitchat_turns, _decode, _items, _json_type
-from .datasets import _not_found, _pip_download, _split_path, json_object, key_list
+from .datasets import DATASETS, DatasetError, DatasetWarning, _chitchat_turns, _decode, _items
+from .datasets import _not_found, _pip_download, _split_path
+from .sft import _json_type, json_object, key_list
 
 _SHAPE = {
     ".tsv": "expected one 'source<TAB>target' pair per line, exactly one tab, neither side empty",

