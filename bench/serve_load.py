@@ -61,12 +61,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run: Path, port: int, max_batch: int, log: Path, threads: int = 0) -> subprocess.Popen:
+def start_server(run: Path, port: int, max_batch: int, log: Path, threads: int = 0,
+                 dtype: str = "auto") -> subprocess.Popen:
     """``proselab serve`` in its own process, its output (one access-log line per request) to
     ``log``: a pipe nobody reads would fill up and stall the server."""
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "proselab", "serve", str(run), "--port", str(port),
-                                 "--max-batch", str(max_batch), "--model-name", "bench", "--threads", str(threads)],
+                                 "--max-batch", str(max_batch), "--model-name", "bench", "--threads", str(threads),
+                                 "--dtype", dtype],
                                 stdout=out, stderr=subprocess.STDOUT, text=True)
     import urllib.request
 
@@ -163,7 +165,9 @@ def main() -> None:
                          "rounds: the machine's drift then weighs on every level alike")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--max-batch", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=0, help="the server's --threads (0 = all cores)")
+    ap.add_argument("--threads", type=int, default=0, help="the server's --threads (0 = auto)")
+    ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                    help="the server's --dtype (auto = as saved, float32 here)")
     ap.add_argument("--prompt-chars", type=int, default=0,
                     help="cut prompts to this many characters (e.g. 40 for a char model with a 64-token window)")
     args = ap.parse_args()
@@ -173,7 +177,7 @@ def main() -> None:
     try:
         run = gpt2_checkpoint(tmp / "gpt2", args.tokenizer) if args.model == "gpt2-124m" else Path(args.model)
         port = free_port()
-        server = start_server(run, port, args.max_batch, tmp / "server.log", args.threads)
+        server = start_server(run, port, args.max_batch, tmp / "server.log", args.threads, args.dtype)
         url = f"http://127.0.0.1:{port}/v1"
         try:
             run_level(url, 1, min(5.0, args.seconds), args.max_tokens, args.prompt_chars)  # warm-up
@@ -193,7 +197,8 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     base = rows[0]["tokens_per_sec"] or float("nan")
     print(f"\n{args.model}: {args.max_tokens} new tokens per request, {args.seconds:g} s per level x "
-          f"{args.rounds} round(s), --max-batch {args.max_batch}, --threads {args.threads}, {os.cpu_count()} CPUs\n")
+          f"{args.rounds} round(s), --max-batch {args.max_batch}, --threads {args.threads}, --dtype {args.dtype}, "
+          f"{os.cpu_count()} CPUs\n")
     print("| clients | tokens/s | x 1 client | requests | errors | TTFT p50 / p95 (s) | ITL p50 / p95 (ms) |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:

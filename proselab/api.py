@@ -225,15 +225,26 @@ def _parse_messages(messages: list[dict]) -> list[dict]:
         raise ChatError(str(e)) from None
 
 
-def load(run_dir: str | Path, device: str = "auto") -> Generator:
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load(run_dir: str | Path, device: str = "auto", dtype: str = "auto") -> Generator:
     """Load a run directory for generation.
 
     Args:
         run_dir: a directory written by ``proselab train``.
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda[:N]``.
+        dtype: the weights' dtype for decoding: ``auto`` (as saved; a trained run's are
+            float32), ``float32``, ``bfloat16`` or ``float16``. bfloat16 reads half the bytes
+            per step and uses the bf16 matrix units of recent CPUs (AMX) and GPUs; its tokens
+            can differ from float32's once two candidates are close.
     """
+    if dtype != "auto" and dtype not in DTYPES:
+        raise ValueError(f"dtype must be auto, {', '.join(DTYPES)}; got '{dtype}'")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer, cfg = load_run(run_dir, device)
+    if dtype != "auto":
+        model.to(DTYPES[dtype])
     src_tokenizer = load_src_tokenizer(run_dir) if cfg.model.family == "seq2seq" else None
     return Generator(model, tokenizer, cfg, Path(run_dir), src_tokenizer)

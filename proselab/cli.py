@@ -144,7 +144,7 @@ def cmd_generate(args: argparse.Namespace, extra: list[str]) -> int:
     from .api import load
 
     _no_extra(extra)
-    gen = load(args.run, device=args.device)
+    gen = load(args.run, device=args.device, dtype=args.dtype)
     over = _gen_overrides(args)
     shown = args.prompt  # a language model's output continues the prompt; a seq2seq one stands alone
     if gen.is_seq2seq:
@@ -181,7 +181,7 @@ def cmd_chat(args: argparse.Namespace, extra: list[str], read=input) -> int:
     from .api import load
 
     _no_extra(extra)
-    gen = load(args.run, device=args.device)
+    gen = load(args.run, device=args.device, dtype=args.dtype)
     over = _gen_overrides(args)
     if not gen.is_seq2seq:  # a seq2seq run answers the last message; a GPT must be tuned for chat
         gen.chat_prompt([{"role": "user", "content": ""}], 0)  # refuse a run that is not a chat model, up front
@@ -217,7 +217,7 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
 
     _no_extra(extra)
     serve(args.run, args.host, args.port, args.api_key, args.max_batch, args.max_queue, args.max_prompt_tokens,
-          args.max_tokens, args.model_name, args.device, args.threads)
+          args.max_tokens, args.model_name, args.device, args.threads, args.dtype)
     return 0
 
 
@@ -360,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
                    help="print text as it is generated (default: on in a terminal)")
     g.add_argument("--device", default="auto")
+    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="the weights' dtype for decoding (default auto: as saved); bfloat16 is faster on CPUs "
+                        "with AMX and on GPUs, and its tokens can differ from float32's")
     g.add_argument("--json", action="store_true",
                    help="print one JSON object: each completion's text, tokens, finish reason and scores")
     g.set_defaults(func=cmd_generate)
@@ -369,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--system", help="a system message that starts the conversation")
     _add_generation_options(c)
     c.add_argument("--device", default="auto")
+    c.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="the weights' dtype for decoding (default auto: as saved); bfloat16 is faster on CPUs "
+                        "with AMX and on GPUs, and its tokens can differ from float32's")
     c.set_defaults(func=cmd_chat)
 
     s = sub.add_parser("serve", help="serve a run over HTTP: an OpenAI-compatible API and a web playground")
@@ -382,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-tokens", type=int, help="largest max_tokens accepted (default: max(the run's, 1024))")
     s.add_argument("--model-name", help="the model id clients use (default: the run directory's name)")
     s.add_argument("--device", default="auto")
+    s.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="the weights' dtype for decoding (default auto: as saved); bfloat16 is faster on CPUs "
+                        "with AMX and on GPUs, and its tokens can differ from float32's")
     s.add_argument("--threads", type=int, default=0,
                    help="CPU threads for the model (default 0: one for a small model, whose steps are bound by "
                         "per-operation overhead, else all cores); fewer leave cores to other work")

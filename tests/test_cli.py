@@ -54,6 +54,14 @@ def test_train_generate_eval_end_to_end(run_dir, corpus):
     assert p.stdout.startswith("ROMEO:") and "-" * 40 in p.stdout
     p = cli("generate", run_dir, "--prompt", "ROMEO:", "--greedy", "--max-new-tokens", 10, "--stream")
     assert p.stdout == "ROMEO:" + greedy_from("ROMEO:", run_dir) + "\n"
+    p = cli("generate", run_dir, "--prompt", "ROMEO:", "--greedy", "--max-new-tokens", 10, "--dtype", "bfloat16",
+            "--json")
+    import proselab
+
+    in_bf16 = proselab.load(run_dir, dtype="bfloat16").complete("ROMEO:", do_sample=False, max_new_tokens=10)[0]
+    assert json.loads(p.stdout)["completions"][0]["tokens"] == in_bf16.tokens
+    p = cli("generate", run_dir, "--dtype", "float64", check=False)
+    assert p.returncode == 2 and "invalid choice: 'float64'" in p.stderr
     p = cli("eval", run_dir, "--data", corpus, "--json")
     res = json.loads(p.stdout)
     assert res["perplexity"] == pytest.approx(2.718281828 ** res["loss"], rel=1e-6)

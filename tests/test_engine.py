@@ -217,6 +217,33 @@ def test_jobs_that_join_a_running_batch_decode_as_they_would_alone(tmp_path, fam
         engine.close()
 
 
+@pytest.mark.parametrize("family", ["gpt", "rnn"])
+def test_a_bfloat16_run_decodes_in_the_engine_as_it_does_alone(tmp_path, family):
+    """``load(dtype="bfloat16")`` casts the weights, and the engine's jobs get exactly the tokens
+    the bf16 model gives each alone (their states merge and decode in bf16 too)."""
+    import proselab
+    from proselab.server.engine import Engine, Job
+
+    run = lm_run(tmp_path, family).run_dir
+    gen = proselab.load(run, dtype="bfloat16")
+    assert {p.dtype for p in gen.model.parameters()} == {torch.bfloat16}
+    with pytest.raises(ValueError, match="dtype must be auto, float32, bfloat16, float16; got 'float64'"):
+        proselab.load(run, dtype="float64")
+    settings = [("ROMEO:", dict(do_sample=False, max_new_tokens=20)),
+                ("The", dict(do_sample=True, seed=2, top_k=10, max_new_tokens=15))]
+    engine = Engine(gen, max_batch=4)
+    try:
+        collectors = [Collector() for _ in settings]
+        for (prompt, over), c in zip(settings, collectors):
+            engine.submit(Job(gen.encode_prompt(prompt), gen.generation_config(**over), c))
+        for c in collectors:
+            assert c.done.wait(60)
+    finally:
+        engine.close()
+    for (prompt, over), c in zip(settings, collectors):
+        assert c.events[-1].results[0].tokens == gen.complete(prompt, **over)[0].tokens
+
+
 def test_the_engine_wakes_its_consumer_once_a_steps_events_are_out(tmp_path):
     """``wake`` comes after each step's events, before the next forward pass (so no output
     waits a step), and once for all of them: two jobs running together are woken for in pairs."""

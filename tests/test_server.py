@@ -380,10 +380,12 @@ def test_seq2seq_run_serves_completions_chat_and_attention(tmp_path):
 
 
 def test_cli_serve_binds_loopback_and_reads_the_key_from_the_environment(gpt_run):
+    """Also --threads and --dtype, through the real command line."""
     port = free_port()
     env = {**os.environ, "PROSELAB_API_KEY": KEY}
     proc = subprocess.Popen([sys.executable, "-m", "proselab", "serve", str(gpt_run), "--port", str(port),
-                             "--threads", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--threads", "1", "--dtype", "bfloat16"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -400,7 +402,7 @@ def test_cli_serve_binds_loopback_and_reads_the_key_from_the_environment(gpt_run
     finally:
         proc.terminate()
         out = proc.communicate(timeout=30)[0]
-    assert f"127.0.0.1:{port}" in out and KEY not in out
+    assert f"127.0.0.1:{port}" in out and "(bfloat16 weights)" in out and KEY not in out
 
 
 # ---- the playground, in a real browser ---------------------------------------------------------

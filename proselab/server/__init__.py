@@ -17,10 +17,10 @@ __all__ = ["create_app", "serve", "Limits"]
 
 def serve(run: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, max_batch: int = 16,
           max_queue: int = 64, max_prompt_tokens: int | None = None, max_tokens: int | None = None,
-          model_name: str | None = None, device: str = "auto", threads: int = 0) -> None:
+          model_name: str | None = None, device: str = "auto", threads: int = 0, dtype: str = "auto") -> None:
     """Load ``run`` and serve it until interrupted. The key defaults to $PROSELAB_API_KEY.
     ``threads``: CPU threads the model's operations use (0 = auto: one for a small model, else every
-    core; see ``Engine``)."""
+    core; see ``Engine``). ``dtype``: the weights' dtype (see ``proselab.load``)."""
     import uvicorn
 
     from ..api import load
@@ -29,7 +29,7 @@ def serve(run: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | No
         raise ValueError(f"--max-batch must be >= 1, --max-queue and --threads >= 0, got {max_batch}, {max_queue} "
                          f"and {threads}")
     api_key = api_key if api_key is not None else os.environ.get("PROSELAB_API_KEY") or None
-    gen = _on_a_passing_thread(lambda: load(run, device=device))
+    gen = _on_a_passing_thread(lambda: load(run, device=device, dtype=dtype))
     gen.model.eval()
     cfg = gen.config
     window = cfg.model.block_size if cfg.model.family == "gpt" else 1024
@@ -38,7 +38,8 @@ def serve(run: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | No
                      limits=limits, threads=threads)
     logging.getLogger("proselab.server").info("serving %s", run)
     where = f"http://{host}:{port}"
-    print(f"proselab: serving {run} at {where} (playground: {where}/, API: {where}/v1, "
+    weights = str(next(gen.model.parameters()).dtype).removeprefix("torch.")
+    print(f"proselab: serving {run} ({weights} weights) at {where} (playground: {where}/, API: {where}/v1, "
           f"{'API key required' if api_key else 'no API key'})", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="info")
 
