@@ -101,6 +101,12 @@ def _add_generation_options(g: argparse.ArgumentParser) -> None:
     opts.add_argument("--greedy", action="store_true", help="argmax decoding (= --no-do-sample)")
 
 
+def _add_dtype(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="the weights' dtype for decoding (default auto: as saved); bfloat16 is faster on CPUs "
+                        "with AMX and on GPUs, and its tokens can differ from float32's")
+
+
 def _field_comments(cls) -> dict[str, str]:
     """Each field's ``# comment`` in the dataclass source: the one place options are described."""
     import inspect
@@ -360,9 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
                    help="print text as it is generated (default: on in a terminal)")
     g.add_argument("--device", default="auto")
-    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="the weights' dtype for decoding (default auto: as saved); bfloat16 is faster on CPUs "
-                        "with AMX and on GPUs, and its tokens can differ from float32's")
+    _add_dtype(g)
     g.add_argument("--json", action="store_true",
                    help="print one JSON object: each completion's text, tokens, finish reason and scores")
     g.set_defaults(func=cmd_generate)
@@ -372,9 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--system", help="a system message that starts the conversation")
     _add_generation_options(c)
     c.add_argument("--device", default="auto")
-    c.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="the weights' dtype for decoding (default auto: as saved); bfloat16 is faster on CPUs "
-                        "with AMX and on GPUs, and its tokens can differ from float32's")
+    _add_dtype(c)
     c.set_defaults(func=cmd_chat)
 
     s = sub.add_parser("serve", help="serve a run over HTTP: an OpenAI-compatible API and a web playground")
@@ -388,9 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-tokens", type=int, help="largest max_tokens accepted (default: max(the run's, 1024))")
     s.add_argument("--model-name", help="the model id clients use (default: the run directory's name)")
     s.add_argument("--device", default="auto")
-    s.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="the weights' dtype for decoding (default auto: as saved); bfloat16 is faster on CPUs "
-                        "with AMX and on GPUs, and its tokens can differ from float32's")
+    _add_dtype(s)
     s.add_argument("--threads", type=int, default=0,
                    help="CPU threads for the model (default 0: one for a small model, whose steps are bound by "
                         "per-operation overhead, else all cores); fewer leave cores to other work")

@@ -438,12 +438,14 @@ def test_playground_streams_a_completion(served, browser):
     page.fill("#api-key", KEY)
     page.fill("#prompt", "ROMEO:")
     page.fill("#temperature", "0")
-    page.fill("#max_tokens", "30")
+    # long enough to arrive in several reads: a stream that falls behind is sent in fewer chunks,
+    # and 30 tokens of this tiny model could come in two
+    page.fill("#max_tokens", "150")
     page.evaluate(STREAM_WATCH)
     page.click("#generate")
     page.wait_for_function("document.getElementById('status').textContent.startsWith('done')", timeout=30_000)
     assert page.text_content("#output .generated") == served.gen.generate("ROMEO:", do_sample=False,
-                                                                          max_new_tokens=30)
+                                                                          max_new_tokens=150)
     assert page.evaluate("window.updates") > 3  # the text came in pieces
     page.fill("#api-key", "wrong")
     page.click("#generate")
