@@ -36,12 +36,12 @@ from .tokenizers import load_tokenizer
 class TrainResult:
     run_dir: Path
     step: int  # optimizer steps completed
-    val_loss: float | None  # full pass over the val split at the end (None if skipped/interrupted)
+    val_loss: float | None  # full val pass at the end, of the best weights (model.safetensors); None if skipped/interrupted
     best_val_loss: float  # best quick estimate seen
     tokens_per_sec: float  # training throughput over train_time (all processes)
     train_time: float = 0.0  # seconds in training steps: the loop minus its evals and checkpoints
     interrupted: bool = False
-    val_scores: dict = field(default_factory=dict)  # seq2seq: greedy {"bleu", "chrf"} on the whole val split
+    val_scores: dict = field(default_factory=dict)  # seq2seq: greedy {"bleu", "chrf"} of those weights on the whole val split
 
 # Redrawing loss.png costs ~0.3 s of matplotlib (0.8 s the first time), so at evals it is
 # redrawn at most this often; the end of a run always redraws it.
@@ -443,6 +443,9 @@ class _Trainer:
                 self.log(record)
                 self.save(snap, best=best)
             if t.final_eval and dist.is_main:
+                # measure what the run keeps: model.safetensors holds the best weights, which
+                # generate, eval and serve load, and may be older than the last step's
+                ckpt.load_weights(self.model, self.run_dir / ckpt.WEIGHTS_FILE)
                 val = self.full_val_loss()
                 record = {"step": self.step, "final_val_loss": val, "val_perplexity": math.exp(min(val, 50))}
                 if isinstance(self.data, PairData) and t.eval_bleu_samples:

@@ -49,6 +49,35 @@ def test_train_writes_a_complete_run(corpus, tmp_path, family):
     assert gen.generate("ROMEO:", max_new_tokens=20, seed=0) == text
 
 
+def test_the_final_evaluation_measures_the_weights_the_run_keeps(corpus, tmp_path, monkeypatch):
+    """The last step's weights are not always the best: the full val pass at the end (what
+    ``train`` prints) is of model.safetensors, which generate, eval and serve load."""
+    from safetensors.torch import load_file
+
+    from proselab import training
+
+    evaluate, full_val_loss = training._Trainer._evaluate, training._Trainer.full_val_loss
+    calls, seen = [], []
+
+    def first_is_best(self):  # later evals never beat the first, so model.safetensors keeps step 0
+        record, _ = evaluate(self)
+        calls.append(self.step)
+        return record, len(calls) == 1
+
+    def fingerprint(self):
+        seen.append({k: v.clone() for k, v in self.model.state_dict().items()})
+        return full_val_loss(self)
+
+    monkeypatch.setattr(training._Trainer, "_evaluate", first_is_best)
+    monkeypatch.setattr(training._Trainer, "full_val_loss", fingerprint)
+    out = tmp_path / "run"
+    res = train(None, tiny_overrides(corpus, out, **{"train.max_iters": 30, "train.lr": 3e-3}))
+    assert calls == [0, 10, 20, 30] and len(seen) == 1 and math.isfinite(res.val_loss)
+    best, last = load_file(str(out / "model.safetensors")), load_file(str(out / "last.safetensors"))
+    assert all(torch.equal(seen[0][k], best[k]) for k in best)
+    assert not all(torch.equal(seen[0][k], last[k]) for k in last)
+
+
 @pytest.mark.parametrize("family, dropout", [("gpt", 0.1), ("rnn", 0.0)])
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(corpus, tmp_path, family, dropout):
     # the same schedule in both (it decays over lr_decay_iters), as for a run stopped at step 10 and resumed
