@@ -65,10 +65,9 @@ class Guard:
                                             code="invalid_api_key")(scope, receive, send)
         if scope["method"] != "POST":
             return await self.app(scope, receive, send)
-        too_large = error_response(413, f"the request body is larger than {self.max_body_bytes} bytes", code="too_large")
         size = headers.get("content-length")
         if size is not None and (not size.isdigit() or int(size) > self.max_body_bytes):
-            return await too_large(scope, receive, send)
+            return await self._too_large()(scope, receive, send)
         body, more = bytearray(), True
         while more:
             message = await receive()
@@ -76,7 +75,7 @@ class Guard:
                 return
             body += message.get("body", b"")
             if len(body) > self.max_body_bytes:
-                return await too_large(scope, receive, send)
+                return await self._too_large()(scope, receive, send)
             more = message.get("more_body", False)
         replayed = False
 
@@ -88,6 +87,9 @@ class Guard:
             return {"type": "http.request", "body": bytes(body), "more_body": False}
 
         await self.app(scope, replay, send)
+
+    def _too_large(self):
+        return error_response(413, f"the request body is larger than {self.max_body_bytes} bytes", code="too_large")
 
 
 def create_app(generator, *, api_key: str | None = None, model_name: str | None = None, max_batch: int = 16,
