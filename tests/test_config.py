@@ -1,6 +1,16 @@
+import dataclasses
+
 import pytest
 
-from proselab.config import ConfigError, config_from_dict, list_presets, load_config
+from proselab.config import (
+    SECTIONS,
+    Config,
+    ConfigError,
+    apply_dict,
+    config_from_dict,
+    list_presets,
+    load_config,
+)
 
 
 def test_defaults_validate_and_round_trip():
@@ -65,3 +75,118 @@ def test_yaml_file_errors(tmp_path):
 def test_override_without_equals():
     with pytest.raises(ConfigError, match="section.field=value"):
         load_config(overrides=["train.lr"])
+
+
+# How each kind of field coerces a value: strings as they come from the command line
+# (--section.field=TEXT), other values as they come from a YAML file or a run's config.json.
+ACCEPTED = [
+    # int
+    ("model.n_layer", "2", 2), ("model.n_layer", 2, 2), ("model.n_layer", 2.0, 2), ("model.n_layer", "2.0", 2),
+    ("model.n_layer", " 3 ", 3), ("model.n_layer", "-1", -1), ("model.n_layer", "0x10", 16),
+    # float
+    ("train.lr", "3e-4", 3e-4), ("train.lr", "0.5", 0.5), ("train.lr", 1, 1.0), ("train.lr", "2", 2.0),
+    ("train.lr", "inf", float("inf")),
+    # bool
+    ("model.bias", True, True), ("model.bias", False, False), ("model.bias", "true", True),
+    ("model.bias", "False", False), ("model.bias", "yes", True), ("model.bias", "no", False),
+    ("model.bias", "on", True), ("model.bias", "off", False), ("model.bias", "1", True), ("model.bias", "0", False),
+    ("model.bias", "YeS", True), ("model.bias", "oFF", False), ("model.bias", 1, True), ("model.bias", 0, False),
+    # str: never YAML-parsed, scalars become their text
+    ("train.device", "cpu", "cpu"), ("train.device", "true", "true"), ("train.device", "[a, b]", "[a, b]"),
+    ("train.device", "none", "none"), ("train.device", "", ""), ("train.device", 3, "3"),
+    ("train.device", None, "None"), ("train.device", True, "True"),
+    # str | list[str]
+    ("data.dataset", "a.txt", "a.txt"), ("data.dataset", "[a.txt, b dir/c.txt]", ["a.txt", "b dir/c.txt"]),
+    ("data.dataset", " [a]", ["a"]), ("data.dataset", ["a", 1], ["a", "1"]), ("data.dataset", ("a",), ["a"]),
+    ("data.dataset", [], []), ("data.dataset", "none", "none"), ("data.dataset", 3, "3"),
+    ("data.dataset", None, "None"), ("data.dataset", {"a": 1}, "{'a': 1}"),
+    # list[str]: one string is a list of one
+    ("generation.stop", "###", ["###"]), ("generation.stop", "\n\n", ["\n\n"]), ("generation.stop", "", [""]),
+    ("generation.stop", "none", ["none"]), ("generation.stop", "[a, b]", ["a", "b"]), ("generation.stop", "[]", []),
+    ("generation.stop", ["a"], ["a"]), ("generation.stop", ("a", "b"), ["a", "b"]),
+    # int | list[int] | None
+    ("generation.eos_token_id", "50256", 50256), ("generation.eos_token_id", 7, 7),
+    ("generation.eos_token_id", "[1, 2]", [1, 2]), ("generation.eos_token_id", [1, 2], [1, 2]),
+    ("generation.eos_token_id", [], []), ("generation.eos_token_id", None, None),
+    ("generation.eos_token_id", "null", None), ("generation.eos_token_id", "~", None),
+    ("generation.eos_token_id", "", None), ("generation.eos_token_id", "  ", None),
+    # bool | str: a bool, or "never"
+    ("generation.early_stopping", "never", "never"), ("generation.early_stopping", True, True),
+    ("generation.early_stopping", "true", True), ("generation.early_stopping", "false", False),
+    ("generation.early_stopping", "1", True), ("generation.early_stopping", 0, False),
+    # int | None
+    ("generation.seed", "5", 5), ("generation.seed", 5, 5), ("generation.seed", 5.0, 5),
+    ("generation.seed", None, None), ("generation.seed", "none", None), ("generation.seed", "None", None),
+    ("generation.seed", "null", None), ("generation.seed", "NULL", None), ("generation.seed", "~", None),
+]
+
+STRINGS = "must be a string or a list of strings"
+TOKEN_IDS = "must be a token id, a list of token ids or null"
+REJECTED = [
+    # int: bools are not ints, "1.5" is not an int; the message shows the value as YAML read it
+    ("model.n_layer", "two", "must be int, got 'two'"), ("model.n_layer", "1.5", "must be int, got 1.5"),
+    ("model.n_layer", 1.5, "must be int, got 1.5"), ("model.n_layer", True, "must be int, got True"),
+    ("model.n_layer", "true", "must be int, got True"), ("model.n_layer", "1e3", "must be int, got '1e3'"),
+    ("model.n_layer", "", "must be int, got ''"), ("model.n_layer", None, "must be int, got None"),
+    ("model.n_layer", "none", "must be int, got 'none'"), ("model.n_layer", [1], "must be int, got [1]"),
+    # float
+    ("train.lr", "abc", "must be float, got 'abc'"), ("train.lr", True, "must be float, got True"),
+    ("train.lr", "yes", "must be float, got True"), ("train.lr", "", "must be float, got ''"),
+    ("train.lr", None, "must be float, got None"), ("train.lr", [1.0], "must be float, got [1.0]"),
+    # bool
+    ("model.bias", 2, "must be bool, got 2"), ("model.bias", "2", "must be bool, got 2"),
+    ("model.bias", 1.0, "must be bool, got 1.0"), ("model.bias", "maybe", "must be bool, got 'maybe'"),
+    ("model.bias", "", "must be bool, got ''"), ("model.bias", None, "must be bool, got None"),
+    ("model.bias", "none", "must be bool, got 'none'"), ("model.bias", "never", "must be bool, got 'never'"),
+    # str: a mapping or a list is not a str
+    ("train.device", {"a": 1}, "must be str, got {'a': 1}"), ("train.device", ["cpu"], "must be str, got ['cpu']"),
+    # list[str]
+    ("generation.stop", None, f"{STRINGS}, got None"), ("generation.stop", 3, f"{STRINGS}, got 3"),
+    ("generation.stop", "[1, 2]", f"{STRINGS}, got [1, 2]"), ("generation.stop", ["a", 1], f"{STRINGS}, got ['a', 1]"),
+    ("generation.stop", {"a": "b"}, f"{STRINGS}, got {{'a': 'b'}}"),
+    # int | list[int] | None: "none" is not null here
+    ("generation.eos_token_id", "none", f"{TOKEN_IDS}, got 'none'"),
+    ("generation.eos_token_id", "abc", f"{TOKEN_IDS}, got 'abc'"),
+    ("generation.eos_token_id", True, f"{TOKEN_IDS}, got True"),
+    ("generation.eos_token_id", "true", f"{TOKEN_IDS}, got True"),
+    ("generation.eos_token_id", 1.0, f"{TOKEN_IDS}, got 1.0"),
+    ("generation.eos_token_id", [1, True], f"{TOKEN_IDS}, got [1, True]"),
+    ("generation.eos_token_id", (1, 2), f"{TOKEN_IDS}, got (1, 2)"),
+    ("generation.eos_token_id", "[1, x]", f"{TOKEN_IDS}, got [1, 'x']"),
+    # bool | str: the wording is the bool's
+    ("generation.early_stopping", "Never", "must be bool, got 'Never'"),
+    ("generation.early_stopping", "always", "must be bool, got 'always'"),
+    ("generation.early_stopping", 2, "must be bool, got 2"),
+    ("generation.early_stopping", None, "must be bool, got None"),
+    ("generation.early_stopping", "", "must be bool, got ''"),
+    # int | None
+    ("generation.seed", "abc", "must be int or none, got 'abc'"),
+    ("generation.seed", "", "must be int or none, got ''"),
+    ("generation.seed", "NONE", "must be int or none, got 'NONE'"),
+    ("generation.seed", True, "must be int or none, got True"),
+    ("generation.seed", "1.5", "must be int or none, got 1.5"),
+]
+
+
+def _apply(key: str, value):
+    section, name = key.split(".")
+    return getattr(getattr(apply_dict(Config(), {section: {name: value}}), section), name)
+
+
+@pytest.mark.parametrize("key, value, expected", ACCEPTED)
+def test_values_coerce_to_the_field_type(key, value, expected):
+    got = _apply(key, value)
+    assert got == expected and type(got) is type(expected)
+
+
+@pytest.mark.parametrize("key, value, message", REJECTED)
+def test_wrong_values_name_the_field_and_its_type(key, value, message):
+    with pytest.raises(ConfigError) as e:
+        _apply(key, value)
+    assert str(e.value) == f"{key} {message}"
+
+
+def test_every_kind_of_field_is_pinned():
+    annotation = {f"{s}.{f.name}": str(f.type) for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+    pinned = {annotation[key] for key, _, _ in ACCEPTED + REJECTED}
+    assert pinned == set(annotation.values())  # a new kind of field needs its rows above

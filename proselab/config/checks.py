@@ -1,0 +1,145 @@
+"""The rules a config must satisfy: each broken one is a ConfigError naming the field, its value
+and what to do."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from .values import ConfigError
+
+if TYPE_CHECKING:
+    from . import Config, DataConfig, GenerationConfig, ModelConfig
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def validate(cfg: Config) -> None:
+    """Raise ConfigError naming the first field of ``cfg`` with an impossible value."""
+    m, d, t, g = cfg.model, cfg.data, cfg.train, cfg.generation
+    _check(m.family in ("gpt", "rnn", "seq2seq"), f"model.family must be gpt, rnn or seq2seq, got '{m.family}'")
+    _check(m.vocab_size >= 0, "model.vocab_size must be >= 0 (0 = from the tokenizer)")
+    _check(m.block_size >= 1, f"model.block_size must be >= 1, got {m.block_size}")
+    _check(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}")
+    if m.family == "seq2seq":
+        _validate_seq2seq(m, d)
+    elif m.family == "gpt":
+        _validate_transformer(m)
+    else:
+        _validate_rnn(m)
+    _check(d.vocab_size >= 1, "data.vocab_size must be >= 1")
+    _check(0.0 < d.val_fraction < 1.0, f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
+    _check(d.encoding_errors in ("strict", "replace"), "data.encoding_errors must be strict or replace")
+    _check(bool(d.dataset), "data.dataset must name a built-in corpus or text files")
+    _check(d.format in ("auto", "text", "sft", "pairs"), f"data.format must be auto, text, sft or pairs, got '{d.format}'")
+    _check(d.max_src_len >= 0 and d.max_tgt_len >= 0, "data.max_src_len and data.max_tgt_len must be >= 0 (0 = no limit)")
+    _check(d.truncate_src >= 0, f"data.truncate_src must be >= 0 (0 = whole sources), got {d.truncate_src}")
+    _check(d.bad_lines in ("error", "skip"), f"data.bad_lines must be error or skip, got '{d.bad_lines}'")
+    _check(d.chat_template in ("chatml",), f"data.chat_template must be chatml, got '{d.chat_template}'")
+    _check(all(isinstance(t, str) and t.strip() for t in d.special_tokens),
+           "data.special_tokens must be a list of non-empty strings")
+    _check(bool(t.init_from), "train.init_from must be scratch, resume, or a run / Hugging Face checkpoint directory")
+    _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
+    _check(t.grad_accum >= 1, f"train.grad_accum must be >= 1, got {t.grad_accum}")
+    _check(t.max_iters >= 1, f"train.max_iters must be >= 1, got {t.max_iters}")
+    _check(t.max_time >= 0, "train.max_time must be >= 0 seconds")
+    _check(t.lr > 0 and math.isfinite(t.lr), f"train.lr must be a positive number, got {t.lr}")
+    _check(0 <= t.min_lr <= t.lr, f"train.min_lr must be in [0, train.lr], got {t.min_lr}")
+    _check(t.warmup_iters >= 0 and t.lr_decay_iters >= 0, "train.warmup_iters and train.lr_decay_iters must be >= 0")
+    _check(t.weight_decay >= 0, "train.weight_decay must be >= 0")
+    _check(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1 and train.beta2 must be in [0, 1)")
+    _check(t.grad_clip >= 0, "train.grad_clip must be >= 0 (0 = off)")
+    _check(t.eval_interval >= 1 and t.eval_iters >= 1 and t.log_interval >= 1,
+           "train.eval_interval, eval_iters and log_interval must be >= 1")
+    _check(t.dtype in ("auto", "float32", "bfloat16"), f"train.dtype must be auto, float32 or bfloat16, got '{t.dtype}'")
+    _check(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
+           f"train.device must be auto, cpu or cuda[:N], got '{t.device}'")
+    _check(t.freeze_layers >= 0, f"train.freeze_layers must be >= 0, got {t.freeze_layers}")
+    _check(t.lora_rank >= 0, f"train.lora_rank must be >= 0 (0 = off), got {t.lora_rank}")
+    _check(t.lora_alpha > 0, f"train.lora_alpha must be > 0, got {t.lora_alpha}")
+    _check(0 <= t.lora_dropout < 1, f"train.lora_dropout must be in [0, 1), got {t.lora_dropout}")
+    _check(t.lora_rank == 0 or bool(t.lora_targets), "train.lora_targets must name at least one linear layer")
+    _check(0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
+    _check(t.label_smoothing == 0 or m.family == "seq2seq",
+           f"train.label_smoothing is for seq2seq models; a {m.family} model trains without it (set it to 0)")
+    _check(t.eval_bleu_samples >= 0, f"train.eval_bleu_samples must be >= 0 (0 = off), got {t.eval_bleu_samples}")
+    _check(t.best_by in ("loss", "bleu", "chrf"), f"train.best_by must be loss, bleu or chrf, got '{t.best_by}'")
+    _check(t.best_by == "loss" or (m.family == "seq2seq" and t.eval_bleu_samples > 0),
+           f"train.best_by={t.best_by} scores decoded dev pairs: it needs a seq2seq model and "
+           f"train.eval_bleu_samples > 0")
+    validate_generation(g)
+
+
+ATTENTIONS = ("bahdanau", "luong-dot", "luong-general", "none")
+
+
+def _validate_transformer(m: ModelConfig) -> None:
+    """The fields a GPT and a Transformer encoder-decoder share."""
+    _check(m.n_layer >= 1 and m.n_head >= 1 and m.n_embd >= 1, "model.n_layer, n_head and n_embd must be >= 1")
+    _check(m.n_embd % m.n_head == 0, f"model.n_embd ({m.n_embd}) must be divisible by model.n_head ({m.n_head})")
+
+
+def _validate_rnn(m: ModelConfig) -> None:
+    """The fields an RNN language model and an RNN encoder-decoder share."""
+    _check(m.cell in ("rnn", "lstm", "gru"), f"model.cell must be rnn, lstm or gru, got '{m.cell}'")
+    _check(m.hidden_size >= 1 and m.num_layers >= 1 and m.n_embd >= 1,
+           "model.hidden_size, num_layers and n_embd must be >= 1")
+    _check(not m.tie_weights or m.n_embd == m.hidden_size,
+           f"model.tie_weights needs model.n_embd == model.hidden_size (got {m.n_embd} and {m.hidden_size}); "
+           "set model.tie_weights=false or make them equal")
+
+
+def _validate_seq2seq(m: ModelConfig, d: DataConfig) -> None:
+    _check(m.arch in ("rnn", "transformer"), f"model.arch must be rnn or transformer, got '{m.arch}'")
+    _check(0.0 <= m.teacher_forcing <= 1.0, f"model.teacher_forcing must be in [0, 1], got {m.teacher_forcing}")
+    _check(m.src_vocab_size >= 0, "model.src_vocab_size must be >= 0 (0 = from the source tokenizer)")
+    _check(not m.share_embeddings or d.joint_vocab,
+           "model.share_embeddings needs one vocabulary for both sides: set data.joint_vocab=true")
+    if m.arch == "transformer":
+        _validate_transformer(m)
+        return
+    _validate_rnn(m)
+    _check(m.attention in ATTENTIONS, f"model.attention must be one of {', '.join(ATTENTIONS)}, got '{m.attention}'")
+    _check(m.attention != "luong-dot" or not m.bidirectional,
+           "model.attention=luong-dot scores the decoder state against encoder states of the same width, but a "
+           "bidirectional encoder's are twice as wide: use luong-general, or model.bidirectional=false")
+
+
+def validate_generation(g: GenerationConfig) -> None:
+    """Raise ConfigError naming the first generation field with an impossible value."""
+    def need(ok: bool, name: str, what: str) -> None:
+        _check(ok, f"generation.{name} {what}, got {getattr(g, name)!r}")
+
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    need(is_int(g.max_new_tokens) and g.max_new_tokens >= 0, "max_new_tokens", "must be an integer >= 0")
+    need(is_int(g.min_new_tokens) and g.min_new_tokens >= 0, "min_new_tokens", "must be an integer >= 0")
+    need(isinstance(g.temperature, (int, float)) and (g.temperature > 0 or not g.do_sample), "temperature",
+         "must be > 0 when sampling (use do_sample=False for greedy decoding)")
+    need(is_int(g.top_k) and g.top_k >= 0, "top_k", "must be an integer >= 0 (0 = off)")
+    need(isinstance(g.top_p, (int, float)) and 0 < g.top_p <= 1, "top_p", "must be in (0, 1]")
+    need(isinstance(g.min_p, (int, float)) and 0 <= g.min_p <= 1, "min_p", "must be in [0, 1]")
+    need(isinstance(g.typical_p, (int, float)) and 0 < g.typical_p <= 1, "typical_p", "must be in (0, 1]")
+    need(isinstance(g.repetition_penalty, (int, float)) and g.repetition_penalty > 0, "repetition_penalty",
+         "must be > 0 (1 = off)")
+    need(is_int(g.no_repeat_ngram_size) and g.no_repeat_ngram_size >= 0, "no_repeat_ngram_size",
+         "must be an integer >= 0 (0 = off)")
+    need(is_int(g.num_beams) and g.num_beams >= 1, "num_beams", "must be an integer >= 1")
+    need(isinstance(g.length_penalty, (int, float)), "length_penalty", "must be a number")
+    need(g.early_stopping in (True, False, "never"), "early_stopping", "must be true, false or 'never'")
+    need(is_int(g.num_return_sequences) and g.num_return_sequences >= 1, "num_return_sequences",
+         "must be an integer >= 1")
+    if g.num_beams > 1:
+        need(g.num_return_sequences <= g.num_beams, "num_return_sequences",
+             f"must be <= num_beams ({g.num_beams}) in beam search")
+    need(isinstance(g.stop, list) and all(isinstance(s, str) and s for s in g.stop), "stop",
+         "must be a list of non-empty strings")
+    eos = g.eos_token_id if isinstance(g.eos_token_id, list) else [g.eos_token_id]
+    need(g.eos_token_id is None or all(is_int(e) and e >= 0 for e in eos), "eos_token_id",
+         "must be a token id >= 0, a list of them, or null")
+    need(g.seed is None or is_int(g.seed), "seed", "must be an integer or null")
+    need(isinstance(g.max_time, (int, float)) and g.max_time >= 0, "max_time", "must be >= 0 seconds (0 = no limit)")
