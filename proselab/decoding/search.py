@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from ..config import GenerationConfig
-from ..models.protocol import Decoder, Prompt
+from ..models.protocol import Decoder, Prompt, State
 from .processors import LogitsProcessor, apply_processors
 from .stopping import Deadline, Delta, Generation, Rows
 
@@ -90,6 +91,27 @@ def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index.view(*index.shape, *([1] * (x.dim() - 2))).expand(*index.shape, *x.shape[2:]))
 
 
+@dataclass
+class BeamState:
+    """Beam search's tensors for B prompts, K beams and up to L new tokens.
+
+    Each prompt has K running beams (its best unfinished continuations, best first) and a pool
+    of at most K finished hypotheses, as transformers keeps ``running_sequences`` and
+    ``sequences`` in its vectorised beam search.
+    """
+
+    run_tok: torch.Tensor  # (B, K, L) running beams' new tokens; columns not yet generated are 0
+    run_score: torch.Tensor  # (B, K) their summed log-probs, best first; NEG = an empty beam
+    fin_tok: torch.Tensor  # (B, K, L) finished hypotheses' new tokens (eos included)
+    fin_score: torch.Tensor  # (B, K) their log-prob / length ** length_penalty; -inf = empty slot
+    fin_len: torch.Tensor  # (B, K) their lengths, in new tokens
+    fin_reason: torch.Tensor  # (B, K) why each ended: an index into REASONS
+    fin_done: torch.Tensor  # (B, K) the slot holds a hypothesis
+    improvable: torch.Tensor  # (B, 1) the prompt's running beams may still beat its finished ones
+    logits: torch.Tensor  # (B * K, V) next-token logits of every running beam
+    model_state: State  # the model's state for the running beams, in the order of logits
+
+
 def beam_search(model: Decoder, prompt: Prompt, ids: torch.Tensor, cfg: GenerationConfig,
                 procs: list[LogitsProcessor], eos_ids: Sequence[int], stop_hit=None,
                 generators: list[torch.Generator] | None = None) -> list[list[Generation]]:
@@ -110,91 +132,154 @@ def beam_search(model: Decoder, prompt: Prompt, ids: torch.Tensor, cfg: Generati
     Returns:
         For each prompt, its finished hypotheses, best first (K of them).
     """
-    B, T = ids.shape
-    K, L, lp = cfg.num_beams, cfg.max_new_tokens, cfg.length_penalty
+    B, K, L = ids.size(0), cfg.num_beams, cfg.max_new_tokens
     if L == 0:
         return [[Generation("", [], "length", b, 0.0) for _ in range(K)] for b in range(B)]
     deadline = Deadline(cfg.max_time)
+    st, prompt_ids = _start(model, prompt, ids, K, L)
+    eos = torch.tensor(list(eos_ids), dtype=torch.long, device=prompt_ids.device)
+    # enough candidates that K can go on even if every eos id ends one of them (transformers' beams_to_keep)
+    keep = max(2, 1 + len(eos_ids)) * K
+    for t in range(L):
+        top_lp, src, tok = _candidates(st, procs, prompt_ids, t, keep, cfg.do_sample, generators)
+        cand = _gather(st.run_tok, src).clone()  # (B, keep, L)
+        cand[:, :, t] = tok
+        reason = _finish_reasons(cand, tok, t, L, eos, deadline.passed(), stop_hit)
+        run_src = _advance(st, cand, top_lp, src, reason > 0)
+        _collect_finished(st, cand, top_lp, reason, t, cfg)
+        if _search_done(st, reason > 0, t, cfg) or t + 1 == L:
+            break
+        rows = (torch.arange(B, device=src.device)[:, None] * K + run_src).view(-1)  # (B * K,)
+        state = model.reorder(st.model_state, rows)
+        st.logits, st.model_state = model.step(st.run_tok[:, :, t].reshape(-1), state)  # tokens (B * K,)
+    return _n_best(st)
+
+
+def _start(model: Decoder, prompt: Prompt, ids: torch.Tensor, K: int, L: int) -> tuple[BeamState, torch.Tensor]:
+    """The first logits and state, repeated for K beams per prompt, and empty beams and pools;
+    with the prompts' ids, one row per beam (B * K, T)."""
+    B = ids.size(0)
     logits, state = model.start(prompt)
     dev = logits.device
     expand = torch.arange(B, device=dev).repeat_interleave(K)  # (B * K,)
     logits, state = logits[expand], model.reorder(state, expand)
-    prompt_ids = ids.to(dev)[expand]  # (B * K, T)
-    eos = torch.tensor(list(eos_ids), dtype=torch.long, device=dev)
-    keep = max(2, 1 + len(eos_ids)) * K
-    top_mask = torch.arange(keep, device=dev) < K  # only the top K candidates may finish
-    run_tok = torch.zeros(B, K, L, dtype=torch.long, device=dev)
     run_score = torch.zeros(B, K, device=dev)
     run_score[:, 1:] = NEG  # all beams start equal: let the first step choose from beam 0 only
-    fin_tok = torch.zeros(B, K, L, dtype=torch.long, device=dev)
-    fin_score = torch.full((B, K), float("-inf"), device=dev)
-    fin_len = torch.zeros(B, K, dtype=torch.long, device=dev)
-    fin_reason = torch.zeros(B, K, dtype=torch.long, device=dev)  # index into REASONS
-    fin_done = torch.zeros(B, K, dtype=torch.bool, device=dev)
-    improvable = torch.ones(B, 1, dtype=torch.bool, device=dev)
-    for t in range(L):
-        hist = torch.cat([prompt_ids, run_tok.view(B * K, L)[:, :t]], dim=1)  # (B * K, T + t)
-        logp = apply_processors(procs, hist, torch.log_softmax(logits.float(), dim=-1))  # (B * K, V)
-        V = logp.size(-1)
-        acc = (logp.view(B, K, V) + run_score[..., None]).view(B, K * V)  # (B, K * V)
-        if cfg.do_sample:
-            probs = torch.softmax(acc, dim=-1)
-            top_idx = torch.stack([torch.multinomial(probs[b].cpu(), keep, generator=generators[b])
-                                   for b in range(B)]).to(dev)  # (B, keep)
-            top_lp = acc.gather(1, top_idx)
-        else:
-            top_lp, top_idx = acc.topk(keep, dim=-1)  # (B, keep)
-        src, tok = top_idx // V, top_idx % V  # beam and token of each candidate
-        cand = _gather(run_tok, src).clone()  # (B, keep, L)
-        cand[:, :, t] = tok
-        reason = torch.zeros(B, keep, dtype=torch.long, device=dev)
-        if t + 1 == L:
-            reason.fill_(REASONS.index("length"))
-        if deadline.passed():
-            reason.fill_(REASONS.index("time"))
-        if stop_hit is not None:
-            for b, k in (reason == 0).nonzero().tolist():
-                if stop_hit(cand[b, k, : t + 1].tolist()):
-                    reason[b, k] = REASONS.index("stop")
-        reason = torch.where(torch.isin(tok, eos), REASONS.index("eos"), reason)
-        hits = reason > 0  # (B, keep)
+    st = BeamState(
+        run_tok=torch.zeros(B, K, L, dtype=torch.long, device=dev),
+        run_score=run_score,
+        fin_tok=torch.zeros(B, K, L, dtype=torch.long, device=dev),
+        fin_score=torch.full((B, K), float("-inf"), device=dev),
+        fin_len=torch.zeros(B, K, dtype=torch.long, device=dev),
+        fin_reason=torch.zeros(B, K, dtype=torch.long, device=dev),
+        fin_done=torch.zeros(B, K, dtype=torch.bool, device=dev),
+        improvable=torch.ones(B, 1, dtype=torch.bool, device=dev),
+        logits=logits,
+        model_state=state,
+    )
+    return st, ids.to(dev)[expand]
 
-        # the K best candidates that go on
-        run_lp = top_lp + hits.float() * NEG
-        nxt = run_lp.topk(K, dim=-1).indices  # (B, K)
-        run_tok, run_score, run_src = _gather(cand, nxt), run_lp.gather(1, nxt), src.gather(1, nxt)
 
-        # the pool of finished hypotheses
-        full = fin_done.all(1, keepdim=True) & (cfg.early_stopping is True)
-        new_ok = hits & top_mask & ~full & improvable  # (B, keep)
-        new_score = torch.where(new_ok, top_lp / ((t + 1) ** lp), float("-inf"))
-        pick = torch.cat([fin_score, new_score], 1).topk(K, dim=-1).indices  # (B, K)
-        fin_score = torch.cat([fin_score, new_score], 1).gather(1, pick)
-        fin_tok = _gather(torch.cat([fin_tok, cand], 1), pick)
-        fin_len = torch.cat([fin_len, torch.full_like(tok, t + 1)], 1).gather(1, pick)
-        fin_reason = torch.cat([fin_reason, reason], 1).gather(1, pick)
-        fin_done = torch.cat([fin_done, new_ok], 1).gather(1, pick)
+def _candidates(st: BeamState, procs: list[LogitsProcessor], prompt_ids: torch.Tensor, t: int, keep: int,
+                sample: bool, generators: list[torch.Generator] | None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Step t's ``keep`` best continuations of each prompt over all its beams (with ``sample``,
+    drawn without replacement, prompt b's with ``generators[b]``): their summed log-probs,
+    source beams and tokens, each (B, keep)."""
+    B, K, L = st.run_tok.shape
+    hist = torch.cat([prompt_ids, st.run_tok.view(B * K, L)[:, :t]], dim=1)  # (B * K, T + t)
+    logp = apply_processors(procs, hist, torch.log_softmax(st.logits.float(), dim=-1))  # (B * K, V)
+    V = logp.size(-1)
+    acc = (logp.view(B, K, V) + st.run_score[..., None]).view(B, K * V)  # (B, K * V)
+    if sample:
+        probs = torch.softmax(acc, dim=-1)
+        top_idx = torch.stack([torch.multinomial(probs[b].cpu(), keep, generator=generators[b])
+                               for b in range(B)]).to(acc.device)  # (B, keep)
+        top_lp = acc.gather(1, top_idx)
+    else:
+        top_lp, top_idx = acc.topk(keep, dim=-1)  # (B, keep)
+    return top_lp, top_idx // V, top_idx % V
 
-        best_len = L if (cfg.early_stopping == "never" and lp > 0) else t + 1
-        best_possible = run_score[:, :1] / (best_len ** lp)  # (B, 1)
-        improvable = improvable & (~fin_done.all(1, keepdim=True) | (best_possible > fin_score.min(1, keepdim=True).values))
-        go_on = bool(improvable.any()) and not (bool(fin_done.all()) and cfg.early_stopping is True) and not bool(hits.all())
-        if not go_on or t + 1 == L:
-            break
-        state = model.reorder(state, (torch.arange(B, device=dev)[:, None] * K + run_src).view(-1))
-        logits, state = model.step(run_tok[:, :, t].reshape(-1), state)
 
+def _finish_reasons(cand: torch.Tensor, tok: torch.Tensor, t: int, L: int, eos: torch.Tensor,
+                    late: bool, stop_hit) -> torch.Tensor:
+    """Why each candidate (B, keep, L) ends at step t, as an index into REASONS (0 = it goes
+    on): (B, keep). Eos wins over the others, as it is the token that was chosen."""
+    reason = torch.zeros_like(tok)
+    if t + 1 == L:
+        reason.fill_(REASONS.index("length"))
+    if late:
+        reason.fill_(REASONS.index("time"))
+    if stop_hit is not None:
+        for b, k in (reason == 0).nonzero().tolist():
+            if stop_hit(cand[b, k, : t + 1].tolist()):
+                reason[b, k] = REASONS.index("stop")
+    return torch.where(torch.isin(tok, eos), REASONS.index("eos"), reason)
+
+
+def _advance(st: BeamState, cand: torch.Tensor, top_lp: torch.Tensor, src: torch.Tensor,
+             hits: torch.Tensor) -> torch.Tensor:
+    """Make the K best candidates that do not end (``hits`` False) the running beams; returns
+    the beam each came from (B, K), to reorder the model's state with."""
+    K = st.run_score.size(1)
+    run_lp = top_lp + hits.float() * NEG
+    nxt = run_lp.topk(K, dim=-1).indices  # (B, K)
+    st.run_tok, st.run_score = _gather(cand, nxt), run_lp.gather(1, nxt)
+    return src.gather(1, nxt)
+
+
+def _collect_finished(st: BeamState, cand: torch.Tensor, top_lp: torch.Tensor, reason: torch.Tensor,
+                      t: int, cfg: GenerationConfig) -> None:
+    """Put the candidates that end at step t into their prompt's pool, which keeps the K best.
+
+    As transformers' ``_update_finished_beams``: only the top K candidates may finish (the
+    others are spares so K beams can go on), and none may once the pool is full with
+    early_stopping=True or once the prompt's beams cannot improve on it.
+    """
+    K, keep = st.fin_score.size(1), top_lp.size(1)
+    top_mask = torch.arange(keep, device=top_lp.device) < K
+    full = st.fin_done.all(1, keepdim=True) & (cfg.early_stopping is True)
+    new_ok = (reason > 0) & top_mask & ~full & st.improvable  # (B, keep)
+    new_score = torch.where(new_ok, top_lp / ((t + 1) ** cfg.length_penalty), float("-inf"))
+    scores = torch.cat([st.fin_score, new_score], 1)  # (B, K + keep)
+    pick = scores.topk(K, dim=-1).indices  # (B, K)
+    st.fin_score = scores.gather(1, pick)
+    st.fin_tok = _gather(torch.cat([st.fin_tok, cand], 1), pick)
+    st.fin_len = torch.cat([st.fin_len, torch.full_like(reason, t + 1)], 1).gather(1, pick)
+    st.fin_reason = torch.cat([st.fin_reason, reason], 1).gather(1, pick)
+    st.fin_done = torch.cat([st.fin_done, new_ok], 1).gather(1, pick)
+
+
+def _search_done(st: BeamState, hits: torch.Tensor, t: int, cfg: GenerationConfig) -> bool:
+    """Update which prompts can still improve, and say whether the search is over: no prompt
+    can, every pool is full with early_stopping=True, or every candidate ended (``hits``).
+
+    As transformers' ``_check_early_stop_heuristic``: the best running beam's best possible
+    score is taken at the current length, or at max_new_tokens with early_stopping="never"
+    and length_penalty > 0 (longer is better then).
+    """
+    lp = cfg.length_penalty
+    best_len = cfg.max_new_tokens if (cfg.early_stopping == "never" and lp > 0) else t + 1
+    best_possible = st.run_score[:, :1] / (best_len ** lp)  # (B, 1)
+    can_beat = best_possible > st.fin_score.min(1, keepdim=True).values  # the worst finished one
+    st.improvable = st.improvable & (~st.fin_done.all(1, keepdim=True) | can_beat)
+    pools_full = bool(st.fin_done.all()) and cfg.early_stopping is True
+    return not (bool(st.improvable.any()) and not pools_full and not bool(hits.all()))
+
+
+def _n_best(st: BeamState) -> list[list[Generation]]:
+    """Each prompt's finished hypotheses, best first, without their eos token."""
+    B, K = st.fin_done.shape
     out: list[list[Generation]] = []
     for b in range(B):
         hyps = []
         for k in range(K):
-            if not bool(fin_done[b, k]):
+            if not bool(st.fin_done[b, k]):
                 continue
-            n, why = int(fin_len[b, k]), REASONS[int(fin_reason[b, k])]
-            toks = fin_tok[b, k, :n].tolist()
+            n, why = int(st.fin_len[b, k]), REASONS[int(st.fin_reason[b, k])]
+            toks = st.fin_tok[b, k, :n].tolist()
             if why == "eos":
                 toks = toks[:-1]
-            hyps.append(Generation("", toks, why, b, float(fin_score[b, k])))
+            hyps.append(Generation("", toks, why, b, float(st.fin_score[b, k])))
         out.append(hyps)
     return out
-
