@@ -219,11 +219,12 @@ def cmd_chat(args: argparse.Namespace, extra: list[str], read=input) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
-    from .server import serve
+    from .server import ServeConfig, serve
 
     _no_extra(extra)
-    serve(args.run, args.host, args.port, args.api_key, args.max_batch, args.max_queue, args.max_prompt_tokens,
-          args.max_tokens, args.model_name, args.device, args.threads, args.dtype)
+    serve(ServeConfig(run=args.run, host=args.host, port=args.port, api_key=args.api_key, max_batch=args.max_batch,
+                      max_queue=args.max_queue, max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,
+                      model_name=args.model_name, device=args.device, threads=args.threads, dtype=args.dtype))
     return 0
 
 

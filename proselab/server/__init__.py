@@ -1,7 +1,8 @@
 """``proselab serve``: an OpenAI-compatible HTTP server with continuous batching and a playground.
 
-``create_app`` builds the FastAPI app for a loaded run (``app.py``); ``engine.py`` batches the
-requests; ``static/`` is the playground page.
+``serve`` loads the run a ``ServeConfig`` names and runs uvicorn; ``create_app`` builds the
+FastAPI app for a loaded run (``app.py``), whose routes are in ``routes.py``; ``engine.py``
+batches the requests; ``static/`` is the playground page.
 """
 
 from __future__ import annotations
@@ -9,39 +10,60 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from dataclasses import dataclass, field
 
 from .app import Limits, create_app
 
-__all__ = ["create_app", "serve", "Limits"]
+__all__ = ["Limits", "ServeConfig", "create_app", "serve"]
 
 
-def serve(run: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, max_batch: int = 16,
-          max_queue: int = 64, max_prompt_tokens: int | None = None, max_tokens: int | None = None,
-          model_name: str | None = None, device: str = "auto", threads: int = 0, dtype: str = "auto") -> None:
-    """Load ``run`` and serve it until interrupted. The key defaults to $PROSELAB_API_KEY.
-    ``threads``: CPU threads the model's operations use (0 = auto: one for a small model, else every
-    core; see ``Engine``). ``dtype``: the weights' dtype (see ``proselab.load``)."""
+@dataclass
+class ServeConfig:
+    """What ``proselab serve`` serves and how (its flags); checked when made."""
+
+    run: str  # the run directory to load
+    host: str = "127.0.0.1"  # address to bind: loopback only by default; 0.0.0.0 = every interface
+    port: int = 8000
+    # required on /v1 as 'Authorization: Bearer KEY'; None: $PROSELAB_API_KEY, else none.
+    # Left out of the repr, so a logged config does not leak it.
+    api_key: str | None = field(default=None, repr=False)
+    max_batch: int = 16  # sequences decoded together
+    max_queue: int = 64  # requests waiting before 429
+    max_prompt_tokens: int | None = None  # longest prompt; None: a GPT's block_size, else 1024
+    max_tokens: int | None = None  # largest max_tokens a request may set; None: max(the run's, 1024)
+    model_name: str | None = None  # the model id clients use; None: the run directory's name
+    device: str = "auto"  # where the model runs (see ``proselab.load``)
+    threads: int = 0  # the model's CPU threads; 0: one for a small model, else every core (see ``Engine``)
+    dtype: str = "auto"  # the weights' dtype (see ``proselab.load``)
+
+    def __post_init__(self):
+        if self.max_batch < 1 or self.max_queue < 0 or self.threads < 0:
+            raise ValueError(f"--max-batch must be >= 1, --max-queue and --threads >= 0, got {self.max_batch}, "
+                             f"{self.max_queue} and {self.threads}")
+
+
+def serve(config: ServeConfig) -> None:
+    """Loads ``config.run`` and serves it until interrupted.
+
+    Args:
+        config: the run and the server's settings; its ``api_key`` defaults to $PROSELAB_API_KEY.
+    """
     import uvicorn
 
     from ..api import load
 
-    if max_batch < 1 or max_queue < 0 or threads < 0:
-        raise ValueError(f"--max-batch must be >= 1, --max-queue and --threads >= 0, got {max_batch}, {max_queue} "
-                         f"and {threads}")
-    api_key = api_key if api_key is not None else os.environ.get("PROSELAB_API_KEY") or None
-    gen = _on_a_passing_thread(lambda: load(run, device=device, dtype=dtype))
+    api_key = config.api_key if config.api_key is not None else os.environ.get("PROSELAB_API_KEY") or None
+    gen = _on_a_passing_thread(lambda: load(config.run, device=config.device, dtype=config.dtype))
     gen.model.eval()
-    cfg = gen.config
-    window = cfg.model.block_size if cfg.model.family == "gpt" else 1024
-    limits = Limits(max_prompt_tokens or window, max_tokens or max(cfg.generation.max_new_tokens, 1024))
-    app = create_app(gen, api_key=api_key, model_name=model_name, max_batch=max_batch, max_queue=max_queue,
-                     limits=limits, threads=threads)
-    logging.getLogger("proselab.server").info("serving %s", run)
-    where = f"http://{host}:{port}"
+    limits = Limits.for_run(gen.config, config.max_prompt_tokens, config.max_tokens)
+    app = create_app(gen, api_key=api_key, model_name=config.model_name, max_batch=config.max_batch,
+                     max_queue=config.max_queue, limits=limits, threads=config.threads)
+    logging.getLogger("proselab.server").info("serving %s", config.run)
+    where = f"http://{config.host}:{config.port}"
     weights = str(next(gen.model.parameters()).dtype).removeprefix("torch.")
-    print(f"proselab: serving {run} ({weights} weights) at {where} (playground: {where}/, API: {where}/v1, "
+    print(f"proselab: serving {config.run} ({weights} weights) at {where} (playground: {where}/, API: {where}/v1, "
           f"{'API key required' if api_key else 'no API key'})", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    uvicorn.run(app, host=config.host, port=config.port, log_level="info")
 
 
 def _on_a_passing_thread(fn):
@@ -61,7 +83,7 @@ def _on_a_passing_thread(fn):
     def run() -> None:
         try:
             box["result"] = fn()
-        except BaseException as e:  # re-raised on the caller's thread
+        except BaseException as e:  # noqa: BLE001 (re-raised on the caller's thread)
             box["error"] = e
 
     thread = threading.Thread(target=run, name="proselab-load")
