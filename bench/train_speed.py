@@ -9,7 +9,7 @@ The models: a transformers ``GPT2LMHeadModel`` (12 layers x 12 heads x 768, voca
 n_positions 1024, gelu_new, tied head, dropout 0; random weights, seed 0) is saved with
 ``save_pretrained`` to a temporary directory (with GPT-2's tokenizer files, which the import
 needs), and proselab's model is loaded from that directory with
-``proselab.checkpoint.load_run``, the real import path (``proselab/hf.py``). So both hold the
+``proselab.runs.load_run``, the real import path (``proselab/interop/gpt2.py``). So both hold the
 same weights, checked tensor by tensor. Each (library, precision) pair trains its own deep
 copy, with its own optimizer, so four models in all.
 
@@ -105,8 +105,8 @@ def build_models(tmp: Path):
     import torch
     import transformers
 
-    from proselab.checkpoint import load_run
-    from proselab.hf import CONV1D
+    from proselab.runs import load_run
+    from proselab.interop.gpt2 import CONV1D
     from proselab.tokenizers import train_tokenizer
 
     torch.manual_seed(0)

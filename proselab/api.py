@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-from dataclasses import dataclass
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
 from .chat import ChatError, is_chat_tokenizer, render_chat, template_tokens
-from .checkpoint import load_run, load_src_tokenizer
-from .config import Config, GenerationConfig, validate_generation
-from .sft import parse_message
+from .checkpoint import load_src_tokenizer
+from .config import Config, GenerationConfig, override_generation
+from .data.batch import Seq2SeqBatch
+from .data.examples import parse_message
+from .data.seq2seq import source_batch
 from .decoding import Delta, Generation
 from .decoding import generate as generate_ids
 from .decoding import stream as stream_ids
-from .models.protocol import Seq2SeqBatch
-from .pair_data import source_batch
+from .distributed import pick_device
+from .runs import load_run
 from .tokenizers import Tokenizer
 
 
@@ -57,17 +57,7 @@ class Generator:
 
     def generation_config(self, **overrides) -> GenerationConfig:
         """The run's generation defaults with ``overrides`` applied and validated."""
-        names = [f.name for f in dataclasses.fields(GenerationConfig)]
-        for key in overrides:
-            if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise ValueError(f"unknown generation option '{key}'{hint}")
-        if isinstance(overrides.get("stop"), str):
-            overrides["stop"] = [overrides["stop"]]
-        cfg = dataclasses.replace(self.config.generation, **overrides)
-        validate_generation(cfg)
-        return cfg
+        return override_generation(self.config.generation, overrides)
 
     def encode_prompt(self, prompt: str) -> list[int]:
         if prompt:
@@ -241,9 +231,7 @@ def load(run_dir: str | Path, device: str = "auto", dtype: str = "auto") -> Gene
     """
     if dtype != "auto" and dtype not in DTYPES:
         raise ValueError(f"dtype must be auto, {', '.join(DTYPES)}; got '{dtype}'")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, tokenizer, cfg = load_run(run_dir, device)
+    model, tokenizer, cfg = load_run(run_dir, pick_device(device, "device"))
     if dtype != "auto":
         model.to(DTYPES[dtype])
     src_tokenizer = load_src_tokenizer(run_dir) if cfg.model.family == "seq2seq" else None

@@ -1,4 +1,4 @@
-"""Run directories: atomic writes, safetensors weights, and loading a run back.
+"""Run-directory files: their names, safetensors weights, trainer state, atomic writes.
 
 A run directory (see DESIGN.md) holds:
 
@@ -11,20 +11,23 @@ A run directory (see DESIGN.md) holds:
     metrics.jsonl, loss.png
 
 Every file is written to a temporary name in the same directory and renamed into place,
-so a run killed at any moment keeps its last complete checkpoint.
+so a run killed at any moment keeps its last complete checkpoint. This is the leaf of run
+handling: ``interop/`` maps Hugging Face layouts onto it, and ``runs.py`` loads runs.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_path, atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
+from .atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from .tokenizers import Tokenizer, load_tokenizer
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -117,121 +120,43 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_run_config(path: str | Path):
-    """The Config of a run directory or a Hugging Face GPT-2 checkpoint, without loading weights."""
-    from .config import config_from_dict
-    from .hf import hf_config, is_hf_checkpoint
-
-    path = Path(path)
-    if is_hf_checkpoint(path):
-        return hf_config(path)
-    data = read_run_config(path)
-    try:
-        return config_from_dict(data)
-    except ValueError as e:
-        raise RunError(f"{path / CONFIG_FILE}: {e}") from None
-
-
-ARCHITECTURE = ("family", "vocab_size", "n_layer", "n_head", "n_embd", "bias", "cell", "hidden_size", "num_layers",
-                "tie_weights", "arch", "attention", "bidirectional", "input_feeding", "share_embeddings",
-                "src_vocab_size", "bos_id")
-
-
-# Fine-tuning starts from weights that already work: a scratch learning rate and warmup would
-# wreck them. These replace the defaults (not values set in a file or on the command line).
-FINE_TUNE_DEFAULTS = {"train.lr": 1e-4, "train.min_lr": 1e-5, "train.warmup_iters": 20}
-LORA_DEFAULTS = {"train.lr": 5e-4, "train.min_lr": 5e-5, "train.warmup_iters": 20}  # adapters start at zero
-
-
-def fine_tune_config(cfg):
-    """Fine-tuning: the architecture and tokenizer of ``cfg`` come from ``train.init_from``.
-
-    The checkpoint fixes every architecture field; ``model.dropout`` stays the config's, and a
-    GPT's ``model.block_size`` may be smaller than the checkpoint's (its position table is then
-    cropped, as nanoGPT does). The learning rate, its floor and the warmup take fine-tuning
-    defaults (FINE_TUNE_DEFAULTS, LORA_DEFAULTS) unless the config sets them.
-    """
-    from .config import TrainConfig, explicit_keys
-
-    src = Path(cfg.train.init_from).expanduser()
-    if not src.is_dir():
-        raise RunError(f"train.init_from must be scratch, resume, or a run / Hugging Face checkpoint "
-                       f"directory; '{cfg.train.init_from}' is none of these")
-    src_cfg = load_run_config(src)
-    for name in ARCHITECTURE:
-        setattr(cfg.model, name, getattr(src_cfg.model, name))
-    if cfg.model.family == "gpt":
-        cfg.model.block_size = min(cfg.model.block_size, src_cfg.model.block_size)
-    cfg.data.tokenizer = str(src)  # a run's tokenizer.json, or the checkpoint's tokenizer files
-    if cfg.model.family == "seq2seq":
-        cfg.data.joint_vocab = src_cfg.data.joint_vocab  # and a separate source tokenizer comes along
-    defaults, explicit = TrainConfig(), explicit_keys(cfg)
-    for key, value in (LORA_DEFAULTS if cfg.train.lora_rank else FINE_TUNE_DEFAULTS).items():
-        name = key.split(".")[1]
-        if key not in explicit and getattr(cfg.train, name) == getattr(defaults, name):
-            setattr(cfg.train, name, value)
-    return cfg.validate()
-
-
-def load_init_weights(model: torch.nn.Module, source: str | Path) -> None:
-    """Copy the weights of ``source`` (a run or a HF checkpoint) into ``model``.
-
-    A GPT's position table is cropped to the model's block_size. When the model's vocabulary
-    is larger (special tokens were added), the embedding and head rows of the new tokens start
-    at the mean of the old rows, which keeps their logits ordinary at first (as transformers'
-    ``resize_token_embeddings`` does).
-    """
-    src_model, _, _ = load_run(Path(source).expanduser())
-    state, own = src_model.state_dict(), model.state_dict()
-    wpe = "transformer.wpe.weight"
-    if wpe in state:
-        state[wpe] = state[wpe][: own[wpe].size(0)]
-    old_v, new_v = src_model.config.vocab_size, model.config.vocab_size
-    if new_v != old_v:
-        assert new_v > old_v, f"the model's vocabulary ({new_v}) is smaller than the checkpoint's ({old_v})"
-        for name, t in state.items():
-            if t.dim() >= 1 and t.size(0) == old_v and own[name].size(0) == new_v:
-                extra = t.float().mean(0, keepdim=True).to(t.dtype).expand(new_v - old_v, *t.shape[1:])
-                state[name] = torch.cat([t, extra])
-    model.load_state_dict(state)
-
-
-def load_src_tokenizer(run_dir: str | Path):
+def load_src_tokenizer(run_dir: str | Path) -> Tokenizer | None:
     """A seq2seq run's source tokenizer, or None when source and target share the run's tokenizer."""
-    from .tokenizers import load_tokenizer
-
     path = Path(run_dir) / SRC_TOKENIZER_FILE
     return load_tokenizer(path) if path.is_file() else None
 
 
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu", weights: str = WEIGHTS_FILE):
-    """Load a run's model (in eval mode), tokenizer and Config.
+def save_checkpoint(run_dir: Path, config: dict[str, Any], tokenizers: dict[str, Tokenizer],
+                    model: torch.nn.Module, state: dict[str, Any], best: bool) -> None:
+    """Write a training checkpoint: config.json, the tokenizer files (once), last.safetensors with
+    the trainer state that belongs to it, and model.safetensors when ``best`` (or when missing).
 
     Args:
-        run_dir: a run directory written by ``proselab train``, or a Hugging Face GPT-2
-            checkpoint directory (see ``proselab.hf``).
-        device: where to put the model.
-        weights: ``model.safetensors`` (best) or ``last.safetensors`` (latest).
-
-    Returns:
-        (model, tokenizer, config)
+        config: the run's config as a dict, with the format version and the tokenizer kind.
+        tokenizers: file name -> tokenizer, e.g. ``{"tokenizer.json": tok}``.
+        state: the trainer state (optimizer, step, RNG states, ...), saved with ``torch.save``.
     """
-    from .hf import is_hf_checkpoint, load_hf_gpt2
-    from .models import build_model
-    from .tokenizers import load_tokenizer
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / CONFIG_FILE, config)
+    for name, tokenizer in tokenizers.items():
+        if not (run_dir / name).exists():
+            tokenizer.save(run_dir / name)
+    save_weights(model, run_dir / LAST_WEIGHTS_FILE)
+    save_trainer_state(state, run_dir / TRAINER_STATE_FILE)
+    if best or not (run_dir / WEIGHTS_FILE).exists():
+        save_weights(model, run_dir / WEIGHTS_FILE)
 
-    run_dir = Path(run_dir)
-    if is_hf_checkpoint(run_dir):
-        return load_hf_gpt2(run_dir, device)
-    cfg = load_run_config(run_dir)
-    tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
-    model = build_model(cfg.model)
-    if cfg.train.lora_rank:  # the file holds base weights and adapters: rebuild, load, then merge
-        from .models.lora import apply_lora, merge_lora
 
-        apply_lora(model, cfg.train.lora_rank, cfg.train.lora_alpha, cfg.train.lora_targets, cfg.train.lora_dropout)
-        load_weights(model, run_dir / weights)
-        merge_lora(model)
-    else:
-        load_weights(model, run_dir / weights)
-    return model.to(device).eval(), tokenizer, cfg
+def _step_of(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop the metrics.jsonl lines logged after ``step`` (a resumed run logs them again)."""
+    path = run_dir / METRICS_FILE
+    if path.exists():
+        keep = [ln for ln in path.read_text().splitlines() if _step_of(ln) <= step]
+        atomic_write_text(path, "".join(ln + "\n" for ln in keep))

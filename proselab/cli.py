@@ -313,7 +313,7 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
-    from .hf import export_hf
+    from .runs import export_hf
 
     _no_extra(extra)
     out = export_hf(args.run, args.out)
@@ -323,28 +323,28 @@ def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_data(args: argparse.Namespace, extra: list[str]) -> int:
-    from . import datasets
+    from .data import builtin
 
     _no_extra(extra)
     if args.data_cmd == "fetch":
-        path = datasets.fetch(args.name, source=args.source)
+        path = builtin.fetch(args.name, source=args.source)
         print(f"{args.name}: {path}")
         return 0
     if args.data_cmd == "reverse":
-        from .pairs import write_reverse_task
+        from .data.pairs import write_reverse_task
 
         sizes = {"train_size": args.train_size, "dev_size": args.dev_size, "test_size": args.test_size}
         paths = write_reverse_task(args.out_dir, **sizes, min_len=args.min_len, max_len=args.max_len, seed=args.seed)
         for split, path in paths.items():
             print(f"{split}: {path}")
         return 0
-    rows = datasets.list_datasets()
+    rows = builtin.list_datasets()
     print(f"{'name':<16} {'kind':<6} {'splits':<15} {'cached':<7} description")
     for r in rows:
         cached = "yes" if r.get("cached") else "no"
         splits = "/".join(r.get("splits", ("train",)))
         print(f"{r['name']:<16} {r.get('kind', 'text'):<6} {splits:<15} {cached:<7} {r.get('description', '')}")
-    print(f"\ncache: {datasets.cache_dir()}  (set PROSELAB_CACHE to move it)")
+    print(f"\ncache: {builtin.cache_dir()}  (set PROSELAB_CACHE to move it)")
     print("a pairs dataset's split is chosen as NAME:SPLIT (e.g. aclsum:dev); NAME alone is its train split")
     return 0
 

@@ -1,16 +1,55 @@
-"""Multi-process training under torchrun: process group setup and the few collectives used.
+"""Where the maths runs: the device and autocast dtype (the one place that picks them), and
+multi-process training under torchrun (process group setup and the few collectives used).
 
-Without torchrun's environment (WORLD_SIZE unset or 1) every method is a cheap no-op, so the
-training loop has one code path. Backend: nccl on CUDA, gloo on CPU.
+Without torchrun's environment (WORLD_SIZE unset or 1) every Dist method is a cheap no-op, so
+the training loop has one code path. Backend: nccl on CUDA, gloo on CPU.
 """
 
 from __future__ import annotations
 
 import os
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 
 import torch
 import torch.distributed as tdist
+
+from .config import ConfigError
+
+
+def pick_device(name: str = "auto", setting: str = "train.device") -> torch.device:
+    """``auto`` (CUDA if available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; ``setting``
+    names where the choice came from, for the error when CUDA is asked for but absent."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"{setting}={name} but CUDA is not available; use {setting}=cpu")
+    return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX), where autocast pays off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``train.dtype`` (auto, float32, bfloat16) on ``device``, or None for plain fp32."""
+    if name == "float32":
+        return None
+    if name == "bfloat16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if cpu_has_bf16() else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Autocast to ``dtype`` on ``device``; nothing when dtype is None."""
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 class Dist:

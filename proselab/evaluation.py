@@ -4,25 +4,38 @@ decoded BLEU / chrF / ROUGE of an encoder-decoder on sentence pairs (scores in m
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .api import Generator, load
 from .atomic import atomic_write_text
-from .config import GenerationConfig
-from .data import eval_batches, tokenize_to_cache
-from .datasets import load_texts
+from .checkpoint import load_src_tokenizer
+from .config import GenerationConfig, override_generation
+from .data.batch import IGNORE_INDEX, Batch
+from .data.cache import tokenize_to_cache
+from .data.lm import eval_batches
+from .data.pairs import load_pairs
+from .data.seq2seq import source_batch
+from .data.text import load_texts
 from .decoding import generate
+from .distributed import autocast, pick_device
 from .metrics import score
-from .models.layers import IGNORE_INDEX
-from .pair_data import source_batch
+from .runs import load_run
 
 
-def evaluate(run: str | Path | Generator, data: str | list[str], encoding_errors: str = "strict") -> dict:
+def _open(run):
+    """(model, tokenizer, config, source tokenizer) of a run directory (loaded on the best device)
+    or of a loaded ``proselab.Generator``."""
+    if isinstance(run, (str, Path)):
+        model, tokenizer, cfg = load_run(run, pick_device("auto"))
+        return model, tokenizer, cfg, load_src_tokenizer(run) or tokenizer
+    return run.model, run.tokenizer, run.config, run.src_tokenizer
+
+
+def evaluate(run, data: str | list[str], encoding_errors: str = "strict") -> dict:
     """Score a language model on text it may never have seen.
 
     Args:
@@ -34,16 +47,15 @@ def evaluate(run: str | Path | Generator, data: str | list[str], encoding_errors
         ``{"loss", "perplexity", "bits_per_token", "bits_per_char", "tokens", "chars", "unknown_tokens"}``;
         loss is the mean next-token cross-entropy in nats.
     """
-    gen = run if isinstance(run, Generator) else load(run)
-    if gen.is_seq2seq:
+    model, tokenizer, cfg, _ = _open(run)
+    if cfg.model.family == "seq2seq":
         raise ValueError("this is a seq2seq run: score it on sentence pairs (proselab eval RUN --pairs FILE, "
                          "or evaluate_pairs), not on running text")
     docs = load_texts(data, encoding_errors=encoding_errors)
-    ids, unknown = tokenize_to_cache(docs, gen.tokenizer)
+    ids, unknown = tokenize_to_cache(docs, tokenizer)
     if len(ids) < 2:
         raise ValueError(f"{data}: the text must hold at least two tokens to be scored")
-    block = gen.config.model.block_size
-    loss = evaluate_tokens(gen.model, ids, block, gen.device)
+    loss = evaluate_tokens(model, ids, cfg.model.block_size, next(model.parameters()).device)
     n_pred = len(ids) - 1
     chars = sum(len(text) for _, text in docs)
     total_bits = loss * n_pred / math.log(2)
@@ -65,22 +77,21 @@ def evaluate_tokens(model: torch.nn.Module, ids: np.ndarray, block_size: int, de
 
 
 @torch.no_grad()
-def evaluate_batches(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                     device: torch.device, dtype: torch.dtype | None = None) -> float:
+def evaluate_batches(model: torch.nn.Module, batches: Iterable[Batch], device: torch.device,
+                     dtype: torch.dtype | None = None) -> float:
     """Mean loss (nats) over every target of ``batches`` that is not IGNORE_INDEX: the exact
     per-token loss of the data, however the batches are cut or padded (each batch's mean
     loss weighted by its number of targets)."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    ctx = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-    for x, y in batches:
-        x, y = x.to(device), y.to(device)
-        n = int((y != IGNORE_INDEX).sum())
+    for batch in batches:
+        batch = batch.to(device)
+        n = int((batch.targets != IGNORE_INDEX).sum())
         if n == 0:
             continue
-        with ctx:
-            _, loss = model(x, y)  # the model's own loss path (gpt: head_loss, no float32 logits)
+        with autocast(device, dtype):
+            _, loss = model(batch.inputs, batch.targets)  # the model's own loss path (gpt: head_loss, no float32 logits)
         total += loss.item() * n
         count += n
     model.train(was_training)
@@ -113,7 +124,7 @@ def translate(model: torch.nn.Module, sources: list[str], src_tokenizer, tokeniz
     return out
 
 
-def evaluate_pairs(run: str | Path | Generator, pairs: str | list[str], out: str | Path | None = None,
+def evaluate_pairs(run, pairs: str | list[str], out: str | Path | None = None,
                    metrics: tuple[str, ...] = ("bleu", "chrf", "rouge"), batch_size: int = 64,
                    bad_lines: str = "error", **generation) -> dict:
     """Decode the sources of sentence pairs with a seq2seq run and score the outputs.
@@ -130,19 +141,14 @@ def evaluate_pairs(run: str | Path | Generator, pairs: str | list[str], out: str
         The scores with their signatures (``metrics.score``), plus ``pairs`` and ``seconds``
         (decoding time) and ``sentences_per_sec``.
     """
-    import time
-
-    from .pairs import load_pairs
-
-    gen = run if isinstance(run, Generator) else load(run)
-    if gen.config.model.family != "seq2seq":
-        raise ValueError(f"--pairs scores an encoder-decoder, but this run is a {gen.config.model.family} model; "
+    model, tokenizer, cfg, src_tokenizer = _open(run)
+    if cfg.model.family != "seq2seq":
+        raise ValueError(f"--pairs scores an encoder-decoder, but this run is a {cfg.model.family} model; "
                          "evaluate a language model on text instead")
     data, _ = load_pairs(pairs, bad_lines)
-    cfg = gen.generation_config(**{"do_sample": False, **generation})
+    gcfg = override_generation(cfg.generation, {"do_sample": False, **generation})
     start = time.perf_counter()
-    hyps = translate(gen.model, [s for s, _ in data], gen.src_tokenizer, gen.tokenizer, cfg, batch_size,
-                     gen.config.data.truncate_src)
+    hyps = translate(model, [s for s, _ in data], src_tokenizer, tokenizer, gcfg, batch_size, cfg.data.truncate_src)
     seconds = time.perf_counter() - start
     if out is not None:
         atomic_write_text(Path(out), "".join(h.replace("\n", "\\n") + "\n" for h in hyps))

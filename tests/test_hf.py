@@ -10,7 +10,7 @@ import proselab
 from proselab.checkpoint import RunError
 from proselab.config import GenerationConfig
 from proselab.decoding import generate
-from proselab.hf import export_hf
+from proselab.runs import export_hf
 from proselab.tokenizers import train_tokenizer
 
 from conftest import SHARED, shakespeare_text, tiny_overrides

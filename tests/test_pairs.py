@@ -6,10 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from proselab import datasets, pairs, sft
 from proselab.cli import main
-from proselab.datasets import DatasetError, DatasetWarning, cache_dir, fetch, list_datasets
-from proselab.pairs import is_pair_spec, load_pairs, write_reverse_task
+from proselab.data import builtin, corpora
+from proselab.data.builtin import cache_dir, fetch, list_datasets
+from proselab.data.examples import load_examples
+from proselab.data.files import DatasetError, DatasetWarning
+from proselab.data.pairs import load_pairs, write_reverse_task
+from proselab.data.sources import is_example_spec, is_pair_spec
+from proselab.data.text import load_texts
 
 
 def _write(path: Path, *lines: str) -> Path:
@@ -22,7 +26,7 @@ def _offline(monkeypatch):
     def run(cmd, **kwargs):
         raise AssertionError(f"no download expected: {cmd}")
 
-    monkeypatch.setattr(datasets.subprocess, "run", run)
+    monkeypatch.setattr(builtin.subprocess, "run", run)
 
 
 # --- files
@@ -204,7 +208,7 @@ def test_aclsum_from_local_wheel(tmp_path, monkeypatch):
 
 
 def test_aclsum_source_is_bounded(tmp_path, monkeypatch):
-    monkeypatch.setattr(pairs, "ACLSUM_MAX_WORDS", 19)  # abstract 9 tokens + conclusion 7 + one 3-token intro sentence
+    monkeypatch.setattr(corpora, "ACLSUM_MAX_WORDS", 19)  # abstract 9 tokens + conclusion 7 + one 3-token intro sentence
     fetch("aclsum", source=_fake_aclsum_wheel(tmp_path / "aclsum.whl"))
     assert load_pairs("aclsum")[0][0][0] == "challenge: We study (toy) tasks, mostly. Intro one. It works; it's fine."
 
@@ -221,14 +225,14 @@ def test_aclsum_download(monkeypatch, tmp_path):
         (dest / "aclsum-0.1.2-py3-none-any.whl").write_bytes(wheel.read_bytes())
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(datasets.subprocess, "run", run)
+    monkeypatch.setattr(builtin.subprocess, "run", run)
     assert len(load_pairs("aclsum:test")[0]) == 3 and len(load_pairs(["aclsum", "aclsum:dev"])[0]) == 9
     assert len(calls) == 1
 
 
 def test_builtin_errors(monkeypatch, tmp_path):
     stderr = "ERROR: No matching distribution found for aclsum==0.1.2\n"
-    monkeypatch.setattr(datasets.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", stderr))
+    monkeypatch.setattr(builtin.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", stderr))
     with pytest.raises(DatasetError, match="could not download the aclsum dataset.*No matching.*data fetch aclsum --from"):
         load_pairs("aclsum")
     bad = tmp_path / "bad.whl"
@@ -267,10 +271,10 @@ def test_chitchat_pairs(tmp_path, monkeypatch):
 
 def test_other_loaders_reject_pairs_datasets(tmp_path, monkeypatch):
     with pytest.raises(DatasetError, match="'aclsum' is a sentence-pair dataset.*data.format=pairs.*not a text corpus"):
-        datasets.load_texts("aclsum")
+        load_texts("aclsum")
     with pytest.raises(DatasetError, match="'chitchat-pairs' is a sentence-pair dataset.*not a chat dataset"):
-        sft.load_examples(["chitchat-pairs"])
-    assert not sft.is_example_spec("aclsum")
+        load_examples(["chitchat-pairs"])
+    assert not is_example_spec("aclsum")
 
 
 # --- the reverse task

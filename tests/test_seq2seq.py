@@ -295,14 +295,15 @@ def test_best_by_bleu_keeps_the_weights_of_the_best_decoded_eval(tmp_path, monke
     """train.best_by=bleu: model.safetensors is replaced at the eval with the highest val BLEU,
     not the lowest loss; a resumed run keeps comparing against that BLEU."""
     from proselab import training
+    from proselab.tasks import BaseTask, Seq2SeqTask
 
     bleus = iter([5.0, 30.0, 10.0, 40.0, 20.0])
     losses = iter([1.0, 2.0, 3.0, 4.0, 5.0])  # rising: by loss the first eval would stay best
-    monkeypatch.setattr(training._Trainer, "val_scores", lambda self, n: {"bleu": next(bleus), "chrf": 0.0})
-    monkeypatch.setattr(training._Trainer, "estimate_val", lambda self: next(losses))
+    monkeypatch.setattr(Seq2SeqTask, "decoded_scores", lambda self, model, n: {"bleu": next(bleus), "chrf": 0.0})
+    monkeypatch.setattr(BaseTask, "estimate_loss", lambda self, model, device, dtype: next(losses))
     saves = []
-    real_save = training._Trainer.save
-    monkeypatch.setattr(training._Trainer, "save",
+    real_save = training.Trainer.save
+    monkeypatch.setattr(training.Trainer, "save",
                         lambda self, snap, best: (saves.append((self.step, best)), real_save(self, snap, best)))
     overrides = s2s_overrides(tmp_path, **{"train.best_by": "bleu", "train.max_iters": 20, "train.eval_interval": 10,
                                            "train.final_eval": False})
@@ -318,7 +319,7 @@ def test_best_by_bleu_keeps_the_weights_of_the_best_decoded_eval(tmp_path, monke
 def test_truncated_sources_in_training_generation_and_evaluation(tmp_path):
     """data.truncate_src=2: the encoder reads a source's first two tokens everywhere, so two
     sources that start alike translate alike."""
-    from proselab.pair_data import prepare_pairs
+    from proselab.data.seq2seq import prepare_pairs
 
     overrides = s2s_overrides(tmp_path, **{"data.tokenizer": "word", "data.truncate_src": 2, "train.max_iters": 4})
     data = prepare_pairs(load_config(None, overrides).data)

@@ -9,11 +9,11 @@ from safetensors.torch import load_file
 
 import proselab
 from proselab.chat import IM_END, IM_START, add_special_tokens, encode_example, render_chat, windows
-from proselab.checkpoint import load_init_weights, load_run
+from proselab.runs import load_init_weights, load_run
 from proselab.cli import cmd_chat, main
 from proselab.config import DataConfig, load_config
 from proselab.data import DataError, prepare_data
-from proselab.models.layers import IGNORE_INDEX
+from proselab.data.batch import IGNORE_INDEX
 from proselab.tokenizers import EOT, gpt2_tokenizer, train_tokenizer
 from proselab.training import train
 
@@ -81,7 +81,8 @@ def test_sft_batches_pad_and_ignore_everything_but_responses(tmp_path):
     data = prepare_data(dcfg, block_size=32, tokenizer=tok)
     assert data.format == "sft" and data.tokenizer.eos_id is not None  # an end-of-text token was added
     assert len(data.train) == 48 and len(data.val) == 12
-    x, y, n = data.batch("train", torch.tensor([0, 1, 2]), 32)
+    batch = data.batch("train", torch.tensor([0, 1, 2]))
+    x, y, n = batch.inputs, batch.targets, batch.tokens
     assert x.shape == y.shape and x.size(1) <= 32
     for r in range(3):
         row_ids, row_trained = data.train.row(r, 32)
@@ -151,7 +152,7 @@ def test_fine_tune_adds_tokens_and_grows_the_embedding(tmp_path, corpus):
     V = base_tok.vocab_size
     data = _jsonl(tmp_path / "chat.jsonl", _chats())
     cfg = load_config(None, {"train.init_from": str(base), "data.dataset": str(data)})
-    from proselab.checkpoint import fine_tune_config
+    from proselab.runs import fine_tune_config
     from proselab.models import build_model
 
     cfg = fine_tune_config(cfg)

@@ -11,7 +11,7 @@ import torch
 import proselab
 from proselab import checkpoint as ckpt
 from proselab.config import ConfigError
-from proselab.data import DataError
+from proselab.data.files import DataError
 from proselab.training import lr_at, train
 
 from conftest import tiny_overrides
@@ -55,8 +55,9 @@ def test_the_final_evaluation_measures_the_weights_the_run_keeps(corpus, tmp_pat
     from safetensors.torch import load_file
 
     from proselab import training
+    from proselab.tasks import BaseTask
 
-    evaluate, full_val_loss = training._Trainer._evaluate, training._Trainer.full_val_loss
+    evaluate, task_evaluate = training.Trainer.evaluate, BaseTask.evaluate
     calls, seen = [], []
 
     def first_is_best(self):  # later evals never beat the first, so model.safetensors keeps step 0
@@ -64,18 +65,44 @@ def test_the_final_evaluation_measures_the_weights_the_run_keeps(corpus, tmp_pat
         calls.append(self.step)
         return record, len(calls) == 1
 
-    def fingerprint(self):
-        seen.append({k: v.clone() for k, v in self.model.state_dict().items()})
-        return full_val_loss(self)
+    def fingerprint(self, model, device, dtype, final=False):  # the task's full pass over the val split
+        if final:
+            seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return task_evaluate(self, model, device, dtype, final)
 
-    monkeypatch.setattr(training._Trainer, "_evaluate", first_is_best)
-    monkeypatch.setattr(training._Trainer, "full_val_loss", fingerprint)
+    monkeypatch.setattr(training.Trainer, "evaluate", first_is_best)
+    monkeypatch.setattr(BaseTask, "evaluate", fingerprint)
     out = tmp_path / "run"
     res = train(None, tiny_overrides(corpus, out, **{"train.max_iters": 30, "train.lr": 3e-3}))
     assert calls == [0, 10, 20, 30] and len(seen) == 1 and math.isfinite(res.val_loss)
     best, last = load_file(str(out / "model.safetensors")), load_file(str(out / "last.safetensors"))
     assert all(torch.equal(seen[0][k], best[k]) for k in best)
     assert not all(torch.equal(seen[0][k], last[k]) for k in last)
+
+
+def test_a_wrapper_task_changes_the_loss_without_the_trainer_knowing(corpus, tmp_path, monkeypatch):
+    """The task seam: a task that wraps another one (as distillation will) and adds to its loss
+    is trained by the unchanged loop; its batches, scores and config stay the wrapped task's."""
+    from proselab import training
+
+    class Doubled:  # every Task method is the wrapped task's, but the loss
+        def __init__(self, task):
+            self.task, self.tokenizer = task, task.tokenizer
+
+        def __getattr__(self, name):
+            return getattr(self.task, name)
+
+        def loss(self, model, batch):
+            return 2 * self.task.loss(model, batch)
+
+    overrides = tiny_overrides(corpus, tmp_path / "plain", **{"train.max_iters": 2})
+    train(None, overrides)
+    build_task = training.build_task
+    monkeypatch.setattr(training, "build_task", lambda *args: Doubled(build_task(*args)))
+    train(None, {**overrides, "train.out_dir": str(tmp_path / "doubled")})
+    plain, doubled = _losses(tmp_path / "plain"), _losses(tmp_path / "doubled")
+    assert doubled[1] == pytest.approx(2 * plain[1], rel=1e-6)  # the same weights and batch at the first step
+    assert _losses(tmp_path / "doubled", "val_loss")[0] == _losses(tmp_path / "plain", "val_loss")[0]
 
 
 @pytest.mark.parametrize("family, dropout", [("gpt", 0.1), ("rnn", 0.0)])
@@ -105,7 +132,7 @@ def test_gradient_accumulation_matches_a_bigger_batch(corpus, tmp_path):
 
 
 def test_interrupt_saves_and_resumes(corpus, tmp_path, monkeypatch):
-    import proselab.data as pd
+    import proselab.data.lm as pd
 
     calls = {"n": 0}
     real = pd.get_batch

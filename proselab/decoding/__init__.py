@@ -15,8 +15,9 @@ from typing import Iterator, Sequence
 import torch
 
 from ..config import ConfigError, GenerationConfig, validate_generation
+from ..data.batch import Seq2SeqBatch
 from ..models.prepack import prepack_for_cpu
-from ..models.protocol import Decoder, Prompt, Seq2SeqBatch
+from ..models.protocol import Decoder, Prompt
 from .processors import PAD_ID, build_processors
 from .search import beam_search, row_generator, sample_loop
 from .stopping import Delta, Generation, Rows, eos_ids_for

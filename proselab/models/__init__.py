@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ..config import ModelConfig
+from ..data.batch import Seq2SeqBatch
 from .gpt import GPT
 from .kv_cache import KVCache
-from .protocol import Decoder, Seq2SeqBatch
+from .protocol import Decoder
 from .rnn import RNNLM
 from .seq2seq import RNNSeq2Seq
 from .transformer import TransformerSeq2Seq

@@ -14,8 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-
-IGNORE_INDEX = -100  # target value left out of the loss (padding, masked prompt tokens)
+from ..data.batch import IGNORE_INDEX
 
 
 def lm_loss(logits: Tensor, targets: Tensor | None, label_smoothing: float = 0.0) -> Tensor | None:

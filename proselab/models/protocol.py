@@ -49,31 +49,6 @@ class Prompt:
         return self.mask.sum(1)
 
 
-@dataclass
-class Seq2SeqBatch:
-    """A batch for an encoder-decoder: source ids (right-padded) and, in training, the
-    teacher-forced decoder inputs (bos + target, right-padded)."""
-
-    src: Tensor  # (B, S) source token ids; padding positions hold any valid id
-    mask: Tensor  # (B, S) bool, True on real source tokens (every row has at least one)
-    tgt: Tensor | None = None  # (B, T) decoder inputs for training; None when decoding
-    max_new_tokens: int | None = None  # a hint for sizing caches; None = unknown
-
-    def to(self, device, non_blocking: bool = False) -> "Seq2SeqBatch":
-        tgt = None if self.tgt is None else self.tgt.to(device, non_blocking=non_blocking)
-        return Seq2SeqBatch(self.src.to(device, non_blocking=non_blocking),
-                            self.mask.to(device, non_blocking=non_blocking), tgt, self.max_new_tokens)
-
-    def repeat_interleave(self, n: int) -> "Seq2SeqBatch":
-        """Each row n times in a row (num_return_sequences)."""
-        tgt = None if self.tgt is None else self.tgt.repeat_interleave(n, 0)
-        return Seq2SeqBatch(self.src.repeat_interleave(n, 0), self.mask.repeat_interleave(n, 0), tgt,
-                            self.max_new_tokens)
-
-    def __len__(self) -> int:
-        return self.src.size(0)
-
-
 def memory_rows(index: Tensor, group: int, n_memory: int) -> tuple[int, Tensor | None]:
     """How an encoder-decoder's memory follows ``reorder(state, index)`` without copying it.
 

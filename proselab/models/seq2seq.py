@@ -25,7 +25,8 @@ from torch import Tensor
 
 from ..config import ModelConfig
 from .layers import lm_loss
-from .protocol import Seq2SeqBatch, memory_rows
+from ..data.batch import Seq2SeqBatch
+from .protocol import memory_rows
 from .rnn import CELLS, concat_hidden, select_hidden
 
 Hidden = Tensor | tuple[Tensor, Tensor]  # h, or (h, c) for LSTM; each (num_layers, B, H)

@@ -23,7 +23,8 @@ from torch import Tensor
 
 from ..config import ModelConfig
 from .layers import MLP, SelfAttention, head_loss, lm_loss
-from .protocol import Seq2SeqBatch, memory_rows
+from ..data.batch import Seq2SeqBatch
+from .protocol import memory_rows
 
 
 def sinusoids(positions: Tensor, dim: int) -> Tensor:

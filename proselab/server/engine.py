@@ -41,7 +41,8 @@ from ..decoding.processors import apply_processors
 from ..decoding.search import draw
 from ..decoding.stopping import Deadline, Delta, Generation, eos_ids_for
 from ..models.prepack import overhead_bound, prepack_for_cpu
-from ..models.protocol import Seq2SeqBatch, insert_by_merge
+from ..data.batch import Seq2SeqBatch
+from ..models.protocol import insert_by_merge
 from .jobs import Batch, Event, Job, QueueFull, rows_index
 
 __all__ = ["Engine", "Event", "Job", "QueueFull"]

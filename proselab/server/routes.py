@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from ..chat import ChatError
 from ..config import ConfigError
-from ..pair_data import encoder_ids, source_ids
+from ..data.seq2seq import encoder_ids, source_ids
 from .engine import Engine
 from .responses import APIError
 from .schemas import AttentionRequest, ChatRequest, CompletionRequest, Sampling

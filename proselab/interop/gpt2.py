@@ -1,4 +1,4 @@
-"""Hugging Face GPT-2 checkpoints: import them as proselab models, export proselab GPT runs to them.
+"""GPT-2: Hugging Face's ``GPT2LMHeadModel`` layout, to and from proselab's GPT.
 
 The GPT's parameter names are GPT-2's, so the mapping is one to one, except that Hugging Face
 stores ``c_attn``, ``c_proj`` and ``c_fc`` as Conv1D, (in, out), where nn.Linear is (out, in).
@@ -8,42 +8,27 @@ A checkpoint directory holds ``config.json`` (``model_type: gpt2``), ``model.saf
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from .atomic import atomic_path
-from .chat import is_chat_tokenizer, jinja_template
-from .checkpoint import RunError, write_json
+from ..atomic import atomic_path
+from ..chat import is_chat_tokenizer, jinja_template
+from ..checkpoint import RunError, write_json
+from ..config import Config, ModelConfig
+from ..models import build_model
+from ..tokenizers import Tokenizer, TokenizerError, load_tokenizer
+from .common import generation_config
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 IGNORED = (".attn.bias", ".attn.masked_bias", ".crossattention.bias")  # old causal-mask buffers, not weights
 SUPPORTED_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")  # the tanh GELU proselab's MLP computes
 
 
-def is_hf_checkpoint(path: str | Path) -> bool:
-    """Whether ``path`` is a directory with a Hugging Face config.json (not a proselab run)."""
-    cfg = Path(path) / "config.json"
-    if not cfg.is_file():
-        return False
-    try:
-        data = json.loads(cfg.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
-    return isinstance(data, dict) and "model" not in data and ("model_type" in data or "architectures" in data)
-
-
-def _model_config(hf: dict[str, Any], where: Path):
-    from .config import ModelConfig
-
-    kind = hf.get("model_type")
-    if kind != "gpt2":
-        archs = ", ".join(hf.get("architectures") or []) or "unknown"
-        raise RunError(f"{where}: model_type '{kind}' ({archs}) is not supported; proselab imports GPT-2 checkpoints "
-                       "(model_type gpt2)")
+def model_config(hf: dict[str, Any], where: Path) -> ModelConfig:
+    """proselab's ModelConfig for a GPT-2 config.json; RunError names each option proselab lacks."""
     act = hf.get("activation_function", "gelu_new")
     problems = []
     if act not in SUPPORTED_ACTIVATIONS:
@@ -65,32 +50,8 @@ def _model_config(hf: dict[str, Any], where: Path):
                        bias=True, tie_weights=hf.get("tie_word_embeddings", True))
 
 
-def _read_state_dict(d: Path) -> dict[str, torch.Tensor]:
-    if (d / "model.safetensors").is_file():
-        return load_file(str(d / "model.safetensors"))
-    if (d / "pytorch_model.bin").is_file():
-        # weights_only: a pickle from the internet must not run code
-        return torch.load(d / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    if (d / "model.safetensors.index.json").is_file():
-        index = json.loads((d / "model.safetensors.index.json").read_text(encoding="utf-8"))
-        state: dict[str, torch.Tensor] = {}
-        for shard in sorted(set(index["weight_map"].values())):
-            state.update(load_file(str(d / shard)))
-        return state
-    raise RunError(f"'{d}' has no weights: expected model.safetensors or pytorch_model.bin")
-
-
-def load_hf_gpt2(path: str | Path, device: str | torch.device = "cpu"):
-    """Load a Hugging Face GPT-2 checkpoint directory.
-
-    Returns:
-        (model in eval mode, tokenizer, Config) like ``checkpoint.load_run``.
-    """
-    from .models import build_model
-    from .tokenizers import TokenizerError, load_tokenizer
-
-    d = Path(path)
-    cfg = hf_config(d)
+def load(d: Path, cfg: Config, weights: dict[str, torch.Tensor]) -> tuple[torch.nn.Module, Tokenizer]:
+    """The GPT of ``cfg`` with a GPT-2 checkpoint's ``weights``, and the checkpoint's tokenizer."""
     try:
         tokenizer = load_tokenizer(d)
     except TokenizerError as e:
@@ -98,7 +59,7 @@ def load_hf_gpt2(path: str | Path, device: str | torch.device = "cpu"):
     model = build_model(cfg.model)
     ours = model.state_dict()
     state = {}
-    for name, t in _read_state_dict(d).items():
+    for name, t in weights.items():
         if name.endswith(IGNORED):
             continue
         if not name.startswith(("transformer.", "lm_head.")):
@@ -115,55 +76,11 @@ def load_hf_gpt2(path: str | Path, device: str | torch.device = "cpu"):
     model.load_state_dict(state, strict=False)
     if tokenizer.vocab_size > cfg.model.vocab_size:
         raise RunError(f"'{d}': the tokenizer has {tokenizer.vocab_size} tokens but the model only {cfg.model.vocab_size}")
-    return model.to(device).eval(), tokenizer, cfg
+    return model, tokenizer
 
 
-def hf_config(path: str | Path):
-    """The proselab Config of a Hugging Face GPT-2 checkpoint directory (no weights are read)."""
-    from .config import Config
-
-    d = Path(path)
-    cfg = Config()
-    cfg.model = _model_config(json.loads((d / "config.json").read_text(encoding="utf-8")), d / "config.json")
-    cfg.data.tokenizer = str(d)
-    gen_path = d / "generation_config.json"
-    if gen_path.is_file():
-        _apply_generation_config(cfg, json.loads(gen_path.read_text(encoding="utf-8")))
-    return cfg
-
-
-GENERATION_FIELDS = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "min_p", "typical_p",
-                     "repetition_penalty", "no_repeat_ngram_size", "num_beams", "length_penalty")
-
-
-def _apply_generation_config(cfg, hf_gen: dict[str, Any]) -> None:
-    for name in GENERATION_FIELDS:
-        if hf_gen.get(name) is not None:
-            setattr(cfg.generation, name, hf_gen[name])
-    if isinstance(hf_gen.get("eos_token_id"), list):  # several end tokens (a chat model's end of turn)
-        cfg.generation.eos_token_id = [int(i) for i in hf_gen["eos_token_id"]]
-
-
-def export_hf(run_dir: str | Path, out_dir: str | Path) -> Path:
-    """Write a proselab GPT run as a Hugging Face GPT-2 checkpoint directory.
-
-    ``transformers.AutoModelForCausalLM.from_pretrained(out_dir)`` and
-    ``AutoTokenizer.from_pretrained(out_dir)`` load the result. A bias-free model is written
-    with zero biases, which computes the same function.
-
-    Returns:
-        the output directory.
-    """
-    from .checkpoint import load_run
-
-    model, tokenizer, cfg = load_run(run_dir)
-    m = cfg.model
-    if m.family != "gpt":
-        raise RunError(f"'{run_dir}' is a {m.family} run; only gpt runs have a Hugging Face (GPT-2) layout")
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise RunError(f"'{out}' exists and is not an empty directory; choose a new output directory")
-    out.mkdir(parents=True, exist_ok=True)
+def _weights(model: torch.nn.Module, m: ModelConfig) -> dict[str, torch.Tensor]:
+    """The model's weights in GPT-2's names and shapes; a bias-free model gets zero biases."""
     state = {}
     for name, t in model.state_dict().items():
         if name == "lm_head.weight" and m.tie_weights:
@@ -176,8 +93,15 @@ def export_hf(run_dir: str | Path, out_dir: str | Path) -> Path:
                                ("mlp.c_proj", m.n_embd), ("ln_1", m.n_embd), ("ln_2", m.n_embd)):
                 state[p + lin + ".bias"] = torch.zeros(width)
         state["transformer.ln_f.bias"] = torch.zeros(m.n_embd)
+    return state
+
+
+def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path) -> None:
+    """Write a GPT run as a GPT-2 checkpoint in ``out`` (model, config, generation config and
+    tokenizer files, with the chat template of a chat run)."""
+    m = cfg.model
     with atomic_path(out / "model.safetensors") as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
+        save_file(_weights(model, m), str(tmp), metadata={"format": "pt"})
     bos = tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.eos_id
     write_json(out / "config.json", {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": m.vocab_size,
@@ -187,10 +111,8 @@ def export_hf(run_dir: str | Path, out_dir: str | Path) -> Path:
         "tie_word_embeddings": m.tie_weights, "dtype": "float32", "use_cache": True,
     })
     g = cfg.generation
-    gen = {name: getattr(g, name) for name in GENERATION_FIELDS}
     eos = g.eos_token_id if g.eos_token_id is not None else tokenizer.eos_id  # a chat run's: end of turn first
-    gen.update({"bos_token_id": bos, "eos_token_id": eos, "top_k": g.top_k or None})
-    write_json(out / "generation_config.json", {k: v for k, v in gen.items() if v is not None})
+    write_json(out / "generation_config.json", generation_config(g, bos, eos))
     tokenizer.save(out / "tokenizer.json")
     special = tokenizer.special_tokens()
     tok_cfg = {"tokenizer_class": "GPT2TokenizerFast" if tokenizer.kind == "gpt2" else "PreTrainedTokenizerFast",
@@ -200,4 +122,3 @@ def export_hf(run_dir: str | Path, out_dir: str | Path) -> Path:
         tok_cfg["chat_template"] = jinja_template(cfg.data.chat_template)
     write_json(out / "tokenizer_config.json", tok_cfg)
     write_json(out / "special_tokens_map.json", {k: v for k, v in special.items() if v is not None})
-    return out

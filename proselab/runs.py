@@ -1,0 +1,140 @@
+"""Loading runs: a proselab run directory or a Hugging Face checkpoint, wherever a run is read;
+fine-tuning from one (``train.init_from``); exporting a run to a Hugging Face layout.
+
+Above ``checkpoint.py`` (the run directory's files) and ``interop/`` (Hugging Face layouts).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from . import interop
+from .checkpoint import (
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    RunError,
+    load_weights,
+    read_run_config,
+)
+from .config import Config, TrainConfig, config_from_dict, explicit_keys
+from .models import build_model
+from .models.lora import apply_lora, merge_lora
+from .tokenizers import Tokenizer, load_tokenizer
+
+ARCHITECTURE = ("family", "vocab_size", "n_layer", "n_head", "n_embd", "bias", "cell", "hidden_size", "num_layers",
+                "tie_weights", "arch", "attention", "bidirectional", "input_feeding", "share_embeddings",
+                "src_vocab_size", "bos_id")
+# Fine-tuning starts from weights that already work: a scratch learning rate and warmup would
+# wreck them. These replace the defaults (not values set in a file or on the command line).
+FINE_TUNE_DEFAULTS = {"train.lr": 1e-4, "train.min_lr": 1e-5, "train.warmup_iters": 20}
+LORA_DEFAULTS = {"train.lr": 5e-4, "train.min_lr": 5e-5, "train.warmup_iters": 20}  # adapters start at zero
+
+
+def load_run_config(path: str | Path) -> Config:
+    """The Config of a run directory or a Hugging Face checkpoint, without loading weights."""
+    path = Path(path)
+    if interop.is_hf_checkpoint(path):
+        return interop.hf_config(path)
+    data = read_run_config(path)
+    try:
+        return config_from_dict(data)
+    except ValueError as e:
+        raise RunError(f"{path / CONFIG_FILE}: {e}") from None
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
+             weights: str = WEIGHTS_FILE) -> tuple[torch.nn.Module, Tokenizer, Config]:
+    """Load a run's model (in eval mode), tokenizer and Config.
+
+    Args:
+        run_dir: a run directory written by ``proselab train``, or a Hugging Face checkpoint
+            directory (see ``proselab.interop``).
+        device: where to put the model.
+        weights: ``model.safetensors`` (best) or ``last.safetensors`` (latest).
+
+    Returns:
+        (model, tokenizer, config)
+    """
+    run_dir = Path(run_dir)
+    if interop.is_hf_checkpoint(run_dir):
+        return interop.load_hf(run_dir, device)
+    cfg = load_run_config(run_dir)
+    tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
+    model = build_model(cfg.model)
+    if cfg.train.lora_rank:  # the file holds base weights and adapters: rebuild, load, then merge
+        apply_lora(model, cfg.train.lora_rank, cfg.train.lora_alpha, cfg.train.lora_targets, cfg.train.lora_dropout)
+        load_weights(model, run_dir / weights)
+        merge_lora(model)
+    else:
+        load_weights(model, run_dir / weights)
+    return model.to(device).eval(), tokenizer, cfg
+
+
+def fine_tune_config(cfg: Config) -> Config:
+    """Fine-tuning: the architecture and tokenizer of ``cfg`` come from ``train.init_from``.
+
+    The checkpoint fixes every architecture field; ``model.dropout`` stays the config's, and a
+    GPT's ``model.block_size`` may be smaller than the checkpoint's (its position table is then
+    cropped, as nanoGPT does). The learning rate, its floor and the warmup take fine-tuning
+    defaults (FINE_TUNE_DEFAULTS, LORA_DEFAULTS) unless the config sets them.
+    """
+    src = Path(cfg.train.init_from).expanduser()
+    if not src.is_dir():
+        raise RunError(f"train.init_from must be scratch, resume, or a run / Hugging Face checkpoint "
+                       f"directory; '{cfg.train.init_from}' is none of these")
+    src_cfg = load_run_config(src)
+    for name in ARCHITECTURE:
+        setattr(cfg.model, name, getattr(src_cfg.model, name))
+    if cfg.model.family == "gpt":
+        cfg.model.block_size = min(cfg.model.block_size, src_cfg.model.block_size)
+    cfg.data.tokenizer = str(src)  # a run's tokenizer.json, or the checkpoint's tokenizer files
+    if cfg.model.family == "seq2seq":
+        cfg.data.joint_vocab = src_cfg.data.joint_vocab  # and a separate source tokenizer comes along
+    defaults, explicit = TrainConfig(), explicit_keys(cfg)
+    for key, value in (LORA_DEFAULTS if cfg.train.lora_rank else FINE_TUNE_DEFAULTS).items():
+        name = key.split(".")[1]
+        if key not in explicit and getattr(cfg.train, name) == getattr(defaults, name):
+            setattr(cfg.train, name, value)
+    return cfg.validate()
+
+
+def load_init_weights(model: torch.nn.Module, source: str | Path) -> None:
+    """Copy the weights of ``source`` (a run or a HF checkpoint) into ``model``.
+
+    A GPT's position table is cropped to the model's block_size. When the model's vocabulary
+    is larger (special tokens were added), the embedding and head rows of the new tokens start
+    at the mean of the old rows, which keeps their logits ordinary at first (as transformers'
+    ``resize_token_embeddings`` does).
+    """
+    src_model, _, _ = load_run(Path(source).expanduser())
+    state, own = src_model.state_dict(), model.state_dict()
+    wpe = "transformer.wpe.weight"
+    if wpe in state:
+        state[wpe] = state[wpe][: own[wpe].size(0)]
+    old_v, new_v = src_model.config.vocab_size, model.config.vocab_size
+    if new_v != old_v:
+        assert new_v > old_v, f"the model's vocabulary ({new_v}) is smaller than the checkpoint's ({old_v})"
+        for name, t in state.items():
+            if t.dim() >= 1 and t.size(0) == old_v and own[name].size(0) == new_v:
+                extra = t.float().mean(0, keepdim=True).to(t.dtype).expand(new_v - old_v, *t.shape[1:])
+                state[name] = torch.cat([t, extra])
+    model.load_state_dict(state)
+
+
+def export_hf(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write a proselab run as a Hugging Face checkpoint directory (a GPT run: GPT-2's layout).
+
+    ``transformers.AutoModelForCausalLM.from_pretrained(out_dir)`` and
+    ``AutoTokenizer.from_pretrained(out_dir)`` load the result. A bias-free model is written
+    with zero biases, which computes the same function.
+
+    Returns:
+        the output directory.
+    """
+    model, tokenizer, cfg = load_run(run_dir)
+    out = Path(out_dir)
+    interop.export_hf(model, tokenizer, cfg, out, Path(run_dir))
+    return out

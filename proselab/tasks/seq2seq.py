@@ -1,0 +1,76 @@
+"""Sequence to sequence: an encoder-decoder learns each pair's target from its source
+(``data.format=pairs``); evaluation adds greedy-decoded BLEU and chrF of val pairs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..config import Config, ConfigError, GenerationConfig
+from ..data.seq2seq import prepare_pairs
+from ..evaluation import translate
+from ..metrics import score
+from ..models.prepack import refresh
+from ..tokenizers import Tokenizer
+from .base import BaseTask
+
+
+class Seq2SeqTask(BaseTask):
+    def __init__(self, cfg: Config, data):
+        super().__init__(cfg, data)
+        self.src_tokenizer: Tokenizer = data.src_tokenizer
+        self.bleu_samples = cfg.train.eval_bleu_samples  # val pairs decoded at each eval (0 = none)
+        self.max_new_tokens, self.truncate_src = cfg.generation.max_new_tokens, cfg.data.truncate_src
+        self.limits = (cfg.data.max_src_len, cfg.data.max_tgt_len)
+
+    @classmethod
+    def build(cls, cfg: Config, tokenizer: Tokenizer | None, src_tokenizer: Tokenizer | None) -> Seq2SeqTask:
+        if cfg.model.family != "seq2seq":
+            raise ConfigError(f"data.dataset holds sentence pairs, which train an encoder-decoder: set "
+                              f"model.family=seq2seq (it is {cfg.model.family}), or give text or .jsonl examples")
+        return cls(cfg, prepare_pairs(cfg.data, tokenizer, src_tokenizer))
+
+    def tokenizers(self) -> dict[str, Tokenizer]:
+        if self.src_tokenizer is self.tokenizer:
+            return super().tokenizers()
+        return {**super().tokenizers(), "src_tokenizer.json": self.src_tokenizer}
+
+    def config_updates(self, cfg: Config) -> dict[str, Any]:
+        """The source vocabulary and the decoder's start token, from the tokenizers."""
+        updates, m, tok = super().config_updates(cfg), cfg.model, self.tokenizer
+        src_size = 0 if self.src_tokenizer is tok else self.src_tokenizer.vocab_size
+        if m.src_vocab_size < src_size:
+            updates["model.src_vocab_size"] = src_size
+        if m.bos_id < 0:
+            updates["model.bos_id"] = tok.bos_id if tok.bos_id is not None else tok.eos_id
+        return updates
+
+    def warnings(self) -> list[str]:
+        out, d = [], self.data
+        if d.dropped:
+            out.append(f"{d.dropped} training pairs are longer than data.max_src_len={self.limits[0]}"
+                       f" / data.max_tgt_len={self.limits[1]} tokens and were left out")
+        if d.skipped:
+            out.append(f"{d.skipped} malformed lines were skipped (data.bad_lines=skip)")
+        return out + super().warnings()
+
+    def evaluate(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype | None,
+                 final: bool = False) -> dict[str, float]:
+        """The val loss, and (when ``train.eval_bleu_samples`` > 0) BLEU and chrF of greedy
+        decoding: of the first eval_bleu_samples val pairs, or of all of them when ``final``."""
+        scores = super().evaluate(model, device, dtype, final)
+        if self.bleu_samples:
+            scores.update(self.decoded_scores(model, None if final else self.bleu_samples))
+        return scores
+
+    def decoded_scores(self, model: torch.nn.Module, n: int | None) -> dict[str, float]:
+        """Greedy-decoded BLEU and chrF of the first ``n`` val pairs (all when None)."""
+        refresh(model)  # the fused optimizer changed the weights without a version bump
+        pairs = self.data.val.text[:n]
+        src_len = max(len(s) for s in self.data.val.src[: len(pairs)])
+        g = GenerationConfig(do_sample=False, max_new_tokens=min(self.max_new_tokens, 2 * src_len + 10))
+        hyps = translate(model, [s for s, _ in pairs], self.src_tokenizer, self.tokenizer, g, self.batch_size,
+                         self.truncate_src)
+        result = score(hyps, [t for _, t in pairs], ("bleu", "chrf"))
+        return {"bleu": round(result["bleu"], 2), "chrf": round(result["chrf"], 2)}
