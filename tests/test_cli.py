@@ -19,6 +19,15 @@ def _flags(corpus, out, **extra):
     return [f"--{k}={v}" for k, v in tiny_overrides(corpus, out, **extra).items()]
 
 
+def test_demo_trains_and_prints_samples(corpus, tmp_path):
+    """`proselab demo`, the README's first command, on a tiny model and a local corpus."""
+    out = tmp_path / "demo"
+    flags = [f for f in _flags(corpus, out) if not f.startswith("--train.out_dir=")]
+    p = cli("demo", "--out", out, "--max-iters", 3, *flags)
+    assert "trained 3 steps" in p.stdout and p.stdout.count("=" * 60) == 4 and "ROMEO:" in p.stdout
+    assert (out / "model.safetensors").is_file() and (out / "loss.png").is_file()
+
+
 @pytest.fixture
 def run_dir(corpus, tmp_path):
     out = tmp_path / "run"

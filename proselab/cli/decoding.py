@@ -1,84 +1,21 @@
-"""`proselab` / `python -m proselab`: thin subcommands over the Python API.
-
-User mistakes (bad config, missing file, not a run directory, ...) print one line and exit
-with status 2; set PROSELAB_DEBUG=1 to see the traceback instead.
-"""
+"""Subcommands that decode a run: generate, chat, serve, eval, attention; and the generation flags
+they share (one per GenerationConfig field)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
-import warnings
 
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-
-class CLIError(Exception):
-    """A command-line mistake: printed as one line, exit status 2."""
-
-
-def _overrides(extra: list[str]) -> list[str]:
-    """Turn ``--train.lr=3e-4`` / ``--train.lr 3e-4`` leftovers into ``train.lr=3e-4`` items."""
-    out, i = [], 0
-    while i < len(extra):
-        item = extra[i]
-        if not item.startswith("--") or "." not in item.split("=", 1)[0]:
-            raise CLIError(f"unrecognized argument '{item}' (config overrides look like --train.lr=3e-4)")
-        if "=" in item:
-            out.append(item[2:])
-        elif i + 1 < len(extra) and not extra[i + 1].startswith("--"):
-            out.append(f"{item[2:]}={extra[i + 1]}")
-            i += 1
-        else:
-            raise CLIError(f"override '{item}' needs a value, e.g. {item}=VALUE")
-        i += 1
-    return out
-
-
-def _no_extra(extra: list[str]) -> None:
-    """Commands other than train and demo take no config overrides."""
-    if extra:
-        raise CLIError(f"unrecognized arguments: {' '.join(extra)}")
-
-
-def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
-    from .training import train
-
-    if args.config and args.config.startswith("--"):  # argparse takes "--a.b=[x, y]" (a space) for a positional
-        args.config, extra = None, [args.config, *extra]
-    overrides = _overrides(extra)
-    if args.out:
-        overrides.append(f"train.out_dir={args.out}")
-    if args.data:
-        overrides.append(f"data.dataset={args.data}")
-    if args.resume:
-        overrides += ["train.init_from=resume", f"train.out_dir={args.resume}"]
-    result = train(args.config, overrides)
-    _report_training(result)
-    return EXIT_INTERRUPTED if result.interrupted else 0
-
-
-def _report_training(result) -> None:
-    if result.interrupted:
-        print(f"interrupted at step {result.step}; checkpoint saved. Resume with: "
-              f"proselab train --resume {result.run_dir}", file=sys.stderr)
-        return
-    val = f"val loss {result.val_loss:.4f} (full pass)" if result.val_loss is not None else ""
-    if result.val_scores:
-        val += f", greedy BLEU {result.val_scores['bleu']:.2f} chrF {result.val_scores['chrf']:.2f}"
-    print(f"trained {result.step} steps, {result.tokens_per_sec:,.0f} tokens/s; {val}")
-    print(f"run saved to {result.run_dir}  (loss curves: {result.run_dir / 'loss.png'})")
+from .common import CLIError, no_extra
 
 
 def _add_generation_options(g: argparse.ArgumentParser) -> None:
     """A flag for every GenerationConfig field (--top-p, --num-beams, --stop, ...), default: the run's."""
     import dataclasses
 
-    from .config import GenerationConfig
+    from ..config import GenerationConfig
 
     opts = g.add_argument_group("generation (defaults: the run's config.json)")
     comments = _field_comments(GenerationConfig)
@@ -127,7 +64,7 @@ def _unescape(text: str) -> str:
 def _gen_overrides(args: argparse.Namespace) -> dict:
     import dataclasses
 
-    from .config import GenerationConfig
+    from ..config import GenerationConfig
 
     out = {}
     for f in dataclasses.fields(GenerationConfig):
@@ -147,9 +84,9 @@ def _gen_overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_generate(args: argparse.Namespace, extra: list[str]) -> int:
-    from .api import load
+    from ..api import load
 
-    _no_extra(extra)
+    no_extra(extra)
     gen = load(args.run, device=args.device, dtype=args.dtype)
     over = _gen_overrides(args)
     shown = args.prompt  # a language model's output continues the prompt; a seq2seq one stands alone
@@ -184,9 +121,9 @@ CHAT_HELP = "type a message; /reset starts over, /quit (or Ctrl-D) leaves"
 
 
 def cmd_chat(args: argparse.Namespace, extra: list[str], read=input) -> int:
-    from .api import load
+    from ..api import load
 
-    _no_extra(extra)
+    no_extra(extra)
     gen = load(args.run, device=args.device, dtype=args.dtype)
     over = _gen_overrides(args)
     if not gen.is_seq2seq:  # a seq2seq run answers the last message; a GPT must be tuned for chat
@@ -219,9 +156,9 @@ def cmd_chat(args: argparse.Namespace, extra: list[str], read=input) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
-    from .server import ServeConfig, serve
+    from ..server import ServeConfig, serve
 
-    _no_extra(extra)
+    no_extra(extra)
     serve(ServeConfig(run=args.run, host=args.host, port=args.port, api_key=args.api_key, max_batch=args.max_batch,
                       max_queue=args.max_queue, max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,
                       model_name=args.model_name, device=args.device, threads=args.threads, dtype=args.dtype))
@@ -229,9 +166,9 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
-    from .evaluation import evaluate
+    from ..evaluation import evaluate
 
-    _no_extra(extra)
+    no_extra(extra)
     if (args.data is None) == (args.pairs is None):
         raise CLIError("give --data TEXT (a language model's perplexity) or --pairs FILE (a seq2seq run's "
                        "BLEU, chrF and ROUGE)")
@@ -252,7 +189,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
 def _eval_pairs(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .evaluation import evaluate_pairs
+    from ..evaluation import evaluate_pairs
 
     over = _gen_overrides(args)
     out = args.out or str(Path(args.run) / "hypotheses.txt")
@@ -273,10 +210,10 @@ def _eval_pairs(args: argparse.Namespace) -> int:
 
 
 def cmd_attention(args: argparse.Namespace, extra: list[str]) -> int:
-    from .api import load
-    from .plots import plot_attention
+    from ..api import load
+    from ..plots import plot_attention
 
-    _no_extra(extra)
+    no_extra(extra)
     gen = load(args.run, device=args.device)
     amap = gen.attention(args.src, **_gen_overrides(args))
     path = plot_attention(amap.weights, amap.src_tokens, amap.tgt_tokens, args.out,
@@ -286,80 +223,8 @@ def cmd_attention(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-DEMO_PROMPTS = ["ROMEO:\n", "To be, or not", "KING HENRY:\n"]
-
-
-def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
-    from .api import load
-    from .training import train
-
-    if args.config and args.config.startswith("--"):  # argparse takes "--a.b=[x, y]" (a space) for a positional
-        args.config, extra = None, [args.config, *extra]
-    overrides = _overrides(extra) + [f"train.out_dir={args.out}", "train.overwrite=true"]
-    if args.max_iters:
-        overrides.append(f"train.max_iters={args.max_iters}")
-    print("proselab demo: a character-level GPT on the complete works of Shakespeare", file=sys.stderr)
-    result = train("demo", overrides)
-    _report_training(result)
-    if result.interrupted:
-        return EXIT_INTERRUPTED
-    gen = load(result.run_dir)
-    for i, prompt in enumerate(DEMO_PROMPTS):  # a seed per prompt: one shared seed makes samples echo each other
-        print("\n" + "=" * 60)
-        print(prompt + gen.generate(prompt, max_new_tokens=300, seed=i))
-    print("=" * 60)
-    print(f"\nnext: proselab generate {result.run_dir} --prompt 'JULIET:' --num-samples 3")
-    return 0
-
-
-def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
-    from .runs import export_hf
-
-    _no_extra(extra)
-    out = export_hf(args.run, args.out)
-    print(f"wrote a Hugging Face GPT-2 checkpoint to {out}; load it with "
-          f"transformers.AutoModelForCausalLM.from_pretrained('{out}')")
-    return 0
-
-
-def cmd_data(args: argparse.Namespace, extra: list[str]) -> int:
-    from .data import builtin
-
-    _no_extra(extra)
-    if args.data_cmd == "fetch":
-        path = builtin.fetch(args.name, source=args.source)
-        print(f"{args.name}: {path}")
-        return 0
-    if args.data_cmd == "reverse":
-        from .data.pairs import write_reverse_task
-
-        sizes = {"train_size": args.train_size, "dev_size": args.dev_size, "test_size": args.test_size}
-        paths = write_reverse_task(args.out_dir, **sizes, min_len=args.min_len, max_len=args.max_len, seed=args.seed)
-        for split, path in paths.items():
-            print(f"{split}: {path}")
-        return 0
-    rows = builtin.list_datasets()
-    print(f"{'name':<16} {'kind':<6} {'splits':<15} {'cached':<7} description")
-    for r in rows:
-        cached = "yes" if r.get("cached") else "no"
-        splits = "/".join(r.get("splits", ("train",)))
-        print(f"{r['name']:<16} {r.get('kind', 'text'):<6} {splits:<15} {cached:<7} {r.get('description', '')}")
-    print(f"\ncache: {builtin.cache_dir()}  (set PROSELAB_CACHE to move it)")
-    print("a pairs dataset's split is chosen as NAME:SPLIT (e.g. aclsum:dev); NAME alone is its train split")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="proselab", description="Text generation from RNNs to GPT.")
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-
-    t = sub.add_parser("train", help="train a model (YAML config or preset, plus --section.field=value overrides)")
-    t.add_argument("config", nargs="?", help="a YAML file or a preset name (shakespeare-char-gpt, ...)")
-    t.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint")
-    t.add_argument("--out", metavar="RUN", help="run directory to write (= --train.out_dir)")
-    t.add_argument("--data", metavar="PATH", help="text file/dir or built-in dataset (= --data.dataset)")
-    t.set_defaults(func=cmd_train)
-
+def add_generate(sub) -> None:
+    """`proselab generate RUN`."""
     g = sub.add_parser("generate", help="generate text from a run")
     g.add_argument("run", help="run directory, or a Hugging Face GPT-2 checkpoint directory")
     g.add_argument("--prompt", default="\n", help="text to continue (default: a newline, like nanoGPT)")
@@ -372,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print one JSON object: each completion's text, tokens, finish reason and scores")
     g.set_defaults(func=cmd_generate)
 
+
+def add_chat(sub) -> None:
+    """`proselab chat RUN`."""
     c = sub.add_parser("chat", help="talk to a chat fine-tuned run in the terminal (streamed replies, /reset)")
     c.add_argument("run", help="run directory (fine-tuned on conversations) or exported checkpoint")
     c.add_argument("--system", help="a system message that starts the conversation")
@@ -380,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dtype(c)
     c.set_defaults(func=cmd_chat)
 
+
+def add_serve(sub) -> None:
+    """`proselab serve RUN`."""
     s = sub.add_parser("serve", help="serve a run over HTTP: an OpenAI-compatible API and a web playground")
     s.add_argument("run", help="run directory")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only; 0.0.0.0 = all)")
@@ -397,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "per-operation overhead, else all cores); fewer leave cores to other work")
     s.set_defaults(func=cmd_serve)
 
+
+def add_eval(sub) -> None:
+    """`proselab eval RUN --data|--pairs`."""
     e = sub.add_parser("eval", help="a language model's perplexity on a text, or a seq2seq run's BLEU/chrF/ROUGE on pairs")
     e.add_argument("run", help="run directory")
     e.add_argument("--data", help="text file(s) / directory / dataset name (language models)")
@@ -410,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_options(e)
     e.set_defaults(func=cmd_eval)
 
+
+def add_attention(sub) -> None:
+    """`proselab attention RUN --src TEXT`."""
     a = sub.add_parser("attention", help="seq2seq: draw where the model looked, as a PNG heatmap")
     a.add_argument("run", help="a seq2seq run directory (with attention)")
     a.add_argument("--src", required=True, help="the source text to transform")
@@ -417,59 +294,3 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_options(a)
     a.add_argument("--device", default="auto")
     a.set_defaults(func=cmd_attention)
-
-    x = sub.add_parser("export", help="write a gpt run as a Hugging Face GPT-2 checkpoint (transformers, vLLM, ...)")
-    x.add_argument("run", help="run directory")
-    x.add_argument("out", help="output directory (new or empty)")
-    x.set_defaults(func=cmd_export)
-
-    d = sub.add_parser("demo", help="train a small character GPT on Shakespeare and print samples")
-    d.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
-    d.add_argument("--max-iters", type=int, help="optimizer steps (default from the demo preset)")
-    d.set_defaults(func=cmd_demo)
-
-    da = sub.add_parser("data", help="built-in datasets: list, fetch; the synthetic reverse task")
-    dsub = da.add_subparsers(dest="data_cmd", required=True, metavar="ACTION")
-    dsub.add_parser("list", help="list built-in datasets and whether they are cached")
-    f = dsub.add_parser("fetch", help="download (or copy in) a built-in dataset")
-    f.add_argument("name")
-    f.add_argument("--from", dest="source", metavar="PATH", help="a local file to use as this dataset")
-    r = dsub.add_parser("reverse", help="write the synthetic reverse task (seq2seq pairs) as train/dev/test.tsv")
-    r.add_argument("out_dir", metavar="OUT_DIR", help="directory to write train.tsv, dev.tsv and test.tsv into")
-    r.add_argument("--train-size", type=int, default=50000, metavar="N", help="training pairs (default 50000)")
-    r.add_argument("--dev-size", type=int, default=1000, metavar="N", help="dev pairs (default 1000)")
-    r.add_argument("--test-size", type=int, default=1000, metavar="N", help="test pairs (default 1000)")
-    r.add_argument("--min-len", type=int, default=1, metavar="N", help="fewest tokens in a sequence (default 1)")
-    r.add_argument("--max-len", type=int, default=25, metavar="N", help="most tokens in a sequence (default 25)")
-    r.add_argument("--seed", type=int, default=42, metavar="N", help="the same seed writes the same files (default 42)")
-    da.set_defaults(func=cmd_data)
-    return p
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"proselab: warning: {message}", file=sys.stderr)
-
-
-def main(argv: list[str] | None = None) -> int:
-    warnings.showwarning = _show_warning  # one readable line, not a source location
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    try:
-        return args.func(args, extra)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except (CLIError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
-        if os.environ.get("PROSELAB_DEBUG"):
-            raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"proselab: error: {msg}", file=sys.stderr)
-        return EXIT_USAGE
-
-
-def run() -> None:
-    sys.exit(main())
-
-
-if __name__ == "__main__":
-    run()

@@ -1,0 +1,58 @@
+"""`proselab` / `python -m proselab`: thin subcommands over the Python API.
+
+User mistakes (bad config, missing file, not a run directory, ...) print one line and exit
+with status 2; set PROSELAB_DEBUG=1 to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+
+from . import decoding, training
+from .common import EXIT_INTERRUPTED, EXIT_USAGE, CLIError
+from .decoding import cmd_attention, cmd_chat, cmd_eval, cmd_generate, cmd_serve
+from .training import cmd_data, cmd_demo, cmd_export, cmd_train
+
+__all__ = ["CLIError", "build_parser", "cmd_attention", "cmd_chat", "cmd_data", "cmd_demo", "cmd_eval", "cmd_export",
+           "cmd_generate", "cmd_serve", "cmd_train", "main", "run"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="proselab", description="Text generation from RNNs to GPT.")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    for add in (training.add_train, decoding.add_generate, decoding.add_chat, decoding.add_serve, decoding.add_eval,
+                decoding.add_attention, training.add_export, training.add_demo, training.add_data):
+        add(sub)  # in the order `proselab --help` lists them
+    return p
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"proselab: warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.showwarning = _show_warning  # one readable line, not a source location
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    try:
+        return args.func(args, extra)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (CLIError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+        if os.environ.get("PROSELAB_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"proselab: error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
