@@ -72,6 +72,14 @@ def test_yaml_file_errors(tmp_path):
         load_config("no-such-preset")
 
 
+@pytest.mark.parametrize("key, value", [("model.n_layer", "[1"), ("generation.stop", "[a"), ("data.dataset", "[a, b"),
+                                        ("generation.eos_token_id", "[1,"), ("train.lr", "{")])
+def test_override_that_is_not_yaml_is_a_config_error(key, value):
+    """A bracket left open on the command line is a one-line ConfigError, not a yaml traceback."""
+    with pytest.raises(ConfigError, match=rf"^{key}: '.*' is not valid YAML \(.*\); quote it"):
+        load_config(overrides=[f"{key}={value}"])
+
+
 def test_override_without_equals():
     with pytest.raises(ConfigError, match="section.field=value"):
         load_config(overrides=["train.lr"])

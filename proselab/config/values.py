@@ -32,7 +32,7 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     if items == [int]:  # generation.eos_token_id: int | list[int] | None
         return _to_token_ids(key, value)
     if items == [str]:  # list[str], or str | list[str] (data.dataset)
-        return _to_str_or_list(value) if scalars == [str] else _to_str_list(key, value)
+        return _to_str_or_list(key, value) if scalars == [str] else _to_str_list(key, value)
     if set(scalars) == {bool, str}:  # generation.early_stopping: true, false or transformers' "never"
         return value if value == "never" else _to_scalar(key, value, bool, optional)
     assert len(scalars) == 1 and len(members) == 1 + optional, f"{key}: no coercion for {tp}"
@@ -42,7 +42,7 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
 def _to_scalar(key: str, value: Any, kind: type, optional: bool) -> Any:
     """A bool, int, float or str; or None for an optional field, written none, None or null."""
     if isinstance(value, str) and kind is not str and value.strip():
-        value = yaml.safe_load(value)  # CLI text, read as YAML reads a file: "3", "0.5", "true", "null"
+        value = _yaml(key, value)  # CLI text, read as YAML reads a file: "3", "0.5", "true", "null"
     if optional and value in (None, "none", "None", "null"):
         return None
     try:
@@ -54,7 +54,7 @@ def _to_scalar(key: str, value: Any, kind: type, optional: bool) -> Any:
 
 def _to_str_list(key: str, value: Any) -> list[str]:
     """stop, special_tokens, lora_targets: one string or a list of them."""
-    value = _yaml_list(value)
+    value = _yaml_list(key, value)
     if isinstance(value, str):
         return [value]
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
@@ -62,9 +62,9 @@ def _to_str_list(key: str, value: Any) -> list[str]:
     raise ConfigError(f"{key} must be a string or a list of strings, got {value!r}")
 
 
-def _to_str_or_list(value: Any) -> str | list[str]:
+def _to_str_or_list(key: str, value: Any) -> str | list[str]:
     """data.dataset and data.val_dataset: a name or path, or a list of them; anything else becomes text."""
-    value = _yaml_list(value)
+    value = _yaml_list(key, value)
     if isinstance(value, (list, tuple)):
         return [str(v) for v in value]
     return str(value)
@@ -73,17 +73,26 @@ def _to_str_or_list(value: Any) -> str | list[str]:
 def _to_token_ids(key: str, value: Any) -> int | list[int] | None:
     """generation.eos_token_id: one token id, a list of them, or null."""
     if isinstance(value, str):
-        value = yaml.safe_load(value) if value.strip() else None  # unlike int | None, "none" is not null here
+        value = _yaml(key, value) if value.strip() else None  # unlike int | None, "none" is not null here
     if value is None or _is_int(value) or (isinstance(value, list) and all(_is_int(v) for v in value)):
         return value
     raise ConfigError(f"{key} must be a token id, a list of token ids or null, got {value!r}")
 
 
-def _yaml_list(value: Any) -> Any:
+def _yaml_list(key: str, value: Any) -> Any:
     """--data.dataset='[a.txt, b dir/c.txt]' is a YAML list; other values are left as they are."""
     if isinstance(value, str) and value.strip().startswith("["):
-        return yaml.safe_load(value)
+        return _yaml(key, value)
     return value
+
+
+def _yaml(key: str, text: str) -> Any:
+    """A command-line value read as YAML; text YAML cannot parse (an unclosed '[') is a ConfigError."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ConfigError(f"{key}: {text!r} is not valid YAML ({problem}); quote it or fix the brackets") from None
 
 
 def _is_int(value: Any) -> bool:
