@@ -19,8 +19,10 @@ from .decoding import Delta, Generation
 from .decoding import generate as generate_ids
 from .decoding import stream as stream_ids
 from .distributed import pick_device
+from .evaluation import classify_texts
 from .runs import load_run
 from .tokenizers import Tokenizer
+from .zeroshot import DEFAULT_TEMPLATE, Prompting, zero_shot_scores
 
 
 @dataclass
@@ -33,8 +35,17 @@ class AttentionMap:
     text: str  # the generated text
 
 
+@dataclass
+class Classification:
+    """A classifier's answer for one text."""
+
+    label: str  # the most probable label
+    probs: dict[str, float]  # every label's probability, in the run's label order
+
+
 class Generator:
-    """A trained model with its tokenizer and generation defaults (from the run's config.json)."""
+    """A trained model with its tokenizer and generation defaults (from the run's config.json);
+    a classifier run (``model.labels``) classifies instead of generating."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer, config: Config, run_dir: Path | None = None,
                  src_tokenizer: Tokenizer | None = None):
@@ -47,6 +58,11 @@ class Generator:
         return self.config.model.family == "seq2seq"
 
     @property
+    def is_classifier(self) -> bool:
+        """A classifier: it labels texts (``classify``) and does not generate."""
+        return bool(self.config.model.labels)
+
+    @property
     def suppress_ids(self) -> list[int]:
         """<unk> is never generated: it stands for text the model cannot spell out."""
         return [self.tokenizer.unk_id] if self.tokenizer.unk_id is not None else []
@@ -57,7 +73,55 @@ class Generator:
 
     def generation_config(self, **overrides) -> GenerationConfig:
         """The run's generation defaults with ``overrides`` applied and validated."""
+        if self.is_classifier:
+            raise ValueError(f"this run is a classifier ({', '.join(self.config.model.labels)}): it labels texts and "
+                             "does not generate; use classify (proselab classify RUN --text ...)")
         return override_generation(self.config.generation, overrides)
+
+    def classify(self, texts: str | list[str], batch_size: int = 64, classes: list[str] | None = None,
+                 template: str = DEFAULT_TEMPLATE, verbalizers: list[str] | None = None, calibrate: bool = True
+                 ) -> Classification | list[Classification]:
+        """Label texts: with a classifier run's head, or zero-shot with a language model run.
+
+        Args:
+            texts: one text, or a list of texts (classified in batches of similar length).
+            batch_size: texts (zero-shot: text-class pairs) per forward pass.
+            classes: zero-shot only, the class names; a language model scores each class's
+                verbalisation after ``template`` (see ``proselab.zeroshot``).
+            template: zero-shot: the prompt, with one ``{text}``.
+            verbalizers: zero-shot: what follows the prompt for each class (default: its name).
+            calibrate: zero-shot: subtract each class's score after a content-free text.
+
+        Returns:
+            A Classification (label and every label's probability) for one text, else a list.
+        """
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        for i, text in enumerate(batch):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"text {i} is empty; a classifier needs text to label")
+        batch = [t.strip() for t in batch]
+        if classes is not None:
+            prompting = Prompting(list(classes), template, verbalizers, calibrate)
+            labels, probs = list(classes), self._zero_shot(batch, prompting, batch_size)
+        elif self.is_classifier:
+            labels = self.config.model.labels
+            probs = classify_texts(self.model, self.tokenizer, batch, self.config.model.block_size, batch_size).exp()
+        else:
+            raise ValueError(f"this run is a {self.config.model.family} language model without a classification head; "
+                             "give classes for zero-shot classification, or fine-tune a classifier from it on labelled "
+                             "texts: proselab train --train.init_from=RUN --data labelled.csv")
+        out = [Classification(labels[int(p.argmax())], {name: float(p[j]) for j, name in enumerate(labels)})
+               for p in probs]
+        return out[0] if isinstance(texts, str) else out
+
+    def _zero_shot(self, texts: list[str], prompting: Prompting, batch_size: int) -> torch.Tensor:
+        m = self.config.model
+        if self.is_classifier or self.is_seq2seq:
+            raise ValueError(f"zero-shot classification scores continuations with a language model (gpt or rnn); "
+                             f"this run is a {'classifier' if self.is_classifier else 'seq2seq model'}")
+        window = m.block_size if m.family == "gpt" else None
+        scores = zero_shot_scores(self.model, self.tokenizer, texts, prompting, window, batch_size)
+        return torch.softmax(scores, dim=-1)
 
     def encode_prompt(self, prompt: str) -> list[int]:
         if prompt:

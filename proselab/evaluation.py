@@ -3,6 +3,7 @@ decoded BLEU / chrF / ROUGE of an encoder-decoder on sentence pairs (scores in m
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterable
@@ -16,14 +17,18 @@ from .checkpoint import load_src_tokenizer
 from .config import GenerationConfig, override_generation
 from .data.batch import IGNORE_INDEX, Batch
 from .data.cache import tokenize_to_cache
+from .data.classify import collate_texts, known_labels
+from .data.labels import load_labelled
 from .data.lm import eval_batches
 from .data.pairs import load_pairs
 from .data.seq2seq import source_batch
 from .data.text import load_texts
 from .decoding import generate
 from .distributed import autocast, pick_device
-from .metrics import score
+from .metrics import classification_scores, score
+from .plots import plot_confusion
 from .runs import load_run
+from .zeroshot import Prompting, zero_shot_scores
 
 
 def _open(run):
@@ -97,6 +102,103 @@ def evaluate_batches(model: torch.nn.Module, batches: Iterable[Batch], device: t
     model.train(was_training)
     assert count > 0, "evaluate_batches needs at least one target"
     return total / count
+
+
+@torch.no_grad()
+def classify_batches(model: torch.nn.Module, batches: Iterable[Batch], device: torch.device,
+                     dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A classifier's label log-probabilities (N, L) (float32) for every text of ``batches``,
+    and their targets (N,), in the batches' order."""
+    was_training = model.training
+    model.eval()
+    log_probs, targets = [], []
+    for batch in batches:
+        with autocast(device, dtype):
+            logits, _ = model(batch.inputs.to(device))
+        log_probs.append(torch.log_softmax(logits.float(), dim=-1).cpu())
+        targets.append(batch.targets)
+    model.train(was_training)
+    return torch.cat(log_probs), torch.cat(targets)
+
+
+@torch.no_grad()
+def classify_texts(model: torch.nn.Module, tokenizer, texts: list[str], block_size: int, batch_size: int = 64,
+                   dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A classifier's label log-probabilities (N, L) of each text (its first block_size tokens),
+    in the order of ``texts``, computed in batches of similar length."""
+    device = next(model.parameters()).device
+    ids = [x[:block_size] or [tokenizer.unk_id or 0] for x in tokenizer.encode_batch(texts)]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    chunks = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    batches = (collate_texts([ids[i] for i in chunk], torch.zeros(len(chunk), dtype=torch.long)) for chunk in chunks)
+    log_probs, _ = classify_batches(model, batches, device, dtype)
+    out = torch.empty_like(log_probs)
+    out[torch.tensor(order)] = log_probs
+    return out
+
+
+def _write_report(out_dir: Path, rows, log_probs: torch.Tensor, labels: list[str], scores: dict, n: int) -> None:
+    """confusion.png, and mistakes.jsonl: the ``n`` wrong predictions the classifier was surest of."""
+    plot_confusion(scores["confusion"], labels, out_dir / "confusion.png",
+                   title=f"accuracy {scores['accuracy']:.3f}, macro-F1 {scores['macro_f1']:.3f}")
+    probs, predicted = log_probs.exp().max(-1)
+    wrong = [i for i, r in enumerate(rows) if labels[int(predicted[i])] != r.label]
+    wrong.sort(key=lambda i: -float(probs[i]))
+    lines = [json.dumps({"where": rows[i].where, "text": rows[i].text, "label": rows[i].label,
+                         "predicted": labels[int(predicted[i])], "probability": round(float(probs[i]), 4)},
+                        ensure_ascii=False) + "\n" for i in wrong[:n]]
+    atomic_write_text(out_dir / "mistakes.jsonl", "".join(lines))
+
+
+def _predict(model, tokenizer, cfg, texts: list[str], prompting: Prompting | None, batch_size: int) -> torch.Tensor:
+    """Label log-probabilities (N, L): a classifier's head, or zero-shot likelihoods of a language model."""
+    if prompting is None:
+        return classify_texts(model, tokenizer, texts, cfg.model.block_size, batch_size)
+    if cfg.model.labels or cfg.model.family == "seq2seq":
+        raise ValueError("zero-shot classification (--classes) scores continuations with a language model (gpt or "
+                         "rnn run); score a classifier without --classes")
+    window = cfg.model.block_size if cfg.model.family == "gpt" else None
+    return torch.log_softmax(zero_shot_scores(model, tokenizer, texts, prompting, window, batch_size), dim=-1)
+
+
+def evaluate_labels(run, labelled: str | list[str], out_dir: str | Path | None = None, batch_size: int = 64,
+                    bad_lines: str = "error", mistakes: int = 50, prompting: Prompting | None = None,
+                    columns: tuple[str, str] | None = None) -> dict:
+    """Classify labelled texts with a classifier run, or zero-shot with a language model run, and
+    score the predictions.
+
+    Args:
+        run: a run directory or a loaded Generator.
+        labelled: .csv / .tsv / .jsonl files with a text and a label column, or a built-in
+            labelled dataset (``tweets-sentiment:test``).
+        out_dir: write ``confusion.png`` and ``mistakes.jsonl`` (the most confident mistakes) there.
+        bad_lines: error, or skip (bad rows and labels the classifier does not know are left out).
+        mistakes: how many mistakes to write.
+        prompting: zero-shot with a language model: the classes (the file's label names), the
+            template and the verbalisations (``proselab.zeroshot``).
+        columns: the (text, label) columns; default: the run's ``data.text_column`` and ``label_column``.
+
+    Returns:
+        ``classification_scores`` (accuracy, macro_f1, per_label, confusion) plus ``texts``,
+        ``skipped``, ``seconds`` and ``texts_per_sec``.
+    """
+    model, tokenizer, cfg, _ = _open(run)
+    labels = list(prompting.classes) if prompting is not None else cfg.model.labels
+    if not labels:
+        raise ValueError(f"--labels scores a classifier, but this run is a {cfg.model.family} language model without "
+                         "labels: give --classes for zero-shot classification, or fine-tune a classifier from it: "
+                         "proselab train --train.init_from=RUN --data FILE.csv")
+    rows, skipped = load_labelled(labelled, *(columns or (cfg.data.text_column, cfg.data.label_column)), bad_lines)
+    rows, unseen = known_labels(rows, labels, bad_lines, "evaluation")
+    start = time.perf_counter()
+    log_probs = _predict(model, tokenizer, cfg, [r.text for r in rows], prompting, batch_size)
+    seconds = time.perf_counter() - start
+    index = {name: i for i, name in enumerate(labels)}
+    scores = classification_scores([index[r.label] for r in rows], log_probs.argmax(-1).tolist(), labels)
+    if out_dir is not None:
+        _write_report(Path(out_dir), rows, log_probs, labels, scores, mistakes)
+    return {**scores, "texts": len(rows), "skipped": skipped + unseen, "seconds": seconds,
+            "texts_per_sec": len(rows) / max(seconds, 1e-9)}
 
 
 @torch.no_grad()

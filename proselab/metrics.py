@@ -121,3 +121,34 @@ def _rouge(hypotheses: list[str], references: list[str]) -> dict:
     out = {t: 100.0 * total / len(hypotheses) for t, total in totals.items()}
     out["rouge_signature"] = f"rouge-score {version('rouge-score')}, F1, stemmer, mean over segments"
     return out
+
+
+def classification_scores(true: Sequence[int], predicted: Sequence[int], labels: Sequence[str]) -> dict:
+    """A classifier's scores, as scikit-learn computes them.
+
+    Args:
+        true, predicted: label ids, one per text, in the same order.
+        labels: the label names, in id order.
+
+    Returns:
+        ``accuracy`` and ``macro_f1`` (0-1; macro-F1 is the unweighted mean over every label,
+        a label never predicted counting 0), ``per_label`` (``{name: {"precision", "recall",
+        "f1", "support"}}``) and ``confusion`` (rows: true label, columns: predicted, as lists).
+
+    Raises:
+        ValueError: if the two sequences differ in length or are empty.
+    """
+    if len(true) != len(predicted) or not len(true):
+        raise ValueError(f"classification_scores needs as many predictions as texts (> 0), got {len(predicted)} "
+                         f"and {len(true)}")
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    ids = list(range(len(labels)))
+    precision, recall, f1, support = precision_recall_fscore_support(true, predicted, labels=ids, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(true, predicted)),
+        "macro_f1": float(f1_score(true, predicted, labels=ids, average="macro", zero_division=0)),
+        "per_label": {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                             "support": int(support[i])} for i, name in enumerate(labels)},
+        "confusion": confusion_matrix(true, predicted, labels=ids).tolist(),
+    }

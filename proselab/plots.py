@@ -131,6 +131,50 @@ def plot_attention(weights, src_tokens: list[str], tgt_tokens: list[str], out_pa
     return Path(out_path)
 
 
+def plot_confusion(matrix: list[list[int]], labels: list[str], out_path: str | Path, title: str = "") -> Path:
+    """Draw a classifier's confusion matrix: rows are the true labels, columns the predicted ones,
+    each cell its count and its share of the row (the row's recall on the diagonal).
+
+    Args:
+        matrix: counts (L, L), as ``metrics.classification_scores`` returns them.
+        labels: the L label names, in id order.
+        out_path: where to write the PNG (atomically).
+        title: the figure title.
+
+    Returns:
+        ``out_path`` as a Path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = np.asarray(matrix, dtype=np.int64)
+    if counts.shape != (len(labels), len(labels)):
+        raise ValueError(f"a confusion matrix for {len(labels)} labels must be {len(labels)} x {len(labels)}, "
+                         f"got shape {counts.shape}")
+    shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)  # each row sums to 1
+    side = min(len(labels), _MAX_LABELED) * 0.7 + 2.5
+    fig, ax = plt.subplots(figsize=(side + 1.0, side), constrained_layout=True)
+    im = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    if len(labels) <= _MAX_LABELED:  # the numbers, where the cells are big enough to read them
+        for (r, c), n in np.ndenumerate(counts):
+            ax.text(c, r, f"{n}\n{shares[r, c]:.0%}", ha="center", va="center", fontsize=8,
+                    color="white" if shares[r, c] > 0.6 else "black")
+    _label_axis(ax.set_xticks, labels, rotation=45)
+    _label_axis(ax.set_yticks, labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "confusion matrix")
+    fig.colorbar(im, ax=ax, label="share of the true label's texts")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(Path(out_path), buf.getvalue())
+    return Path(out_path)
+
+
 def _as_matrix(weights, n_src: int, n_tgt: int):
     """``weights`` as a float numpy (T, S) array, checked against the token counts."""
     import numpy as np

@@ -6,6 +6,7 @@ Above ``checkpoint.py`` (the run directory's files) and ``interop/`` (Hugging Fa
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ from .checkpoint import (
 )
 from .config import Config, TrainConfig, config_from_dict, explicit_keys
 from .models import build_model
+from .models.heads import HEAD
 from .models.lora import apply_lora, merge_lora
 from .tokenizers import Tokenizer, load_tokenizer
 
@@ -107,10 +109,24 @@ def load_init_weights(model: torch.nn.Module, source: str | Path) -> None:
     A GPT's position table is cropped to the model's block_size. When the model's vocabulary
     is larger (special tokens were added), the embedding and head rows of the new tokens start
     at the mean of the old rows, which keeps their logits ordinary at first (as transformers'
-    ``resize_token_embeddings`` does).
+    ``resize_token_embeddings`` does). A classifier takes the body of a language model and
+    keeps its own fresh head (and a classifier's head when the labels are the same).
     """
-    src_model, _, _ = load_run(Path(source).expanduser())
+    src_model, _, src_cfg = load_run(Path(source).expanduser())
     state, own = src_model.state_dict(), model.state_dict()
+    classifier = HEAD + ".weight" in own
+    if classifier:  # the language model's head (and a seq2seq decoder) have no place in a classifier
+        state = {k: v for k, v in state.items() if k in own}
+        if src_cfg.model.labels != model.config.labels:
+            state.pop(HEAD + ".weight", None)
+            if src_cfg.model.labels:
+                warnings.warn(f"'{source}' classifies {', '.join(src_cfg.model.labels)}; the labels here are "
+                              f"{', '.join(model.config.labels)}, so the classification head starts fresh",
+                              stacklevel=3)
+    missing = [k for k in own if k not in state and not (classifier and k.startswith(HEAD + "."))]
+    if missing:
+        raise RunError(f"'{source}' lacks weights this model needs ({', '.join(missing[:3])}): a classifier's "
+                       "weights cannot start a generator; fine-tune a language model run instead")
     wpe = "transformer.wpe.weight"
     if wpe in state:
         state[wpe] = state[wpe][: own[wpe].size(0)]
@@ -121,7 +137,7 @@ def load_init_weights(model: torch.nn.Module, source: str | Path) -> None:
             if t.dim() >= 1 and t.size(0) == old_v and own[name].size(0) == new_v:
                 extra = t.float().mean(0, keepdim=True).to(t.dtype).expand(new_v - old_v, *t.shape[1:])
                 state[name] = torch.cat([t, extra])
-    model.load_state_dict(state)
+    model.load_state_dict(state, strict=not classifier)
 
 
 def export_hf(run_dir: str | Path, out_dir: str | Path) -> Path:

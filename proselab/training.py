@@ -33,6 +33,7 @@ from .config import (
 )
 from .distributed import Dist, autocast, pick_device, pick_dtype, setup_distributed
 from .models import build_model
+from .models.heads import keep_head_trainable
 from .models.lora import apply_lora, freeze_layers
 from .plots import plot_loss
 from .runs import fine_tune_config, load_init_weights
@@ -346,6 +347,7 @@ def _build_model(cfg: Config) -> torch.nn.Module:
             freeze_layers(model, t.freeze_layers)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    keep_head_trainable(model)
     return model
 
 
@@ -360,6 +362,8 @@ def build_trainer(cfg: Config, dist: Dist) -> Trainer:
     tokenizer, src_tokenizer = _given_tokenizers(cfg)
     with dist.rank0_first():  # rank 0 fills the token cache, the others then read it
         task = build_task(cfg, tokenizer, src_tokenizer)
+    if t.best_by not in task.scores:
+        raise ConfigError(f"train.best_by={t.best_by} is not a score of this training; it has {', '.join(task.scores)}")
     if dist.is_main:
         for message in task.warnings():
             warnings.warn(message, stacklevel=3)

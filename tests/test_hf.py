@@ -183,3 +183,44 @@ def test_fine_tune_from_a_checkpoint_continues_its_weights(char_checkpoint, tmp_
 def test_init_from_a_missing_directory(tmp_path, corpus):
     with pytest.raises(RunError, match="init_from"):
         proselab.train(None, tiny_overrides(corpus, tmp_path / "r", **{"train.init_from": str(tmp_path / "nope")}))
+
+
+def test_a_gpt2_sequence_classifier_imports_with_transformers_logits(tmp_path):
+    tok = train_tokenizer("char", [shakespeare_text(5000)])
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=tok.vocab_size, n_positions=32, n_embd=32, n_layer=2, n_head=4,
+                                  id2label={0: "sad", 1: "glad", 2: "mad"}, pad_token_id=0)
+    hf = transformers.GPT2ForSequenceClassification(cfg).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    tok.save(tmp_path / "hf" / "tokenizer.json")
+    gen = proselab.load(tmp_path / "hf")
+    assert gen.is_classifier and gen.config.model.labels == ["sad", "glad", "mad"]
+    texts = ["ROMEO: good", "JULIET: say so"]
+    for text, got in zip(texts, gen.classify(texts)):
+        with torch.no_grad():
+            ref = torch.softmax(hf(torch.tensor([tok.encode(text)])).logits[0], -1)
+        assert list(got.probs.values()) == pytest.approx(ref.tolist(), abs=1e-5)
+
+
+def test_a_classifier_exports_to_gpt2_for_sequence_classification(tmp_path, capfd):
+    from test_classify import _overrides, _reviews
+
+    run = tmp_path / "run"
+    proselab.train(None, _overrides(_reviews(tmp_path / "r.csv"), run, **{"train.max_iters": 20}))
+    out = tmp_path / "export"
+    export_hf(run, out)
+    capfd.readouterr()
+    hf, info = transformers.AutoModelForSequenceClassification.from_pretrained(out, output_loading_info=True)
+    assert not any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
+    assert "MISSING" not in capfd.readouterr().err
+    assert type(hf).__name__ == "GPT2ForSequenceClassification" and hf.config.id2label == {0: "neg", 1: "neu", 2: "pos"}
+    assert not (out / "generation_config.json").exists()
+    gen, hf_tok = proselab.load(run), transformers.AutoTokenizer.from_pretrained(out)
+    hf.eval()
+    texts = ["the film was superb", "the plot was boring and the ending was awful"]
+    batch = hf_tok(texts, padding=True, return_tensors="pt")  # right padding with pad_token_id
+    with torch.no_grad():
+        ref = torch.softmax(hf(**batch).logits, -1)
+    assert [list(c.probs.values()) for c in gen.classify(texts)] == [pytest.approx(r, abs=1e-5) for r in ref.tolist()]
+    back = proselab.load(out)
+    assert [c.label for c in back.classify(texts)] == [c.label for c in gen.classify(texts)]

@@ -11,20 +11,22 @@ import os
 import sys
 import warnings
 
-from . import decoding, training
+from . import classify, decoding, training
+from .classify import cmd_classify
 from .common import EXIT_INTERRUPTED, EXIT_USAGE, CLIError
 from .decoding import cmd_attention, cmd_chat, cmd_eval, cmd_generate, cmd_serve
 from .training import cmd_data, cmd_demo, cmd_export, cmd_train
 
-__all__ = ["CLIError", "build_parser", "cmd_attention", "cmd_chat", "cmd_data", "cmd_demo", "cmd_eval", "cmd_export",
-           "cmd_generate", "cmd_serve", "cmd_train", "main", "run"]
+__all__ = ["CLIError", "build_parser", "cmd_attention", "cmd_chat", "cmd_classify", "cmd_data", "cmd_demo", "cmd_eval",
+           "cmd_export", "cmd_generate", "cmd_serve", "cmd_train", "main", "run"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="proselab", description="Text generation from RNNs to GPT.")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for add in (training.add_train, decoding.add_generate, decoding.add_chat, decoding.add_serve, decoding.add_eval,
-                decoding.add_attention, training.add_export, training.add_demo, training.add_data):
+                classify.add_classify, decoding.add_attention, training.add_export, training.add_demo,
+                training.add_data):
         add(sub)  # in the order `proselab --help` lists them
     return p
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -32,3 +34,8 @@ def no_extra(extra: list[str]) -> None:
     """Commands other than train and demo take no config overrides."""
     if extra:
         raise CLIError(f"unrecognized arguments: {' '.join(extra)}")
+
+
+def unescape(text: str) -> str:
+    """--stop '\\n\\n' means two newlines: shells make real ones awkward to type."""
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)

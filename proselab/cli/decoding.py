@@ -8,7 +8,8 @@ import json
 import re
 import sys
 
-from .common import CLIError, no_extra
+from .classify import add_zero_shot, eval_labels
+from .common import CLIError, no_extra, unescape
 
 
 def _add_generation_options(g: argparse.ArgumentParser) -> None:
@@ -56,11 +57,6 @@ def _field_comments(cls) -> dict[str, str]:
     return out
 
 
-def _unescape(text: str) -> str:
-    """--stop '\\n\\n' means two newlines: shells make real ones awkward to type."""
-    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
-
-
 def _gen_overrides(args: argparse.Namespace) -> dict:
     import dataclasses
 
@@ -76,7 +72,7 @@ def _gen_overrides(args: argparse.Namespace) -> dict:
         elif f.name == "eos_token_id" and len(v) == 1:
             v = v[0]
         elif f.name == "stop":
-            v = [_unescape(x) for x in v]
+            v = [unescape(x) for x in v]
         out[f.name] = v
     if args.greedy:
         out["do_sample"] = False
@@ -169,11 +165,13 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     from ..evaluation import evaluate
 
     no_extra(extra)
-    if (args.data is None) == (args.pairs is None):
-        raise CLIError("give --data TEXT (a language model's perplexity) or --pairs FILE (a seq2seq run's "
-                       "BLEU, chrF and ROUGE)")
+    if sum(x is not None for x in (args.data, args.pairs, args.labels)) != 1:
+        raise CLIError("give --data TEXT (a language model's perplexity), --pairs FILE (a seq2seq run's "
+                       "BLEU, chrF and ROUGE) or --labels FILE (a classifier's accuracy and macro-F1)")
     if args.pairs is not None:
         return _eval_pairs(args)
+    if args.labels is not None:
+        return eval_labels(args)
     res = evaluate(args.run, args.data, encoding_errors=args.encoding_errors)
     if args.json:
         print(json.dumps(res))
@@ -271,14 +269,23 @@ def add_serve(sub) -> None:
 
 def add_eval(sub) -> None:
     """`proselab eval RUN --data|--pairs`."""
-    e = sub.add_parser("eval", help="a language model's perplexity on a text, or a seq2seq run's BLEU/chrF/ROUGE on pairs")
+    e = sub.add_parser("eval", help="a language model's perplexity on a text, a seq2seq run's BLEU/chrF/ROUGE on "
+                                    "pairs, or a classifier's accuracy/macro-F1 on labelled texts")
     e.add_argument("run", help="run directory")
     e.add_argument("--data", help="text file(s) / directory / dataset name (language models)")
     e.add_argument("--pairs", help="seq2seq: .tsv or {src, tgt} .jsonl pairs, or a pair dataset like aclsum:test; "
                                    "decodes the sources (greedy unless --num-beams) and scores against the targets")
-    e.add_argument("--out", help="--pairs: where to write the hypotheses (default RUN/hypotheses.txt)")
+    e.add_argument("--labels", help="classifiers: .csv/.tsv/.jsonl labelled texts, or a labelled dataset like "
+                                    "tweets-sentiment:test; writes confusion.png and mistakes.jsonl")
+    e.add_argument("--out", help="--pairs: where to write the hypotheses (default RUN/hypotheses.txt); --labels: "
+                                 "the directory for confusion.png and mistakes.jsonl (default RUN)")
     e.add_argument("--metrics", default="bleu,chrf,rouge", help="--pairs: comma-separated bleu, chrf, rouge")
-    e.add_argument("--batch-size", type=int, default=64, help="--pairs: sources decoded together (default 64)")
+    e.add_argument("--batch-size", type=int, default=64, help="--pairs, --labels: sources or texts at once (default 64)")
+    e.add_argument("--bad-lines", default="error", choices=["error", "skip"],
+                   help="--labels: stop at a bad row or an unknown label (error), or leave it out (skip)")
+    e.add_argument("--text-column", default="text", help="--labels with --classes: the file's text column")
+    e.add_argument("--label-column", default="label", help="--labels with --classes: the file's label column")
+    add_zero_shot(e)
     e.add_argument("--encoding-errors", default="strict", choices=["strict", "replace"])
     e.add_argument("--json", action="store_true")
     _add_generation_options(e)

@@ -31,8 +31,10 @@ def _report_training(result) -> None:
               f"proselab train --resume {result.run_dir}", file=sys.stderr)
         return
     val = f"val loss {result.val_loss:.4f} (full pass)" if result.val_loss is not None else ""
-    if result.val_scores:
+    if "bleu" in result.val_scores:
         val += f", greedy BLEU {result.val_scores['bleu']:.2f} chrF {result.val_scores['chrf']:.2f}"
+    if "accuracy" in result.val_scores:
+        val += f", accuracy {result.val_scores['accuracy']:.4f} macro-F1 {result.val_scores['macro_f1']:.4f}"
     print(f"trained {result.step} steps, {result.tokens_per_sec:,.0f} tokens/s; {val}")
     print(f"run saved to {result.run_dir}  (loss curves: {result.run_dir / 'loss.png'})")
 

@@ -70,6 +70,8 @@ class ModelConfig:
     share_embeddings: bool = False  # one embedding matrix for source and target (needs data.joint_vocab)
     src_vocab_size: int = 0  # source vocabulary (0 = from the source tokenizer)
     bos_id: int = -1  # the token the decoder starts from (-1 = set from the tokenizer at training)
+    # classification: a classifier is any family with labels (seq2seq: its Transformer encoder)
+    labels: list[str] = field(default_factory=list)  # label names in id order (empty = a generator; else from the data)
 
 
 @dataclass
@@ -80,7 +82,7 @@ class DataConfig:
     val_fraction: float = 0.1  # the last fraction of the token stream is validation, like nanoGPT
     encoding_errors: str = "strict"  # strict: stop at a non-UTF-8 byte; replace: substitute U+FFFD
     clean: bool = False  # normalise Unicode (NFC), line endings and trailing spaces before tokenizing
-    format: str = "auto"  # text (a token stream) | sft (JSONL examples) | pairs (TSV/JSONL src-tgt) | auto (by file)
+    format: str = "auto"  # text (a token stream) | sft (JSONL examples) | pairs (TSV/JSONL src-tgt) | labels (texts and labels) | auto (by file)
     chat_template: str = "chatml"  # layout of {"messages": ...} examples; its tokens join the vocabulary
     special_tokens: list[str] = field(default_factory=list)  # extra tokens added to the tokenizer (the model grows)
     # sentence pairs (data.format=pairs, for seq2seq)
@@ -89,7 +91,11 @@ class DataConfig:
     max_src_len: int = 0  # leave out pairs whose source has more tokens than this (0 = keep all)
     max_tgt_len: int = 0  # leave out pairs whose target has more tokens than this (0 = keep all)
     truncate_src: int = 0  # read only a source's first N tokens, in training, evaluation and serving (0 = all)
-    bad_lines: str = "error"  # a malformed pair line stops loading (error) or is skipped and counted (skip)
+    bad_lines: str = "error"  # a malformed pair or labelled row stops loading (error) or is skipped and counted (skip)
+    # labelled texts (data.format=labels, for classifiers)
+    text_column: str = "text"  # the CSV/TSV column or JSONL key holding the text
+    label_column: str = "label"  # the CSV/TSV column or JSONL key holding the label
+    test_fraction: float = 0.1  # one labelled file: this stratified fraction is held out as test (never trained on)
 
 
 @dataclass
@@ -127,7 +133,8 @@ class TrainConfig:
     # seq2seq
     label_smoothing: float = 0.0  # spread this much of each target's probability over the vocabulary
     eval_bleu_samples: int = 200  # val pairs greedy-decoded for BLEU and chrF at each eval (0 = off)
-    best_by: str = "loss"  # which eval picks model.safetensors: loss | bleu | chrf (those two: seq2seq)
+    best_by: str = "loss"  # which eval picks model.safetensors: loss | bleu | chrf (seq2seq) | accuracy | macro_f1 (classifiers)
+    class_weights: str = "none"  # classifiers: none | balanced (each class weighted by n / (n_classes x its count))
 
 
 @dataclass

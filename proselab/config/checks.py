@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from .values import ConfigError
 
 if TYPE_CHECKING:
-    from . import Config, DataConfig, GenerationConfig, ModelConfig
+    from . import Config, DataConfig, GenerationConfig, ModelConfig, TrainConfig
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -34,7 +34,8 @@ def validate(cfg: Config) -> None:
     _check(0.0 < d.val_fraction < 1.0, f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
     _check(d.encoding_errors in ("strict", "replace"), "data.encoding_errors must be strict or replace")
     _check(bool(d.dataset), "data.dataset must name a built-in corpus or text files")
-    _check(d.format in ("auto", "text", "sft", "pairs"), f"data.format must be auto, text, sft or pairs, got '{d.format}'")
+    _check(d.format in ("auto", "text", "sft", "pairs", "labels"),
+           f"data.format must be auto, text, sft, pairs or labels, got '{d.format}'")
     _check(d.max_src_len >= 0 and d.max_tgt_len >= 0, "data.max_src_len and data.max_tgt_len must be >= 0 (0 = no limit)")
     _check(d.truncate_src >= 0, f"data.truncate_src must be >= 0 (0 = whole sources), got {d.truncate_src}")
     _check(d.bad_lines in ("error", "skip"), f"data.bad_lines must be error or skip, got '{d.bad_lines}'")
@@ -66,11 +67,29 @@ def validate(cfg: Config) -> None:
     _check(t.label_smoothing == 0 or m.family == "seq2seq",
            f"train.label_smoothing is for seq2seq models; a {m.family} model trains without it (set it to 0)")
     _check(t.eval_bleu_samples >= 0, f"train.eval_bleu_samples must be >= 0 (0 = off), got {t.eval_bleu_samples}")
-    _check(t.best_by in ("loss", "bleu", "chrf"), f"train.best_by must be loss, bleu or chrf, got '{t.best_by}'")
-    _check(t.best_by == "loss" or (m.family == "seq2seq" and t.eval_bleu_samples > 0),
+    _check(t.best_by in ("loss", "bleu", "chrf", "accuracy", "macro_f1"),
+           f"train.best_by must be loss, bleu, chrf, accuracy or macro_f1, got '{t.best_by}'")
+    _check(t.best_by not in ("bleu", "chrf") or (m.family == "seq2seq" and t.eval_bleu_samples > 0),
            f"train.best_by={t.best_by} scores decoded dev pairs: it needs a seq2seq model and "
            f"train.eval_bleu_samples > 0")
+    _validate_labels(m, d, t)
     validate_generation(g)
+
+
+def _validate_labels(m: ModelConfig, d: DataConfig, t: TrainConfig) -> None:
+    """Labelled data and classifiers."""
+    _check(0.0 <= d.test_fraction < 1.0 and d.val_fraction + d.test_fraction < 1.0,
+           f"data.test_fraction must be in [0, 1) and leave room for training beside data.val_fraction, "
+           f"got {d.test_fraction} and {d.val_fraction}")
+    _check(bool(d.text_column) and bool(d.label_column), "data.text_column and data.label_column must be non-empty")
+    _check(t.class_weights in ("none", "balanced"), f"train.class_weights must be none or balanced, got '{t.class_weights}'")
+    _check(all(isinstance(x, str) and x.strip() for x in m.labels) and len(set(m.labels)) == len(m.labels),
+           f"model.labels must be distinct non-empty label names, got {m.labels}")
+    _check(len(m.labels) != 1, f"model.labels has one label ({m.labels[0] if m.labels else ''}); a classifier "
+           "needs two or more")
+    _check(not m.labels or m.family != "seq2seq" or m.arch == "transformer",
+           "a seq2seq classifier reads texts with a Transformer encoder: set model.arch=transformer "
+           "(or use model.family=rnn for a recurrent classifier)")
 
 
 ATTENTIONS = ("bahdanau", "luong-dot", "luong-general", "none")

@@ -2,7 +2,7 @@
 
 Every kind of training data yields ``Batch``es and every model takes ``batch.inputs`` and
 ``batch.targets`` in its one loss path, ``forward(inputs, targets)``; targets equal to
-``IGNORE_INDEX`` (padding, prompts) take no loss.
+``IGNORE_INDEX`` (padding, prompts) take no loss. A classifier's targets are one label id per text.
 """
 
 from __future__ import annotations
@@ -43,10 +43,25 @@ class Seq2SeqBatch:
 class Batch:
     """One batch of training or evaluation data."""
 
-    inputs: Tensor | Seq2SeqBatch  # (B, T) token ids, or an encoder-decoder's sources and decoder inputs
-    targets: Tensor  # (B, T) the token to predict at each position, IGNORE_INDEX where no loss is taken
+    inputs: Tensor | Seq2SeqBatch | TextBatch  # (B, T) token ids, an encoder-decoder's sources and decoder
+    # inputs, or a classifier's texts
+    targets: Tensor  # (B, T) the token to predict at each position (IGNORE_INDEX: no loss), or (B,) label ids
     tokens: int  # real (unpadded) input tokens, for throughput
 
     def to(self, device, non_blocking: bool = False) -> Batch:
         return Batch(self.inputs.to(device, non_blocking=non_blocking),
                      self.targets.to(device, non_blocking=non_blocking), self.tokens)
+
+
+@dataclass
+class TextBatch:
+    """Texts for a classifier: token ids padded on the right, and which are real."""
+
+    idx: Tensor  # (B, T) token ids; padding positions hold id 0
+    mask: Tensor  # (B, T) bool, True on real tokens (every row has at least one)
+
+    def to(self, device, non_blocking: bool = False) -> TextBatch:
+        return TextBatch(self.idx.to(device, non_blocking=non_blocking), self.mask.to(device, non_blocking=non_blocking))
+
+    def __len__(self) -> int:
+        return self.idx.size(0)

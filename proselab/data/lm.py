@@ -18,8 +18,10 @@ from ..chat import add_special_tokens
 from ..tokenizers import Tokenizer
 from .batch import IGNORE_INDEX, Batch
 from .cache import content_hash, tokenize_to_cache, trained_tokenizer
-from .files import DataError
-from .text import load_texts
+from .files import DataError, items
+from .labels import load_labelled
+from .sources import is_label_spec
+from .text import clean_text, load_texts
 
 
 @dataclass
@@ -46,13 +48,13 @@ class TokenData:
 
 
 def prepare_text(dcfg, block_size: int, tokenizer: Tokenizer | None = None) -> TokenData:
-    """Load the corpus of ``dcfg`` (a DataConfig), get a tokenizer (trained on it unless given,
-    plus ``data.special_tokens``), tokenize and split.
+    """Load the corpus of ``dcfg`` (a DataConfig; see ``corpus``), get a tokenizer (trained on
+    it unless given, plus ``data.special_tokens``), tokenize and split.
 
     Raises:
         DataError: when a split is too short to hold one block of ``block_size + 1`` tokens.
     """
-    docs = load_texts(dcfg.dataset, encoding_errors=dcfg.encoding_errors, clean=dcfg.clean)
+    docs = corpus(dcfg)
     content = content_hash(docs)
     tokenizer = tokenizer or trained_tokenizer(dcfg.tokenizer, dcfg.vocab_size, docs, content)
     tokenizer = add_special_tokens(tokenizer, dcfg.special_tokens)
@@ -66,6 +68,16 @@ def prepare_text(dcfg, block_size: int, tokenizer: Tokenizer | None = None) -> T
             f"{need} tokens in each split; use more text, a smaller model.block_size, or another data.val_fraction"
         )
     return TokenData(tokenizer, train, val, unknown, block_size)
+
+
+def corpus(dcfg) -> list[tuple[str, str]]:
+    """The documents to model: text files or corpora, or the texts of labelled data (one a line,
+    in one document), so a classifier's body can first be pretrained on its own texts."""
+    if is_label_spec(dcfg.dataset, dcfg.text_column, dcfg.label_column):
+        rows, _ = load_labelled(dcfg.dataset, dcfg.text_column, dcfg.label_column, dcfg.bad_lines, dcfg.encoding_errors)
+        text = "\n".join(r.text for r in rows) + "\n"
+        return [(f"texts of {', '.join(items(dcfg.dataset))}", clean_text(text) if dcfg.clean else text)]
+    return load_texts(dcfg.dataset, encoding_errors=dcfg.encoding_errors, clean=dcfg.clean)
 
 
 def sample_offsets(n_tokens: int, batch_size: int, block_size: int, generator: torch.Generator) -> torch.Tensor:

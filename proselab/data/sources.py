@@ -8,6 +8,7 @@ suffixes, recursively, sorted). Each reader asks ``source_files(spec, kind)`` fo
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,15 @@ KINDS = {
         what="built-in pairs dataset",
         bad_file="'{path}' is neither a .tsv nor a .jsonl file; sentence pairs are 'source<TAB>target' .tsv lines "
                  'or {{"src": str, "tgt": str}} .jsonl lines',
+    ),
+    "labels": _Kind(
+        empty="data.dataset is empty; name a built-in labelled dataset or .csv/.tsv/.jsonl files",
+        suffixes=(".csv", ".tsv", ".jsonl"), in_dir="labelled texts are read from those",
+        other_kind="'{item}' is {kind} ({fmt}), not labelled texts; classifiers read .csv/.tsv/.jsonl files with a "
+                   "text and a label column, or a labelled dataset ({names})",
+        what="built-in labelled dataset",
+        bad_file="'{path}' is not a .csv, .tsv or .jsonl file; labelled texts are rows with a text and a label "
+                 "column (data.text_column, data.label_column)",
     ),
 }
 
@@ -156,11 +166,49 @@ def is_example_spec(spec: str | Path | list[str]) -> bool:
     return bool(found) and all(_is_example_item(item) for item in found)
 
 
+def _has_columns(path: Path, columns: tuple[str, str]) -> bool:
+    """Whether a .csv/.tsv header or a .jsonl file's first object names both columns."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        obj = first_json_line(path)
+        return isinstance(obj, dict) and all(c in obj for c in columns)
+    if suffix not in (".csv", ".tsv"):
+        return False
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+            header = next(csv.reader(f, delimiter="," if suffix == ".csv" else "\t"), [])
+    except OSError:
+        return False
+    return all(c in [h.strip() for h in header] for c in columns)
+
+
+def _is_label_item(item: str, columns: tuple[str, str]) -> bool:
+    name = item.partition(":")[0]
+    if name in builtin.DATASETS:
+        return builtin.DATASETS[name].kind == "labels"
+    path = Path(item).expanduser()
+    if path.is_dir():
+        return any(p.is_file() and (p.suffix.lower() == ".csv" or _has_columns(p, columns)) for p in path.rglob("*"))
+    # only classifiers read .csv: one without the columns gets the reader's error naming the columns it has
+    return path.is_file() and (path.suffix.lower() == ".csv" or _has_columns(path, columns))
+
+
+def is_label_spec(spec: str | Path | list[str], text_column: str = "text", label_column: str = "label") -> bool:
+    """Whether ``spec`` names labelled texts: every item is a built-in labelled dataset, a .csv
+    file, a .tsv file whose header or a .jsonl file whose first object has both columns, or a
+    directory holding such files."""
+    found = items(spec)
+    return bool(found) and all(_is_label_item(item, (text_column, label_column)) for item in found)
+
+
 def data_format(dcfg) -> str:
-    """``text``, ``sft`` or ``pairs``: ``data.format``, where auto means pairs for .tsv files,
+    """``text``, ``sft``, ``pairs`` or ``labels``: ``data.format``, where auto means labels for
+    files with the text and label columns and labelled datasets, pairs for other .tsv files,
     {"src", "tgt"} JSONL and pair datasets, sft for other .jsonl files and chat datasets, else text."""
     if dcfg.format != "auto":
         return dcfg.format
+    if is_label_spec(dcfg.dataset, dcfg.text_column, dcfg.label_column):
+        return "labels"
     if is_pair_spec(dcfg.dataset):
         return "pairs"
     return "sft" if is_example_spec(dcfg.dataset) else "text"

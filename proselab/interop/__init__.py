@@ -76,7 +76,8 @@ def export_hf(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Pa
     """Write a loaded run in its architecture's Hugging Face layout (config, weights, generation
     config, tokenizer files) into ``out``, which must be new or empty."""
     if cfg.model.family not in EXPORTS:
-        raise RunError(f"'{run_dir}' is a {cfg.model.family} run; only gpt runs have a Hugging Face (GPT-2) layout")
+        raise RunError(f"'{run_dir}' is a {cfg.model.family} run; only gpt runs (language models and classifiers) "
+                       "have a Hugging Face (GPT-2) layout")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(f"'{out}' exists and is not an empty directory; choose a new output directory")
     out.mkdir(parents=True, exist_ok=True)

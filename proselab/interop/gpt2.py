@@ -1,4 +1,5 @@
-"""GPT-2: Hugging Face's ``GPT2LMHeadModel`` layout, to and from proselab's GPT.
+"""GPT-2: Hugging Face's ``GPT2LMHeadModel`` and ``GPT2ForSequenceClassification`` layouts, to and
+from proselab's GPT and its classifier (whose head, ``score``, has GPT-2's name).
 
 The GPT's parameter names are GPT-2's, so the mapping is one to one, except that Hugging Face
 stores ``c_attn``, ``c_proj`` and ``c_fc`` as Conv1D, (in, out), where nn.Linear is (out, in).
@@ -47,7 +48,21 @@ def model_config(hf: dict[str, Any], where: Path) -> ModelConfig:
         raise RunError(f"{where}: this GPT-2 variant is not supported: {'; '.join(problems)}")
     return ModelConfig(family="gpt", vocab_size=hf.get("vocab_size", 50257), block_size=hf.get("n_positions", 1024),
                        n_layer=hf.get("n_layer", 12), n_head=hf.get("n_head", 12), n_embd=n_embd, dropout=0.0,
-                       bias=True, tie_weights=hf.get("tie_word_embeddings", True))
+                       bias=True, tie_weights=hf.get("tie_word_embeddings", True), labels=_labels(hf, where))
+
+
+def _labels(hf: dict[str, Any], where: Path) -> list[str]:
+    """A GPT2ForSequenceClassification's label names in id order (from id2label); [] for an LM."""
+    if "GPT2ForSequenceClassification" not in (hf.get("architectures") or []):
+        return []
+    id2label = hf.get("id2label") or {}
+    try:
+        labels = [str(id2label[k]) for k in sorted(id2label, key=int)]
+    except (ValueError, TypeError):
+        raise RunError(f"{where}: id2label must map label ids to names, got {id2label}") from None
+    if len(labels) < 2 or [int(k) for k in sorted(id2label, key=int)] != list(range(len(labels))):
+        raise RunError(f"{where}: id2label must name labels 0..n-1 (two or more), got {id2label}")
+    return labels
 
 
 def load(d: Path, cfg: Config, weights: dict[str, torch.Tensor]) -> tuple[torch.nn.Module, Tokenizer]:
@@ -62,7 +77,7 @@ def load(d: Path, cfg: Config, weights: dict[str, torch.Tensor]) -> tuple[torch.
     for name, t in weights.items():
         if name.endswith(IGNORED):
             continue
-        if not name.startswith(("transformer.", "lm_head.")):
+        if not name.startswith(("transformer.", "lm_head.", "score.")):
             name = "transformer." + name  # saved from GPT2Model, without the LM head's prefix
         state[name] = t.t() if name.endswith(CONV1D) else t
     unexpected = sorted(set(state) - set(ours))
@@ -96,6 +111,19 @@ def _weights(model: torch.nn.Module, m: ModelConfig) -> dict[str, torch.Tensor]:
     return state
 
 
+def _classifier_fields(m: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
+    """id2label, label2id and pad_token_id of a classifier's config.json ({} for an LM).
+
+    GPT2ForSequenceClassification reads the last token that is not ``pad_token_id``: the
+    end-of-text token (or <unk>) is one a text does not end with.
+    """
+    if not m.labels:
+        return {}
+    pad = next((i for i in (tokenizer.eos_id, tokenizer.unk_id) if i is not None), 0)
+    return {"id2label": dict(enumerate(m.labels)), "label2id": {name: i for i, name in enumerate(m.labels)},
+            "pad_token_id": pad}
+
+
 def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path) -> None:
     """Write a GPT run as a GPT-2 checkpoint in ``out`` (model, config, generation config and
     tokenizer files, with the chat template of a chat run)."""
@@ -104,17 +132,21 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
         save_file(_weights(model, m), str(tmp), metadata={"format": "pt"})
     bos = tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.eos_id
     write_json(out / "config.json", {
-        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": m.vocab_size,
-        "n_positions": m.block_size, "n_embd": m.n_embd, "n_layer": m.n_layer, "n_head": m.n_head, "n_inner": None,
-        "activation_function": "gelu_new", "resid_pdrop": m.dropout, "embd_pdrop": m.dropout, "attn_pdrop": m.dropout,
-        "layer_norm_epsilon": 1e-5, "initializer_range": 0.02, "bos_token_id": bos, "eos_token_id": tokenizer.eos_id,
-        "tie_word_embeddings": m.tie_weights, "dtype": "float32", "use_cache": True,
+        "architectures": ["GPT2ForSequenceClassification" if m.labels else "GPT2LMHeadModel"], "model_type": "gpt2",
+        "vocab_size": m.vocab_size, "n_positions": m.block_size, "n_embd": m.n_embd, "n_layer": m.n_layer,
+        "n_head": m.n_head, "n_inner": None, "activation_function": "gelu_new", "resid_pdrop": m.dropout,
+        "embd_pdrop": m.dropout, "attn_pdrop": m.dropout, "layer_norm_epsilon": 1e-5, "initializer_range": 0.02,
+        "bos_token_id": bos, "eos_token_id": tokenizer.eos_id, "tie_word_embeddings": m.tie_weights,
+        "dtype": "float32", "use_cache": True, **_classifier_fields(m, tokenizer),
     })
-    g = cfg.generation
-    eos = g.eos_token_id if g.eos_token_id is not None else tokenizer.eos_id  # a chat run's: end of turn first
-    write_json(out / "generation_config.json", generation_config(g, bos, eos))
+    if not m.labels:  # a classifier does not generate
+        g = cfg.generation
+        eos = g.eos_token_id if g.eos_token_id is not None else tokenizer.eos_id  # a chat run's: end of turn first
+        write_json(out / "generation_config.json", generation_config(g, bos, eos))
     tokenizer.save(out / "tokenizer.json")
     special = tokenizer.special_tokens()
+    if m.labels:  # batches of texts are padded with the token config.json's pad_token_id names
+        special = {**special, "pad_token": tokenizer.id_to_token(_classifier_fields(m, tokenizer)["pad_token_id"])}
     tok_cfg = {"tokenizer_class": "GPT2TokenizerFast" if tokenizer.kind == "gpt2" else "PreTrainedTokenizerFast",
                "model_max_length": m.block_size, "clean_up_tokenization_spaces": False,
                **{k: v for k, v in special.items() if v is not None}}

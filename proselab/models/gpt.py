@@ -113,6 +113,12 @@ class GPT(nn.Module):
             at += B * T
         return out
 
+    def hidden_states(self, idx: Tensor) -> Tensor:
+        """The final hidden states (B, T, C) of idx (B, T), T <= block_size: what a head reads."""
+        T = idx.size(1)
+        assert T <= self.config.block_size, f"sequence of {T} tokens exceeds block_size {self.config.block_size}"
+        return self._trunk(idx)
+
     def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Logits for every position, and the loss when targets are given.
 
@@ -126,9 +132,7 @@ class GPT(nn.Module):
             computed by ``head_loss`` without materializing the logits, the largest tensors
             of a training step.
         """
-        T = idx.size(1)
-        assert T <= self.config.block_size, f"sequence of {T} tokens exceeds block_size {self.config.block_size}"
-        x = self._trunk(idx)  # (B, T, C)
+        x = self.hidden_states(idx)  # (B, T, C)
         if targets is None:
             return self.lm_head(x), None
         if torch.compiler.is_compiling() or type(self.lm_head) is not nn.Linear:

@@ -80,6 +80,12 @@ class RNNLM(nn.Module):
         """Number of parameters, a tied matrix counted once."""
         return sum(p.numel() for p in self.parameters())
 
+    def hidden_states(self, idx: Tensor) -> Tensor:
+        """The top layer's outputs (B, T, H) of idx (B, T) from a zero state: what a head reads.
+        With right padding, a row's outputs before its padding do not depend on it."""
+        out, _ = self.rnn(self.drop(self.wte(idx)))
+        return out
+
     def _run(self, idx: Tensor, hidden: Hidden | None = None) -> tuple[Tensor, Hidden]:
         out, hidden = self.rnn(self.drop(self.wte(idx)), hidden)  # out (B, T, H)
         return self.lm_head(self.drop(out)), hidden  # (B, T, V)

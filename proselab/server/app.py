@@ -2,8 +2,9 @@
 
 Routes (``routes.py``): ``GET /health``, ``GET /v1/models``, ``POST /v1/completions``, ``POST
 /v1/chat/completions`` (streamed as Server-Sent Events in OpenAI's chunk format when
-``stream`` is true, ending with ``data: [DONE]``), ``POST /v1/attention`` (seq2seq runs:
-the heatmap data the playground draws), and the playground at ``/``. Errors have OpenAI's
+``stream`` is true, ending with ``data: [DONE]``), ``POST /v1/classify`` (a classifier's
+labels and probabilities, or zero-shot with a language model), ``POST /v1/attention`` (seq2seq
+runs: the heatmap data the playground draws), and the playground at ``/``. Errors have OpenAI's
 body, ``{"error": {"message", "type", "param", "code"}}``, and status: 400 for values the run
 cannot take, 401 for a missing or wrong key, 404 for another model's name, 413 for a body
 too large, 422 for a malformed body, 429 when the queue is full.
@@ -22,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .engine import Engine
 from .responses import APIError, error_response
+from .classify import ClassifyBatcher
 from .routes import Limits, ServerState, api, playground
 from .streaming import Mailbox
 
@@ -98,7 +100,8 @@ def create_app(generator, *, api_key: str | None = None, model_name: str | None 
     limits = limits if limits is not None else Limits.for_run(generator.config)
     mailbox = Mailbox()
     engine = Engine(generator, max_batch=max_batch, max_queue=max_queue, threads=threads, wake=mailbox.wake)
-    state = ServerState(generator, engine, mailbox, limits, name, api_key, created=int(time.time()))
+    state = ServerState(generator, engine, mailbox, limits, name, api_key, created=int(time.time()),
+                        classifier=ClassifyBatcher(engine, generator))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):

@@ -18,9 +18,16 @@ from fastapi.responses import HTMLResponse, Response
 from ..chat import ChatError
 from ..config import ConfigError
 from ..data.seq2seq import encoder_ids, source_ids
+from .classify import ClassifyBatcher
 from .engine import Engine
 from .responses import APIError
-from .schemas import AttentionRequest, ChatRequest, CompletionRequest, Sampling
+from .schemas import (
+    AttentionRequest,
+    ChatRequest,
+    ClassifyRequest,
+    CompletionRequest,
+    Sampling,
+)
 from .streaming import Mailbox, respond
 
 
@@ -59,6 +66,7 @@ class ServerState:
     model_name: str  # the model id clients send and see
     api_key: str | None  # None: no key needed (the playground then hides its key field)
     created: int  # /v1/models' "created": when the app was built (Unix seconds)
+    classifier: ClassifyBatcher  # batches /v1/classify requests on the engine thread
 
 
 async def server_state(request: Request) -> ServerState:
@@ -135,12 +143,44 @@ async def attention(body: AttentionRequest, s: State):
             "weights": [[round(w, 4) for w in row] for row in amap.weights.tolist()]}
 
 
+MAX_CLASSIFY_INPUTS = 2048  # texts in one /v1/classify request
+
+
+@api.post("/v1/classify")
+async def classify(body: ClassifyRequest, s: State):
+    gen = s.generator
+    _check_model(body.model, s.model_name)
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    if not texts or len(texts) > MAX_CLASSIFY_INPUTS:
+        raise APIError(400, f"input must hold 1 to {MAX_CLASSIFY_INPUTS} texts, got {len(texts)}", param="input")
+    options = {} if body.classes is None else {"classes": body.classes, "verbalizers": body.verbalizers,
+                                               "calibrate": body.calibrate}
+    if body.template is not None:
+        options["template"] = body.template
+    if (body.template is not None or body.verbalizers is not None) and body.classes is None:
+        raise APIError(400, "template and verbalizers are for zero-shot classification: give classes too",
+                       param="classes")
+    if not gen.is_classifier and body.classes is None:
+        raise APIError(400, f"this run is a {gen.config.model.family} language model without a classification head: "
+                       "give classes (and a template) for zero-shot classification", param="classes")
+    try:
+        results = await asyncio.wrap_future(s.classifier.submit(texts, options))
+    except ValueError as e:
+        raise APIError(400, str(e), param="input") from None
+    n_tokens = sum(len(ids) for ids in gen.tokenizer.encode_batch(texts))
+    return {"object": "list", "model": s.model_name,
+            "data": [{"object": "classification", "index": i, "label": r.label, "probs": r.probs}
+                     for i, r in enumerate(results)],
+            "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}}
+
+
 @playground.get("/", response_class=HTMLResponse)
 def page(s: State) -> str:
     gen, cfg = s.generator, s.generator.config
     html = resources.files("proselab.server").joinpath("static/index.html").read_text(encoding="utf-8")
     info = {"model": s.model_name, "family": cfg.model.family, "seq2seq": gen.is_seq2seq,
-            "chat": _can_chat(gen), "auth": s.api_key is not None, "defaults": _defaults(cfg.generation)}
+            "chat": not gen.is_classifier and _can_chat(gen), "auth": s.api_key is not None,
+            "defaults": _defaults(cfg.generation), "labels": cfg.model.labels}
     return html.replace("/*PROSELAB_INFO*/{}", json.dumps(info))
 
 

@@ -83,3 +83,15 @@ class AttentionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source: str = Field(..., min_length=1)
     max_tokens: StrictInt | None = Field(None, ge=1)
+
+
+class ClassifyRequest(BaseModel):
+    """POST /v1/classify: texts to label, with a classifier run or zero-shot with a language model."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+    input: Union[str, list[str]] = Field(...)  # one text or several, as OpenAI's embeddings take them
+    classes: list[str] | None = None  # zero-shot with a language model run: the class names
+    template: str | None = None  # zero-shot: the prompt, with one {text}
+    verbalizers: list[str] | None = None  # zero-shot: what follows the prompt for each class
+    calibrate: StrictBool = True  # zero-shot: subtract each class's score after a content-free text

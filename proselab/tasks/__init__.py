@@ -4,6 +4,7 @@
     lm.py       language modelling on a corpus (data.format=text)
     sft.py      supervised / chat fine-tuning, loss on responses only (data.format=sft)
     seq2seq.py  an encoder-decoder on sentence pairs, with decoded BLEU and chrF (data.format=pairs)
+    classify.py a classifier on labelled texts, with accuracy and macro-F1 (data.format=labels)
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from ..config import Config
 from ..data.sources import data_format
 from ..tokenizers import Tokenizer
 from .base import BaseTask, Task
+from .classify import ClassifyTask
 from .lm import LMTask
 from .seq2seq import Seq2SeqTask
 from .sft import SFTTask
 
 __all__ = ["TASKS", "BaseTask", "LMTask", "SFTTask", "Seq2SeqTask", "Task", "build_task"]
 
-TASKS = {"text": LMTask, "sft": SFTTask, "pairs": Seq2SeqTask}  # data.format -> the task that trains on it
+TASKS = {"text": LMTask, "sft": SFTTask, "pairs": Seq2SeqTask, "labels": ClassifyTask}  # data.format -> the task that trains on it
 
 
 def build_task(cfg: Config, tokenizer: Tokenizer | None = None, src_tokenizer: Tokenizer | None = None) -> Task:

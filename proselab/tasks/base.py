@@ -22,6 +22,7 @@ from ..tokenizers import Tokenizer
 
 class Task(Protocol):
     tokenizer: Tokenizer  # the one generation decodes with
+    scores: tuple[str, ...]  # the names ``evaluate`` returns (train.best_by picks one)
 
     def tokenizers(self) -> dict[str, Tokenizer]:
         """Run-directory file name -> tokenizer to save there."""
@@ -61,6 +62,8 @@ class Task(Protocol):
 class BaseTask:
     """A task over a prepared data object (``sample``/``batch``/``batches``) whose loss is the
     model's own, ``forward(inputs, targets)``; evaluation is the val loss."""
+
+    scores: tuple[str, ...] = ("loss",)
 
     def __init__(self, cfg: Config, data):
         self.data = data
@@ -120,3 +123,10 @@ class BaseTask:
                 losses[i] = self.loss(model, batch).float()
         model.train()
         return losses.mean().item()
+
+
+def raise_not_labelled(cfg: Config) -> None:
+    """model.labels makes a classifier, but the data is not labelled texts: say what it needs."""
+    raise ConfigError(f"model.labels ({', '.join(cfg.model.labels)}) makes a classifier, which trains on labelled "
+                      "texts: give data.dataset as .csv/.tsv/.jsonl files with a text and a label column (or "
+                      "data.format=labels), or clear model.labels to train a generator")

@@ -6,11 +6,13 @@ from ..config import Config, ConfigError
 from ..data.lm import prepare_text
 from ..data.pairs import load_pairs
 from ..tokenizers import Tokenizer
-from .base import BaseTask
+from .base import BaseTask, raise_not_labelled
 
 
 def check_not_seq2seq(cfg: Config) -> None:
-    """A language model's data given to an encoder-decoder: say what it trains on instead."""
+    """A language model's data given to an encoder-decoder or a classifier: say what it trains on instead."""
+    if cfg.model.labels:
+        raise_not_labelled(cfg)
     if cfg.model.family == "seq2seq":
         load_pairs(cfg.data.dataset)  # a missing file or a bad line: its own, precise error
         raise ConfigError("model.family=seq2seq trains on sentence pairs: give data.dataset as .tsv "

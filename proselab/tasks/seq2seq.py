@@ -13,7 +13,7 @@ from ..evaluation import translate
 from ..metrics import score
 from ..models.prepack import refresh
 from ..tokenizers import Tokenizer
-from .base import BaseTask
+from .base import BaseTask, raise_not_labelled
 
 
 class Seq2SeqTask(BaseTask):
@@ -23,9 +23,12 @@ class Seq2SeqTask(BaseTask):
         self.bleu_samples = cfg.train.eval_bleu_samples  # val pairs decoded at each eval (0 = none)
         self.max_new_tokens, self.truncate_src = cfg.generation.max_new_tokens, cfg.data.truncate_src
         self.limits = (cfg.data.max_src_len, cfg.data.max_tgt_len)
+        self.scores = ("loss", "bleu", "chrf") if self.bleu_samples else ("loss",)
 
     @classmethod
     def build(cls, cfg: Config, tokenizer: Tokenizer | None, src_tokenizer: Tokenizer | None) -> Seq2SeqTask:
+        if cfg.model.labels:
+            raise_not_labelled(cfg)
         if cfg.model.family != "seq2seq":
             raise ConfigError(f"data.dataset holds sentence pairs, which train an encoder-decoder: set "
                               f"model.family=seq2seq (it is {cfg.model.family}), or give text or .jsonl examples")

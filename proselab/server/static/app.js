@@ -18,8 +18,22 @@ function init() {
   $("api-key").value = localStorage.getItem("proselab-key") || "";
   $("api-key").addEventListener("change", () => localStorage.setItem("proselab-key", $("api-key").value));
   if (!info.chat) $("mode-chat").hidden = true;
+  const classifier = (info.labels || []).length > 0;
+  if (info.seq2seq && !classifier) $("mode-classify").hidden = true; // zero-shot needs a language model
+  $("zero-shot").hidden = classifier;
   $("mode-complete").addEventListener("click", () => setMode("complete"));
   $("mode-chat").addEventListener("click", () => setMode("chat"));
+  $("mode-classify").addEventListener("click", () => setMode("classify"));
+  $("classify").addEventListener("click", classify);
+  $("classify-input").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) classify();
+  });
+  if (classifier) { // a classifier does not generate: no completion mode, no sampling settings
+    $("mode-complete").hidden = true;
+    setMode("classify");
+    for (const el of document.querySelectorAll("#controls label:not(#key-label), #controls .hint")) el.hidden = true;
+    $("controls").hidden = !info.auth;
+  }
   $("generate").addEventListener("click", complete);
   $("stop").addEventListener("click", () => controller && controller.abort());
   $("prompt").addEventListener("keydown", (e) => {
@@ -33,10 +47,10 @@ function init() {
 }
 
 function setMode(mode) {
-  $("complete-pane").hidden = mode !== "complete";
-  $("chat-pane").hidden = mode !== "chat";
-  $("mode-complete").classList.toggle("active", mode === "complete");
-  $("mode-chat").classList.toggle("active", mode === "chat");
+  for (const m of ["complete", "chat", "classify"]) {
+    $(m + "-pane").hidden = mode !== m;
+    $("mode-" + m).classList.toggle("active", mode === m);
+  }
 }
 
 function settings() {
@@ -162,6 +176,61 @@ async function send() {
   } finally {
     busy(false, "chat-status");
   }
+}
+
+async function classify() {
+  const texts = $("classify-input").value.split("\n").filter((t) => t.trim());
+  const out = $("classifications");
+  out.textContent = "";
+  if (!texts.length) { $("classify-status").textContent = "type a text first"; return; }
+  const body = { input: texts };
+  if (!$("zero-shot").hidden) {
+    body.classes = $("classes").value.split(",").map((c) => c.trim()).filter((c) => c);
+    body.template = $("template").value.replace(/\\n/g, "\n");
+  }
+  $("classify").disabled = true;
+  $("classify-status").textContent = "classifying...";
+  try {
+    const res = await fetch("/v1/classify", { method: "POST", headers: headers(), body: JSON.stringify(body) });
+    const data = await res.json();
+    if (!res.ok) throw new Error((data.error && data.error.message) || res.statusText);
+    data.data.forEach((r, i) => out.appendChild(bars(texts[i], r)));
+    $("classify-status").textContent = `${texts.length} classified`;
+  } catch (e) {
+    $("classify-status").textContent = "";
+    showError(out, e.message);
+  } finally {
+    $("classify").disabled = false;
+  }
+}
+
+function bars(text, result) {
+  // one text, its label, and a bar per label as long as its probability
+  const box = document.createElement("div");
+  box.className = "classification";
+  const head = document.createElement("div");
+  head.className = "classified-text";
+  head.textContent = text;
+  box.appendChild(head);
+  for (const [label, p] of Object.entries(result.probs)) {
+    const row = document.createElement("div");
+    row.className = "bar-row" + (label === result.label ? " top" : "");
+    const name = document.createElement("span");
+    name.className = "bar-label";
+    name.textContent = label;
+    const track = document.createElement("span");
+    track.className = "bar-track";
+    const fill = document.createElement("span");
+    fill.className = "bar";
+    fill.style.width = `${(100 * p).toFixed(1)}%`;
+    track.appendChild(fill);
+    const value = document.createElement("span");
+    value.className = "bar-value";
+    value.textContent = `${(100 * p).toFixed(1)}%`;
+    row.append(name, track, value);
+    box.appendChild(row);
+  }
+  return box;
 }
 
 function addMessage(role, text) {
