@@ -169,6 +169,9 @@ class Trainer:
         if not self.dist.is_main:
             return
         meta = {"format_version": ckpt.FORMAT_VERSION, "tokenizer": {"kind": self.task.tokenizer.kind}}
+        if self.cfg.model.labels:  # as Hugging Face configs name a classifier's labels
+            labels = self.cfg.model.labels
+            meta.update(id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
         state = {"optimizer": self.optimizer.state_dict(), "step": self.step, "best_val_loss": self.best_val,
                  "best_key": self.best_key, **snap}
         ckpt.save_checkpoint(self.run_dir, {**self.cfg.to_dict(), **meta}, self.task.tokenizers(), self.model,

@@ -59,6 +59,7 @@ def test_every_family_trains_a_classifier(tmp_path, family):
     res = train(None, _overrides(data, out, family))
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"]["labels"] == ["neg", "neu", "pos"] and set(res.val_scores) == {"accuracy", "macro_f1"}
+    assert cfg["id2label"] == {"0": "neg", "1": "neu", "2": "pos"} and cfg["label2id"]["pos"] == 2
     assert res.val_scores["accuracy"] > 0.75 and res.val_scores["macro_f1"] > 0.7, res.val_scores
     assert set(_metrics(out, "val_macro_f1")) == {0, 50, 100, 150}
     gen = proselab.load(out)

@@ -224,3 +224,19 @@ def test_a_classifier_exports_to_gpt2_for_sequence_classification(tmp_path, capf
     assert [list(c.probs.values()) for c in gen.classify(texts)] == [pytest.approx(r, abs=1e-5) for r in ref.tolist()]
     back = proselab.load(out)
     assert [c.label for c in back.classify(texts)] == [c.label for c in gen.classify(texts)]
+
+
+def test_a_gpt2_checkpoint_is_fine_tuned_into_a_classifier(char_checkpoint, tmp_path):
+    path, hf, tok = char_checkpoint
+    data = tmp_path / "labelled.csv"
+    data.write_text("text,label\n" + "".join(f"{'good' if i % 2 else 'bad'} day {i},{i % 2}\n" for i in range(60)))
+    out = tmp_path / "cls"
+    proselab.train(None, {"data.dataset": str(data), "train.init_from": str(path), "train.out_dir": str(out),
+                          "train.max_iters": 3, "train.lr": 1e-9, "train.min_lr": 0, "train.progress": False,
+                          "train.device": "cpu", "train.dtype": "float32", "model.block_size": 32})
+    gen = proselab.load(out)
+    assert gen.config.model.labels == ["0", "1"] and gen.tokenizer.vocab_size == tok.vocab_size
+    ours, theirs = gen.model.state_dict(), hf.state_dict()
+    for name in ("transformer.wte.weight", "transformer.h.1.ln_2.weight", "transformer.ln_f.bias"):
+        torch.testing.assert_close(ours[name], theirs[name], atol=1e-6, rtol=0)  # the body is the checkpoint's
+    assert "score.weight" in ours and gen.classify("good day").label in ("0", "1")
