@@ -21,25 +21,27 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-_available: bool | None = None
+_available: dict[torch.dtype, bool] = {}
 # Small layers are bound by per-call overhead, which oneDNN's linear has more of: on the
 # nanogpt-cpu model (128 x 384 weights) packing made sampling 1.3x slower. GPT-2's smallest
 # layer is 768 x 768.
 MIN_PACKED = 1 << 18
 
 
-def _ops_work() -> bool:
-    """Whether the oneDNN ops exist here and agree with F.linear (checked once)."""
-    global _available
-    if _available is None:
+def _ops_work(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether the oneDNN ops exist here for ``dtype`` and agree with F.linear (checked once per
+    dtype: oneDNN's bf16 path needs AVX-512 or AVX-NE-CONVERT, which many CPUs lack)."""
+    if dtype not in _available:
         try:
-            w, b, x = torch.randn(24, 16), torch.randn(24), torch.randn(3, 16)
+            w, b, x = (torch.randn(24, 16, dtype=dtype), torch.randn(24, dtype=dtype),
+                       torch.randn(3, 16, dtype=dtype))
             packed = torch.ops.mkldnn._reorder_linear_weight(w, 1)
             y = torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
-            _available = bool(torch.allclose(y, F.linear(x, w, b), atol=1e-4))
+            _available[dtype] = bool(torch.allclose(y.float(), F.linear(x, w, b).float(),
+                                                    atol=1e-4 if dtype == torch.float32 else 5e-2))
         except (AttributeError, RuntimeError):
-            _available = False
-    return _available
+            _available[dtype] = False
+    return _available[dtype]
 
 
 class PrepackedLinear(nn.Linear):
@@ -53,7 +55,7 @@ class PrepackedLinear(nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         w = self.weight
         if (torch.is_grad_enabled() or self.training or x.device.type != "cpu" or x.dtype != w.dtype
-                or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()):
+                or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling() or not _ops_work(w.dtype)):
             return F.linear(x, w, self.bias)
         key = (w.data_ptr(), w._version, w.dtype)
         if getattr(self, "_packed_key", None) != key:
