@@ -73,10 +73,13 @@ class Generator:
 
     def generation_config(self, **overrides) -> GenerationConfig:
         """The run's generation defaults with ``overrides`` applied and validated."""
+        self._check_generates()
+        return override_generation(self.config.generation, overrides)
+
+    def _check_generates(self) -> None:
         if self.is_classifier:
             raise ValueError(f"this run is a classifier ({', '.join(self.config.model.labels)}): it labels texts and "
                              "does not generate; use classify (proselab classify RUN --text ...)")
-        return override_generation(self.config.generation, overrides)
 
     def classify(self, texts: str | list[str], batch_size: int = 64, classes: list[str] | None = None,
                  template: str = DEFAULT_TEMPLATE, verbalizers: list[str] | None = None, calibrate: bool = True
@@ -164,15 +167,19 @@ class Generator:
         Args:
             prompt: one prompt, or a list of prompts (batched together, any lengths).
             **overrides: GenerationConfig fields, e.g. ``max_new_tokens=100, top_p=0.9,
-                num_beams=4, stop=["\\n\\n"], seed=0``.
+                num_beams=4, stop=["\\n\\n"], seed=0``; ``temperature=0`` is greedy. Also
+                transformers' ``max_length`` instead of ``max_new_tokens``: the prompt's tokens
+                (a batch's longest) plus the new ones; for seq2seq, the output's length counting
+                its start token, as in transformers (``max_length - 1`` new tokens).
 
         Returns:
             One Generation (text, tokens, finish_reason, score, ...) per sequence, grouped by
             prompt: num_return_sequences per prompt.
         """
-        cfg = self.generation_config(**overrides)
-        return generate_ids(self.model, self._prompts(prompt), cfg, tokenizer=self.tokenizer,
-                            suppress_ids=self.suppress_ids)
+        self._check_generates()  # before the prompts are read, so a classifier run says what it is first
+        prompts = self._prompts(prompt)
+        cfg = self.generation_config(**self._new_tokens(prompts, overrides))
+        return generate_ids(self.model, prompts, cfg, tokenizer=self.tokenizer, suppress_ids=self.suppress_ids)
 
     def generate(self, prompt: str | list[str] = "", **overrides) -> str | list[str]:
         """Continue ``prompt`` and return the new text (not the prompt).
@@ -195,9 +202,31 @@ class Generator:
             Delta(index, text, tokens, finish_reason, logprobs); the texts of one index add up
             to that sequence's ``complete`` text.
         """
-        cfg = self.generation_config(**overrides)
-        yield from stream_ids(self.model, self._prompts(prompt), cfg, tokenizer=self.tokenizer,
-                              suppress_ids=self.suppress_ids)
+        self._check_generates()  # before the prompts are read, so a classifier run says what it is first
+        prompts = self._prompts(prompt)
+        cfg = self.generation_config(**self._new_tokens(prompts, overrides))
+        yield from stream_ids(self.model, prompts, cfg, tokenizer=self.tokenizer, suppress_ids=self.suppress_ids)
+
+    def _new_tokens(self, prompts: list[list[int]] | Seq2SeqBatch, overrides: dict) -> dict:
+        """``overrides`` with transformers' ``max_length`` as the max_new_tokens it leaves. It
+        counts what the decoder already holds: a language model's prompt (a batch's longest,
+        as transformers' padding makes it), an encoder-decoder's start token."""
+        if "max_length" not in overrides:
+            return overrides
+        over = dict(overrides)
+        max_length = over.pop("max_length")
+        if "max_new_tokens" in over:
+            raise ValueError("give max_new_tokens (new tokens) or max_length (prompt + new tokens), not both")
+        if self.is_seq2seq:
+            held, what = 1, "the output's start token"
+        else:
+            held = max(map(len, prompts))
+            what = f"the prompt's {held} tokens"
+        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length <= held:
+            raise ValueError(f"max_length must be an integer > {held}: it counts {what} too, as in transformers; "
+                             f"got {max_length!r} (max_new_tokens counts new tokens only)")
+        over["max_new_tokens"] = max_length - held
+        return over
 
     def attention(self, source: str, **overrides) -> AttentionMap:
         """Transform ``source`` (greedy unless overridden) and return the cross-attention of
@@ -211,8 +240,9 @@ class Generator:
         if not self.is_seq2seq:
             raise ValueError(f"attention maps are drawn for seq2seq runs; this run is a {self.config.model.family} "
                              "model, whose attention is over its own context")
-        cfg = self.generation_config(**{"do_sample": False, **overrides, "num_return_sequences": 1})
         batch = self._sources([source])
+        cfg = self.generation_config(**{"do_sample": False, **self._new_tokens(batch, overrides),
+                                        "num_return_sequences": 1})
         out = generate_ids(self.model, batch, cfg, tokenizer=self.tokenizer, suppress_ids=self.suppress_ids)[0]
         eos = self.tokenizer.eos_id
         tgt = torch.tensor([[self.config.model.bos_id, *out.tokens]])  # (1, T) decoder inputs
@@ -260,15 +290,24 @@ class Generator:
             messages: ``[{"role": "system" | "user" | "assistant", "content": str}, ...]``.
             **overrides: GenerationConfig fields.
         """
-        cfg = self.generation_config(**overrides)
+        cfg = self.generation_config(**_reply_length(overrides))
         ids = self.chat_prompt(messages, cfg.max_new_tokens)
         return generate_ids(self.model, ids, cfg, tokenizer=self.tokenizer, suppress_ids=self.suppress_ids)[0]
 
     def chat_stream(self, messages: list[dict], **overrides) -> Iterator[Delta]:
         """Like ``chat``, but yield the reply's text as it is generated."""
-        cfg = self.generation_config(**overrides)
+        cfg = self.generation_config(**_reply_length(overrides))
         ids = self.chat_prompt(messages, cfg.max_new_tokens)
         yield from stream_ids(self.model, ids, cfg, tokenizer=self.tokenizer, suppress_ids=self.suppress_ids)
+
+
+def _reply_length(overrides: dict) -> dict:
+    """A chat reply's length is max_new_tokens: transformers' max_length would count the
+    conversation, which is cut to fit the window only once the reply's length is known."""
+    if "max_length" in overrides:
+        raise ValueError("max_length counts the prompt, and a chat's prompt is the whole conversation: give "
+                         "max_new_tokens, the reply's length")
+    return overrides
 
 
 def _parse_messages(messages: list[dict]) -> list[dict]:

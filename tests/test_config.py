@@ -52,7 +52,7 @@ def test_unknown_key_names_closest(key, hint):
     ("model.n_layer=1.5", "model.n_layer"),
     ("model.dropout=1.0", "model.dropout"),
     ("data.val_fraction=0", "data.val_fraction"),
-    ("generation.temperature=0", "generation.temperature"),
+    ("generation.temperature=-1", "generation.temperature"),
 ])
 def test_impossible_values_are_named(override, field):
     with pytest.raises(ConfigError, match=field):

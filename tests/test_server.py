@@ -435,6 +435,8 @@ def test_playground_streams_a_completion(served, browser):
     page = browser.new_page()
     page.goto(served.url)
     assert page.text_content("#model-name") == "tiny"
+    assert page.is_visible("#complete-pane") and not page.is_visible("#chat-pane")  # not a chat run
+    assert page.is_visible("#api-key")  # this server needs a key
     page.fill("#api-key", KEY)
     page.fill("#prompt", "ROMEO:")
     page.fill("#temperature", "0")
@@ -446,7 +448,7 @@ def test_playground_streams_a_completion(served, browser):
     page.wait_for_function("document.getElementById('status').textContent.startsWith('done')", timeout=30_000)
     assert page.text_content("#output .generated") == served.gen.generate("ROMEO:", do_sample=False,
                                                                           max_new_tokens=150)
-    assert page.evaluate("window.updates") > 3  # the text came in pieces
+    assert page.evaluate("window.updates") > 1  # the text came in pieces (few when the machine is busy: coalesced)
     page.fill("#api-key", "wrong")
     page.click("#generate")
     page.wait_for_selector("#output .error", timeout=30_000)
@@ -463,6 +465,8 @@ def test_playground_translates_chats_and_draws_attention_for_seq2seq(tmp_path, b
         page = browser.new_page()
         page.goto(server.url)
         assert page.text_content("#prompt-label") == "Source"
+        assert page.is_visible("#complete-pane")  # a source to transform, though it can chat too
+        assert not page.is_visible("#key-label")  # no key needed, no key field
         page.fill("#prompt", "a b c")
         page.fill("#temperature", "0")
         page.fill("#max_tokens", "8")
@@ -477,4 +481,33 @@ def test_playground_translates_chats_and_draws_attention_for_seq2seq(tmp_path, b
         page.wait_for_function("!document.getElementById('send').disabled && "
                                "document.querySelectorAll('#messages .assistant').length == 1", timeout=30_000)
         assert page.text_content("#messages .assistant") == expected
+        page.close()
+
+
+def test_playground_opens_a_chat_run_in_chat_mode_and_asks_for_a_key_only_when_needed(tmp_path, browser):
+    from test_cli_idioms import train_chat_run
+
+    gen = proselab.load(train_chat_run(tmp_path))
+    with Server(create_app(gen)) as server:
+        page = browser.new_page()
+        page.goto(server.url)
+        assert page.is_visible("#chat-pane") and not page.is_visible("#complete-pane")
+        assert "active" in page.get_attribute("#mode-chat", "class")
+        assert not page.is_visible("#key-label") and not page.is_visible("#api-key")
+        page.fill("#temperature", "0")
+        page.fill("#max_tokens", "10")
+        page.fill("#chat-input", "say red 1")
+        page.press("#chat-input", "Enter")
+        page.wait_for_function("!document.getElementById('send').disabled && "
+                               "document.querySelectorAll('#messages .assistant').length == 1", timeout=30_000)
+        expected = gen.chat([{"role": "user", "content": "say red 1"}], do_sample=False, max_new_tokens=10).text
+        assert page.text_content("#messages .assistant") == expected
+        page.click("#mode-complete")
+        assert page.is_visible("#complete-pane") and not page.is_visible("#chat-pane")
+        page.close()
+    with Server(create_app(gen, api_key=KEY)) as server:
+        page = browser.new_page()
+        page.goto(server.url)
+        assert page.is_visible("#chat-pane") and page.is_visible("#api-key")
+        assert KEY not in page.content()  # the page learns that a key is needed, not the key
         page.close()

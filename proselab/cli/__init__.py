@@ -11,9 +11,9 @@ import os
 import sys
 import warnings
 
-from . import classify, decoding, training
+from . import classify, config, decoding, training
 from .classify import cmd_classify
-from .common import EXIT_INTERRUPTED, EXIT_USAGE, CLIError
+from .common import EXIT_INTERRUPTED, EXIT_USAGE, CLIError, UnknownArgument, subcommand_options
 from .decoding import cmd_attention, cmd_chat, cmd_eval, cmd_generate, cmd_serve
 from .training import cmd_data, cmd_demo, cmd_export, cmd_train
 
@@ -24,9 +24,9 @@ __all__ = ["CLIError", "build_parser", "cmd_attention", "cmd_chat", "cmd_classif
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="proselab", description="Text generation from RNNs to GPT.")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    for add in (training.add_train, decoding.add_generate, decoding.add_chat, decoding.add_serve, decoding.add_eval,
-                classify.add_classify, decoding.add_attention, training.add_export, training.add_demo,
-                training.add_data):
+    for add in (training.add_train, config.add_config, decoding.add_generate, decoding.add_chat, decoding.add_serve,
+                decoding.add_eval, classify.add_classify, decoding.add_attention, training.add_export,
+                training.add_demo, training.add_data):
         add(sub)  # in the order `proselab --help` lists them
     return p
 
@@ -40,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     try:
-        return args.func(args, extra)
+        try:
+            return args.func(args, extra)
+        except UnknownArgument as e:  # a misspelled option: name the closest one this command has
+            raise e.with_hint(subcommand_options(parser, args)) from None
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -23,6 +23,8 @@ def _add_generation_options(g: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(GenerationConfig):
         flag = "--" + f.name.replace("_", "-")
         kind, help_ = str(f.type), comments.get(f.name, f"generation.{f.name}").replace("%", "%%")
+        if f.name == "temperature":
+            help_ += "; 0 = greedy, as in OpenAI's API"
         if f.name == "stop":
             opts.add_argument(flag, action="append", metavar="TEXT",
                               help=r"a string that ends the text, not returned (repeatable; \n and \t understood)")
@@ -85,6 +87,8 @@ def cmd_generate(args: argparse.Namespace, extra: list[str]) -> int:
     no_extra(extra)
     gen = load(args.run, device=args.device, dtype=args.dtype)
     over = _gen_overrides(args)
+    if args.max_length is not None:
+        over["max_length"] = args.max_length
     shown = args.prompt  # a language model's output continues the prompt; a seq2seq one stands alone
     if gen.is_seq2seq:
         if args.prompt == "\n":
@@ -97,7 +101,7 @@ def cmd_generate(args: argparse.Namespace, extra: list[str]) -> int:
                         "token_logprobs": g.token_logprobs} for g in seqs]
         print(json.dumps({"prompt": args.prompt, "completions": completions}, ensure_ascii=False))
         return 0
-    cfg = gen.generation_config(**over)
+    cfg = gen.generation_config(**{k: v for k, v in over.items() if k != "max_length"})  # needs the prompt
     live = args.stream if args.stream is not None else sys.stdout.isatty()
     if live and cfg.num_beams == 1 and cfg.num_return_sequences == 1:
         sys.stdout.write(shown)
@@ -113,7 +117,13 @@ def cmd_generate(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-CHAT_HELP = "type a message; /reset starts over, /quit (or Ctrl-D) leaves"
+CHAT_HELP = "type a message and Enter; /help lists the commands; Ctrl-C stops a reply; Ctrl-D or /quit leaves"
+CHAT_COMMANDS = """commands:
+  /help          this list
+  /reset         forget the conversation and start over (the --system message stays)
+  /quit, /exit   leave (so do Ctrl-D, and Ctrl-C at the prompt)
+Ctrl-C during a reply stops it; the text so far stays in the conversation as the reply.
+A message that starts with / is a command; start it with // to send one / instead."""
 
 
 def cmd_chat(args: argparse.Namespace, extra: list[str], read=input) -> int:
@@ -130,25 +140,60 @@ def cmd_chat(args: argparse.Namespace, extra: list[str], read=input) -> int:
     while True:
         try:
             text = read("> ")
-        except EOFError:
+        except (EOFError, KeyboardInterrupt):  # Ctrl-D, or Ctrl-C at the prompt: leave, as a shell does
             print(file=sys.stderr)
             return 0
-        if text.strip() in ("/quit", "/exit"):
+        command = _chat_command(text)
+        if command == "/quit":
             return 0
-        if text.strip() == "/reset":
+        if command == "/reset":
             history = []
             print("(conversation reset)", file=sys.stderr)
+        if command is not None or not text.strip():
             continue
-        if not text.strip():
-            continue
+        if text.lstrip().startswith("//"):
+            text = text.lstrip()[1:]
         history.append({"role": "user", "content": text})
-        reply = []
-        for d in gen.chat_stream(system + history, **over):
+        reply, stopped = _chat_reply(gen, system + history, over)
+        if stopped and not reply:  # stopped before a word: as if the message had not been sent
+            history.pop()
+        else:
+            history.append({"role": "assistant", "content": reply})
+
+
+def _chat_command(text: str) -> str | None:
+    """The command ``text`` is (/quit, /reset; /help and unknown ones are answered here), or
+    None for a message. An unknown command is not sent to the model: it is almost always a typo."""
+    words = text.split()
+    if not words or not words[0].startswith("/") or words[0].startswith("//"):
+        return None
+    name = words[0].lower()
+    if name in ("/quit", "/exit"):
+        return "/quit"
+    if name == "/help":
+        print(CHAT_COMMANDS, file=sys.stderr)
+    elif name != "/reset":
+        print(f"unknown command {name} (not sent); /help lists the commands, and // starts a message with /",
+              file=sys.stderr)
+    return name
+
+
+def _chat_reply(gen, messages: list[dict], over: dict) -> tuple[str, bool]:
+    """Stream the reply to ``messages``; Ctrl-C stops it. Returns the text shown and whether it was stopped."""
+    parts: list[str] = []
+    deltas = gen.chat_stream(messages, **over)
+    try:
+        for d in deltas:
             sys.stdout.write(d.text)
             sys.stdout.flush()
-            reply.append(d.text)
+            parts.append(d.text)
+    except KeyboardInterrupt:
+        deltas.close()  # the engine's generator, wherever the interrupt left it
         sys.stdout.write("\n")
-        history.append({"role": "assistant", "content": "".join(reply)})
+        print("(reply stopped)", file=sys.stderr)
+        return "".join(parts), True
+    sys.stdout.write("\n")
+    return "".join(parts), False
 
 
 def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
@@ -227,6 +272,9 @@ def add_generate(sub) -> None:
     g.add_argument("run", help="run directory, or a Hugging Face GPT-2 checkpoint directory")
     g.add_argument("--prompt", default="\n", help="text to continue (default: a newline, like nanoGPT)")
     _add_generation_options(g)
+    g.add_argument("--max-length", type=int, metavar="N",
+                   help="instead of --max-new-tokens, transformers' max_length: the prompt's tokens plus the new ones "
+                        "(seq2seq: the output's, counting its start token)")
     g.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
                    help="print text as it is generated (default: on in a terminal)")
     g.add_argument("--device", default="auto")
@@ -238,7 +286,8 @@ def add_generate(sub) -> None:
 
 def add_chat(sub) -> None:
     """`proselab chat RUN`."""
-    c = sub.add_parser("chat", help="talk to a chat fine-tuned run in the terminal (streamed replies, /reset)")
+    c = sub.add_parser("chat", help="talk to a chat fine-tuned run in the terminal (streamed replies; /help "
+                                       "lists the commands)")
     c.add_argument("run", help="run directory (fine-tuned on conversations) or exported checkpoint")
     c.add_argument("--system", help="a system message that starts the conversation")
     _add_generation_options(c)

@@ -4,13 +4,23 @@ A config has four sections, each a dataclass: ``model``, ``data``, ``train`` and
 ``generation``. Files are YAML with those sections as top-level keys; on the command
 line any field can be overridden as ``--train.lr=3e-4``. Unknown keys are errors that
 name the closest valid key, so a typo never silently falls back to a default.
+
+The defaults (``proselab train --data FILE``, no preset) are a character-level GPT of the demo's
+size and schedule: minutes on a laptop CPU, readable samples. Presets set the fields they need,
+so a default changes only what they leave out (``proselab config PRESET`` shows the result).
 """
 
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
 import difflib
+import functools
+import inspect
+import io
+import textwrap
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +36,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DataConfig",
+    "FieldDoc",
     "GenerationConfig",
     "ModelConfig",
     "TrainConfig",
@@ -33,11 +44,14 @@ __all__ = [
     "apply_dict",
     "apply_overrides",
     "config_from_dict",
+    "describe_presets",
     "explicit_keys",
+    "field_docs",
     "list_presets",
     "load_config",
     "override_generation",
     "parse_overrides",
+    "section_doc",
     "validate_generation",
     "with_updates",
 ]
@@ -47,18 +61,20 @@ PRESETS_DIR = Path(__file__).parent.parent / "configs"
 
 @dataclass
 class ModelConfig:
+    """The network: its family and size (fine-tuning takes these from train.init_from)."""
+
     family: str = "gpt"  # gpt | rnn | seq2seq
     vocab_size: int = 0  # 0 = take it from the tokenizer
-    block_size: int = 256  # context length in tokens (training blocks; gpt's window)
+    block_size: int = 128  # context length in tokens (training blocks; gpt's window)
     # gpt
-    n_layer: int = 6  # transformer blocks
-    n_head: int = 6  # attention heads per block
-    n_embd: int = 384  # embedding width (also the rnn's embedding size)
+    n_layer: int = 4  # transformer blocks
+    n_head: int = 8  # attention heads per block (n_embd / n_head wide each)
+    n_embd: int = 128  # embedding width (also the rnn's embedding size)
     dropout: float = 0.0  # dropout on embeddings, attention, residuals and between rnn layers
     bias: bool = True  # bias in Linear and LayerNorm layers, like GPT-2
     # rnn
     cell: str = "lstm"  # rnn | lstm | gru
-    hidden_size: int = 512  # rnn hidden state width
+    hidden_size: int = 128  # rnn hidden state width (= n_embd, so tie_weights works by default)
     num_layers: int = 2  # stacked rnn layers
     tie_weights: bool = True  # share input embedding and output head (rnn needs n_embd == hidden_size)
     # seq2seq (an rnn one also uses cell, hidden_size, num_layers; a transformer n_layer, n_head, n_embd)
@@ -70,12 +86,14 @@ class ModelConfig:
     share_embeddings: bool = False  # one embedding matrix for source and target (needs data.joint_vocab)
     src_vocab_size: int = 0  # source vocabulary (0 = from the source tokenizer)
     bos_id: int = -1  # the token the decoder starts from (-1 = set from the tokenizer at training)
-    # classification: a classifier is any family with labels (seq2seq: its Transformer encoder)
+    # classification (any family with labels is a classifier; seq2seq: its Transformer encoder)
     labels: list[str] = field(default_factory=list)  # label names in id order (empty = a generator; else from the data)
 
 
 @dataclass
 class DataConfig:
+    """What to train on, and how text becomes tokens."""
+
     dataset: str | list[str] = "shakespeare"  # built-in name (see `proselab data list`) or .txt files / directories
     tokenizer: str = "char"  # char | word | bpe | gpt2, or a path to a tokenizer.json / vocab.json+merges.txt dir
     vocab_size: int = 8000  # target vocabulary for word and bpe tokenizers trained on the corpus
@@ -100,21 +118,23 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
+    """The run: where it is written, the optimizer, the schedule, evaluation, fine-tuning."""
+
     out_dir: str = "runs/default"  # the run directory this training writes
     init_from: str = "scratch"  # scratch | resume (continue out_dir) | a run or Hugging Face GPT-2 dir to fine-tune
     overwrite: bool = False  # allow scratch training to replace a run already in out_dir
     seed: int = 1337  # seeds model init, batch sampling and dropout
-    batch_size: int = 12  # sequences per micro-batch (per process under torchrun)
+    batch_size: int = 16  # sequences per micro-batch (per process under torchrun)
     grad_accum: int = 1  # micro-batches per optimizer step
-    max_iters: int = 2000  # optimizer steps
+    max_iters: int = 1500  # optimizer steps
     max_time: float = 0.0  # stop after this many seconds of training (0 = no limit)
-    lr: float = 1e-3  # peak learning rate
-    min_lr: float = 1e-4  # floor of the cosine decay
-    warmup_iters: int = 100  # linear warmup steps
+    lr: float = 2e-3  # peak learning rate (left unset with init_from: 1e-4, or 5e-4 for LoRA)
+    min_lr: float = 2e-4  # floor of the cosine decay (left unset with init_from: a tenth of that lr)
+    warmup_iters: int = 100  # linear warmup steps (left unset with init_from: 20)
     lr_decay_iters: int = 0  # end of the cosine decay (0 = max_iters)
     weight_decay: float = 0.1  # AdamW decay, applied to matrices only (not biases, norms)
-    beta1: float = 0.9
-    beta2: float = 0.99
+    beta1: float = 0.9  # AdamW's first-moment decay
+    beta2: float = 0.99  # AdamW's second-moment decay (0.99, not 0.999: small batches, as nanoGPT's char config)
     grad_clip: float = 1.0  # clip the global grad norm to this (0 = off)
     eval_interval: int = 250  # steps between quick val estimates and checkpoints
     eval_iters: int = 20  # batches in a quick val estimate
@@ -183,6 +203,51 @@ class Config:
     def validate(self) -> Config:
         validate(self)
         return self
+
+
+@dataclass(frozen=True)
+class FieldDoc:
+    """What the source says about one config field."""
+
+    comment: str  # the comment beside the field
+    heading: tuple[str, ...] = ()  # comment lines just above it, opening a group of fields ("gpt", "rnn", ...)
+
+
+@functools.cache  # the source is read and parsed once
+def _class_syntax(section: str) -> tuple[ast.ClassDef | None, list[tokenize.TokenInfo]]:
+    """A section's class as ast, and its comment tokens (ast drops comments; tokenize keeps them)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(SECTIONS[section]))
+    except (OSError, TypeError):  # no source shipped (a frozen app): the config prints without comments
+        return None, []
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    return ast.parse(source).body[0], [t for t in tokens if t.type == tokenize.COMMENT]
+
+
+def field_docs(section: str) -> dict[str, FieldDoc]:
+    """Each field of ``section`` with the comment written beside it in this file: the comments
+    are the reference documentation, so they live in one place and `proselab config` prints them."""
+    cls, tokens = _class_syntax(section)
+    text = {t.start[0]: t.string.lstrip("#").strip() for t in tokens}
+    alone = {t.start[0] for t in tokens if not t.line[:t.start[1]].strip()}  # comment-only lines
+    docs = {}
+    for node in cls.body if cls else ():
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        heading, line = [], node.lineno - 1
+        while line in alone:
+            heading.insert(0, text[line])
+            line -= 1
+        inline = [text[n] for n in range(node.lineno, node.end_lineno + 1) if n in text and n not in alone]
+        docs[node.target.id] = FieldDoc(" ".join(inline), tuple(heading))
+    return docs
+
+
+def section_doc(section: str) -> str:
+    """The first line of a section class's docstring ("" if it has none)."""
+    cls, _ = _class_syntax(section)
+    doc = ast.get_docstring(cls) if cls else None
+    return doc.strip().splitlines()[0] if doc else ""
 
 
 def all_keys() -> list[str]:
@@ -282,6 +347,16 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def describe_presets() -> dict[str, str]:
+    """Each preset's one-line description: the first line of the comment that opens its file."""
+    out = {}
+    for name in list_presets():
+        with open(PRESETS_DIR / f"{name}.yaml", encoding="utf-8") as f:
+            first = f.readline().strip()
+        out[name] = first.lstrip("#").strip() if first.startswith("#") else ""
+    return out
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -3,6 +3,7 @@ and what to do."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING
 
@@ -92,6 +93,60 @@ def _validate_labels(m: ModelConfig, d: DataConfig, t: TrainConfig) -> None:
            "(or use model.family=rnn for a recurrent classifier)")
 
 
+# The model fields each kind of model reads (models/, and the tasks' use of block_size). A field
+# set for a model that does not read it would be silently ignored: unused_options names it.
+_EVERY_MODEL = ("family", "vocab_size", "dropout", "bias", "tie_weights", "labels")
+_RNN_SIZE = ("cell", "num_layers", "hidden_size", "n_embd")
+_TRANSFORMER_SIZE = ("n_layer", "n_head", "n_embd")
+_SEQ2SEQ = ("arch", "share_embeddings", "src_vocab_size", "bos_id")
+MODEL_FIELDS = {  # model_kind -> the fields besides _EVERY_MODEL it reads
+    "gpt": (*_TRANSFORMER_SIZE, "block_size"),
+    "rnn": (*_RNN_SIZE, "block_size"),
+    "seq2seq rnn": (*_SEQ2SEQ, *_RNN_SIZE, "attention", "bidirectional", "input_feeding", "teacher_forcing"),
+    "seq2seq transformer": (*_SEQ2SEQ, *_TRANSFORMER_SIZE),  # sinusoidal positions: no block_size
+}
+_KIND_NAMES = {"gpt": "a gpt model", "rnn": "an rnn model", "seq2seq rnn": "a seq2seq model with model.arch=rnn",
+               "seq2seq transformer": "a seq2seq model with model.arch=transformer"}
+SEQ2SEQ_OPTIONS = ("data.joint_vocab", "data.max_src_len", "data.max_tgt_len", "data.truncate_src",
+                   "train.eval_bleu_samples")  # read only when training an encoder-decoder
+
+
+def model_kind(m: ModelConfig) -> str:
+    """gpt, rnn, seq2seq rnn or seq2seq transformer: what decides which model fields are read."""
+    return f"{m.family} {m.arch}" if m.family == "seq2seq" else m.family
+
+
+def model_fields(m: ModelConfig) -> set[str]:
+    """The names of the model fields that the model ``m`` configures reads."""
+    text_length = ("block_size",) if m.labels else ()  # a classifier cuts its texts to block_size tokens
+    return {*_EVERY_MODEL, *MODEL_FIELDS[model_kind(m)], *text_length}
+
+
+def _listed(cfg: Config, keys: list[str]) -> tuple[str, str, str]:
+    """``model.a=1 and model.b=2``, and the verb and pronoun that agree with it."""
+    shown = [f"{key}={getattr(getattr(cfg, key.split('.')[0]), key.split('.')[1])}" for key in keys]
+    text = shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+    return (text, "is", "it") if len(shown) == 1 else (text, "are", "them")
+
+
+def unused_options(cfg: Config, keys: set[str]) -> list[str]:
+    """Warnings for the options among ``keys`` (dotted: those a file or the command line set)
+    that the configured model does not read, each saying what it reads instead; [] if none."""
+    m, kind, used = cfg.model, model_kind(cfg.model), model_fields(cfg.model)
+    out = []
+    model_keys = sorted(k for k in keys if k.startswith("model.") and k.split(".")[1] not in used)
+    if model_keys:
+        text, verb, it = _listed(cfg, model_keys)
+        size = _RNN_SIZE if kind in ("rnn", "seq2seq rnn") else _TRANSFORMER_SIZE
+        out.append(f"{text} {verb} ignored: {_KIND_NAMES[kind]} does not read {it}; its size is set by "
+                   f"model.{', '.join(size)}")
+    seq2seq_keys = [k for k in SEQ2SEQ_OPTIONS if k in keys]
+    if seq2seq_keys and m.family != "seq2seq":
+        text, verb, it = _listed(cfg, seq2seq_keys)
+        out.append(f"{text} {verb} ignored: only seq2seq models read {it}, and this is {_KIND_NAMES[kind]}")
+    return out
+
+
 ATTENTIONS = ("bahdanau", "luong-dot", "luong-general", "none")
 
 
@@ -127,6 +182,20 @@ def _validate_seq2seq(m: ModelConfig, d: DataConfig) -> None:
            "bidirectional encoder's are twice as wide: use luong-general, or model.bidirectional=false")
 
 
+def effective_generation(g: GenerationConfig) -> GenerationConfig:
+    """``g`` as the decoding engine reads it: temperature 0 is greedy decoding (do_sample=False).
+
+    OpenAI's API and every transformers-style server mean greedy by temperature 0; the limit
+    of dividing logits by a shrinking temperature is the argmax. The config itself keeps what
+    the user set, so a run saved with temperature 0 samples again under a later temperature > 0.
+    Decoding starts in two places, ``decoding.generate``/``stream`` (the Python API, the CLI)
+    and the server engine's ``Job``; both apply this, so every path agrees.
+    """
+    if g.do_sample and g.temperature == 0:
+        return dataclasses.replace(g, do_sample=False)
+    return g
+
+
 def validate_generation(g: GenerationConfig) -> None:
     """Raise ConfigError naming the first generation field with an impossible value."""
     def need(ok: bool, name: str, what: str) -> None:
@@ -137,8 +206,8 @@ def validate_generation(g: GenerationConfig) -> None:
 
     need(is_int(g.max_new_tokens) and g.max_new_tokens >= 0, "max_new_tokens", "must be an integer >= 0")
     need(is_int(g.min_new_tokens) and g.min_new_tokens >= 0, "min_new_tokens", "must be an integer >= 0")
-    need(isinstance(g.temperature, (int, float)) and (g.temperature > 0 or not g.do_sample), "temperature",
-         "must be > 0 when sampling (use do_sample=False for greedy decoding)")
+    need(isinstance(g.temperature, (int, float)) and g.temperature >= 0, "temperature",
+         "must be >= 0 (0 = greedy decoding)")
     need(is_int(g.top_k) and g.top_k >= 0, "top_k", "must be an integer >= 0 (0 = off)")
     need(isinstance(g.top_p, (int, float)) and 0 < g.top_p <= 1, "top_p", "must be in (0, 1]")
     need(isinstance(g.min_p, (int, float)) and 0 <= g.min_p <= 1, "min_p", "must be in [0, 1]")

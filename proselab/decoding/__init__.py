@@ -3,9 +3,9 @@
 ``generate(model, prompts, config, tokenizer=...)`` returns a Generation per sequence (text,
 tokens, finish reason, scores); ``stream(...)`` yields Deltas as tokens come, and the deltas of
 a sequence add up to exactly what ``generate`` returns for it. Strategies: greedy
-(``do_sample=False``), sampling (temperature, top-k, top-p, min-p, typical-p), beam search
-(``num_beams > 1``, deterministic or sampled), all with the same logits processors and
-stopping rules.
+(``do_sample=False``, or ``temperature=0`` as in OpenAI's API), sampling (temperature, top-k,
+top-p, min-p, typical-p), beam search (``num_beams > 1``, deterministic or sampled), all with
+the same logits processors and stopping rules.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Iterator, Sequence
 import torch
 
 from ..config import ConfigError, GenerationConfig, validate_generation
+from ..config.checks import effective_generation
 from ..data.batch import Seq2SeqBatch
 from ..models.prepack import prepack_for_cpu
 from ..models.protocol import Decoder, Prompt
@@ -82,6 +83,7 @@ def _repeat(prompt: Prompt | Seq2SeqBatch, ids: torch.Tensor, n: int) -> tuple[P
 def _setup(model, prompts, cfg: GenerationConfig | None, tokenizer, suppress_ids):
     cfg = cfg or GenerationConfig()
     validate_generation(cfg)
+    cfg = effective_generation(cfg)  # temperature 0 = greedy
     if cfg.stop and tokenizer is None:
         raise ConfigError("generation.stop needs a tokenizer to match text; pass tokenizer=")
     device = torch.device("cpu")

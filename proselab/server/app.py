@@ -96,6 +96,7 @@ def create_app(generator, *, api_key: str | None = None, model_name: str | None 
     Returns:
         The app, for uvicorn or a test server.
     """
+    api_key = api_key or None  # an empty key guards nothing: the playground then shows no key field
     name = model_name or (generator.run_dir.name if generator.run_dir else "proselab")
     limits = limits if limits is not None else Limits.for_run(generator.config)
     mailbox = Mailbox()

@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 
 from ..config import GenerationConfig
+from ..config.checks import effective_generation
 from ..decoding.stopping import Deadline, Delta, Generation, Rows
 
 
@@ -37,7 +38,8 @@ class Job:
     """
 
     def __init__(self, ids: list[int], cfg: GenerationConfig, emit: Callable[[Event], None], top_logprobs: int = 0):
-        self.ids, self.cfg, self.emit, self.top_logprobs = list(ids), cfg, emit, top_logprobs
+        self.ids, self.emit, self.top_logprobs = list(ids), emit, top_logprobs
+        self.cfg = effective_generation(cfg)  # as decoding.generate reads it: temperature 0 = greedy
         self.n = cfg.num_return_sequences if cfg.num_beams == 1 else 1  # rows in the batch
         self.cancelled = False  # set by the consumer (a client went away); the engine drops the job
         self.slots: list[int] = []  # the job's rows in the running batch

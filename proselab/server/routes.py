@@ -222,8 +222,10 @@ def _generation(generator, body: Sampling, limits: Limits, output_scores: bool):
         o["max_new_tokens"] = body.max_tokens
     else:
         o["max_new_tokens"] = min(generator.config.generation.max_new_tokens, limits.max_tokens)
-    if body.temperature is not None:
-        o.update(do_sample=body.temperature > 0, **({"temperature": body.temperature} if body.temperature > 0 else {}))
+    if body.temperature is not None:  # 0 means greedy, in the decoding engine, as everywhere in proselab
+        o["temperature"] = body.temperature
+        if body.temperature > 0:  # OpenAI has no do_sample: a temperature samples, even from a greedy run
+            o["do_sample"] = True
     names = {"top_p": "top_p", "top_k": "top_k", "min_p": "min_p", "typical_p": "typical_p", "seed": "seed",
              "repetition_penalty": "repetition_penalty", "no_repeat_ngram_size": "no_repeat_ngram_size",
              "min_tokens": "min_new_tokens", "num_beams": "num_beams", "length_penalty": "length_penalty"}

@@ -33,6 +33,8 @@ function init() {
     setMode("classify");
     for (const el of document.querySelectorAll("#controls label:not(#key-label), #controls .hint")) el.hidden = true;
     $("controls").hidden = !info.auth;
+  } else if (info.chat && !info.seq2seq) {
+    setMode("chat"); // a GPT tuned for chat is talked to; a seq2seq run's box is its source text
   }
   $("generate").addEventListener("click", complete);
   $("stop").addEventListener("click", () => controller && controller.abort());
