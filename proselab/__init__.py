@@ -5,6 +5,7 @@
     gen = proselab.load(result.run_dir)
     print(gen.generate("ROMEO:", max_new_tokens=200))
     print(proselab.evaluate(result.run_dir, "my_text.txt"))
+    # seq2seq runs: proselab.evaluate_pairs(run, "test.tsv"); classifiers: proselab.evaluate_labels(run, "test.csv")
 """
 
 __version__ = "0.1.0"
@@ -19,10 +20,10 @@ def __getattr__(name):  # lazy: `import proselab` stays fast and torch loads on 
         from . import api
 
         return getattr(api, name)
-    if name == "evaluate":
-        from .evaluation import evaluate
+    if name in ("evaluate", "evaluate_pairs", "evaluate_labels"):
+        from . import evaluation
 
-        return evaluate
+        return getattr(evaluation, name)
     if name in ("generate", "stream"):
         from . import decoding
 
@@ -34,5 +35,5 @@ def __getattr__(name):  # lazy: `import proselab` stays fast and torch loads on 
     raise AttributeError(f"module 'proselab' has no attribute '{name}'")
 
 
-__all__ = ["train", "load", "evaluate", "generate", "stream", "Generator", "Config", "load_config",
-           "GenerationConfig", "ModelConfig", "DataConfig", "TrainConfig"]
+__all__ = ["train", "load", "evaluate", "evaluate_pairs", "evaluate_labels", "generate", "stream", "Generator",
+           "Config", "load_config", "GenerationConfig", "ModelConfig", "DataConfig", "TrainConfig"]

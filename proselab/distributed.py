@@ -7,6 +7,7 @@ the training loop has one code path. Backend: nccl on CUDA, gloo on CPU.
 
 from __future__ import annotations
 
+import math
 import os
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -83,13 +84,13 @@ class Dist:
         tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
         return t / self.world_size
 
-    def any(self, flag: bool) -> bool:
-        """True on every process if ``flag`` is true on any (so all ranks leave a loop together)."""
+    def main_value(self, value: float) -> float:
+        """Rank 0's ``value`` on every process (each rank's own clock would give each its own)."""
         if not self.enabled:
-            return flag
-        t = torch.tensor([1 if flag else 0], device=self.device)
+            return value
+        t = torch.tensor([value if self.is_main else -math.inf], dtype=torch.float64, device=self.device)
         tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
-        return bool(t.item())
+        return float(t.item())
 
     def barrier(self) -> None:
         if self.enabled:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,11 +16,12 @@ import torch
 from .atomic import atomic_write_text
 from .checkpoint import load_src_tokenizer
 from .config import GenerationConfig, override_generation
+from .data import progress
 from .data.batch import IGNORE_INDEX, Batch
 from .data.cache import tokenize_to_cache
 from .data.classify import collate_texts, known_labels
 from .data.labels import load_labelled
-from .data.lm import eval_batches
+from .data.lm import count_eval_batches, eval_batches
 from .data.pairs import load_pairs
 from .data.seq2seq import source_batch
 from .data.text import load_texts
@@ -55,7 +57,7 @@ def evaluate(run, data: str | list[str], encoding_errors: str = "strict") -> dic
     model, tokenizer, cfg, _ = _open(run)
     if cfg.model.family == "seq2seq":
         raise ValueError("this is a seq2seq run: score it on sentence pairs (proselab eval RUN --pairs FILE, "
-                         "or evaluate_pairs), not on running text")
+                         "or proselab.evaluate_pairs(RUN, FILE)), not on running text")
     docs = load_texts(data, encoding_errors=encoding_errors)
     ids, unknown = tokenize_to_cache(docs, tokenizer)
     if len(ids) < 2:
@@ -78,7 +80,9 @@ def evaluate(run, data: str | list[str], encoding_errors: str = "strict") -> dic
 def evaluate_tokens(model: torch.nn.Module, ids: np.ndarray, block_size: int, device: torch.device,
                     dtype: torch.dtype | None = None, batch_size: int = 32) -> float:
     """Exact mean next-token loss (nats) over a whole token array, block by block."""
-    return evaluate_batches(model, eval_batches(ids, block_size, batch_size), device, dtype)
+    batches = progress.iterate(eval_batches(ids, block_size, batch_size), "scoring the text",
+                               count_eval_batches(len(ids), block_size, batch_size), "batch")
+    return evaluate_batches(model, batches, device, dtype)
 
 
 @torch.no_grad()
@@ -123,14 +127,17 @@ def classify_batches(model: torch.nn.Module, batches: Iterable[Batch], device: t
 
 @torch.no_grad()
 def classify_texts(model: torch.nn.Module, tokenizer, texts: list[str], block_size: int, batch_size: int = 64,
-                   dtype: torch.dtype | None = None) -> torch.Tensor:
+                   dtype: torch.dtype | None = None, desc: str | None = None) -> torch.Tensor:
     """A classifier's label log-probabilities (N, L) of each text (its first block_size tokens),
-    in the order of ``texts``, computed in batches of similar length."""
+    in the order of ``texts``, computed in batches of similar length; with a bar saying ``desc``
+    when given (an evaluation: the API and the server classify without one)."""
     device = next(model.parameters()).device
     ids = [x[:block_size] or [tokenizer.unk_id or 0] for x in tokenizer.encode_batch(texts)]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     chunks = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     batches = (collate_texts([ids[i] for i in chunk], torch.zeros(len(chunk), dtype=torch.long)) for chunk in chunks)
+    if desc is not None:
+        batches = progress.iterate(batches, desc, len(chunks), "batch")
     log_probs, _ = classify_batches(model, batches, device, dtype)
     out = torch.empty_like(log_probs)
     out[torch.tensor(order)] = log_probs
@@ -153,7 +160,8 @@ def _write_report(out_dir: Path, rows, log_probs: torch.Tensor, labels: list[str
 def _predict(model, tokenizer, cfg, texts: list[str], prompting: Prompting | None, batch_size: int) -> torch.Tensor:
     """Label log-probabilities (N, L): a classifier's head, or zero-shot likelihoods of a language model."""
     if prompting is None:
-        return classify_texts(model, tokenizer, texts, cfg.model.block_size, batch_size)
+        return classify_texts(model, tokenizer, texts, cfg.model.block_size, batch_size,
+                              desc=f"classifying {len(texts):,} texts")
     if cfg.model.labels or cfg.model.family == "seq2seq":
         raise ValueError("zero-shot classification (--classes) scores continuations with a language model (gpt or "
                          "rnn run); score a classifier without --classes")
@@ -203,9 +211,10 @@ def evaluate_labels(run, labelled: str | list[str], out_dir: str | Path | None =
 
 @torch.no_grad()
 def translate(model: torch.nn.Module, sources: list[str], src_tokenizer, tokenizer, config: GenerationConfig,
-              batch_size: int = 64, truncate: int = 0) -> list[str]:
+              batch_size: int = 64, truncate: int = 0, desc: str | None = None, leave: bool = True) -> list[str]:
     """Decode every source with an encoder-decoder, in batches of similar length (each source
-    cut to its first ``truncate`` tokens when > 0).
+    cut to its first ``truncate`` tokens when > 0), with a bar saying ``desc`` when given
+    (``leave``: keep its line when done).
 
     Returns:
         The best (first) output text of each source, in the order of ``sources``.
@@ -216,12 +225,14 @@ def translate(model: torch.nn.Module, sources: list[str], src_tokenizer, tokeniz
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     out: list[str] = [""] * len(sources)
     n = config.num_return_sequences
-    for s in range(0, len(order), batch_size):
-        chunk = order[s : s + batch_size]
-        batch = source_batch(src_tokenizer, [sources[i] for i in chunk], config.max_new_tokens, truncate)
-        gens = generate(model, batch, config, tokenizer=tokenizer, suppress_ids=suppress)
-        for j, i in enumerate(chunk):
-            out[i] = gens[j * n].text
+    with progress.showing(desc is not None), progress.bar(desc or "", len(sources), "sentence", leave) as bar:
+        for s in range(0, len(order), batch_size):
+            chunk = order[s : s + batch_size]
+            batch = source_batch(src_tokenizer, [sources[i] for i in chunk], config.max_new_tokens, truncate)
+            gens = generate(model, batch, config, tokenizer=tokenizer, suppress_ids=suppress)
+            for j, i in enumerate(chunk):
+                out[i] = gens[j * n].text
+            bar.update(len(chunk))
     model.train(was_training)
     return out
 
@@ -250,9 +261,22 @@ def evaluate_pairs(run, pairs: str | list[str], out: str | Path | None = None,
     data, _ = load_pairs(pairs, bad_lines)
     gcfg = override_generation(cfg.generation, {"do_sample": False, **generation})
     start = time.perf_counter()
-    hyps = translate(model, [s for s, _ in data], src_tokenizer, tokenizer, gcfg, batch_size, cfg.data.truncate_src)
+    hyps = translate(model, [s for s, _ in data], src_tokenizer, tokenizer, gcfg, batch_size, cfg.data.truncate_src,
+                     desc=f"decoding {len(data):,} pairs")
     seconds = time.perf_counter() - start
+    _warn_if_empty(hyps, run)
     if out is not None:
         atomic_write_text(Path(out), "".join(h.replace("\n", "\\n") + "\n" for h in hyps))
     result = score(hyps, [t for _, t in data], metrics)
     return {**result, "pairs": len(data), "seconds": seconds, "sentences_per_sec": len(data) / max(seconds, 1e-9)}
+
+
+def _warn_if_empty(hyps: list[str], run) -> None:
+    """Warn when most outputs are empty: a model that ends every output at once is undertrained,
+    and its near-zero scores would otherwise look like a bug in the data or the metric."""
+    empty = sum(not h.strip() for h in hyps)
+    if hyps and empty > len(hyps) / 2:
+        where = f" {run}" if isinstance(run, (str, Path)) else ""
+        warnings.warn(f"{empty} of {len(hyps)} outputs are empty: the model ends them at once, as an undertrained "
+                      f"model does; train it longer (proselab train --resume{where or ' RUN'} "
+                      "--train.max_iters=MORE) and check that its val loss fell", stacklevel=3)

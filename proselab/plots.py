@@ -22,6 +22,30 @@ def read_metrics(path: str | Path) -> list[dict]:
     return out
 
 
+# eval scores besides the loss (seq2seq: BLEU, chrF 0-100; classifiers: 0-1), drawn on a second panel
+_SCORE_NAMES = {"val_bleu": "BLEU", "val_chrf": "chrF", "val_accuracy": "accuracy", "val_macro_f1": "macro-F1"}
+
+
+def _score_series(records: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """Each eval score other than the loss, as (step, value) points."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for r in records:
+        for key, name in _SCORE_NAMES.items():
+            if key in r:
+                out.setdefault(name, []).append((r["step"], r[key]))
+    return out
+
+
+def _plot_scores(ax, scores: dict[str, list[tuple[int, float]]]) -> None:
+    colors = ["#8172B3", "#937860", "#DA8BC3", "#64B5CD"]
+    for (name, points), color in zip(scores.items(), colors):
+        best = max(v for _, v in points)
+        ax.plot(*zip(*points), color=color, marker="o", markersize=3, linewidth=1.5, label=f"{name} (best {best:.4g})")
+    ax.set_ylabel("val score (higher is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", frameon=False, fontsize=8)
+
+
 def plot_loss(metrics_path: str | Path, out_path: str | Path, title: str = "") -> Path:
     """Draw train and validation loss against step from metrics.jsonl into a PNG.
 
@@ -38,10 +62,15 @@ def plot_loss(metrics_path: str | Path, out_path: str | Path, title: str = "") -
     val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
     lr = [(r["step"], r["lr"]) for r in records if "lr" in r]
     final = [r for r in records if "final_val_loss" in r]
+    scores = _score_series(records)
 
-    fig, (ax, ax_lr) = plt.subplots(
-        2, 1, figsize=(8, 5.5), sharex=True, gridspec_kw={"height_ratios": [4, 1]}, constrained_layout=True
-    )
+    rows = 3 if scores else 2
+    fig, axes = plt.subplots(rows, 1, figsize=(8, 5.5 + 2.2 * (rows - 2)), sharex=True,
+                             gridspec_kw={"height_ratios": [4, 2.5, 1][:rows] if scores else [4, 1]},
+                             constrained_layout=True)
+    ax, ax_lr = axes[0], axes[-1]
+    if scores:
+        _plot_scores(axes[1], scores)
     if train:
         ax.plot(*zip(*train), color="#4C72B0", alpha=0.85, linewidth=1.2, label="train (batch)")
     if val:

@@ -20,7 +20,9 @@ from .checkpoint import (
     load_weights,
     read_run_config,
 )
-from .config import Config, TrainConfig, config_from_dict, explicit_keys
+from .config import Config, ConfigError, TrainConfig, config_from_dict, explicit_keys
+from .config.checks import model_fields
+from .data import progress
 from .models import build_model
 from .models.heads import HEAD
 from .models.lora import apply_lora, merge_lora
@@ -88,6 +90,8 @@ def fine_tune_config(cfg: Config) -> Config:
         raise RunError(f"train.init_from must be scratch, resume, or a run / Hugging Face checkpoint "
                        f"directory; '{cfg.train.init_from}' is none of these")
     src_cfg = load_run_config(src)
+    _check_same_family(cfg, src_cfg)
+    _warn_overridden(cfg, src_cfg)
     for name in ARCHITECTURE:
         setattr(cfg.model, name, getattr(src_cfg.model, name))
     if cfg.model.family == "gpt":
@@ -103,6 +107,30 @@ def fine_tune_config(cfg: Config) -> Config:
     return cfg.validate()
 
 
+def _check_same_family(cfg: Config, src_cfg: Config) -> None:
+    """A config that says which family it trains (a preset does) must name the checkpoint's:
+    fine-tuning would silently train the checkpoint's family instead."""
+    mine, theirs = cfg.model.family, src_cfg.model.family
+    if "model.family" in explicit_keys(cfg) and mine != theirs:
+        raise ConfigError(f"train.init_from '{cfg.train.init_from}' is a {theirs} model, but this config trains a "
+                          f"{mine} model (model.family={mine}); fine-tuning keeps the checkpoint's architecture, so "
+                          f"give a {mine} run as train.init_from, or leave train.init_from out to train from scratch")
+
+
+def _warn_overridden(cfg: Config, src_cfg: Config) -> None:
+    """Architecture fields the config sets to another value than the checkpoint's are ignored:
+    say so (the fields the checkpoint's model does not read at all are build_task's warning)."""
+    explicit, src, read = explicit_keys(cfg), src_cfg.model, model_fields(src_cfg.model)
+    names = [n for n in ARCHITECTURE if f"model.{n}" in explicit and n in read and n != "family"
+             and getattr(cfg.model, n) != getattr(src, n)]
+    if names and progress.is_main_process():
+        mine = ", ".join(f"model.{n}={getattr(cfg.model, n)}" for n in names)
+        theirs = ", ".join(f"{n}={getattr(src, n)}" for n in names)
+        verb = "is" if len(names) == 1 else "are"
+        warnings.warn(f"{mine} {verb} ignored: fine-tuning keeps the architecture of '{cfg.train.init_from}' "
+                      f"({theirs})", stacklevel=5)  # the caller of proselab.train
+
+
 def load_init_weights(model: torch.nn.Module, source: str | Path) -> None:
     """Copy the weights of ``source`` (a run or a HF checkpoint) into ``model``.
 
@@ -112,7 +140,8 @@ def load_init_weights(model: torch.nn.Module, source: str | Path) -> None:
     ``resize_token_embeddings`` does). A classifier takes the body of a language model and
     keeps its own fresh head (and a classifier's head when the labels are the same).
     """
-    src_model, _, src_cfg = load_run(Path(source).expanduser())
+    with progress.working(f"loading the weights of {source}"):
+        src_model, _, src_cfg = load_run(Path(source).expanduser())
     state, own = src_model.state_dict(), model.state_dict()
     classifier = HEAD + ".weight" in own
     if classifier:  # the language model's head (and a seq2seq decoder) have no place in a classifier
@@ -150,7 +179,8 @@ def export_hf(run_dir: str | Path, out_dir: str | Path) -> Path:
     Returns:
         the output directory.
     """
-    model, tokenizer, cfg = load_run(run_dir)
     out = Path(out_dir)
-    interop.export_hf(model, tokenizer, cfg, out, Path(run_dir))
+    with progress.working(f"exporting {run_dir} to {out}"):
+        model, tokenizer, cfg = load_run(run_dir)
+        interop.export_hf(model, tokenizer, cfg, out, Path(run_dir))
     return out

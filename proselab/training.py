@@ -1,16 +1,15 @@
 """The one training loop for every model family and task: scratch, resume and init-from.
 
 ``build_trainer`` builds a run (its task, model, optimizer, resumed state); ``Trainer.run``
-steps it: AdamW (fused where available, decay on matrices only), linear warmup + cosine decay,
-grad clipping and accumulation, bf16 autocast where the hardware has it, optional
-torch.compile, DistributedDataParallel under torchrun, atomic best/last checkpoints and exact
-resume. What is learned is the task's business (``proselab.tasks``): the loop asks it for
-batches, a loss and named scores, and never what kind of data it holds.
+steps it: the optimizer and schedule of ``optim``, grad clipping and accumulation, bf16
+autocast where the hardware has it, optional torch.compile, DistributedDataParallel under
+torchrun, atomic best/last checkpoints and exact resume, with ``console`` saying what happens.
+What is learned is the task's business (``proselab.tasks``): the loop asks it for batches, a
+loss and named scores, and never what kind of data it holds.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import time
@@ -22,19 +21,13 @@ from typing import Any
 import torch
 
 from . import checkpoint as ckpt
-from .config import (
-    Config,
-    ConfigError,
-    apply_overrides,
-    config_from_dict,
-    load_config,
-    parse_overrides,
-    with_updates,
-)
+from .config import Config, ConfigError, apply_overrides, config_from_dict, load_config, parse_overrides, with_updates
+from .console import describe_model, eta_line, eval_line, progress_bar, say
 from .distributed import Dist, autocast, pick_device, pick_dtype, setup_distributed
 from .models import build_model
 from .models.heads import keep_head_trainable
 from .models.lora import apply_lora, freeze_layers
+from .optim import keep_freed_memory, lr_at, make_optimizer
 from .plots import plot_loss
 from .runs import fine_tune_config, load_init_weights
 from .tasks import Task, build_task
@@ -55,46 +48,6 @@ class TrainResult:
 # Redrawing loss.png costs ~0.3 s of matplotlib (0.8 s the first time), so at evals it is
 # redrawn at most this often; the end of a run always redraws it.
 PLOT_INTERVAL = 60.0
-
-
-def keep_freed_memory() -> None:
-    """Stop glibc from returning freed heap memory to the OS between training steps.
-
-    PyTorch's CPU allocator does not cache: every step frees its activations, glibc unmaps or
-    trims them, and the next step page-faults them back in. On the nanogpt-cpu config that was
-    ~2,400 page faults per step and ~10% of the step time. Process-wide, and a no-op off glibc.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
-    libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's own ceiling for its adaptive threshold
-    libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
-
-
-def lr_at(step: int, cfg) -> float:
-    """Linear warmup then cosine decay to min_lr (nanoGPT's schedule)."""
-    decay_iters = cfg.lr_decay_iters or cfg.max_iters
-    if step < cfg.warmup_iters:
-        return cfg.lr * (step + 1) / (cfg.warmup_iters + 1)
-    if step >= decay_iters:
-        return cfg.min_lr
-    ratio = (step - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)
-    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
-
-
-def make_optimizer(model: torch.nn.Module, cfg, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices (dim >= 2) only: biases and norms are not decayed."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    kwargs: dict[str, Any] = {"lr": cfg.lr, "betas": (cfg.beta1, cfg.beta2)}
-    try:  # fused kernels exist for CPU and CUDA in recent PyTorch; fall back quietly elsewhere
-        return torch.optim.AdamW(groups, fused=True, **kwargs)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, **kwargs)
 
 
 def resolve_config(config: Config | str | Path | dict | None, overrides: dict | list | None) -> Config:
@@ -143,6 +96,10 @@ class Trainer:
         self.loop_start = self.last_plot = 0.0  # perf_counter() times, set when run() starts
         self.eval_time = 0.0  # seconds of the loop spent in evals and checkpoints
         self.last_log = (0.0, 0, 0)  # (train_time, step, tokens_seen) at the last log line
+        self.last_train_loss: float | None = None  # the mean train loss of the last log line
+        self.seconds_before = 0.0  # training seconds of the run's earlier sessions (max_time counts them)
+        self.eta_said = False
+        self.eval_count = 0  # evals run this session (their mean time goes into the estimate)
 
     # ---- checkpoints -------------------------------------------------------------------
     def resume(self) -> None:
@@ -151,6 +108,7 @@ class Trainer:
         state = ckpt.load_trainer_state(self.run_dir / ckpt.TRAINER_STATE_FILE)
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.best_val = int(state["step"]), float(state["best_val_loss"])
+        self.seconds_before = float(state.get("train_seconds", 0.0))
         self.best_key = float(state.get("best_key", self.best_val if self.cfg.train.best_by == "loss" else "inf"))
         self.data_gen.set_state(state["data_rng"])
         if self.dist.is_main:  # rank 0's dropout stream resumes exactly; others reseed
@@ -161,8 +119,10 @@ class Trainer:
             ckpt.truncate_metrics(self.run_dir, self.step)
 
     def snapshot(self) -> dict[str, Any]:
-        """RNG states at the start of a step: what a checkpoint taken now must resume from."""
-        return {"data_rng": self.data_gen.get_state(), "torch_rng": torch.get_rng_state()}
+        """RNG states and training seconds at the start of a step: what a checkpoint taken now
+        must resume from."""
+        return {"data_rng": self.data_gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "train_seconds": self.seconds_before + self.train_time()}
 
     def save(self, snap: dict[str, Any], best: bool) -> None:
         """Write config, tokenizers, last weights + trainer state, and the best weights if ``best``."""
@@ -208,27 +168,48 @@ class Trainer:
                   **{f"final_val_{name}": value for name, value in scores.items()}})
         return val
 
+    def say(self, message: str) -> None:
+        """One line on the terminal (rank 0 only), above the progress bar."""
+        if self.dist.is_main:
+            say(message)
+
+    def say_eval(self, record: dict, best: bool) -> None:
+        """The eval's one-line summary, then what the task shows of it (seq2seq: example translations)."""
+        self.say(eval_line(self.step, self.last_train_loss, record, self.cfg.train.best_by if best and self.step else None))
+        for line in self.task.report():
+            self.say("  " + line)
+
     def eval_and_checkpoint(self, snap: dict[str, Any]) -> None:
         start = time.perf_counter()
         self.last_eval_step = self.step
         if self.dist.is_main:
             record, best = self.evaluate()
             self.log(record)
+            self.say_eval(record, best)
             self.save(snap, best=best)
             if start - self.last_plot >= PLOT_INTERVAL:
                 plot_loss(self.run_dir / ckpt.METRICS_FILE, self.run_dir / ckpt.PLOT_FILE)
                 self.last_plot = time.perf_counter()
         self.eval_time += time.perf_counter() - start
+        self.eval_count += 1
 
     # ---- the loop ----------------------------------------------------------------------
     def train_time(self) -> float:
         """Seconds since the loop started, less those spent in evals and checkpoints."""
         return time.perf_counter() - self.loop_start - self.eval_time
 
-    def train_step(self) -> float:
+    def budget_used(self) -> float:
+        """The fraction of ``train.max_time`` spent so far, earlier sessions included, by rank 0's
+        clock on every process (0 without a time limit)."""
+        t = self.cfg.train
+        if not t.max_time:
+            return 0.0
+        return self.dist.main_value((self.seconds_before + self.train_time()) / t.max_time)
+
+    def train_step(self, budget_used: float = 0.0) -> float:
         """One optimizer step over ``train.grad_accum`` micro-batches; returns its learning rate."""
         t, dist = self.cfg.train, self.dist
-        lr = lr_at(self.step, t)
+        lr = lr_at(self.step, t, budget_used)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         for micro in range(t.grad_accum):
@@ -260,13 +241,30 @@ class Trainer:
         bar.set_postfix_str(f"loss {train_loss:.4f}  {tps:,.0f} tok/s", refresh=False)
         self.loss_acc.zero_()
         self.last_log = (now, self.step, self.tokens_seen)
+        self.last_train_loss = train_loss
+
+    def say_eta(self, start_step: int) -> None:
+        """Once, after the first ~10 s of steps: how long the rest of the run should take."""
+        t, done, seconds = self.cfg.train, self.step - start_step, self.train_time()
+        if self.eta_said or seconds < 10.0:
+            return
+        self.eta_said = True
+        per_step = seconds / max(done, 1)
+        steps_left = t.max_iters - self.step
+        if t.max_time:
+            steps_left = min(steps_left, int(max(t.max_time - self.seconds_before - seconds, 0) / per_step))
+        if steps_left <= 0:
+            return
+        self.say(eta_line(per_step, steps_left, steps_left < t.max_iters - self.step, self.step,
+                          steps_left // t.eval_interval, self.eval_time / max(self.eval_count, 1)))
 
     def run(self) -> TrainResult:
         t, dist = self.cfg.train, self.dist
-        bar = _progress(t, self.step, enabled=t.progress and dist.is_main)
+        self.say(describe_model(self.cfg, self.model))
+        bar = progress_bar(t, self.step, enabled=t.progress and dist.is_main)
         start_step = self.step
         self.loop_start = self.last_plot = time.perf_counter()
-        self.eval_time, self.last_log = 0.0, (0.0, self.step, 0)
+        self.eval_time, self.eval_count, self.last_log = 0.0, 0, (0.0, self.step, 0)
         snap, interrupted = self.snapshot(), False
         self.model.train()
         try:
@@ -274,12 +272,14 @@ class Trainer:
                 if self.step % t.eval_interval == 0 and (self.step > start_step or start_step == 0):
                     self.eval_and_checkpoint(snap)
                 # rank 0's clock decides, so every process stops at the same step
-                if t.max_time and dist.any(dist.is_main and self.train_time() > t.max_time):
+                used = self.budget_used()
+                if used >= 1.0:
                     break
-                lr = self.train_step()
+                lr = self.train_step(used)
                 snap = self.snapshot()
                 self.log_progress(lr, bar)
                 bar.update(1)
+                self.say_eta(start_step)
         except KeyboardInterrupt:
             interrupted = True
         finally:
@@ -296,6 +296,7 @@ class Trainer:
             if self.last_eval_step != self.step and self.dist.is_main:  # max_time can stop right after an eval
                 record, best = self.evaluate()
                 self.log(record)
+                self.say_eval(record, best)
                 self.save(snap, best=best)
             if self.cfg.train.final_eval and self.dist.is_main:
                 val = self.final_evaluation()
@@ -304,13 +305,6 @@ class Trainer:
         self.dist.barrier()
         return TrainResult(self.run_dir, self.step, val, self.best_val, self.tokens_seen / max(seconds, 1e-9),
                            seconds, interrupted, self.final_scores)
-
-
-def _progress(t, initial: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=t.max_iters, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True,
-                desc="train", smoothing=0.1)
 
 
 # ---- building a run ------------------------------------------------------------------------

@@ -153,7 +153,7 @@ def test_shared_embeddings_and_tied_head_are_one_matrix():
 ])
 def test_bad_seq2seq_config_names_the_field(overrides, match):
     with pytest.raises(ConfigError, match=match):
-        load_config(None, {"model.family": "seq2seq", "model.n_embd": 512, **overrides})
+        load_config(None, {"model.family": "seq2seq", "model.n_embd": 512, "model.hidden_size": 512, **overrides})
 
 
 # ---- training through the one loop ------------------------------------------------------

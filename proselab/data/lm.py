@@ -46,6 +46,10 @@ class TokenData:
         """The whole split, every token a target once (see ``eval_batches``)."""
         return eval_batches(getattr(self, split), self.block_size, batch_size)
 
+    def num_batches(self, split: str, batch_size: int) -> int:
+        """How many batches ``batches`` yields."""
+        return count_eval_batches(len(getattr(self, split)), self.block_size, batch_size)
+
 
 def prepare_text(dcfg, block_size: int, tokenizer: Tokenizer | None = None) -> TokenData:
     """Load the corpus of ``dcfg`` (a DataConfig; see ``corpus``), get a tokenizer (trained on
@@ -90,6 +94,12 @@ def get_batch(data: np.ndarray, offsets: torch.Tensor, block_size: int) -> tuple
     rows = offsets.numpy()[:, None] + np.arange(block_size + 1)  # (B, T+1)
     block = torch.from_numpy(data[rows].astype(np.int64))
     return block[:, :-1], block[:, 1:]
+
+
+def count_eval_batches(n_tokens: int, block_size: int, batch_size: int) -> int:
+    """How many batches ``eval_batches`` yields for ``n_tokens`` tokens."""
+    blocks = -(-max(n_tokens - 1, 0) // block_size)
+    return -(-blocks // batch_size)
 
 
 def eval_batches(data: np.ndarray, block_size: int, batch_size: int) -> Iterator[Batch]:

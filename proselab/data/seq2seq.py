@@ -22,6 +22,7 @@ import torch
 
 from ..chat import add_special_tokens
 from ..tokenizers import EOT, Tokenizer
+from . import progress
 from .batch import IGNORE_INDEX, Batch, Seq2SeqBatch
 from .cache import trained_tokenizer
 from .files import DataError
@@ -74,6 +75,10 @@ class PairData:
         pairs: Pairs = getattr(self, split)
         for s in range(0, len(pairs), batch_size):
             yield self.batch(split, torch.from_numpy(pairs.order[s : s + batch_size]))
+
+    def num_batches(self, split: str, batch_size: int) -> int:
+        """How many batches ``batches`` yields."""
+        return -(-len(getattr(self, split)) // batch_size)
 
 
 def collate_pairs(src: list[list[int]], tgt: list[list[int]], eos: int) -> Batch:
@@ -145,6 +150,23 @@ def _tokenizers(dcfg, pairs, tokenizer: Tokenizer | None, src_tokenizer: Tokeniz
     return tokenizer, src_tokenizer
 
 
+ENCODE_CHUNK = 2048  # pairs per encode_batch call: parallel enough, and the bar moves
+
+
+def _encode_pairs(pairs: list[tuple[str, str]], tokenizer: Tokenizer, src_tokenizer: Tokenizer,
+                  split: str) -> tuple[list[list[int]], list[list[int]]]:
+    """Each pair's source and target token ids, with a bar (tens of thousands of pairs take seconds)."""
+    src: list[list[int]] = []
+    tgt: list[list[int]] = []
+    with progress.bar(f"tokenizing {split} pairs", len(pairs), "pair") as bar:
+        for s in range(0, len(pairs), ENCODE_CHUNK):
+            chunk = pairs[s : s + ENCODE_CHUNK]
+            src += src_tokenizer.encode_batch([x for x, _ in chunk])
+            tgt += tokenizer.encode_batch([y for _, y in chunk])
+            bar.update(len(chunk))
+    return src, tgt
+
+
 def prepare_pairs(dcfg, tokenizer: Tokenizer | None = None, src_tokenizer: Tokenizer | None = None) -> PairData:
     """Load, tokenize, filter and split the sentence pairs of ``dcfg`` (a DataConfig); the
     tokenizers are trained unless given.
@@ -156,9 +178,8 @@ def prepare_pairs(dcfg, tokenizer: Tokenizer | None = None, src_tokenizer: Token
     tokenizer, src_tokenizer = _tokenizers(dcfg, pairs, tokenizer, src_tokenizer)
     splits, unknown, dropped = [], 0, 0
     for name, split in (("train", pairs), ("val", val_pairs)):
-        src = [encoder_ids(ids, dcfg.truncate_src, src_tokenizer.eos_id)
-               for ids in src_tokenizer.encode_batch([s for s, _ in split])]
-        tgt = tokenizer.encode_batch([t for _, t in split])
+        src, tgt = _encode_pairs(split, tokenizer, src_tokenizer, name)
+        src = [encoder_ids(ids, dcfg.truncate_src, src_tokenizer.eos_id) for ids in src]
         unknown += sum(src_tokenizer.count_unknown(s) + tokenizer.count_unknown(t) for s, t in zip(src, tgt))
         if name == "train" and (dcfg.max_src_len or dcfg.max_tgt_len):
             keep = [i for i in range(len(split)) if (not dcfg.max_src_len or len(src[i]) - 1 <= dcfg.max_src_len)

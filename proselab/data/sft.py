@@ -69,6 +69,10 @@ class ExampleData:
         for start in range(0, len(ex), batch_size):
             yield collate([ex.row(i, self.block_size) for i in range(start, min(start + batch_size, len(ex)))])
 
+    def num_batches(self, split: str, batch_size: int) -> int:
+        """How many batches ``batches`` yields."""
+        return -(-len(getattr(self, split)) // batch_size)
+
 
 def collate(rows: list[tuple[np.ndarray, np.ndarray]]) -> Batch:
     """Rows of (ids, trained mask), padded on the right with id 0 and ignored targets."""

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from ..config import Config
+from ..data import progress
 from ..data.sources import data_format
 from ..tokenizers import Tokenizer
 from .base import BaseTask, Task
@@ -25,10 +26,11 @@ TASKS = {"text": LMTask, "sft": SFTTask, "pairs": Seq2SeqTask, "labels": Classif
 
 def build_task(cfg: Config, tokenizer: Tokenizer | None = None, src_tokenizer: Tokenizer | None = None) -> Task:
     """The task for ``cfg``'s data, prepared: loaded, tokenized (with the given tokenizers, else
-    ones trained on the data) and split.
+    ones trained on the data) and split, with progress bars unless ``train.progress`` is false.
 
     Raises:
         ConfigError: the data does not fit the model family.
         DatasetError, DataError: the data cannot be read or split.
     """
-    return TASKS[data_format(cfg.data)].build(cfg, tokenizer, src_tokenizer)
+    with progress.showing(cfg.train.progress):
+        return TASKS[data_format(cfg.data)].build(cfg, tokenizer, src_tokenizer)

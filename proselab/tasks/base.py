@@ -13,8 +13,10 @@ from typing import Any, Protocol
 
 import torch
 
-from ..config import Config, ConfigError
-from ..data.batch import Batch
+from ..config import Config, ConfigError, explicit_keys
+from ..config.checks import unused_options
+from ..data import progress
+from ..data.batch import IGNORE_INDEX, Batch
 from ..distributed import autocast
 from ..evaluation import evaluate_batches
 from ..tokenizers import Tokenizer
@@ -58,6 +60,10 @@ class Task(Protocol):
         training, exact ones over the whole split when ``final``."""
         ...
 
+    def report(self) -> list[str]:
+        """Lines to show on the terminal after the last ``evaluate`` (e.g. example outputs)."""
+        ...
+
 
 class BaseTask:
     """A task over a prepared data object (``sample``/``batch``/``batches``) whose loss is the
@@ -70,6 +76,9 @@ class BaseTask:
         self.tokenizer: Tokenizer = data.tokenizer
         t = cfg.train
         self.batch_size, self.eval_iters, self.seed = t.batch_size, t.eval_iters, t.seed
+        self.progress = t.progress  # train.progress also shows (or hides) the evaluations' bars
+        # options set for a model that does not read them (a resumed run's saved config sets every field)
+        self.ignored = [] if t.init_from == "resume" else unused_options(cfg, explicit_keys(cfg))
 
     def tokenizers(self) -> dict[str, Tokenizer]:
         return {"tokenizer.json": self.tokenizer}
@@ -87,10 +96,11 @@ class BaseTask:
         return {}
 
     def warnings(self) -> list[str]:
+        out = list(self.ignored)
         if self.data.unknown:
-            return [f"{self.data.unknown} tokens of the corpus are not in the tokenizer's vocabulary "
-                    "and were read as <unk>"]
-        return []
+            out.append(f"{self.data.unknown} tokens of the corpus are not in the tokenizer's vocabulary "
+                       "and were read as <unk>")
+        return out
 
     def sample(self, split: str, rows: int, generator: torch.Generator) -> torch.Tensor:
         return self.data.sample(split, rows, generator)
@@ -108,21 +118,32 @@ class BaseTask:
     def evaluate(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype | None,
                  final: bool = False) -> dict[str, float]:
         if final:  # the exact mean per-token loss over the whole val split
-            return {"loss": evaluate_batches(model, self.batches("val", self.batch_size), device, dtype)}
+            with progress.showing(self.progress):
+                batches = progress.iterate(self.batches("val", self.batch_size), "val loss, full pass",
+                                           self.data.num_batches("val", self.batch_size), "batch")
+                return {"loss": evaluate_batches(model, batches, device, dtype)}
         return {"loss": self.estimate_loss(model, device, dtype)}
+
+    def report(self) -> list[str]:
+        return []
 
     @torch.no_grad()
     def estimate_loss(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype | None) -> float:
-        """Mean loss over ``train.eval_iters`` random val batches (a fixed stream, so curves are comparable)."""
+        """Mean per-target loss over ``train.eval_iters`` random val batches (a fixed stream, so
+        curves are comparable), each batch weighted by its targets as the full pass weighs them:
+        an equal weight per batch over-counted short pairs in length-sorted seq2seq batches."""
         gen = torch.Generator().manual_seed(self.seed + 1)
         model.eval()
-        losses = torch.zeros(self.eval_iters)
-        for i in range(self.eval_iters):
+        total, count = 0.0, 0
+        for _ in range(self.eval_iters):
             batch = self.batch("val", self.sample("val", self.batch_size, gen)).to(device)
-            with autocast(device, dtype):
-                losses[i] = self.loss(model, batch).float()
+            n = int((batch.targets != IGNORE_INDEX).sum())
+            if n:
+                with autocast(device, dtype):
+                    total += self.loss(model, batch).float().item() * n
+                count += n
         model.train()
-        return losses.mean().item()
+        return total / max(count, 1)
 
 
 def raise_not_labelled(cfg: Config) -> None:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config, ConfigError
+from ..data import progress
 from ..data.batch import Batch
 from ..data.classify import prepare_labels
 from ..evaluation import classify_batches
@@ -77,7 +78,10 @@ class ClassifyTask(BaseTask):
         index = sorted(index.tolist(), key=lambda i: len(val.ids[i]))  # little padding
         batches = (self.batch("val", torch.tensor(index[s : s + self.batch_size]))
                    for s in range(0, len(index), self.batch_size))
-        log_probs, targets = classify_batches(model, batches, device, dtype)
+        with progress.showing(self.progress):
+            batches = progress.iterate(batches, f"classifying {len(index):,} val texts",
+                                       -(-len(index) // self.batch_size), "batch", leave=final)
+            log_probs, targets = classify_batches(model, batches, device, dtype)
         scores = classification_scores(targets.tolist(), log_probs.argmax(-1).tolist(), self.data.label_names)
         loss = F.nll_loss(log_probs, targets).item()
         return {"loss": loss, "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}

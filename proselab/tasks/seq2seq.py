@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..config import Config, ConfigError, GenerationConfig
+from ..data import progress
 from ..data.seq2seq import prepare_pairs
 from ..evaluation import translate
 from ..metrics import score
@@ -24,11 +25,16 @@ class Seq2SeqTask(BaseTask):
         self.max_new_tokens, self.truncate_src = cfg.generation.max_new_tokens, cfg.data.truncate_src
         self.limits = (cfg.data.max_src_len, cfg.data.max_tgt_len)
         self.scores = ("loss", "bleu", "chrf") if self.bleu_samples else ("loss",)
+        self.examples: list[tuple[str, str, str]] = []  # (source, reference, hypothesis) of the last eval
 
     @classmethod
     def build(cls, cfg: Config, tokenizer: Tokenizer | None, src_tokenizer: Tokenizer | None) -> Seq2SeqTask:
         if cfg.model.labels:
             raise_not_labelled(cfg)
+        if cfg.model.family != "seq2seq" and cfg.train.init_from not in ("scratch", "resume"):  # the checkpoint's
+            raise ConfigError(f"data.dataset holds sentence pairs, which train a seq2seq model, but train.init_from "
+                              f"'{cfg.train.init_from}' is a {cfg.model.family} model: fine-tune a seq2seq run on "
+                              f"pairs, or this {cfg.model.family} run on text or .jsonl examples")
         if cfg.model.family != "seq2seq":
             raise ConfigError(f"data.dataset holds sentence pairs, which train an encoder-decoder: set "
                               f"model.family=seq2seq (it is {cfg.model.family}), or give text or .jsonl examples")
@@ -67,13 +73,28 @@ class Seq2SeqTask(BaseTask):
             scores.update(self.decoded_scores(model, None if final else self.bleu_samples))
         return scores
 
+    def report(self) -> list[str]:
+        """Two val pairs as the last eval decoded them, as JoeyNMT shows them."""
+        lines = []
+        for src, ref, hyp in self.examples:
+            lines += [f"source     {_short(src)}", f"reference  {_short(ref)}", f"hypothesis {_short(hyp)}"]
+        return lines
+
     def decoded_scores(self, model: torch.nn.Module, n: int | None) -> dict[str, float]:
         """Greedy-decoded BLEU and chrF of the first ``n`` val pairs (all when None)."""
         refresh(model)  # the fused optimizer changed the weights without a version bump
         pairs = self.data.val.text[:n]
         src_len = max(len(s) for s in self.data.val.src[: len(pairs)])
         g = GenerationConfig(do_sample=False, max_new_tokens=min(self.max_new_tokens, 2 * src_len + 10))
-        hyps = translate(model, [s for s, _ in pairs], self.src_tokenizer, self.tokenizer, g, self.batch_size,
-                         self.truncate_src)
+        with progress.showing(self.progress):
+            hyps = translate(model, [s for s, _ in pairs], self.src_tokenizer, self.tokenizer, g, self.batch_size,
+                             self.truncate_src, desc=f"decoding {len(pairs):,} val pairs", leave=n is None)
         result = score(hyps, [t for _, t in pairs], ("bleu", "chrf"))
+        self.examples = [(src, ref, hyp) for (src, ref), hyp in zip(pairs[:2], hyps)]
         return {"bleu": round(result["bleu"], 2), "chrf": round(result["chrf"], 2)}
+
+
+def _short(text: str, width: int = 150) -> str:
+    """One terminal line of ``text``."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
