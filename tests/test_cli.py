@@ -1,4 +1,5 @@
 import json
+import math
 import subprocess
 import sys
 
@@ -59,6 +60,9 @@ def test_train_generate_eval_end_to_end(run_dir, corpus):
     p = cli("generate", run_dir, "--greedy", "--max-new-tokens", 10, "--stop", stop, "--json")
     stopped = json.loads(p.stdout)["completions"][0]
     assert stopped["text"] == greedy["text"][: greedy["text"].index(stop)] and stopped["finish_reason"] == "stop"
+    p = cli("generate", run_dir, "--max-new-tokens", 5, "--top-k", 3, "--temperature", "inf", "--json")
+    scores = json.loads(p.stdout, parse_constant=lambda word: pytest.fail(f"--json printed {word}"))
+    assert scores["completions"][0]["score"] is None or math.isfinite(scores["completions"][0]["score"])
     p = cli("generate", run_dir, "--prompt", "ROMEO:", "--max-new-tokens", 10, "--num-samples", 2)
     assert p.stdout.startswith("ROMEO:") and "-" * 40 in p.stdout
     p = cli("generate", run_dir, "--prompt", "ROMEO:", "--greedy", "--max-new-tokens", 10, "--stream")

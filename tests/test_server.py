@@ -511,3 +511,33 @@ def test_playground_opens_a_chat_run_in_chat_mode_and_asks_for_a_key_only_when_n
         assert page.is_visible("#chat-pane") and page.is_visible("#api-key")
         assert KEY not in page.content()  # the page learns that a key is needed, not the key
         page.close()
+
+
+def _strict_json(text: str):
+    """json.loads that refuses NaN and Infinity, as every JSON parser but Python's does."""
+    def refuse(word):
+        raise ValueError(f"not JSON: {word}")
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("settings", [{"top_k": 3}, {"top_p": 0.1}, {"min_p": 0.9}])
+def test_ruled_out_tokens_logprobs_are_null_not_500_or_infinity(served, settings):
+    """-inf log-probabilities (tokens the processors ruled out) are null in whole responses and streams."""
+    body = {"prompt": "ROMEO:", "logprobs": 5, "max_tokens": 3, "temperature": 0.7, "seed": 1, **settings}
+    status, text = post(served, "/v1/completions", body)
+    assert status == 200, text
+    tops = _strict_json(text)["choices"][0]["logprobs"]["top_logprobs"]
+    if "top_k" in settings:  # 5 asked, 3 allowed: the other two are null
+        assert all(sum(v is None for v in top.values()) == 2 for top in tops)
+    status, text = post(served, "/v1/completions", {**body, "stream": True})
+    assert status == 200
+    for part in text.strip().split("\n\n")[:-1]:
+        _strict_json(part.removeprefix("data: "))
+
+
+def test_a_lone_surrogate_in_a_prompt_is_a_400(served):
+    raw = b'{"prompt": "ROMEO\\ud800", "max_tokens": 3}'
+    status, text = post(served, "/v1/completions", None, raw=raw)
+    assert status == 400 and "not valid Unicode" in json.loads(text)["error"]["message"]
+    raw = b'{"messages": [{"role": "user", "content": "hi \\udfff"}]}'
+    assert post(served, "/v1/chat/completions", None, raw=raw)[0] == 400

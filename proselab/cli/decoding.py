@@ -83,6 +83,7 @@ def _gen_overrides(args: argparse.Namespace) -> dict:
 
 def cmd_generate(args: argparse.Namespace, extra: list[str]) -> int:
     from ..api import load
+    from ..decoding import json_safe
 
     no_extra(extra)
     gen = load(args.run, device=args.device, dtype=args.dtype)
@@ -99,7 +100,7 @@ def cmd_generate(args: argparse.Namespace, extra: list[str]) -> int:
         seqs = gen.complete(args.prompt, **over)
         completions = [{"text": g.text, "tokens": g.tokens, "finish_reason": g.finish_reason, "score": g.score,
                         "token_logprobs": g.token_logprobs} for g in seqs]
-        print(json.dumps({"prompt": args.prompt, "completions": completions}, ensure_ascii=False))
+        print(json.dumps(json_safe({"prompt": args.prompt, "completions": completions}), ensure_ascii=False))
         return 0
     cfg = gen.generation_config(**{k: v for k, v in over.items() if k != "max_length"})  # needs the prompt
     live = args.stream if args.stream is not None else sys.stdout.isatty()

@@ -10,6 +10,7 @@ the same logits processors and stopping rules.
 
 from __future__ import annotations
 
+import math
 from typing import Iterator, Sequence
 
 import torch
@@ -24,7 +25,19 @@ from .search import beam_search, row_generator, sample_loop
 from .stopping import Delta, Generation, Rows, eos_ids_for
 from .text import final_text, find_stop
 
-__all__ = ["generate", "stream", "GenerationConfig", "Generation", "Delta", "Prompt", "pad_prompts"]
+__all__ = ["generate", "stream", "GenerationConfig", "Generation", "Delta", "Prompt", "pad_prompts", "json_safe"]
+
+
+def json_safe(obj):
+    """``obj`` with every float that JSON cannot hold (-inf: a token the processors ruled out,
+    as top_k does; nan: a score of such tokens) as None, so what decoding reports is always JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def pad_prompts(prompts: Sequence[Sequence[int]] | torch.Tensor | Prompt, device: torch.device | str = "cpu",

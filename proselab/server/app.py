@@ -25,6 +25,7 @@ from .engine import Engine
 from .responses import APIError, error_response
 from .classify import ClassifyBatcher
 from .routes import Limits, ServerState, api, playground
+from .schemas import UNICODE_ERROR
 from .streaming import Mailbox
 
 
@@ -131,7 +132,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         first = e.errors()[0] if e.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p != "body"]
         param = ".".join(loc) or None
-        return error_response(422, f"{param or 'body'}: {first.get('msg', 'invalid request')}", param=param,
+        status = 400 if first.get("type") == UNICODE_ERROR else 422
+        return error_response(status, f"{param or 'body'}: {first.get('msg', 'invalid request')}", param=param,
                               code="invalid_value")
 
     @app.exception_handler(StarletteHTTPException)

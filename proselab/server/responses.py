@@ -7,6 +7,8 @@ import time
 
 from fastapi.responses import JSONResponse
 
+from ..decoding import json_safe
+
 class APIError(Exception):
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
                  code: str | None = None):
@@ -23,7 +25,7 @@ FINISH = {"eos": "stop", "stop": "stop", "length": "length", "time": "length"}  
 
 
 def sse_data(obj: dict) -> str:
-    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+    return f"data: {json.dumps(json_safe(obj), ensure_ascii=False, allow_nan=False)}\n\n"
 
 
 def usage_of(usage: dict, completion: int) -> dict:
@@ -98,5 +100,5 @@ class Shape:
                 else:
                     choices.append({"index": index, "text": g.text, "logprobs": lp, "finish_reason": finish})
         kind = "chat.completion" if self.chat else "text_completion"
-        return {"id": self.rid, "object": kind, "created": self.created, "model": self.model, "choices": choices,
-                "usage": usage_of(usage, completion)}
+        return json_safe({"id": self.rid, "object": kind, "created": self.created, "model": self.model,
+                          "choices": choices, "usage": usage_of(usage, completion)})

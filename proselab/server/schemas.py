@@ -13,9 +13,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic_core import PydanticCustomError
 
-Stop = Union[str, Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=16)], None]
+UNICODE_ERROR = "not_unicode"  # the error type app.py answers with 400, as OpenAI answers bad text
+
+
+def _encodable(text: str) -> str:
+    """JSON may carry a lone UTF-16 surrogate ("\\ud800"), which is no Unicode text: no tokenizer
+    can read it, so it is refused here rather than failing deep inside one."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise PydanticCustomError(UNICODE_ERROR, "text is not valid Unicode: a lone surrogate "
+                                  "{char} at position {pos}", {"char": repr(text[e.start]), "pos": e.start}) from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+Stop = Union[Text, Annotated[list[Annotated[Text, Field(min_length=1)]], Field(max_length=16)], None]
 
 
 class StreamOptions(BaseModel):
@@ -54,18 +70,18 @@ class Sampling(BaseModel):
 
 
 class CompletionRequest(Sampling):
-    prompt: Union[str, list[str], list[StrictInt], list[list[StrictInt]]] = Field(
+    prompt: Union[Text, list[Text], list[StrictInt], list[list[StrictInt]]] = Field(
         ..., description="a prompt, a list of prompts, or token ids")
     logprobs: StrictInt | None = Field(None, ge=0, le=5, description="top log-probabilities per token")
     echo: StrictBool = False
-    suffix: str | None = None
+    suffix: Text | None = None
     best_of: StrictInt | None = Field(None, ge=1)
 
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")  # name, tool_call_id, ... are not used
     role: Literal["system", "user", "assistant", "developer"]
-    content: Union[str, list[dict[str, Any]]]
+    content: Union[Text, list[dict[str, Any]]]
 
 
 class ChatRequest(Sampling):
@@ -81,7 +97,7 @@ class ChatRequest(Sampling):
 
 class AttentionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    source: str = Field(..., min_length=1)
+    source: Text = Field(..., min_length=1)
     max_tokens: StrictInt | None = Field(None, ge=1)
 
 
@@ -90,8 +106,8 @@ class ClassifyRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     model: str | None = None
-    input: Union[str, list[str]] = Field(...)  # one text or several, as OpenAI's embeddings take them
-    classes: list[str] | None = None  # zero-shot with a language model run: the class names
-    template: str | None = None  # zero-shot: the prompt, with one {text}
-    verbalizers: list[str] | None = None  # zero-shot: what follows the prompt for each class
+    input: Union[Text, list[Text]] = Field(...)  # one text or several, as OpenAI's embeddings take them
+    classes: list[Text] | None = None  # zero-shot with a language model run: the class names
+    template: Text | None = None  # zero-shot: the prompt, with one {text}
+    verbalizers: list[Text] | None = None  # zero-shot: what follows the prompt for each class
     calibrate: StrictBool = True  # zero-shot: subtract each class's score after a content-free text
