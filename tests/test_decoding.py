@@ -274,3 +274,14 @@ def test_max_time_ends_generation(num_beams):
     cfg = GenerationConfig(do_sample=False, max_new_tokens=50, num_beams=num_beams, max_time=1e-9)
     out = generate(model, PROMPTS[:2], cfg)
     assert all(len(g.tokens) == 1 and g.finish_reason == "time" for g in out)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_memory_follows_what_is_generated_not_max_new_tokens(family):
+    """max_new_tokens=10**12 used to allocate its (N, 10**12) token buffer up front and fail (or
+    fill the machine); now a run that stops early costs what it generated."""
+    model = _model(family)
+    out = generate(model, PROMPTS, GenerationConfig(do_sample=False, max_new_tokens=10**12, max_time=0.5))
+    assert all(g.finish_reason == "time" and len(g.tokens) > 64 for g in out)  # grown past the first room
+    ref = generate(model, PROMPTS, GenerationConfig(do_sample=False, max_new_tokens=len(out[0].tokens)))
+    assert ref[0].tokens == out[0].tokens

@@ -60,9 +60,11 @@ def sample_loop(model: Decoder, prompt: Prompt, ids: torch.Tensor, cfg: Generati
     N, T = ids.shape
     logits, state = model.start(prompt)
     dev = logits.device
-    hist = torch.cat([ids.to(dev), ids.new_full((N, cfg.max_new_tokens), fill_token, device=dev)], dim=1)  # (N, T + max_new)
+    hist = _grow(ids.to(dev), T, cfg.max_new_tokens, fill_token)  # (N, T + room): grows as tokens come
     alive = torch.arange(N)  # rows of the batch, by sequence number
     for t in range(cfg.max_new_tokens):
+        if T + t == hist.size(1):
+            hist = _grow(hist, T + t, cfg.max_new_tokens - t, fill_token)
         scores = apply_processors(procs, hist[:, : T + t], logits.float())  # (A, V)
         if cfg.do_sample:
             nxt = draw(torch.softmax(scores, dim=-1), [generators[i] for i in alive.tolist()])
@@ -84,6 +86,14 @@ def sample_loop(model: Decoder, prompt: Prompt, ids: torch.Tensor, cfg: Generati
         elif n_done:  # finished rows keep stepping on a harmless token until the next compaction
             nxt = nxt.masked_fill(done_t.to(dev), fill_token)
         logits, state = model.step(nxt, state)
+
+
+def _grow(hist: torch.Tensor, used: int, left: int, fill_token: int) -> torch.Tensor:
+    """``hist`` (N, used) with room for more tokens: as many again (at least 64), never more than
+    the ``left`` that may still come. Memory follows what is generated, not max_new_tokens, which
+    a user may set to a billion."""
+    room = min(left, max(used, 64))
+    return torch.cat([hist[:, :used], hist.new_full((hist.size(0), room), fill_token)], dim=1)
 
 
 def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
