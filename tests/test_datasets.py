@@ -436,3 +436,16 @@ def test_load_texts_rejects_chat_dataset():
         load_texts("chitchat")
     with pytest.raises(DatasetError, match="data.format=sft"):
         load_texts(["chitchat"])
+
+
+@pytest.mark.parametrize("content, match", [(b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "not UTF-8 text"),
+                                            (b"text\x00\x00\x00binary", "NUL bytes"), (b"  \n", "is empty")])
+def test_fetch_from_a_wrong_file_keeps_the_good_cached_copy(tmp_path, content, match):
+    good = tmp_path / "input.txt"
+    good.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n", encoding="utf-8")
+    cached = fetch("tinyshakespeare", source=good)
+    bad = tmp_path / "binary.bin"
+    bad.write_bytes(content)
+    with pytest.raises(DatasetError, match=f"{match}.*nothing was replaced"):
+        fetch("tinyshakespeare", source=bad)
+    assert cached.read_bytes() == good.read_bytes()

@@ -73,8 +73,18 @@ def convert_shakespeare(archive: Path) -> dict[str, bytes]:
 
 
 def copy_file(path: Path) -> dict[str, bytes]:
-    """A corpus the user supplies as it is (tinyshakespeare's input.txt)."""
-    return {"train": path.read_bytes()}
+    """A corpus the user supplies as it is (tinyshakespeare's input.txt), once it is known to be
+    text: it is checked before the cache is touched, so a wrong file never replaces a good copy."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"'{path}' is not UTF-8 text (byte {e.start} is {data[e.start]:#04x}); give the corpus's "
+                           "text file (nothing was replaced)") from None
+    if "\x00" in text or not text.strip():
+        what = "holds NUL bytes, as binary files do" if text.strip() else "is empty"
+        raise DatasetError(f"'{path}' {what}; give the corpus's text file (nothing was replaced)")
+    return {"train": data}
 
 
 # --- chitchat: BYU PCC lab's Chit-Chat Challenge conversations, from the `chitchat-dataset` wheel
