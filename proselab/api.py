@@ -74,7 +74,13 @@ class Generator:
     def generation_config(self, **overrides) -> GenerationConfig:
         """The run's generation defaults with ``overrides`` applied and validated."""
         self._check_generates()
-        return override_generation(self.config.generation, overrides)
+        cfg = override_generation(self.config.generation, overrides)
+        eos = cfg.eos_token_id if isinstance(cfg.eos_token_id, list) else [cfg.eos_token_id]
+        vocab = self.config.model.vocab_size
+        if any(e is not None and e >= vocab for e in eos):
+            raise ValueError(f"eos_token_id={cfg.eos_token_id} is not a token of this model (its vocabulary has "
+                             f"{vocab} tokens, ids 0-{vocab - 1})")
+        return cfg
 
     def _check_generates(self) -> None:
         if self.is_classifier:

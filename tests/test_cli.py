@@ -144,3 +144,32 @@ def test_help_lists_commands():
     p = cli("--help")
     for c in ["train", "generate", "eval", "demo", "data"]:
         assert c in p.stdout
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["serve", "--port", "99999"], "--port must be a TCP port, 1-65535"),
+    (["serve", "--port", "BUSY"], "cannot listen on 127.0.0.1:"),
+    (["serve", "--max-tokens", "-1"], "--max-tokens must be >= 1"),
+    (["serve", "--max-prompt-tokens", "0"], "--max-prompt-tokens must be >= 1"),
+    (["generate", "--eos-token-id", "999999", "--max-new-tokens", "3"], "eos_token_id=999999 is not a token"),
+])
+def test_limits_and_ports_that_cannot_work_are_one_line_errors(run_dir, capsys, argv, words):
+    import socket
+
+    from proselab.cli import main
+
+    with socket.socket() as held:  # a port another server holds
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        argv = [argv[0], str(run_dir), *(str(held.getsockname()[1]) if a == "BUSY" else a for a in argv[1:])]
+        assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err, err
+
+
+def test_a_batch_size_below_one_is_refused_by_the_parser(run_dir, capsys):
+    from proselab.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["eval", str(run_dir), "--data", str(run_dir / "config.json"), "--batch-size", "0"])
+    assert e.value.code == 2 and "--batch-size: must be >= 1, got 0" in capsys.readouterr().err

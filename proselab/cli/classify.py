@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..zeroshot import DEFAULT_TEMPLATE, Prompting
-from .common import CLIError, no_extra, unescape
+from .common import CLIError, no_extra, positive_int, unescape
 
 
 def cmd_classify(args: argparse.Namespace, extra: list[str]) -> int:
@@ -93,7 +93,7 @@ def add_classify(sub) -> None:
     c.add_argument("--text", action="append", help="a text to classify (repeatable)")
     c.add_argument("--file", help="a file of texts, one a line")
     c.add_argument("--json", action="store_true", help="one JSON object a line: text, label and every label's probability")
-    c.add_argument("--batch-size", type=int, default=64, help="texts classified together (default 64)")
+    c.add_argument("--batch-size", type=positive_int, default=64, help="texts classified together (default 64)")
     c.add_argument("--device", default="auto")
     add_zero_shot(c)
     c.set_defaults(func=cmd_classify)

@@ -109,3 +109,14 @@ def no_extra(extra: list[str]) -> None:
 def unescape(text: str) -> str:
     """--stop '\\n\\n' means two newlines: shells make real ones awkward to type."""
     return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type for counts that must be >= 1 (a batch size of 0 failed deep in range())."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value

@@ -9,7 +9,7 @@ import re
 import sys
 
 from .classify import add_zero_shot, eval_labels
-from .common import CLIError, no_extra, unescape
+from .common import CLIError, no_extra, positive_int, unescape
 
 
 def _add_generation_options(g: argparse.ArgumentParser) -> None:
@@ -330,7 +330,7 @@ def add_eval(sub) -> None:
     e.add_argument("--out", help="--pairs: where to write the hypotheses (default RUN/hypotheses.txt); --labels: "
                                  "the directory for confusion.png and mistakes.jsonl (default RUN)")
     e.add_argument("--metrics", default="bleu,chrf,rouge", help="--pairs: comma-separated bleu, chrf, rouge")
-    e.add_argument("--batch-size", type=int, default=64, help="--pairs, --labels: sources or texts at once (default 64)")
+    e.add_argument("--batch-size", type=positive_int, default=64, help="--pairs, --labels: sources or texts at once (default 64)")
     e.add_argument("--bad-lines", default="error", choices=["error", "skip"],
                    help="--labels: stop at a bad row or an unknown label (error), or leave it out (skip)")
     e.add_argument("--text-column", default="text", help="--labels with --classes: the file's text column")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from dataclasses import dataclass, field
 
@@ -40,6 +41,23 @@ class ServeConfig:
         if self.max_batch < 1 or self.max_queue < 0 or self.threads < 0:
             raise ValueError(f"--max-batch must be >= 1, --max-queue and --threads >= 0, got {self.max_batch}, "
                              f"{self.max_queue} and {self.threads}")
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"--port must be a TCP port, 1-65535; got {self.port}")
+        for flag, value in (("--max-prompt-tokens", self.max_prompt_tokens), ("--max-tokens", self.max_tokens)):
+            if value is not None and value < 1:
+                raise ValueError(f"{flag} must be >= 1 (leave it out for the default); got {value}")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail in one line, before the model loads, when ``host:port`` cannot be bound (another
+    server holds it, or the address is not this machine's); uvicorn would log and exit 3."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            s.bind((host, port))
+    except OSError as e:
+        raise ValueError(f"cannot listen on {host}:{port} ({e.strerror or e}); is another server there? "
+                         "Choose another --port or --host") from None
 
 
 def serve(config: ServeConfig) -> None:
@@ -52,6 +70,7 @@ def serve(config: ServeConfig) -> None:
 
     from ..api import load
 
+    check_port_free(config.host, config.port)
     api_key = config.api_key if config.api_key is not None else os.environ.get("PROSELAB_API_KEY") or None
     gen = _on_a_passing_thread(lambda: load(config.run, device=config.device, dtype=config.dtype))
     gen.model.eval()
