@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -148,13 +149,36 @@ class Generator:
             "(e.g. prompt='\\n' for a character model)"
         )
 
-    def _prompts(self, prompt: str | list[str]) -> list[list[int]] | Seq2SeqBatch:
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    def _prompts(self, prompt: str | list[str] | list[int] | list[list[int]]) -> list[list[int]] | Seq2SeqBatch:
+        """Prompts as token ids (a language model) or a source batch (seq2seq). Like transformers,
+        a language model also takes token ids: one list of ints, or a list of such lists."""
+        if _is_ids(prompt):
+            prompts = [prompt]
+        elif isinstance(prompt, str):
+            prompts = [prompt]
+        elif isinstance(prompt, (list, tuple)):
+            prompts = list(prompt)
+        else:
+            raise ValueError(f"prompt must be text, a list of texts, or token ids (a list of ints, or a list of "
+                             f"such lists); got {type(prompt).__name__}")
         if not prompts:
             raise ValueError("prompt is an empty list; give at least one prompt")
         if self.is_seq2seq:
+            if not all(isinstance(p, str) for p in prompts):
+                raise ValueError("a seq2seq run's prompts are source texts (str), not token ids")
             return self._sources(prompts)
-        return [self.encode_prompt(p) for p in prompts]
+        return [self._prompt_ids(p, i) for i, p in enumerate(prompts)]
+
+    def _prompt_ids(self, prompt, index: int) -> list[int]:
+        if isinstance(prompt, str):
+            return self.encode_prompt(prompt)
+        vocab = self.config.model.vocab_size
+        if not _is_ids(prompt) or not prompt:
+            raise ValueError(f"prompt {index} is neither text nor a non-empty list of token ids: {prompt!r:.60}")
+        bad = [t for t in prompt if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"prompt {index} has token ids outside this model's vocabulary (0-{vocab - 1}): {bad[:5]}")
+        return [int(t) for t in prompt]
 
     def _sources(self, texts: list[str]) -> Seq2SeqBatch:
         for i, text in enumerate(texts):
@@ -187,18 +211,20 @@ class Generator:
         cfg = self.generation_config(**self._new_tokens(prompts, overrides))
         return generate_ids(self.model, prompts, cfg, tokenizer=self.tokenizer, suppress_ids=self.suppress_ids)
 
-    def generate(self, prompt: str | list[str] = "", **overrides) -> str | list[str]:
+    def generate(self, prompt: str | list[str] | list[int] | list[list[int]] = "", **overrides) -> str | list[str]:
         """Continue ``prompt`` and return the new text (not the prompt).
 
         Args:
-            prompt: one prompt, or a list of prompts.
+            prompt: one prompt, or a list of prompts; a language model also takes token ids
+                (one list of ints, or a list of them), as transformers' generate does.
             **overrides: GenerationConfig fields (see ``complete``).
 
         Returns:
-            A string for one prompt and one sequence; otherwise a list of strings, grouped by prompt.
+            A string for one prompt (text or ids) and one sequence; otherwise a list of strings,
+            grouped by prompt.
         """
         outs = [g.text for g in self.complete(prompt, **overrides)]
-        single = isinstance(prompt, str) and len(outs) == 1
+        single = (isinstance(prompt, str) or _is_ids(prompt)) and len(outs) == 1
         return outs[0] if single else outs
 
     def stream(self, prompt: str | list[str] = "", **overrides) -> Iterator[Delta]:
@@ -307,6 +333,12 @@ class Generator:
         yield from stream_ids(self.model, ids, cfg, tokenizer=self.tokenizer, suppress_ids=self.suppress_ids)
 
 
+def _is_ids(value) -> bool:
+    """A list of ints (bools are not token ids)."""
+    return isinstance(value, (list, tuple)) and all(isinstance(t, int) and not isinstance(t, bool) for t in value) \
+        and len(value) > 0
+
+
 def _reply_length(overrides: dict) -> dict:
     """A chat reply's length is max_new_tokens: transformers' max_length would count the
     conversation, which is cut to fit the window only once the reply's length is known."""
@@ -338,6 +370,9 @@ def load(run_dir: str | Path, device: str = "auto", dtype: str = "auto") -> Gene
             per step and uses the bf16 matrix units of recent CPUs (AMX) and GPUs; its tokens
             can differ from float32's once two candidates are close.
     """
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise ValueError(f"run_dir must be the path of a run directory (or a Hugging Face checkpoint directory); "
+                         f"got {type(run_dir).__name__}")
     if dtype != "auto" and dtype not in DTYPES:
         raise ValueError(f"dtype must be auto, {', '.join(DTYPES)}; got '{dtype}'")
     model, tokenizer, cfg = load_run(run_dir, pick_device(device, "device"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from .config import ConfigError
 def pick_device(name: str = "auto", setting: str = "train.device") -> torch.device:
     """``auto`` (CUDA if available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; ``setting``
     names where the choice came from, for the error when CUDA is asked for but absent."""
+    if not isinstance(name, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name):
+        raise ConfigError(f"{setting} must be auto, cpu, cuda, cuda:N or mps; got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

@@ -52,6 +52,10 @@ PLOT_INTERVAL = 60.0
 
 def resolve_config(config: Config | str | Path | dict | None, overrides: dict | list | None) -> Config:
     """The Config to train with; on resume, the run's saved config with ``overrides`` on top."""
+    for name, value, kinds, what in (("config", config, (Config, str, Path, dict), "a preset name, a YAML path, a dict"
+                                      " or a Config"), ("overrides", overrides, (dict, list), "a dict or a list")):
+        if value is not None and not isinstance(value, kinds):
+            raise ConfigError(f"{name} must be {what}; got {type(value).__name__}")
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
     overrides = dict(overrides or {})
@@ -305,9 +309,6 @@ class Trainer:
         self.dist.barrier()
         return TrainResult(self.run_dir, self.step, val, self.best_val, self.tokens_seen / max(seconds, 1e-9),
                            seconds, interrupted, self.final_scores)
-
-
-# ---- building a run ------------------------------------------------------------------------
 
 
 def _check_out_dir(cfg: Config) -> None:

@@ -204,6 +204,8 @@ def validate_generation(g: GenerationConfig) -> None:
     def is_int(v) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
 
+    need(isinstance(g.do_sample, bool), "do_sample", "must be true or false")  # "no" is a truthy string
+    need(isinstance(g.output_scores, bool), "output_scores", "must be true or false")
     need(is_int(g.max_new_tokens) and g.max_new_tokens >= 0, "max_new_tokens", "must be an integer >= 0")
     need(is_int(g.min_new_tokens) and g.min_new_tokens >= 0, "min_new_tokens", "must be an integer >= 0")
     need(isinstance(g.temperature, (int, float)) and g.temperature >= 0, "temperature",
