@@ -91,7 +91,7 @@ def main() -> None:
         "train.best_by": "macro_f1", "train.eval_iters": 25, "train.lr": 1e-3, "train.min_lr": 1e-4, **steps(1500)})]))
     rows.append(trained_row("GPT pretrained on the texts, fine-tuned", [("tweets-sentiment-lm", lm), (
         "tweets-sentiment-gpt", {"train.init_from": str(out / "lm"), "train.out_dir": str(out / "gpt"),
-                                 **steps(1500)})]))
+                                 **steps(2000)})]))
     rows.append(trained_row("zero-shot with that pretrained GPT", [], ZERO_SHOT, scored=out / "lm"))
     print(f"\n| row | test accuracy | test macro-F1 | training | classifies |\n|---|---|---|---|---|")
     for r in rows:
