@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_path, atomic_write_bytes, atomic_write_text
@@ -70,9 +71,19 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
-    """Load safetensors weights into ``model``; tied weights may be absent from the file."""
-    state = load_file(str(path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    """Load safetensors weights into ``model``; tied weights may be absent from the file. A file
+    that is not readable safetensors (truncated, empty, corrupt, not weights at all) or whose
+    tensors do not fit the model is a RunError naming it."""
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError, MemoryError, OverflowError) as e:
+        raise RunError(f"{path}: not readable safetensors weights ({_reason(e)}); the file is truncated or corrupt, "
+                       "e.g. by a crash while it was copied") from None
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor of another shape than the config's model
+        raise RunError(f"{path}: weights do not fit the model of config.json ({_reason(e)}); "
+                       "are they from the same run?") from None
     own = model.state_dict()
     really_missing = [k for k in missing if not _is_tied_copy(own, k, state)]
     if really_missing or unexpected:
@@ -93,9 +104,30 @@ def save_trainer_state(state: dict[str, Any], path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+TRAINER_STATE_KEYS = ("optimizer", "step", "best_val_loss", "data_rng", "torch_rng")
+
+
 def load_trainer_state(path: Path) -> dict[str, Any]:
-    # weights_only: loading a run never executes code from the file
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The trainer state a resume continues from, or a RunError saying why it cannot be read.
+    weights_only: loading a run never executes code from the file (a pickle that would is refused)."""
+    refuse = "resume cannot continue from it: start again with --train.overwrite=true, or fine-tune from the run's " \
+             "weights with --train.init_from=RUN"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001 (torch.load raises what its unpickler meets: corrupt, hostile, truncated)
+        raise RunError(f"{path}: not a readable trainer state ({_reason(e)}); {refuse}") from None
+    missing = [k for k in TRAINER_STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise RunError(f"{path}: not a proselab trainer state (no {', '.join(missing)}); {refuse}")
+    return state
+
+
+def _reason(e: BaseException) -> str:
+    """An exception's first line, short enough for a one-line error."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text[:160]}" if text else type(e).__name__
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:

@@ -67,6 +67,9 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
         return interop.load_hf(run_dir, device)
     cfg = load_run_config(run_dir)
     tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
+    if tokenizer.vocab_size > cfg.model.vocab_size:  # its ids would index past the embedding
+        raise RunError(f"{run_dir / TOKENIZER_FILE} has {tokenizer.vocab_size:,} tokens but the model of config.json "
+                       f"{cfg.model.vocab_size:,}: the files are not from the same run")
     model = build_model(cfg.model)
     if cfg.train.lora_rank:  # the file holds base weights and adapters: rebuild, load, then merge
         apply_lora(model, cfg.train.lora_rank, cfg.train.lora_alpha, cfg.train.lora_targets, cfg.train.lora_dropout)

@@ -88,9 +88,9 @@ def test_gpt2_tokenizer_files_and_cli_generate(tmp_path):
     assert gen.tokenizer.encode("Hello world") == [15496, 995] and gen.tokenizer.eos_id == 50256
     idx = torch.tensor([gen.tokenizer.encode("Hello world")])
     ref = hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=8, do_sample=False,
-                      eos_token_id=None, pad_token_id=0)[0, 2:].tolist()
+                      eos_token_id=50255, pad_token_id=0)[0, 2:].tolist()
     out = subprocess.run([sys.executable, "-m", "proselab", "generate", str(path), "--prompt", "Hello world",
-                          "--greedy", "--max-new-tokens", "8", "--eos-token-id", "99999", "--json"],
+                          "--greedy", "--max-new-tokens", "8", "--eos-token-id", "50255", "--json"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["completions"][0]["tokens"] == ref
