@@ -279,7 +279,7 @@ class Trainer:
                 used = self.budget_used()
                 if used >= 1.0:
                     break
-                lr = self.train_step(used)
+                lr = self.train_step(used if t.decay_by_time else 0.0)
                 snap = self.snapshot()
                 self.log_progress(lr, bar)
                 bar.update(1)

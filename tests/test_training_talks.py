@@ -22,26 +22,32 @@ from proselab.training import Trainer, lr_at, train
 def test_the_schedule_follows_the_time_budget_when_it_ends_first():
     t = TrainConfig(lr=1.0, min_lr=0.1, warmup_iters=10, max_iters=100_000)
     assert lr_at(10, t, budget_used=0.0) == pytest.approx(1.0)
-    assert lr_at(10, t, budget_used=0.5) == pytest.approx(0.55)  # half the budget: half the cosine
+    assert lr_at(10, t, budget_used=0.8) == pytest.approx(1.0)  # the peak until the budget's last fifth
+    assert lr_at(10, t, budget_used=0.9) == pytest.approx(0.55)  # half of that fifth: half the cosine
     assert lr_at(10, t, budget_used=1.0) == pytest.approx(0.1)
-    assert lr_at(5, t, budget_used=0.9) == pytest.approx(6 / 11)  # warmup is in steps
+    assert lr_at(5, t, budget_used=0.95) == pytest.approx(6 / 11)  # warmup is in steps
     assert lr_at(99_990, t, budget_used=0.1) == pytest.approx(lr_at(99_990, t))  # the steps end first
 
 
 def test_a_time_boxed_run_ends_annealed_and_resume_counts_the_time_spent(corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "train_time", lambda self: self.step * 0.01)  # a clock where a step takes 10 ms
     out = tmp_path / "run"
-    o = tiny_overrides(corpus, out, **{"train.max_iters": 150, "train.max_time": 1.0, "train.lr": 1e-2,
+    o = tiny_overrides(corpus, out, **{"train.max_iters": 1000, "train.max_time": 1.0, "train.lr": 1e-2,
                                        "train.min_lr": 1e-3, "train.warmup_iters": 0, "train.eval_interval": 1000})
     res = train(None, o)
     lrs = {s: r["lr"] for s, r in _records(out).items() if "lr" in r}
     assert res.step == 100  # 1 s of 10 ms steps
-    assert lrs[50] == pytest.approx(lr_at(0, TrainConfig(lr=1e-2, min_lr=1e-3, max_iters=2, warmup_iters=0), 0.49))
-    assert lrs[100] < 1.01e-3  # annealed to min_lr by the end of the budget, not of max_iters
+    assert lrs[50] == pytest.approx(lr_at(49, TrainConfig(lr=1e-2, min_lr=1e-3, max_iters=1000, warmup_iters=0)))
+    assert lrs[50] > 0.99e-2  # the budget's first four fifths: the peak (max_iters is far)
+    assert lrs[90] == pytest.approx(lr_at(0, TrainConfig(lr=1e-2, min_lr=1e-3, max_iters=2, warmup_iters=0), 0.89))
+    assert lrs[100] < 1.1e-3  # annealed to min_lr (1e-3) by the end of the budget, not of max_iters
     assert ckpt.load_trainer_state(out / ckpt.TRAINER_STATE_FILE)["train_seconds"] == pytest.approx(1.0)
     monkeypatch.setattr(Trainer, "train_time", lambda self: 0.0)  # the resumed session's own clock
     again = train(None, {**o, "train.init_from": "resume"})  # the budget is spent: no more steps
     assert again.step == 100
+    train(None, {**o, "train.decay_by_time": False, "train.overwrite": True})  # the schedule by steps alone
+    assert _records(out)[100]["lr"] == pytest.approx(lr_at(99, TrainConfig(lr=1e-2, min_lr=1e-3, max_iters=1000,
+                                                                          warmup_iters=0)))
 
 
 def _records(run) -> dict[int, dict]:
@@ -106,3 +112,23 @@ def test_the_quick_estimate_weighs_batches_by_their_targets_as_the_full_pass_doe
     # 4 batches, 1 + 2 + 3 + 4 = 10 targets, each batch's summed loss is 1: 4 / 10 per target
     # (the mean of per-batch means would be (1 + 1/2 + 1/3 + 1/4) / 4 = 0.52)
     assert _Lengths().estimate_loss(torch.nn.Linear(1, 1), torch.device("cpu"), None) == pytest.approx(0.4)
+
+
+def test_the_seq2seq_estimate_draws_pairs_at_random_and_is_the_full_pass_on_a_small_dev_set(tmp_path):
+    from proselab.evaluation import evaluate_batches
+    from proselab.runs import load_run
+    from proselab.tasks import build_task
+    from proselab.training import resolve_config
+
+    out = tmp_path / "run"
+    train(None, s2s_overrides(tmp_path))
+    model, tok, _ = load_run(out)
+    task = build_task(resolve_config(None, s2s_overrides(tmp_path)), tok, tok)
+    cpu = torch.device("cpu")
+    full = evaluate_batches(model, task.batches("val", 16), cpu)
+    assert task.estimate_loss(model, cpu, None) == pytest.approx(full)  # 2 x 16 >= the 20 dev pairs: all of them
+    task.eval_iters, task.batch_size = 1, 8  # 8 of the 20: a sample, in batches of similar length
+    batches = list(task.estimate_batches(torch.Generator().manual_seed(0)))
+    assert len(batches) == 1 and batches[0].targets.size(0) == 8
+    lengths = [int((row != IGNORE_INDEX).sum()) for row in batches[0].targets]
+    assert lengths == sorted(lengths)  # batched in length order

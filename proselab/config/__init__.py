@@ -127,7 +127,8 @@ class TrainConfig:
     batch_size: int = 16  # sequences per micro-batch (per process under torchrun)
     grad_accum: int = 1  # micro-batches per optimizer step
     max_iters: int = 1500  # optimizer steps
-    max_time: float = 0.0  # stop after this many seconds of training (0 = no limit)
+    max_time: float = 0.0  # stop after this many seconds of training, resumed sessions added up (0 = no limit)
+    decay_by_time: bool = True  # with max_time, the cosine decay also follows the budget (false: by steps only, reproducible)
     lr: float = 2e-3  # peak learning rate (left unset with init_from: 1e-4, or 5e-4 for LoRA)
     min_lr: float = 2e-4  # floor of the cosine decay (left unset with init_from: a tenth of that lr)
     warmup_iters: int = 100  # linear warmup steps (left unset with init_from: 20)

@@ -127,16 +127,20 @@ class BaseTask:
     def report(self) -> list[str]:
         return []
 
+    def estimate_batches(self, generator: torch.Generator) -> Iterator[Batch]:
+        """The quick estimate's val batches: ``train.eval_iters`` random ones."""
+        for _ in range(self.eval_iters):
+            yield self.batch("val", self.sample("val", self.batch_size, generator))
+
     @torch.no_grad()
     def estimate_loss(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype | None) -> float:
-        """Mean per-target loss over ``train.eval_iters`` random val batches (a fixed stream, so
-        curves are comparable), each batch weighted by its targets as the full pass weighs them:
-        an equal weight per batch over-counted short pairs in length-sorted seq2seq batches."""
+        """Mean per-target loss over the ``estimate_batches`` (a fixed stream, so curves are
+        comparable), each batch weighted by its targets as the full pass weighs them."""
         gen = torch.Generator().manual_seed(self.seed + 1)
         model.eval()
         total, count = 0.0, 0
-        for _ in range(self.eval_iters):
-            batch = self.batch("val", self.sample("val", self.batch_size, gen)).to(device)
+        for batch in self.estimate_batches(gen):
+            batch = batch.to(device)
             n = int((batch.targets != IGNORE_INDEX).sum())
             if n:
                 with autocast(device, dtype):

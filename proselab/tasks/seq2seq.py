@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..config import Config, ConfigError, GenerationConfig
+from ..data.batch import Batch
 from ..data import progress
 from ..data.seq2seq import prepare_pairs
 from ..evaluation import translate
@@ -72,6 +75,20 @@ class Seq2SeqTask(BaseTask):
         if self.bleu_samples:
             scores.update(self.decoded_scores(model, None if final else self.bleu_samples))
         return scores
+
+    def estimate_batches(self, generator: torch.Generator) -> Iterator[Batch]:
+        """``eval_iters x batch_size`` val pairs drawn at random (all of them when the split is
+        smaller), batched in length order. Runs of the length-sorted split, as training draws
+        them, made the estimate swing with where the runs fell (loss grows with length): 0.64
+        against the full pass's 0.96 on the reverse task, 0.92 +- 0.11 over 30 seeds."""
+        val = self.data.val
+        n = min(self.eval_iters * self.batch_size, len(val))
+        chosen = torch.randperm(len(val), generator=generator)[:n].numpy()
+        rank = np.empty(len(val), dtype=np.int64)
+        rank[val.order] = np.arange(len(val))  # each pair's place in the length order
+        chosen = chosen[np.argsort(rank[chosen], kind="stable")]
+        for s in range(0, n, self.batch_size):
+            yield self.batch("val", torch.from_numpy(chosen[s : s + self.batch_size]))
 
     def report(self) -> list[str]:
         """Two val pairs as the last eval decoded them, as JoeyNMT shows them."""
