@@ -152,9 +152,7 @@ class Generator:
     def _prompts(self, prompt: str | list[str] | list[int] | list[list[int]]) -> list[list[int]] | Seq2SeqBatch:
         """Prompts as token ids (a language model) or a source batch (seq2seq). Like transformers,
         a language model also takes token ids: one list of ints, or a list of such lists."""
-        if _is_ids(prompt):
-            prompts = [prompt]
-        elif isinstance(prompt, str):
+        if isinstance(prompt, str) or _is_ids(prompt):
             prompts = [prompt]
         elif isinstance(prompt, (list, tuple)):
             prompts = list(prompt)

@@ -2,11 +2,10 @@
 ValueError for what it cannot take."""
 
 import pytest
+from conftest import tiny_overrides
 
 import proselab
 from proselab.training import train
-
-from conftest import tiny_overrides
 
 
 @pytest.fixture(scope="module")

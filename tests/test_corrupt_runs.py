@@ -10,13 +10,12 @@ import struct
 
 import pytest
 import torch
+from conftest import tiny_overrides
 
 import proselab
 from proselab.checkpoint import RunError
 from proselab.cli import main
 from proselab.training import train
-
-from conftest import tiny_overrides
 
 
 @pytest.fixture(scope="module")
