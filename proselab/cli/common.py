@@ -99,6 +99,22 @@ def config_overrides(extra: list[str]) -> list[str]:
     return out
 
 
+def train_arguments(args: argparse.Namespace, extra: list[str]) -> tuple[str | None, list[str]]:
+    """The config (preset or YAML) and dotted overrides of a `train`-style command line:
+    --out, --data and --resume as their config keys, after the ``--section.field`` ones."""
+    config = args.config
+    if config and config.startswith("--"):  # argparse takes "--a.b=[x, y]" (a space) for a positional
+        config, extra = None, [config, *extra]
+    overrides = config_overrides(extra)
+    if args.out:
+        overrides.append(f"train.out_dir={args.out}")
+    if args.data:
+        overrides.append(f"data.dataset={args.data}")
+    if args.resume:
+        overrides += ["train.init_from=resume", f"train.out_dir={args.resume}"]
+    return config, overrides
+
+
 def no_extra(extra: list[str]) -> None:
     """Commands other than train and demo take no config overrides."""
     if extra:

@@ -14,24 +14,15 @@ import yaml
 
 from ..config import SECTIONS, Config, all_keys, describe_presets, explicit_keys, field_docs, load_config, section_doc
 from ..config.checks import unused_options
-from .common import config_overrides
+from .common import train_arguments
 
 COMMENT_COLUMN = 40  # comments start here, or two spaces after a longer line
 
 
 def cmd_config(args: argparse.Namespace, extra: list[str]) -> int:
-    if args.config and args.config.startswith("--"):  # as in train: argparse took "--a.b=[x, y]" for a positional
-        args.config, extra = None, [args.config, *extra]
-    overrides = config_overrides(extra)
-    # --out, --data and --resume mean what they mean to `proselab train`, so a train command line works here
-    if args.out:
-        overrides.append(f"train.out_dir={args.out}")
-    if args.data:
-        overrides.append(f"data.dataset={args.data}")
-    if args.resume:
-        overrides += ["train.init_from=resume", f"train.out_dir={args.resume}"]
-    source = " ".join([args.config or "(no preset)", *(f"--{o}" for o in overrides)])
-    print(render_config(resolve(args.config, overrides), source=source), end="")
+    config, overrides = train_arguments(args, extra)  # a train command line works here as it is
+    source = " ".join([config or "(no preset)", *(f"--{o}" for o in overrides)])
+    print(render_config(resolve(config, overrides), source=source), end="")
     return 0
 
 

@@ -5,23 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import EXIT_INTERRUPTED, config_overrides, no_extra
+from .common import EXIT_INTERRUPTED, config_overrides, no_extra, train_arguments
 from .config import presets_epilog
 
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from ..training import train
 
-    if args.config and args.config.startswith("--"):  # argparse takes "--a.b=[x, y]" (a space) for a positional
-        args.config, extra = None, [args.config, *extra]
-    overrides = config_overrides(extra)
-    if args.out:
-        overrides.append(f"train.out_dir={args.out}")
-    if args.data:
-        overrides.append(f"data.dataset={args.data}")
-    if args.resume:
-        overrides += ["train.init_from=resume", f"train.out_dir={args.resume}"]
-    result = train(args.config, overrides)
+    config, overrides = train_arguments(args, extra)
+    result = train(config, overrides)
     _report_training(result)
     return EXIT_INTERRUPTED if result.interrupted else 0
 
