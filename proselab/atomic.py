@@ -5,11 +5,12 @@ A reader (or a run killed mid-write) sees either the old file or the new one, ne
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 @contextmanager
@@ -17,7 +18,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # name the file the user asked for, not the temporary one
+        raise type(e)(e.errno, f"cannot write there ({e.strerror})", str(path)) from None
     os.close(fd)
     try:
         yield Path(tmp)
@@ -37,3 +41,24 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make the renames in a directory durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def stale_temporaries(directory: str | Path, names: Iterable[str]) -> list[Path]:
+    """The temporaries ``atomic_path`` left beside ``names`` in ``directory`` when a process was
+    killed while writing them."""
+    directory = Path(directory)
+    return [tmp for name in names for tmp in directory.glob(f".{glob.escape(name)}.*.tmp")]

@@ -10,9 +10,10 @@ A run directory (see DESIGN.md) holds:
     trainer_state.pt     optimizer, step, RNG states: exact resume (loaded weights_only)
     metrics.jsonl, loss.png
 
-Every file is written to a temporary name in the same directory and renamed into place,
-so a run killed at any moment keeps its last complete checkpoint. This is the leaf of run
-handling: ``interop/`` maps Hugging Face layouts onto it, and ``runs.py`` loads runs.
+Every file is written to a temporary name in the same directory and renamed into place, and
+a checkpoint's files commit together (see ``save_checkpoint``), so a run killed at any instant
+either resumes exactly or is refused in one line. This is the leaf of run handling:
+``interop/`` maps Hugging Face layouts onto it, and ``runs.py`` loads runs.
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from .atomic import atomic_path, atomic_write_bytes, atomic_write_text, fsync_dir, stale_temporaries
 from .tokenizers import Tokenizer, load_tokenizer
 
 FORMAT_VERSION = 1
@@ -68,6 +72,25 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
     """Write a model's weights to ``path`` as safetensors, atomically."""
     with atomic_path(path) as tmp:
         save_file(_state_dict_for_saving(model), str(tmp), metadata={"format": "pt"})
+
+
+def _weights_checkpoint_id(path: Path) -> str | None:
+    """The id of the checkpoint a weights file was saved by (None: saved without one); a file
+    that is not readable safetensors is a RunError."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("checkpoint")
+    except (SafetensorError, OSError, ValueError, RuntimeError, MemoryError, OverflowError) as e:
+        raise RunError(f"{path}: not readable safetensors weights ({_reason(e)}); the file is truncated or corrupt, "
+                       "e.g. by a crash while it was copied") from None
+
+
+def _pending_id(path: Path) -> str | None:
+    """The checkpoint id of a pending file; None when it is missing or incomplete."""
+    try:
+        return _weights_checkpoint_id(path) if path.is_file() else None
+    except RunError:
+        return None
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
@@ -138,6 +161,8 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise RunError(f"'{run_dir}' is a file, not a run directory")
     cfg_path = run_dir / CONFIG_FILE
+    if not cfg_path.is_file() and _holds_run_files(run_dir):
+        raise _no_checkpoint_yet(run_dir)
     if not cfg_path.is_file():
         raise RunError(f"'{run_dir}' is not a proselab run directory (no {CONFIG_FILE}); train one with `proselab train`")
     try:
@@ -146,10 +171,19 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
         raise RunError(f"{cfg_path}: not valid JSON ({e})") from None
     if not isinstance(data, dict) or "model" not in data:
         raise RunError(f"{cfg_path}: not a proselab run config (no 'model' section)")
+    if not (run_dir / WEIGHTS_FILE).is_file():
+        complete_interrupted_save(run_dir)
+    if not holds_checkpoint(run_dir):
+        raise _no_checkpoint_yet(run_dir)
     for name in (WEIGHTS_FILE, TOKENIZER_FILE):
         if not (run_dir / name).is_file():
             raise RunError(f"'{run_dir}' is incomplete: {name} is missing")
     return data
+
+
+def _no_checkpoint_yet(run_dir: Path) -> RunError:
+    return RunError(f"'{run_dir}' holds no checkpoint yet: its training stopped (or is still running) before the "
+                    "first save; run the same `proselab train` command again to start it afresh")
 
 
 def load_src_tokenizer(run_dir: str | Path) -> Tokenizer | None:
@@ -158,10 +192,25 @@ def load_src_tokenizer(run_dir: str | Path) -> Tokenizer | None:
     return load_tokenizer(path) if path.is_file() else None
 
 
+PENDING_DIR = ".pending"  # a save's weights before it commits (and safetensors' own temporaries)
+
+
+def _pending(path: Path) -> Path:
+    """Where a checkpoint's file waits, complete, for the checkpoint to commit."""
+    return path.parent / PENDING_DIR / path.name
+
+
 def save_checkpoint(run_dir: Path, config: dict[str, Any], tokenizers: dict[str, Tokenizer],
                     model: torch.nn.Module, state: dict[str, Any], best: bool) -> None:
     """Write a training checkpoint: config.json, the tokenizer files (once), last.safetensors with
     the trainer state that belongs to it, and model.safetensors when ``best`` (or when missing).
+
+    The checkpoint commits in one rename. Its weights are written first, complete and synced, in
+    the run's ``.pending/`` directory, tagged with a new checkpoint id; then trainer_state.pt,
+    naming that id and those files, atomically replaces the previous one: the commit; then the
+    pending files are renamed into place. A process killed before the
+    commit leaves the previous checkpoint whole; killed after it, the next ``train`` or
+    ``--resume`` finishes the renames (``settle_checkpoint``), and so does loading the run.
 
     Args:
         config: the run's config as a dict, with the format version and the tokenizer kind.
@@ -173,22 +222,135 @@ def save_checkpoint(run_dir: Path, config: dict[str, Any], tokenizers: dict[str,
     for name, tokenizer in tokenizers.items():
         if not (run_dir / name).exists():
             tokenizer.save(run_dir / name)
-    save_weights(model, run_dir / LAST_WEIGHTS_FILE)
-    save_trainer_state(state, run_dir / TRAINER_STATE_FILE)
-    if best or not (run_dir / WEIGHTS_FILE).exists():
-        save_weights(model, run_dir / WEIGHTS_FILE)
+    ident = uuid.uuid4().hex
+    names = [LAST_WEIGHTS_FILE] + ([WEIGHTS_FILE] if best or not (run_dir / WEIGHTS_FILE).exists() else [])
+    weights = _state_dict_for_saving(model)
+    (run_dir / PENDING_DIR).mkdir(exist_ok=True)
+    for name in names:
+        pending = _pending(run_dir / name)
+        save_file(weights, str(pending), metadata={"format": "pt", "checkpoint": ident, "step": str(state["step"])})
+        _fsync_file(pending)
+    fsync_dir(run_dir / PENDING_DIR)  # the pending files' names reach the disk before the commit can
+    save_trainer_state({**state, "checkpoint": {"id": ident, "files": names}}, run_dir / TRAINER_STATE_FILE)
+    _finish_renames(run_dir, ident, names)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _finish_renames(run_dir: Path, ident: str, names: list[str], tidy: bool = True) -> None:
+    """Move a committed checkpoint's pending files into place (those another process has moved
+    already are skipped); ``tidy``: the writer's call, which also removes the emptied directory."""
+    for name in names:
+        pending = _pending(run_dir / name)
+        if _pending_id(pending) == ident:
+            try:
+                os.replace(pending, run_dir / name)
+            except FileNotFoundError:  # a reader of the run finished this rename first
+                pass
+    fsync_dir(run_dir)
+    if tidy:
+        try:
+            (run_dir / PENDING_DIR).rmdir()
+        except OSError:  # gone already
+            pass
+
+
+def _committed(state: dict[str, Any]) -> tuple[str, list[str]] | None:
+    """The (id, files) of the checkpoint a trainer state commits; None for runs saved before ids."""
+    info = state.get("checkpoint")
+    if isinstance(info, dict) and isinstance(info.get("id"), str) and isinstance(info.get("files"), list):
+        return info["id"], [n for n in info["files"] if n in (LAST_WEIGHTS_FILE, WEIGHTS_FILE)]
+    return None
+
+
+def settle_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+    """Before training writes into ``run_dir`` again: finish the renames of a checkpoint whose
+    save was killed after its commit, delete the files of a save killed before it and stale
+    temporaries; then check that last.safetensors belongs to trainer_state.pt. Returns the
+    trainer state (None when the run has none yet); a mismatch is a RunError."""
+    state_path = run_dir / TRAINER_STATE_FILE
+    state = load_trainer_state(state_path) if state_path.is_file() else None
+    committed = _committed(state) if state is not None else None
+    if committed:
+        _finish_renames(run_dir, *committed)
+    remove_uncommitted(run_dir)
+    if committed:
+        found = _weights_checkpoint_id(run_dir / LAST_WEIGHTS_FILE)
+        if found != committed[0]:
+            raise RunError(
+                f"{run_dir / LAST_WEIGHTS_FILE} does not belong to {TRAINER_STATE_FILE} "
+                f"(saved at step {state['step']}): the files are from different checkpoints, so resuming would mix "
+                "them; start again with --train.overwrite=true, or fine-tune from the run's best weights with "
+                "--train.init_from=RUN")
+    return state
+
+
+def complete_interrupted_save(run_dir: Path) -> None:
+    """For a reader of a run whose model.safetensors is missing: if a committed checkpoint's
+    files still wait under their pending names (the save was killed after its commit), move them
+    into place. Never deletes anything; a run it cannot complete is left as it is."""
+    state_path = run_dir / TRAINER_STATE_FILE
+    if not _pending(run_dir / WEIGHTS_FILE).is_file() or not state_path.is_file():
+        return
+    try:
+        state = load_trainer_state(state_path)
+        committed = _committed(state)
+        if committed:
+            _finish_renames(run_dir, *committed, tidy=False)  # a training may be about to write there
+    except (RunError, OSError):
+        return
+
+
+def remove_uncommitted(run_dir: Path) -> None:
+    """Delete what saves killed before their commit left: the pending directory (its files were
+    never committed, or ``settle_checkpoint`` has moved them already) and stale temporaries."""
+    shutil.rmtree(run_dir / PENDING_DIR, ignore_errors=True)
+    for tmp in stale_temporaries(run_dir, RUN_FILES):
+        tmp.unlink(missing_ok=True)
+
+
+def remove_run(run_dir: Path) -> None:
+    """Delete a run's files from ``run_dir`` (what starting it afresh does), and nothing else."""
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    remove_uncommitted(run_dir)
+
+
+def _holds_run_files(run_dir: Path) -> bool:
+    return (run_dir / PENDING_DIR).exists() or any((run_dir / n).exists() for n in RUN_FILES) \
+        or bool(stale_temporaries(run_dir, RUN_FILES))
+
+
+def holds_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run with at least one committed checkpoint (or its weights):
+    a directory whose training was killed before its first save holds nothing to keep."""
+    return any((run_dir / name).exists() for name in (TRAINER_STATE_FILE, WEIGHTS_FILE))
 
 
 def _step_of(line: str) -> float:
+    """The step a metrics line was logged at; inf for what is not a record, and for the final
+    evaluation's record (a resumed run that finishes logs it again)."""
     try:
-        return json.loads(line)["step"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+        record = json.loads(line)
+        step = record["step"]
+    except (json.JSONDecodeError, KeyError, TypeError, IndexError):
         return math.inf
+    if "final_val_loss" in record or not isinstance(step, (int, float)) or isinstance(step, bool):
+        return math.inf
+    return step
 
 
 def truncate_metrics(run_dir: Path, step: int) -> None:
-    """Drop the metrics.jsonl lines logged after ``step`` (a resumed run logs them again)."""
+    """Drop the metrics.jsonl lines logged after ``step`` (a resumed run logs them again), and
+    lines that are not records (a torn line of a killed run, bytes appended by accident)."""
     path = run_dir / METRICS_FILE
     if path.exists():
-        keep = [ln for ln in path.read_text().splitlines() if _step_of(ln) <= step]
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        keep = [ln for ln in text.splitlines() if _step_of(ln) <= step]
         atomic_write_text(path, "".join(ln + "\n" for ln in keep))

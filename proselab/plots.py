@@ -12,13 +12,16 @@ from .atomic import atomic_write_bytes
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """The records of a metrics.jsonl file (a torn last line from a killed run is skipped)."""
+    """The records of a metrics.jsonl file: lines that are not JSON objects (a torn last line
+    from a killed run, bytes appended by accident) are skipped."""
     out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for line in Path(path).read_bytes().decode("utf-8", errors="replace").splitlines():
         try:
-            out.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict) and isinstance(record.get("step"), (int, float)):
+            out.append(record)
     return out
 
 

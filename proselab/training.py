@@ -71,7 +71,8 @@ def resolve_config(config: Config | str | Path | dict | None, overrides: dict | 
         return cfg
     saved = config_from_dict(ckpt.read_run_config(cfg.train.out_dir))
     if not (Path(cfg.train.out_dir) / ckpt.TRAINER_STATE_FILE).is_file():
-        raise ckpt.RunError(f"'{cfg.train.out_dir}' has no {ckpt.TRAINER_STATE_FILE} to resume from")
+        raise ckpt.RunError(f"'{cfg.train.out_dir}' has no {ckpt.TRAINER_STATE_FILE} to resume from (its weights can "
+                            "still be fine-tuned: --train.init_from=RUN)")
     # model and data define what the weights are: they always come from the run
     if isinstance(config, Config):
         saved.train, saved.generation = cfg.train, cfg.generation
@@ -108,10 +109,15 @@ class Trainer:
     # ---- checkpoints -------------------------------------------------------------------
     def resume(self) -> None:
         """Continue from the run's last checkpoint: weights, optimizer, step, best scores, RNG states."""
+        with self.dist.rank0_first():  # rank 0 finishes or discards a save a kill interrupted; the others read
+            state = ckpt.settle_checkpoint(self.run_dir)
+        if state is None:
+            raise ckpt.RunError(f"'{self.run_dir}' has no {ckpt.TRAINER_STATE_FILE} to resume from")
         ckpt.load_weights(self.model, self.run_dir / ckpt.LAST_WEIGHTS_FILE)
-        state = ckpt.load_trainer_state(self.run_dir / ckpt.TRAINER_STATE_FILE)
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.best_val = int(state["step"]), float(state["best_val_loss"])
+        if state.get("evaluated", self.step > 0):  # its eval is in metrics.jsonl already: not again
+            self.last_eval_step = self.step
         self.seconds_before = float(state.get("train_seconds", 0.0))
         self.best_key = float(state.get("best_key", self.best_val if self.cfg.train.best_by == "loss" else "inf"))
         self.data_gen.set_state(state["data_rng"])
@@ -128,8 +134,9 @@ class Trainer:
         return {"data_rng": self.data_gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "train_seconds": self.seconds_before + self.train_time()}
 
-    def save(self, snap: dict[str, Any], best: bool) -> None:
-        """Write config, tokenizers, last weights + trainer state, and the best weights if ``best``."""
+    def save(self, snap: dict[str, Any], best: bool, evaluated: bool = True) -> None:
+        """Write config, tokenizers, last weights + trainer state, and the best weights if ``best``;
+        ``evaluated``: whether this step's eval is logged (an interrupted run saves without one)."""
         if not self.dist.is_main:
             return
         meta = {"format_version": ckpt.FORMAT_VERSION, "tokenizer": {"kind": self.task.tokenizer.kind}}
@@ -137,7 +144,7 @@ class Trainer:
             labels = self.cfg.model.labels
             meta.update(id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
         state = {"optimizer": self.optimizer.state_dict(), "step": self.step, "best_val_loss": self.best_val,
-                 "best_key": self.best_key, **snap}
+                 "best_key": self.best_key, "evaluated": evaluated, **snap}
         ckpt.save_checkpoint(self.run_dir, {**self.cfg.to_dict(), **meta}, self.task.tokenizers(), self.model,
                              state, best)
 
@@ -273,7 +280,7 @@ class Trainer:
         self.model.train()
         try:
             while self.step < t.max_iters:
-                if self.step % t.eval_interval == 0 and (self.step > start_step or start_step == 0):
+                if self.step % t.eval_interval == 0 and self.last_eval_step != self.step:
                     self.eval_and_checkpoint(snap)
                 # rank 0's clock decides, so every process stops at the same step
                 used = self.budget_used()
@@ -295,7 +302,7 @@ class Trainer:
         seconds = self.train_time()
         val = None
         if interrupted:
-            self.save(snap, best=False)
+            self.save(snap, best=False, evaluated=self.last_eval_step == self.step)
         else:
             if self.last_eval_step != self.step and self.dist.is_main:  # max_time can stop right after an eval
                 record, best = self.evaluate()
@@ -313,7 +320,7 @@ class Trainer:
 
 def _check_out_dir(cfg: Config) -> None:
     run_dir = Path(cfg.train.out_dir)
-    if cfg.train.init_from != "resume" and (run_dir / ckpt.CONFIG_FILE).exists() and not cfg.train.overwrite:
+    if cfg.train.init_from != "resume" and ckpt.holds_checkpoint(run_dir) and not cfg.train.overwrite:
         raise ConfigError(
             f"'{run_dir}' already holds a run; resume it with --resume, choose another "
             "--train.out_dir, or pass --train.overwrite=true to replace it"
@@ -372,8 +379,7 @@ def build_trainer(cfg: Config, dist: Dist) -> Trainer:
         trainer.resume()
     else:
         if dist.is_main:  # an overwritten run keeps nothing of the old one (deleted only once all is built)
-            for name in ckpt.RUN_FILES:
-                (trainer.run_dir / name).unlink(missing_ok=True)
+            ckpt.remove_run(trainer.run_dir)
         torch.manual_seed(t.seed + 1000 * dist.rank)  # dropout stream per process
     trainer.train_model = dist.wrap(torch.compile(model) if t.compile else model)
     return trainer

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (CLIError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+    except (CLIError, ValueError, OSError) as e:  # OSError: a file that cannot be read or written, a full disk
         if os.environ.get("PROSELAB_DEBUG"):
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
