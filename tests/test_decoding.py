@@ -277,11 +277,19 @@ def test_max_time_ends_generation(num_beams):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_memory_follows_what_is_generated_not_max_new_tokens(family):
+def test_memory_follows_what_is_generated_not_max_new_tokens(family, monkeypatch):
     """max_new_tokens=10**12 used to allocate its (N, 10**12) token buffer up front and fail (or
-    fill the machine); now a run that stops early costs what it generated."""
+    fill the machine); now a run that stops early costs what it generated. The clock max_time
+    reads advances 1 ms a reading, so the run stops after the same number of steps on a fast or
+    a loaded machine."""
+    import itertools
+
+    import proselab.decoding.stopping as stopping
+
+    ticks = itertools.count()
+    monkeypatch.setattr(stopping.time, "monotonic", lambda: next(ticks) / 1000)
     model = _model(family)
-    out = generate(model, PROMPTS, GenerationConfig(do_sample=False, max_new_tokens=10**12, max_time=0.5))
+    out = generate(model, PROMPTS, GenerationConfig(do_sample=False, max_new_tokens=10**12, max_time=0.2))
     assert all(g.finish_reason == "time" and len(g.tokens) > 64 for g in out)  # grown past the first room
     ref = generate(model, PROMPTS, GenerationConfig(do_sample=False, max_new_tokens=len(out[0].tokens)))
     assert ref[0].tokens == out[0].tokens

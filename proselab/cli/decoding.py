@@ -127,6 +127,9 @@ Ctrl-C during a reply stops it; the text so far stays in the conversation as the
 A message that starts with / is a command; start it with // to send one / instead."""
 
 
+NOT_UTF8 = re.compile("[\ud800-\udfff]")  # a lone surrogate: what surrogateescape reads a byte that is not UTF-8 as
+
+
 def cmd_chat(args: argparse.Namespace, extra: list[str], read=input) -> int:
     from ..api import load
 
@@ -137,6 +140,10 @@ def cmd_chat(args: argparse.Namespace, extra: list[str], read=input) -> int:
         gen.chat_prompt([{"role": "user", "content": ""}], 0)  # refuse a run that is not a chat model, up front
     system = [{"role": "system", "content": args.system}] if args.system else []
     history: list[dict] = []
+    if read is input and hasattr(sys.stdin, "reconfigure"):
+        # a byte that is not UTF-8 becomes a lone surrogate (skipped below), not a decode error
+        # that would end the chat and lose the lines read with it
+        sys.stdin.reconfigure(errors="surrogateescape")
     print(CHAT_HELP, file=sys.stderr)
     while True:
         try:
@@ -144,6 +151,9 @@ def cmd_chat(args: argparse.Namespace, extra: list[str], read=input) -> int:
         except (EOFError, KeyboardInterrupt):  # Ctrl-D, or Ctrl-C at the prompt: leave, as a shell does
             print(file=sys.stderr)
             return 0
+        if NOT_UTF8.search(text):
+            print("(not sent: the message is not UTF-8 text; set the terminal or the input to UTF-8)", file=sys.stderr)
+            continue
         command = _chat_command(text)
         if command == "/quit":
             return 0
@@ -203,7 +213,9 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
     no_extra(extra)
     serve(ServeConfig(run=args.run, host=args.host, port=args.port, api_key=args.api_key, max_batch=args.max_batch,
                       max_queue=args.max_queue, max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,
-                      model_name=args.model_name, device=args.device, threads=args.threads, dtype=args.dtype))
+                      model_name=args.model_name, device=args.device, threads=args.threads, dtype=args.dtype,
+                      timeout_keep_alive=args.timeout_keep_alive, timeout_header=args.timeout_header,
+                      limit_concurrency=args.limit_concurrency))
     return 0
 
 
@@ -314,6 +326,13 @@ def add_serve(sub) -> None:
     s.add_argument("--threads", type=int, default=0,
                    help="CPU threads for the model (default 0: one for a small model, whose steps are bound by "
                         "per-operation overhead, else all cores); fewer leave cores to other work")
+    s.add_argument("--timeout-keep-alive", type=float, default=5.0, metavar="SECONDS",
+                   help="close a connection idle this long after a response (default 5)")
+    s.add_argument("--timeout-header", type=float, default=10.0, metavar="SECONDS",
+                   help="close a connection that has not sent a whole request line and headers this long after it "
+                        "opened or began its next request (default 10)")
+    s.add_argument("--limit-concurrency", type=int, default=256, metavar="N",
+                   help="connections served at once; a request on another one gets 503 (default 256)")
     s.set_defaults(func=cmd_serve)
 
 

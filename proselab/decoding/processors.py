@@ -123,7 +123,12 @@ class Temperature:
         self.temperature = temperature
 
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        return logits / self.temperature
+        if self.temperature >= 1e-3:  # no float32 logit overflows: transformers' division, exactly
+            return logits / self.temperature
+        # a tiny one (below float32's smallest, even 0): from the best logit down, the best stays 0 and
+        # the others go to -inf, greedy decoding, its limit; dividing the best would give +inf or NaN
+        shifted = logits - logits.amax(-1, keepdim=True)
+        return torch.where(shifted == 0, shifted, shifted / self.temperature)
 
 
 def _kth_largest(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -192,6 +197,12 @@ def _mass_cutoff(score: torch.Tensor, probs: torch.Tensor, mass: float) -> torch
     return s.masked_fill(ahead >= mass, _INF).amin(-1, keepdim=True)
 
 
+def _saturated(logits: torch.Tensor) -> torch.Tensor:
+    """+inf logits (a tiny repetition penalty overflows) as float's largest value: the mass
+    cutoff's softmax would make them NaN."""
+    return logits.clamp(max=torch.finfo(logits.dtype).max)
+
+
 class TopP:
     """Nucleus sampling (Holtzman et al., 2019): keep the most likely tokens until their mass reaches ``p``.
 
@@ -205,6 +216,7 @@ class TopP:
         self.min_tokens_to_keep = min_tokens_to_keep
 
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        logits = _saturated(logits)
         cutoff = _mass_cutoff(logits, logits.softmax(-1), self.p)
         cutoff = torch.minimum(cutoff, _kth_largest(logits, self.min_tokens_to_keep))
         return logits.masked_fill(logits < cutoff, -_INF)
@@ -241,6 +253,7 @@ class TypicalP:
         self.min_tokens_to_keep = min_tokens_to_keep
 
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        logits = _saturated(logits)
         logp = logits.log_softmax(-1)  # (B, V)
         probs = logp.exp()
         entropy = -(logp * probs).nansum(-1, keepdim=True)  # (B, 1); nansum skips 0 * -inf

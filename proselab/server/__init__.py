@@ -1,19 +1,22 @@
 """``proselab serve``: an OpenAI-compatible HTTP server with continuous batching and a playground.
 
 ``serve`` loads the run a ``ServeConfig`` names and runs uvicorn; ``create_app`` builds the
-FastAPI app for a loaded run (``app.py``), whose routes are in ``routes.py``; ``engine.py``
-batches the requests; ``static/`` is the playground page.
+FastAPI app for a loaded run (``app.py``), whose routes are in ``routes.py`` and whose schema
+(/openapi.json) is ``openapi.py``'s; ``engine.py`` batches the requests; ``connections.py``
+times out idle clients; ``static/`` is the playground page.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
 from dataclasses import dataclass, field
 
 from .app import Limits, create_app
+from .connections import connection_options
 
 __all__ = ["Limits", "ServeConfig", "create_app", "serve"]
 
@@ -36,6 +39,9 @@ class ServeConfig:
     device: str = "auto"  # where the model runs (see ``proselab.load``)
     threads: int = 0  # the model's CPU threads; 0: one for a small model, else every core (see ``Engine``)
     dtype: str = "auto"  # the weights' dtype (see ``proselab.load``)
+    timeout_keep_alive: float = 5.0  # seconds a connection may stay idle after a response (uvicorn's default)
+    timeout_header: float = 10.0  # seconds a connection has to send a whole request head (line + headers)
+    limit_concurrency: int = 256  # connections served at once; a request on one more gets 503
 
     def __post_init__(self):
         if self.max_batch < 1 or self.max_queue < 0 or self.threads < 0:
@@ -46,6 +52,17 @@ class ServeConfig:
         for flag, value in (("--max-prompt-tokens", self.max_prompt_tokens), ("--max-tokens", self.max_tokens)):
             if value is not None and value < 1:
                 raise ValueError(f"{flag} must be >= 1 (leave it out for the default); got {value}")
+        for flag, seconds in (("--timeout-keep-alive", self.timeout_keep_alive),
+                              ("--timeout-header", self.timeout_header)):
+            if not (math.isfinite(seconds) and seconds > 0):
+                raise ValueError(f"{flag} must be a number of seconds > 0; got {seconds}")
+        if self.limit_concurrency < 1:
+            raise ValueError(f"--limit-concurrency must be >= 1; got {self.limit_concurrency}")
+
+    def uvicorn_options(self) -> dict:
+        """``uvicorn.Config`` (and ``uvicorn.run``) keywords: the address, the timeouts, the connection limit."""
+        return {"host": self.host, "port": self.port,
+                **connection_options(self.timeout_keep_alive, self.timeout_header, self.limit_concurrency)}
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -82,7 +99,7 @@ def serve(config: ServeConfig) -> None:
     weights = str(next(gen.model.parameters()).dtype).removeprefix("torch.")
     print(f"proselab: serving {config.run} ({weights} weights) at {where} (playground: {where}/, API: {where}/v1, "
           f"{'API key required' if api_key else 'no API key'})", flush=True)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="info")
+    uvicorn.run(app, **config.uvicorn_options(), log_level="info")
 
 
 def _on_a_passing_thread(fn):

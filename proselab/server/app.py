@@ -5,9 +5,11 @@ Routes (``routes.py``): ``GET /health``, ``GET /v1/models``, ``POST /v1/completi
 ``stream`` is true, ending with ``data: [DONE]``), ``POST /v1/classify`` (a classifier's
 labels and probabilities, or zero-shot with a language model), ``POST /v1/attention`` (seq2seq
 runs: the heatmap data the playground draws), and the playground at ``/``. Errors have OpenAI's
-body, ``{"error": {"message", "type", "param", "code"}}``, and status: 400 for values the run
-cannot take, 401 for a missing or wrong key, 404 for another model's name, 413 for a body
-too large, 422 for a malformed body, 429 when the queue is full.
+body, ``{"error": {"message", "type", "param", "code"}}``, and status: 400 for a body that
+matches the schema but that the run or the server's limits cannot take, 401 for a missing or
+wrong key, 404 for another model's name, 405 (with ``Allow``) for another method, 413 for a
+body too large, 422 for a body that does not match the schema, 429 when the queue is full.
+/openapi.json documents all of it (``openapi.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .engine import Engine
 from .responses import APIError, error_response
 from .classify import ClassifyBatcher
+from .openapi import stream_schemas
 from .routes import Limits, ServerState, api, playground
 from .schemas import UNICODE_ERROR
 from .streaming import Mailbox
@@ -113,6 +116,7 @@ def create_app(generator, *, api_key: str | None = None, model_name: str | None 
     app = FastAPI(title="proselab", version="1", summary=f"OpenAI-compatible text generation with the run '{name}'",
                   lifespan=lifespan)
     app.state.server, app.state.engine, app.state.generator = state, engine, generator
+    app.openapi = lambda: stream_schemas(FastAPI.openapi(app))  # FastAPI's, with what the streams send
     _add_error_handlers(app)
     app.add_middleware(Guard, api_key=api_key, max_body_bytes=limits.max_body_bytes)
     app.include_router(api)
@@ -139,4 +143,4 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, e: StarletteHTTPException):
         kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
-        return error_response(e.status_code, str(e.detail), kind)
+        return error_response(e.status_code, str(e.detail), kind, headers=e.headers)  # 405 keeps its Allow

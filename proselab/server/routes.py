@@ -20,6 +20,18 @@ from ..config import ConfigError
 from ..data.seq2seq import encoder_ids, source_ids
 from .classify import ClassifyBatcher
 from .engine import Engine
+from .openapi import (
+    AttentionMap,
+    ChatCompletion,
+    ChatCompletionChunk,
+    Classifications,
+    Completion,
+    CompletionChunk,
+    Health,
+    ModelList,
+    errors,
+    streamed,
+)
 from .responses import APIError
 from .schemas import (
     AttentionRequest,
@@ -84,18 +96,19 @@ api = APIRouter()
 playground = APIRouter(include_in_schema=False)
 
 
-@api.get("/health")
-def health(s: State) -> dict:
+@api.get("/health", responses={200: {"model": Health}, **errors()})
+def health(s: State):
     return {"status": "ok", "model": s.model_name, "waiting": s.engine.waiting, "running": s.engine.running_rows}
 
 
-@api.get("/v1/models")
-def models(s: State) -> dict:
+@api.get("/v1/models", responses={200: {"model": ModelList}, **errors(401)})
+def models(s: State):
     return {"object": "list",
             "data": [{"id": s.model_name, "object": "model", "created": s.created, "owned_by": "proselab"}]}
 
 
-@api.post("/v1/completions")
+@api.post("/v1/completions",
+          responses={**streamed(Completion, CompletionChunk), **errors(400, 401, 404, 413, 422, 429)})
 async def completions(body: CompletionRequest, request: Request, s: State):
     gen, limits = s.generator, s.limits
     _check_model(body.model, s.model_name)
@@ -108,7 +121,8 @@ async def completions(body: CompletionRequest, request: Request, s: State):
     return await respond(request, s.engine, s.mailbox, gen, body, gcfg, prompts, top, chat=False, model=s.model_name)
 
 
-@api.post("/v1/chat/completions")
+@api.post("/v1/chat/completions",
+          responses={**streamed(ChatCompletion, ChatCompletionChunk), **errors(400, 401, 404, 413, 422, 429)})
 async def chat_completions(body: ChatRequest, request: Request, s: State):
     gen = s.generator
     _check_model(body.model, s.model_name)
@@ -131,7 +145,7 @@ async def chat_completions(body: ChatRequest, request: Request, s: State):
     return await respond(request, s.engine, s.mailbox, gen, body, gcfg, [ids], top, chat=True, model=s.model_name)
 
 
-@api.post("/v1/attention")
+@api.post("/v1/attention", responses={200: {"model": AttentionMap}, **errors(400, 401, 413, 422)})
 async def attention(body: AttentionRequest, s: State):
     gen, cfg = s.generator, s.generator.config
     if not gen.is_seq2seq:
@@ -146,7 +160,7 @@ async def attention(body: AttentionRequest, s: State):
 MAX_CLASSIFY_INPUTS = 2048  # texts in one /v1/classify request
 
 
-@api.post("/v1/classify")
+@api.post("/v1/classify", responses={200: {"model": Classifications}, **errors(400, 401, 404, 413, 422)})
 async def classify(body: ClassifyRequest, s: State):
     gen = s.generator
     _check_model(body.model, s.model_name)
