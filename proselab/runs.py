@@ -14,19 +14,20 @@ import torch
 from . import interop
 from .checkpoint import (
     CONFIG_FILE,
+    SRC_TOKENIZER_FILE,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
     RunError,
     load_weights,
     read_run_config,
 )
-from .config import Config, ConfigError, TrainConfig, config_from_dict, explicit_keys
-from .config.checks import model_fields
+from .config import Config, ConfigError, ModelConfig, TrainConfig, config_from_dict, explicit_keys
+from .config.checks import INFERENCE_BYTES, TRAINING_BYTES, check_memory, model_fields
 from .data import progress
 from .models import build_model
 from .models.heads import HEAD
 from .models.lora import apply_lora, merge_lora
-from .tokenizers import Tokenizer, load_tokenizer
+from .tokenizers import Tokenizer, TokenizerError, load_tokenizer, vocab_span
 
 ARCHITECTURE = ("family", "vocab_size", "n_layer", "n_head", "n_embd", "bias", "cell", "hidden_size", "num_layers",
                 "tie_weights", "arch", "attention", "bidirectional", "input_feeding", "share_embeddings",
@@ -63,13 +64,16 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
         (model, tokenizer, config)
     """
     run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)  # its sizes checked against this machine's memory
+    try:
+        check_fits(cfg.model, device)  # and a GPU's
+    except ConfigError as e:
+        raise RunError(f"{run_dir / CONFIG_FILE}: {e}") from None
     if interop.is_hf_checkpoint(run_dir):
         return interop.load_hf(run_dir, device)
-    cfg = load_run_config(run_dir)
-    tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
-    if tokenizer.vocab_size > cfg.model.vocab_size:  # its ids would index past the embedding
-        raise RunError(f"{run_dir / TOKENIZER_FILE} has {tokenizer.vocab_size:,} tokens but the model of config.json "
-                       f"{cfg.model.vocab_size:,}: the files are not from the same run")
+    tokenizer = _run_tokenizer(run_dir / TOKENIZER_FILE, cfg.model.vocab_size)
+    if cfg.model.family == "seq2seq" and (run_dir / SRC_TOKENIZER_FILE).is_file():  # checked here; api.load reads it
+        _run_tokenizer(run_dir / SRC_TOKENIZER_FILE, cfg.model.src_vocab_size or cfg.model.vocab_size)
     model = build_model(cfg.model)
     if cfg.train.lora_rank:  # the file holds base weights and adapters: rebuild, load, then merge
         apply_lora(model, cfg.train.lora_rank, cfg.train.lora_alpha, cfg.train.lora_targets, cfg.train.lora_dropout)
@@ -78,6 +82,34 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
     else:
         load_weights(model, run_dir / weights)
     return model.to(device).eval(), tokenizer, cfg
+
+
+def _run_tokenizer(path: Path, vocab_size: int) -> Tokenizer:
+    """A run's tokenizer file, or a RunError naming it when it is damaged or spans more ids than
+    the model's ``vocab_size`` (they would index past the embedding). The span is read from the
+    JSON first: a tokenizer of millions of tokens is refused in a second, not built in minutes."""
+    try:
+        span = vocab_span(path)
+        tokenizer = None if span > vocab_size else load_tokenizer(path)
+    except TokenizerError as e:
+        raise RunError(f"{e}; restore the {path.name} the run was trained with") from None
+    size = span if tokenizer is None else max(span, tokenizer.vocab_size)
+    if size > vocab_size:
+        raise RunError(f"{path} has {size:,} tokens but the model of config.json {vocab_size:,}: the files are "
+                       "not from the same run")
+    return tokenizer
+
+
+def check_fits(m: ModelConfig, device: str | torch.device = "cpu", training: bool = False) -> None:
+    """Refuse (ConfigError naming the sizes) a model that cannot fit where it goes, before it is
+    built: its float32 weights, and for ``training`` their gradients and AdamW's moments too,
+    against the free memory of ``device`` if it is a GPU, else of this machine."""
+    device = torch.device(device)
+    per_param = TRAINING_BYTES if training else INFERENCE_BYTES
+    if device.type == "cuda":
+        check_memory(m, per_param, available=torch.cuda.mem_get_info(device)[0], where=str(device))
+    else:
+        check_memory(m, per_param)
 
 
 def fine_tune_config(cfg: Config) -> Config:

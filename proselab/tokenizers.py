@@ -17,6 +17,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import string
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -48,6 +49,7 @@ _SPECIAL_NAMES = {
 _GPT2_IDS = {EOT: 50256, "Hello": 15496, "Ġworld": 995, "Ġthe": 262}
 _CHUNK = 1 << 16  # characters per piece when encoding long texts in parallel
 _SAFE_BEFORE_NEWLINE = frozenset(string.punctuation)
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class TokenizerError(ValueError):
@@ -91,7 +93,11 @@ class Tokenizer:
         pieces = [self._pieces(t) for t in texts]
         flat = [p for ps in pieces for p in ps]
         encode = getattr(self.hf, "encode_batch_fast", self.hf.encode_batch)  # fast: no offsets
-        encoded = iter(encode(flat, add_special_tokens=False))
+        try:
+            encoded = iter(encode(flat, add_special_tokens=False))
+        except TypeError:
+            _check_unicode(flat)
+            raise
         out = []
         for ps in pieces:
             ids: list[int] = []
@@ -156,6 +162,16 @@ class Tokenizer:
 
     def _pieces(self, text: str) -> list[str]:
         return _split_long(text) if self._chunkable else [text]
+
+
+def _check_unicode(texts: list[str]) -> None:
+    """TokenizerError for a text holding a lone surrogate, which the Rust tokenizer refuses with a
+    TypeError: Python reads bytes that are not UTF-8 as such (surrogateescape: stdin, argv)."""
+    for text in texts:
+        bad = _LONE_SURROGATE.search(text) if isinstance(text, str) else None
+        if bad:
+            raise TokenizerError(f"the text is not valid Unicode: it holds a lone surrogate (U+{ord(bad.group()):04X} "
+                                 f"at character {bad.start()}), as bytes that are not UTF-8 become; give UTF-8 text")
 
 
 def _split_long(text: str) -> list[str]:
@@ -331,12 +347,36 @@ def load_tokenizer(path: str | Path, kind: str | None = None) -> Tokenizer:
         raise TokenizerError(f"tokenizer file '{p}' does not exist")
     elif p.name in ("vocab.json", "merges.txt"):
         return load_tokenizer(p.parent, kind)
+    text, _ = _read_spec(p)
     try:
-        hf = HFTokenizer.from_str(p.read_text(encoding="utf-8"))
-    except Exception as e:  # JSON, UTF-8 or schema errors, all user input
+        hf = HFTokenizer.from_str(text)
+    except Exception as e:  # schema errors, user input
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise TokenizerError(f"'{p}' is not a Hugging Face tokenizer.json: {reason}") from None
     return Tokenizer(hf, kind)
+
+
+def vocab_span(path: str | Path) -> int:
+    """How many ids the tokenizer.json at ``path`` spans (its largest id + 1), read from the JSON
+    alone: a check against a model's vocab_size that takes a second where building a tokenizer
+    of millions of tokens takes many."""
+    _, spec = _read_spec(Path(path))
+    vocab = spec["model"].get("vocab") or {}
+    ids = vocab.values() if isinstance(vocab, dict) else range(len(vocab))  # Unigram: a list of [piece, score]
+    added = [t.get("id") for t in spec.get("added_tokens") or [] if isinstance(t, dict)]
+    return 1 + max((i for i in (*ids, *added) if isinstance(i, int)), default=-1)
+
+
+def _read_spec(p: Path) -> tuple[str, dict]:
+    """A tokenizer.json's text and parsed JSON; TokenizerError if it is not JSON or has no model."""
+    try:
+        text = p.read_text(encoding="utf-8")
+        spec = json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TokenizerError(f"'{p}' is not a Hugging Face tokenizer.json: not UTF-8 JSON ({e})") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("model"), dict):
+        raise TokenizerError(f"'{p}' is not a Hugging Face tokenizer.json: it has no 'model' section")
+    return text, spec
 
 
 def get_tokenizer(spec: str, texts: Iterable[str] = (), vocab_size: int = 8000) -> Tokenizer:

@@ -156,6 +156,13 @@ class TrainConfig:
     eval_bleu_samples: int = 200  # val pairs greedy-decoded for BLEU and chrF at each eval (0 = off)
     best_by: str = "loss"  # which eval picks model.safetensors: loss | bleu | chrf (seq2seq) | accuracy | macro_f1 (classifiers)
     class_weights: str = "none"  # classifiers: none | balanced (each class weighted by n / (n_classes x its count))
+    aux_lm_weight: float = 0.0  # GPT classifiers: add this x the texts' next-token loss, GPT-1's auxiliary LM objective (0 = off)
+    # knowledge distillation (lm, sft and seq2seq; also spelled train.distill.teacher, ...)
+    distill_teacher: str = ""  # a run or Hugging Face GPT-2 dir the student also learns to imitate ("" = off)
+    distill_alpha: float = 0.5  # weight of the KD term: (1 - alpha) x CE(gold) + alpha x T^2 x KL(teacher_T || student_T)
+    distill_temperature: float = 2.0  # T, softening both distributions (2, as DistilGPT2)
+    distill_top_k: int = 0  # KD over the teacher's k most likely tokens, renormalised (0 = the full distribution)
+    distill_init: str = "scratch"  # scratch | every-other-layer (the teacher's embeddings, head and every other block)
 
 
 @dataclass
@@ -268,6 +275,8 @@ def _closest(key: str, candidates: list[str]) -> str:
 
 def _set(cfg: Config, key: str, value: Any) -> None:
     parts = key.split(".")
+    if len(parts) == 3 and f"{parts[0]}.{parts[1]}_{parts[2]}" in all_keys():  # train.distill.teacher
+        key, parts = f"{parts[0]}.{parts[1]}_{parts[2]}", [parts[0], f"{parts[1]}_{parts[2]}"]
     if len(parts) != 2 or parts[0] not in SECTIONS:
         raise ConfigError(f"unknown config key '{key}'{_closest(key, all_keys())}")
     section, name = parts
@@ -330,6 +339,10 @@ def apply_dict(cfg: Config, d: dict[str, Any], source: str = "config") -> Config
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: section '{section}' must be a mapping of field: value")
         for name, value in values.items():
+            if isinstance(value, dict) and f"{section}.{name}" not in all_keys():  # train: {distill: {teacher: x}}
+                for sub, v in value.items():
+                    _set(cfg, f"{section}.{name}.{sub}", v)
+                continue
             _set(cfg, f"{section}.{name}", value)
     return cfg
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .values import ConfigError
@@ -31,6 +33,7 @@ def validate(cfg: Config) -> None:
         _validate_transformer(m)
     else:
         _validate_rnn(m)
+    check_memory(m)
     _check(d.vocab_size >= 1, "data.vocab_size must be >= 1")
     _check(0.0 < d.val_fraction < 1.0, f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
     _check(d.encoding_errors in ("strict", "replace"), "data.encoding_errors must be strict or replace")
@@ -74,6 +77,7 @@ def validate(cfg: Config) -> None:
            f"train.best_by={t.best_by} scores decoded dev pairs: it needs a seq2seq model and "
            f"train.eval_bleu_samples > 0")
     _validate_labels(m, d, t)
+    _validate_distill(m, t)
     validate_generation(g)
 
 
@@ -91,6 +95,25 @@ def _validate_labels(m: ModelConfig, d: DataConfig, t: TrainConfig) -> None:
     _check(not m.labels or m.family != "seq2seq" or m.arch == "transformer",
            "a seq2seq classifier reads texts with a Transformer encoder: set model.arch=transformer "
            "(or use model.family=rnn for a recurrent classifier)")
+
+
+def _validate_distill(m: ModelConfig, t: TrainConfig) -> None:
+    """Knowledge distillation's settings (the teacher itself is read when training starts)."""
+    _check(0.0 <= t.distill_alpha <= 1.0, f"train.distill_alpha must be in [0, 1], got {t.distill_alpha}")
+    _check(t.distill_temperature > 0 and math.isfinite(t.distill_temperature),
+           f"train.distill_temperature must be > 0, got {t.distill_temperature}")
+    _check(t.distill_top_k >= 0, f"train.distill_top_k must be >= 0 (0 = the full distribution), got {t.distill_top_k}")
+    _check(t.distill_init in ("scratch", "every-other-layer"),
+           f"train.distill_init must be scratch or every-other-layer, got '{t.distill_init}'")
+    if not t.distill_teacher:
+        _check(t.distill_init == "scratch", "train.distill_init=every-other-layer copies the teacher's layers: "
+               "set train.distill_teacher too")
+        return
+    _check(not m.labels, f"train.distill_teacher distils a generator, but model.labels ({', '.join(m.labels)}) "
+           "makes a classifier: clear train.distill_teacher or model.labels")
+    _check(t.distill_init == "scratch" or t.init_from in ("scratch", "resume"),
+           f"train.distill_init=every-other-layer and train.init_from '{t.init_from}' both set the student's "
+           "first weights: keep one")
 
 
 # The model fields each kind of model reads (models/, and the tasks' use of block_size). A field
@@ -180,6 +203,81 @@ def _validate_seq2seq(m: ModelConfig, d: DataConfig) -> None:
     _check(m.attention != "luong-dot" or not m.bidirectional,
            "model.attention=luong-dot scores the decoder state against encoder states of the same width, but a "
            "bidirectional encoder's are twice as wide: use luong-general, or model.bidirectional=false")
+
+
+# Bytes per parameter: float32 weights to use a model; to train it, also their gradients and
+# AdamW's two moments (activations come on top, and depend on the batch).
+INFERENCE_BYTES, TRAINING_BYTES = 4, 16
+_GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # weight matrices per recurrent layer and direction
+
+
+def model_parts(m: ModelConfig) -> dict[tuple[str, ...], int]:
+    """The parameters of the model ``m`` configures, from its sizes alone (nothing is built):
+    the model fields that size each part -> its weight matrices' entries. Biases, norms and
+    attention scorers are left out: the sum is a lower bound, within a few percent of the
+    model as built (a classifier then drops its LM head, a seq2seq one its decoder)."""
+    V, Vs, C, H = m.vocab_size, m.src_vocab_size or m.vocab_size, m.n_embd, m.hidden_size
+    transformer = m.family == "gpt" or (m.family == "seq2seq" and m.arch == "transformer")
+    embeddings = V * C + (0 if m.tie_weights else V * (C if transformer else H))  # + an untied head
+    if m.family == "gpt":
+        return {("vocab_size", "n_embd"): embeddings, ("block_size", "n_embd"): m.block_size * C,
+                ("n_layer", "n_embd"): m.n_layer * 12 * C * C}  # a block: attention 4 C^2, MLP 8 C^2
+    if m.family == "seq2seq":
+        embeddings += 0 if m.share_embeddings else Vs * C
+    vocab = ("vocab_size", "src_vocab_size", "n_embd") if m.family == "seq2seq" else ("vocab_size", "n_embd")
+    if transformer:  # an encoder block 12 C^2, a decoder block 16 C^2 (cross-attention)
+        return {vocab: embeddings, ("n_layer", "n_embd"): m.n_layer * 28 * C * C}
+    G, L = _GATES.get(m.cell, 4), m.num_layers
+    if m.family == "rnn":
+        return {vocab: embeddings, ("num_layers", "hidden_size"): G * H * (C + H + (L - 1) * 2 * H)}
+    dirs, attends = 2 if m.bidirectional else 1, m.attention != "none"
+    encoder = dirs * G * H * (C + H + (L - 1) * (dirs * H + H)) + dirs * H * H  # + the bridge
+    feed = H if attends and m.input_feeding else 0
+    decoder = G * H * (C + feed + H + (L - 1) * 2 * H) + (H + dirs * H) * H * attends  # + Luong's W_c
+    return {vocab: embeddings, ("num_layers", "hidden_size"): encoder + decoder}
+
+
+def available_memory() -> int | None:
+    """Bytes of memory a new allocation can still get on this machine (RAM and swap, within
+    the container's limit), or None where that cannot be read."""
+    try:
+        info = {k: int(v.split()[0]) * 1024 for k, v in
+                (line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())}
+        free = info["MemAvailable"] + info.get("SwapFree", 0)
+    except (OSError, KeyError, ValueError):
+        try:  # no /proc (macOS): the physical memory, all of it
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):
+            return None
+    try:  # cgroup v2: a container may hold far less than the machine
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            free = min(free, int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+def check_memory(m: ModelConfig, per_param: int = INFERENCE_BYTES, available: int | None = None,
+                 where: str = "this machine") -> None:
+    """Refuse (ConfigError) a model whose parameters cannot fit in memory, before any is allocated.
+
+    Args:
+        m: the model config; a vocab_size of 0 (not known before the tokenizer) counts nothing.
+        per_param: bytes per parameter: INFERENCE_BYTES, or TRAINING_BYTES for training.
+        available: free bytes where the model goes (default: ``available_memory()``).
+        where: that place, for the message (``cuda:0``).
+    """
+    parts = model_parts(m)
+    params, free = sum(parts.values()), available_memory() if available is None else available
+    if free is None or params * per_param <= free:
+        return
+    fields = max(parts, key=parts.get)
+    named = " and ".join(f"model.{f}={getattr(m, f)}" for f in fields)
+    what = "float32 weights" if per_param == INFERENCE_BYTES else "float32 weights, gradients and optimizer state"
+    raise ConfigError(f"{named} make a model of at least {params / 1e9:,.1f} billion parameters, "
+                      f"{params * per_param / 1e9:,.1f} GB of {what}: more than the {free / 1e9:,.1f} GB of memory "
+                      f"available on {where}; make the model smaller")
 
 
 def effective_generation(g: GenerationConfig) -> GenerationConfig:

@@ -9,11 +9,14 @@ the smallest test of a seq2seq model.
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_path
 from .files import (
     DatasetError,
     DatasetWarning,
@@ -128,6 +131,24 @@ def _check_reverse_args(args: dict[str, int], min_len: int, max_len: int) -> Non
         raise ValueError(f"need 1 <= min_len <= max_len, got min_len={min_len} and max_len={max_len}")
 
 
+def _check_disk_space(out_dir: Path, sizes: dict[str, int], min_len: int, max_len: int) -> None:
+    """Refuse sizes whose files cannot fit on the disk, before writing any."""
+    per_pair = 2 * (min_len + max_len)  # a line of n symbols: 2n - 1 characters a side, a tab, a newline
+    need = per_pair * sum(sizes.values())
+    existing = next(p for p in (out_dir, *out_dir.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if need > free:
+        split = max(sizes, key=sizes.get)
+        raise ValueError(f"{split}_size={sizes[split]:,} (--{split}-size) would write about {need / 1e9:,.1f} GB, "
+                         f"more than the {free / 1e9:,.1f} GB free in '{existing}'; ask for fewer pairs")
+
+
+def _reverse_lines(rng: random.Random, n: int, min_len: int, max_len: int) -> Iterator[str]:
+    for _ in range(n):
+        tokens = rng.choices(REVERSE_SYMBOLS, k=rng.randint(min_len, max_len))
+        yield f"{' '.join(tokens)}\t{' '.join(reversed(tokens))}\n"
+
+
 def write_reverse_task(
     out_dir: str | Path,
     train_size: int = 50000,
@@ -141,7 +162,8 @@ def write_reverse_task(
 
     Each line is ``tokens<TAB>the tokens reversed``; a token is one of 0-9 and a-z, drawn
     uniformly, and tokens are separated by single spaces; a line's length is uniform in
-    ``[min_len, max_len]``. The files are written atomically.
+    ``[min_len, max_len]``. The files are streamed to disk (memory stays flat at any size) and
+    written atomically; sizes whose files would not fit on the disk are refused up front.
 
     Args:
         out_dir: the directory to write (created if needed; existing files are replaced).
@@ -156,13 +178,13 @@ def write_reverse_task(
     sizes = {"train": train_size, "dev": dev_size, "test": test_size}
     args = {f"{split}_size": n for split, n in sizes.items()} | {"min_len": min_len, "max_len": max_len}
     _check_reverse_args(args, min_len, max_len)
+    _check_disk_space(Path(out_dir), sizes, min_len, max_len)
     paths = {}
     for split, n in sizes.items():
         rng = random.Random(f"reverse-{seed}-{split}")  # a str seed is hashed with SHA-512: stable across runs
-        lines = []
-        for _ in range(n):
-            tokens = rng.choices(REVERSE_SYMBOLS, k=rng.randint(min_len, max_len))
-            lines.append(f"{' '.join(tokens)}\t{' '.join(reversed(tokens))}\n")
         paths[split] = Path(out_dir) / f"{split}.tsv"
-        atomic_write_text(paths[split], "".join(lines))
+        with atomic_path(paths[split]) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.writelines(_reverse_lines(rng, n, min_len, max_len))
+            f.flush()
+            os.fsync(f.fileno())
     return paths

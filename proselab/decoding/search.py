@@ -103,16 +103,17 @@ def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class BeamState:
-    """Beam search's tensors for B prompts, K beams and up to L new tokens.
+    """Beam search's tensors for B prompts and K beams, with room for R new tokens so far.
 
     Each prompt has K running beams (its best unfinished continuations, best first) and a pool
     of at most K finished hypotheses, as transformers keeps ``running_sequences`` and
-    ``sequences`` in its vectorised beam search.
+    ``sequences`` in its vectorised beam search. The token buffers grow as tokens come
+    (``_make_room``), never to max_new_tokens up front, which a user may set to a billion.
     """
 
-    run_tok: torch.Tensor  # (B, K, L) running beams' new tokens; columns not yet generated are 0
+    run_tok: torch.Tensor  # (B, K, R) running beams' new tokens; columns not yet generated are 0
     run_score: torch.Tensor  # (B, K) their summed log-probs, best first; NEG = an empty beam
-    fin_tok: torch.Tensor  # (B, K, L) finished hypotheses' new tokens (eos included)
+    fin_tok: torch.Tensor  # (B, K, R) finished hypotheses' new tokens (eos included)
     fin_score: torch.Tensor  # (B, K) their log-prob / length ** length_penalty; -inf = empty slot
     fin_len: torch.Tensor  # (B, K) their lengths, in new tokens
     fin_reason: torch.Tensor  # (B, K) why each ended: an index into REASONS
@@ -146,13 +147,14 @@ def beam_search(model: Decoder, prompt: Prompt, ids: torch.Tensor, cfg: Generati
     if L == 0:
         return [[Generation("", [], "length", b, 0.0) for _ in range(K)] for b in range(B)]
     deadline = Deadline(cfg.max_time)
-    st, prompt_ids = _start(model, prompt, ids, K, L)
+    st, prompt_ids = _start(model, prompt, ids, K)
     eos = torch.tensor(list(eos_ids), dtype=torch.long, device=prompt_ids.device)
     # enough candidates that K can go on even if every eos id ends one of them (transformers' beams_to_keep)
     keep = max(2, 1 + len(eos_ids)) * K
     for t in range(L):
+        _make_room(st, t, L)
         top_lp, src, tok = _candidates(st, procs, prompt_ids, t, keep, cfg.do_sample, generators)
-        cand = _gather(st.run_tok, src).clone()  # (B, keep, L)
+        cand = _gather(st.run_tok, src).clone()  # (B, keep, R)
         cand[:, :, t] = tok
         reason = _finish_reasons(cand, tok, t, L, eos, deadline.passed(), stop_hit)
         run_src = _advance(st, cand, top_lp, src, reason > 0)
@@ -165,9 +167,9 @@ def beam_search(model: Decoder, prompt: Prompt, ids: torch.Tensor, cfg: Generati
     return _n_best(st)
 
 
-def _start(model: Decoder, prompt: Prompt, ids: torch.Tensor, K: int, L: int) -> tuple[BeamState, torch.Tensor]:
-    """The first logits and state, repeated for K beams per prompt, and empty beams and pools;
-    with the prompts' ids, one row per beam (B * K, T)."""
+def _start(model: Decoder, prompt: Prompt, ids: torch.Tensor, K: int) -> tuple[BeamState, torch.Tensor]:
+    """The first logits and state, repeated for K beams per prompt, and empty beams and pools
+    (with no room for tokens yet); with the prompts' ids, one row per beam (B * K, T)."""
     B = ids.size(0)
     logits, state = model.start(prompt)
     dev = logits.device
@@ -176,9 +178,9 @@ def _start(model: Decoder, prompt: Prompt, ids: torch.Tensor, K: int, L: int) ->
     run_score = torch.zeros(B, K, device=dev)
     run_score[:, 1:] = NEG  # all beams start equal: let the first step choose from beam 0 only
     st = BeamState(
-        run_tok=torch.zeros(B, K, L, dtype=torch.long, device=dev),
+        run_tok=torch.zeros(B, K, 0, dtype=torch.long, device=dev),
         run_score=run_score,
-        fin_tok=torch.zeros(B, K, L, dtype=torch.long, device=dev),
+        fin_tok=torch.zeros(B, K, 0, dtype=torch.long, device=dev),
         fin_score=torch.full((B, K), float("-inf"), device=dev),
         fin_len=torch.zeros(B, K, dtype=torch.long, device=dev),
         fin_reason=torch.zeros(B, K, dtype=torch.long, device=dev),
@@ -190,14 +192,25 @@ def _start(model: Decoder, prompt: Prompt, ids: torch.Tensor, K: int, L: int) ->
     return st, ids.to(dev)[expand]
 
 
+def _make_room(st: BeamState, t: int, L: int) -> None:
+    """Room for step t's token in the token buffers: when they are full, as many columns again
+    (at least 64), never more than the L - t tokens that may still come."""
+    B, K, R = st.run_tok.shape
+    if t < R:
+        return
+    more = min(L - t, max(R, 64))
+    st.run_tok = torch.cat([st.run_tok, st.run_tok.new_zeros(B, K, more)], dim=2)  # (B, K, R + more)
+    st.fin_tok = torch.cat([st.fin_tok, st.fin_tok.new_zeros(B, K, more)], dim=2)
+
+
 def _candidates(st: BeamState, procs: list[LogitsProcessor], prompt_ids: torch.Tensor, t: int, keep: int,
                 sample: bool, generators: list[torch.Generator] | None,
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Step t's ``keep`` best continuations of each prompt over all its beams (with ``sample``,
     drawn without replacement, prompt b's with ``generators[b]``): their summed log-probs,
     source beams and tokens, each (B, keep)."""
-    B, K, L = st.run_tok.shape
-    hist = torch.cat([prompt_ids, st.run_tok.view(B * K, L)[:, :t]], dim=1)  # (B * K, T + t)
+    B, K, R = st.run_tok.shape
+    hist = torch.cat([prompt_ids, st.run_tok.view(B * K, R)[:, :t]], dim=1)  # (B * K, T + t)
     logp = apply_processors(procs, hist, torch.log_softmax(st.logits.float(), dim=-1))  # (B * K, V)
     V = logp.size(-1)
     acc = (logp.view(B, K, V) + st.run_score[..., None]).view(B, K * V)  # (B, K * V)
@@ -213,7 +226,7 @@ def _candidates(st: BeamState, procs: list[LogitsProcessor], prompt_ids: torch.T
 
 def _finish_reasons(cand: torch.Tensor, tok: torch.Tensor, t: int, L: int, eos: torch.Tensor,
                     late: bool, stop_hit) -> torch.Tensor:
-    """Why each candidate (B, keep, L) ends at step t, as an index into REASONS (0 = it goes
+    """Why each candidate (B, keep, R) ends at step t, as an index into REASONS (0 = it goes
     on): (B, keep). Eos wins over the others, as it is the token that was chosen."""
     reason = torch.zeros_like(tok)
     if t + 1 == L:

@@ -7,6 +7,7 @@ run and dispatches on ``model_type``; ``runs.py`` calls it wherever a run is rea
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 
 from ..checkpoint import RunError
-from ..config import Config
+from ..config import Config, apply_dict
 from ..tokenizers import Tokenizer
 from . import gpt2
 from .common import apply_generation_config, read_state_dict
@@ -51,11 +52,20 @@ def hf_config(path: str | Path) -> Config:
     d = Path(path)
     hf, arch = _read(d)
     cfg = Config()
-    cfg.model = arch.model_config(hf, d / "config.json")
+    try:  # through the config's coercion and checks: a size written "big", or too large for this machine, is refused
+        apply_dict(cfg, {"model": dataclasses.asdict(arch.model_config(hf, d / "config.json"))}).validate()
+    except RunError:
+        raise
+    except ValueError as e:  # a ConfigError, or a value float() cannot read
+        raise RunError(f"{d / 'config.json'}: {e}") from None
     cfg.data.tokenizer = str(d)
     gen_path = d / "generation_config.json"
     if gen_path.is_file():
-        apply_generation_config(cfg, json.loads(gen_path.read_text(encoding="utf-8")))
+        try:
+            apply_generation_config(cfg, json.loads(gen_path.read_text(encoding="utf-8")))
+            cfg.validate()
+        except ValueError as e:
+            raise RunError(f"{gen_path}: {e}") from None
     return cfg
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..checkpoint import RunError
@@ -17,19 +20,57 @@ GENERATION_FIELDS = ("max_new_tokens", "do_sample", "temperature", "top_k", "top
 
 
 def read_state_dict(d: Path) -> dict[str, torch.Tensor]:
-    """The weights of a Hugging Face directory: safetensors (one file or shards) or pytorch_model.bin."""
+    """The weights of a Hugging Face directory: safetensors (one file or shards) or pytorch_model.bin.
+    A file that cannot be read (truncated, corrupt, a pickle of more than tensors) is a RunError naming it."""
     if (d / "model.safetensors").is_file():
-        return load_file(str(d / "model.safetensors"))
+        return _read_safetensors(d / "model.safetensors")
     if (d / "pytorch_model.bin").is_file():
-        # weights_only: a pickle from the internet must not run code
-        return torch.load(d / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    if (d / "model.safetensors.index.json").is_file():
-        index = json.loads((d / "model.safetensors.index.json").read_text(encoding="utf-8"))
+        return _read_pickle(d / "pytorch_model.bin")
+    index = d / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise RunError(f"{index}: not a safetensors index ({_reason(e)}); download it again") from None
         state: dict[str, torch.Tensor] = {}
-        for shard in sorted(set(index["weight_map"].values())):
-            state.update(load_file(str(d / shard)))
+        for shard in shards:
+            if not isinstance(shard, str) or Path(shard).name != shard:  # a shard beside the index, nowhere else
+                raise RunError(f"{index}: names a shard outside its directory ({shard!r})")
+            state.update(_read_safetensors(d / shard))
         return state
     raise RunError(f"'{d}' has no weights: expected model.safetensors or pytorch_model.bin")
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError, MemoryError, OverflowError) as e:
+        raise RunError(f"{path}: not readable safetensors weights ({_reason(e)}); the file is truncated or corrupt: "
+                       "download it again") from None
+
+
+def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on the pickle's protocol: not the user's business
+            # weights_only: a pickle from the internet must not run code
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # what weights_only raises for objects other than tensors (and for some damage)
+        raise RunError(f"{path}: not plain tensor weights: a damaged file, or a pickle of other objects, which "
+                       "proselab never loads (unpickling them could run code); use the checkpoint's model.safetensors, "
+                       "or convert this file with a tool you trust") from None
+    except Exception as e:  # noqa: BLE001 (torch.load raises whatever its reader meets in a truncated or corrupt file)
+        raise RunError(f"{path}: not readable PyTorch weights ({_reason(e)}); the file is truncated or corrupt: "
+                       "download it again") from None
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise RunError(f"{path}: not a state dict (a mapping of names to tensors); is it a model's weights?")
+    return state
+
+
+def _reason(e: BaseException) -> str:
+    """An exception's first line, short enough for a one-line error."""
+    text = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def apply_generation_config(cfg: Config, hf_gen: dict[str, Any]) -> None:

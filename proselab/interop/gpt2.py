@@ -20,7 +20,7 @@ from ..chat import is_chat_tokenizer, jinja_template
 from ..checkpoint import RunError, write_json
 from ..config import Config, ModelConfig
 from ..models import build_model
-from ..tokenizers import Tokenizer, TokenizerError, load_tokenizer
+from ..tokenizers import Tokenizer, TokenizerError, load_tokenizer, vocab_span
 from .common import generation_config
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -67,10 +67,15 @@ def _labels(hf: dict[str, Any], where: Path) -> list[str]:
 
 def load(d: Path, cfg: Config, weights: dict[str, torch.Tensor]) -> tuple[torch.nn.Module, Tokenizer]:
     """The GPT of ``cfg`` with a GPT-2 checkpoint's ``weights``, and the checkpoint's tokenizer."""
+    V, file = cfg.model.vocab_size, d / "tokenizer.json"
     try:
-        tokenizer = load_tokenizer(d)
+        span = vocab_span(file) if file.is_file() else 0  # from the JSON: a huge one is refused before it is built
+        tokenizer = load_tokenizer(d) if span <= V else None
     except TokenizerError as e:
         raise RunError(f"'{d}' has no usable tokenizer ({e})") from None
+    size = span if tokenizer is None else max(span, tokenizer.vocab_size)
+    if size > V:  # its ids would index past the embedding
+        raise RunError(f"'{d}': the tokenizer has {size:,} tokens but the model only {V:,}")
     model = build_model(cfg.model)
     ours = model.state_dict()
     state = {}
@@ -89,8 +94,6 @@ def load(d: Path, cfg: Config, weights: dict[str, torch.Tensor]) -> tuple[torch.
         if t.shape != ours[name].shape:
             raise RunError(f"'{d}': {name} has shape {tuple(t.shape)}, but config.json implies {tuple(ours[name].shape)}")
     model.load_state_dict(state, strict=False)
-    if tokenizer.vocab_size > cfg.model.vocab_size:
-        raise RunError(f"'{d}': the tokenizer has {tokenizer.vocab_size} tokens but the model only {cfg.model.vocab_size}")
     return model, tokenizer
 
 
