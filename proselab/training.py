@@ -24,12 +24,13 @@ from . import checkpoint as ckpt
 from .config import Config, ConfigError, apply_overrides, config_from_dict, load_config, parse_overrides, with_updates
 from .console import describe_model, eta_line, eval_line, progress_bar, say
 from .distributed import Dist, autocast, pick_device, pick_dtype, setup_distributed
+from .distill import init_from_teacher, teacher_tokenizers
 from .models import build_model
 from .models.heads import keep_head_trainable
 from .models.lora import apply_lora, freeze_layers
 from .optim import keep_freed_memory, lr_at, make_optimizer
 from .plots import plot_loss
-from .runs import fine_tune_config, load_init_weights
+from .runs import check_fits, fine_tune_config, load_init_weights
 from .tasks import Task, build_task
 from .tokenizers import load_tokenizer
 
@@ -328,12 +329,15 @@ def _check_out_dir(cfg: Config) -> None:
 
 
 def _given_tokenizers(cfg: Config):
-    """The tokenizers a resumed run or a fine-tuning checkpoint fixes; (None, None) from scratch."""
+    """The tokenizers a resumed run, a fine-tuning checkpoint or a distillation teacher fixes;
+    (None, None) from scratch."""
     t = cfg.train
     if t.init_from == "resume":
         return load_tokenizer(Path(t.out_dir) / ckpt.TOKENIZER_FILE), ckpt.load_src_tokenizer(t.out_dir)
     if t.init_from != "scratch":
         return load_tokenizer(cfg.data.tokenizer), ckpt.load_src_tokenizer(t.init_from)
+    if t.distill_teacher:  # a distilled student predicts the teacher's ids
+        return teacher_tokenizers(t.distill_teacher)
     return None, None
 
 
@@ -345,6 +349,8 @@ def _build_model(cfg: Config) -> torch.nn.Module:
     model.label_smoothing = t.label_smoothing  # seq2seq models apply it in training mode
     if t.init_from not in ("scratch", "resume"):
         load_init_weights(model, t.init_from)
+    elif t.init_from == "scratch" and t.distill_init == "every-other-layer":
+        init_from_teacher(model, t.distill_teacher)
     try:  # which weights train (the optimizer takes only those)
         if t.lora_rank:
             apply_lora(model, t.lora_rank, t.lora_alpha, t.lora_targets, t.lora_dropout)
@@ -373,6 +379,7 @@ def build_trainer(cfg: Config, dist: Dist) -> Trainer:
         for message in task.warnings():
             warnings.warn(message, stacklevel=3)
     cfg = with_updates(cfg, task.config_updates(cfg))  # complete now; never edited after
+    check_fits(cfg.model, device, training=True)  # weights, gradients and AdamW's moments, before the model is built
     model = _build_model(cfg).to(device)
     trainer = Trainer(cfg, dist, task, model, make_optimizer(model, t, device), device, pick_dtype(t.dtype, device))
     if t.init_from == "resume":

@@ -11,7 +11,7 @@ import os
 import sys
 import warnings
 
-from . import classify, config, decoding, training
+from . import classify, config, decoding, distill, training
 from .classify import cmd_classify
 from .common import EXIT_INTERRUPTED, EXIT_USAGE, CLIError, UnknownArgument, subcommand_options
 from .decoding import cmd_attention, cmd_chat, cmd_eval, cmd_generate, cmd_serve
@@ -25,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="proselab", description="Text generation from RNNs to GPT.")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for add in (training.add_train, config.add_config, decoding.add_generate, decoding.add_chat, decoding.add_serve,
-                decoding.add_eval, classify.add_classify, decoding.add_attention, training.add_export,
-                training.add_demo, training.add_data):
+                decoding.add_eval, distill.add_distill_data, classify.add_classify, decoding.add_attention,
+                training.add_export, training.add_demo, training.add_data):
         add(sub)  # in the order `proselab --help` lists them
     return p
 
