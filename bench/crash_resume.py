@@ -6,7 +6,7 @@ in a silent mix of two checkpoints.
 The run is issue 16's probe: a tiny `shakespeare-char-gpt` (2 layers x 64, block 64, batch 8,
 200 steps), with an eval and a checkpoint every 10 steps so that saves are frequent. Each trial
 starts the run with `proselab train` and kills it (SIGKILL): the even trials after a random
-delay, the odd ones ("in a save") 0-30 ms after the first sight of a save's pending or temporary
+delay, the odd ones ("in a save") 0-5 ms after the first sight of a save's pending or temporary
 file that follows a random delay. Then it runs `proselab train --resume`, or, when the run is
 refused as having no checkpoint yet (or was killed before it created its directory), the first
 command again, as the refusal says to do. Every process uses one thread, so the runs are
@@ -81,7 +81,7 @@ def trial(i: int, data: Path, out: Path, reference: Path, seconds: float, rng: r
     shutil.rmtree(run, ignore_errors=True)
     wait_for_save = i % 2 == 1
     delay = rng.uniform(2.0, seconds * 0.9)
-    jitter = rng.uniform(0.0, 0.03)  # a save of this model takes tens of milliseconds
+    jitter = rng.uniform(0.0, 0.005)  # a save of this model takes a few milliseconds
     killed = kill_at(command(data, run), run, delay, wait_for_save, jitter)
     left = sorted(p.name for p in run.iterdir()) if run.exists() else []
     resume = subprocess.run(["proselab", "train", "--resume", str(run), "--train.progress=false"], env=ENV,
