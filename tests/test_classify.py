@@ -213,3 +213,36 @@ def test_zero_shot_scores_are_likelihoods_calibrated_by_a_content_free_text(tmp_
         gen.classify("x", classes=["a", "b"], template="no slot")
     with pytest.raises(ValueError, match="2 verbalizers for 3 classes"):
         gen.classify("x", classes=["a", "b", "c"], verbalizers=["1", "2"])
+
+
+def test_the_auxiliary_lm_loss_is_the_pretrained_heads_next_token_loss(tmp_path):
+    from proselab.config import with_updates
+    from proselab.training import resolve_config
+
+    data = _reviews(tmp_path / "reviews.csv")
+    text = tmp_path / "reviews.txt"
+    text.write_text("\n".join(line.split(",")[0] for line in data.read_text().splitlines()[1:]), encoding="utf-8")
+    lm = tmp_path / "lm"
+    train(None, _overrides(text, lm, **{"train.max_iters": 20}))
+    pretrained = proselab.load(lm).model
+    cfg = resolve_config(None, _overrides(data, tmp_path / "cls", **{"train.init_from": str(lm),
+                                                                     "train.aux_lm_weight": 0.5}))
+    task = ClassifyTask.build(cfg, proselab.load(lm).tokenizer, None)
+    model = build_model(with_updates(cfg, task.config_updates(cfg)).model)
+    load_init_weights(model, lm)
+    batch = task.batch("train", torch.arange(8))
+    with torch.no_grad():
+        _, ce = model(batch.inputs, batch.targets)
+        total, count = 0.0, 0
+        for idx, mask in zip(batch.inputs.idx, batch.inputs.mask):  # the LM run's own loss, text by text
+            ids = idx[mask][None]  # (1, T)
+            _, loss = pretrained(ids[:, :-1], ids[:, 1:])
+            total, count = total + loss.item() * (ids.size(1) - 1), count + ids.size(1) - 1
+        assert task.loss(model, batch).item() == pytest.approx(ce.item() + 0.5 * total / count, rel=1e-5)
+    res = train(None, _overrides(data, tmp_path / "cls", **{"train.init_from": str(lm), "train.aux_lm_weight": 0.5,
+                                                            "train.max_iters": 30, "train.eval_interval": 30}))
+    assert res.step == 30 and json.loads((tmp_path / "cls" / "config.json").read_text())["train"]["aux_lm_weight"] == 0.5
+    assert _metrics(tmp_path / "cls", "train_loss")[1] > _metrics(tmp_path / "cls", "val_loss")[0]  # the LM term
+    for family, extra in (("rnn", {}), ("gpt", {"model.tie_weights": False})):
+        with pytest.raises(ConfigError, match="train.aux_lm_weight adds a GPT classifier's next-token loss"):
+            train(None, _overrides(data, tmp_path / family, family, **{"train.aux_lm_weight": 0.5, **extra}))

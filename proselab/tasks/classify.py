@@ -24,8 +24,20 @@ def balanced_weights(counts: list[int]) -> torch.Tensor:
     return torch.tensor([total / (n * c) if c else 0.0 for c in counts], dtype=torch.float32)
 
 
+def _check_aux_lm(cfg: Config) -> None:
+    """train.aux_lm_weight needs an LM head: a GPT's is its tied input embedding."""
+    t, m = cfg.train, cfg.model
+    if t.aux_lm_weight < 0:
+        raise ConfigError(f"train.aux_lm_weight must be >= 0 (0 = off), got {t.aux_lm_weight}")
+    if t.aux_lm_weight and not (m.family == "gpt" and m.tie_weights):
+        what = {"gpt": "a GPT with untied embeddings", "rnn": "an RNN classifier"}.get(m.family, "an encoder classifier")
+        raise ConfigError(f"train.aux_lm_weight adds a GPT classifier's next-token loss, read through its tied input "
+                          f"embedding; this is {what}: set train.aux_lm_weight=0")
+
+
 class ClassifyTask(BaseTask):
-    """Cross-entropy over label ids (optionally class-weighted); scores from the val texts."""
+    """Cross-entropy over label ids (optionally class-weighted, optionally plus the texts' LM
+    loss); scores from the val texts."""
 
     scores = ("loss", "accuracy", "macro_f1")
 
@@ -34,6 +46,7 @@ class ClassifyTask(BaseTask):
         self.block_size = cfg.model.block_size
         balanced = cfg.train.class_weights == "balanced"
         self.weights = balanced_weights(data.class_counts()) if balanced else None
+        self.aux_lm_weight = cfg.train.aux_lm_weight
 
     @classmethod
     def build(cls, cfg: Config, tokenizer: Tokenizer | None, src_tokenizer: Tokenizer | None) -> ClassifyTask:
@@ -41,6 +54,7 @@ class ClassifyTask(BaseTask):
         if m.family == "seq2seq" and m.arch != "transformer":
             raise ConfigError("a seq2seq classifier reads texts with a Transformer encoder: set model.arch=transformer "
                               "(or use model.family=rnn for a recurrent classifier)")
+        _check_aux_lm(cfg)
         return cls(cfg, prepare_labels(cfg.data, m.block_size, tokenizer, m.labels or None))
 
     def config_updates(self, cfg: Config) -> dict[str, Any]:
@@ -61,10 +75,13 @@ class ClassifyTask(BaseTask):
         return out
 
     def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-        if self.weights is None:
-            return super().loss(model, batch)
-        logits, _ = model(batch.inputs)
-        return F.cross_entropy(logits.float(), batch.targets, weight=self.weights.to(logits.device))
+        extra: dict[str, Any] = {}
+        if self.weights is not None:
+            extra["class_weights"] = self.weights.to(batch.targets.device)
+        if self.aux_lm_weight:  # training only: evaluate() scores the classification alone
+            extra["aux_lm_weight"] = self.aux_lm_weight
+        _, loss = model(batch.inputs, batch.targets, **extra)
+        return loss
 
     def evaluate(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype | None,
                  final: bool = False) -> dict[str, float]:
