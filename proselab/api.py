@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 
 from .chat import ChatError, is_chat_tokenizer, render_chat, template_tokens
-from .checkpoint import load_src_tokenizer
 from .config import Config, GenerationConfig, override_generation
 from .data.batch import Seq2SeqBatch
 from .data.examples import parse_message
@@ -21,19 +20,23 @@ from .decoding import generate as generate_ids
 from .decoding import stream as stream_ids
 from .distributed import pick_device
 from .evaluation import classify_texts
-from .runs import load_run
+from .explain import NEW_TOKENS, Explanation
+from .explain import explain as explain_ids
+from .runs import load_run, resolve_run, source_tokenizer
 from .tokenizers import Tokenizer
 from .zeroshot import DEFAULT_TEMPLATE, Prompting, zero_shot_scores
 
 
 @dataclass
 class AttentionMap:
-    """Where a seq2seq model looked: one row per generated token, one column per source token."""
+    """Where a model looked: for seq2seq, one row per generated token, one column per source
+    token; for a GPT, its self-attention over the text, a row and a column per token."""
 
     weights: torch.Tensor  # (T, S) attention of each output token over the source; rows sum to 1
     src_tokens: list[str]  # the S source tokens (the last is the end-of-text token the encoder reads)
     tgt_tokens: list[str]  # the T generated tokens (and the end-of-text token, when the output ended there)
     text: str  # the generated text
+    layers: torch.Tensor | None = None  # (n_layer, n_head, T, S) every layer's and head's weights (a GPT's)
 
 
 @dataclass
@@ -187,7 +190,8 @@ class Generator:
                 missing = ", ".join(repr(t) for t in unknown)
                 warnings.warn(f"the source has text this model's vocabulary lacks, read as <unk>: {missing}",
                               stacklevel=4)
-        return source_batch(self.src_tokenizer, texts, truncate=self.config.data.truncate_src)
+        return source_batch(self.src_tokenizer, texts, truncate=self.config.data.truncate_src,
+                            prefix=self.config.model.src_prefix_id)
 
     def complete(self, prompt: str | list[str] = "", **overrides) -> list[Generation]:
         """Continue each prompt; the full result of every sequence.
@@ -261,15 +265,18 @@ class Generator:
     def attention(self, source: str, **overrides) -> AttentionMap:
         """Transform ``source`` (greedy unless overridden) and return the cross-attention of
         every generated token over the source tokens: an RNN's attention, or the Transformer's
-        last decoder layer averaged over heads.
+        last decoder layer averaged over heads. A GPT run returns its self-attention over
+        ``source`` itself (nothing is generated), every layer's and head's in ``layers``.
 
         Args:
-            source: the text to translate / summarize / answer.
+            source: the text to translate / summarize / answer (a GPT: the text to read).
             **overrides: GenerationConfig fields.
         """
+        if self.config.model.family == "gpt":
+            return self._self_attention(source)
         if not self.is_seq2seq:
-            raise ValueError(f"attention maps are drawn for seq2seq runs; this run is a {self.config.model.family} "
-                             "model, whose attention is over its own context")
+            raise ValueError(f"attention maps are drawn for gpt and seq2seq runs; this run is an "
+                             f"{self.config.model.family} model, which has no attention")
         batch = self._sources([source])
         cfg = self.generation_config(**{"do_sample": False, **self._new_tokens(batch, overrides),
                                         "num_return_sequences": 1})
@@ -283,6 +290,52 @@ class Generator:
         name = self.tokenizer.id_to_token
         return AttentionMap(weights, [self.src_tokenizer.id_to_token(i) for i in batch.src[0].tolist()],
                             [name(i) for i in produced], out.text)
+
+    def explain(self, text: str | None = None, prompt: str | None = None, method: str = "tokens",
+                target: str | int | None = None, samples: int | None = None, top_k: int = 5, seed: int = 0,
+                **overrides) -> Explanation:
+        """Explain the model on a text: how sure it was of each token, where it looked, or which
+        input tokens drove its output (see ``proselab.explain``).
+
+        Which text is what: a language model scores ``text`` after ``prompt`` (without a prompt,
+        all of ``text``; without a text, its greedy continuation of ``prompt``); with
+        ig/shapley/lime, the prompt's tokens (or, alone, the text's) are attributed. A seq2seq run
+        reads ``prompt`` as the source and scores ``text`` (default: its greedy output). A
+        classifier explains the label of ``text``.
+
+        Args:
+            text: the text to score or classify.
+            prompt: what the model reads first (a seq2seq run's source).
+            method: tokens, attention, ig (integrated gradients), shapley or lime.
+            target: attributions: a classifier's label (default: the predicted one), or the
+                index or text of one output token (default: the whole output's log-probability).
+            samples: ig: integration steps (50); shapley: permutations (20), each one forward
+                pass per input token; lime: perturbed texts (200). At most ``MAX_PASSES`` passes.
+            top_k: tokens: the alternatives shown per token.
+            seed: shapley's and lime's sampling.
+            **overrides: GenerationConfig fields for a continuation that is generated (greedy,
+                20 new tokens, unless overridden).
+
+        Returns:
+            An Explanation; ``.save(out_dir)`` writes its JSON, HTML page and PNG.
+        """
+        generation = None
+        if not self.is_classifier:
+            generation = self.generation_config(**{"do_sample": False, "num_return_sequences": 1,
+                                                   "max_new_tokens": NEW_TOKENS, **overrides})
+        return explain_ids(self.model, self.config, self.tokenizer, self.src_tokenizer, text, prompt, method, target,
+                           samples, top_k, seed, generation, self.suppress_ids)
+
+    def _self_attention(self, text: str) -> AttentionMap:
+        """A GPT's attention over ``text`` (no generation): ``weights`` is the last layer's,
+        averaged over heads, ``layers`` every layer's and head's."""
+        ids = self.encode_prompt(text)
+        if len(ids) > self.config.model.block_size:
+            raise ValueError(f"the text is {len(ids)} tokens and this model's window is "
+                             f"{self.config.model.block_size}: give a shorter text")
+        layers = self.model.attention_weights(torch.tensor([ids], device=self.device))[:, 0].cpu()  # (L, nh, T, T)
+        tokens = [self.tokenizer.decode([i], skip_special_tokens=False) for i in ids]
+        return AttentionMap(layers[-1].mean(0), tokens, tokens, "", layers)
 
     def chat_prompt(self, messages: list[dict], max_new_tokens: int) -> list[list[int]] | Seq2SeqBatch:
         """The model input for the assistant's reply to a conversation: for a GPT, the
@@ -361,7 +414,9 @@ def load(run_dir: str | Path, device: str = "auto", dtype: str = "auto") -> Gene
     """Load a run directory for generation.
 
     Args:
-        run_dir: a directory written by ``proselab train``.
+        run_dir: a directory written by ``proselab train``, a Hugging Face checkpoint
+            directory, or a Hugging Face model id (``gpt2``, ``Helsinki-NLP/opus-mt-en-es``,
+            ``name@revision``), downloaded once into the Hugging Face cache.
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda[:N]``.
         dtype: the weights' dtype for decoding: ``auto`` (as saved; a trained run's are
             float32), ``float32``, ``bfloat16`` or ``float16``. bfloat16 reads half the bytes
@@ -373,8 +428,9 @@ def load(run_dir: str | Path, device: str = "auto", dtype: str = "auto") -> Gene
                          f"got {type(run_dir).__name__}")
     if dtype != "auto" and dtype not in DTYPES:
         raise ValueError(f"dtype must be auto, {', '.join(DTYPES)}; got '{dtype}'")
+    run_dir = resolve_run(run_dir)  # a Hugging Face model id: its snapshot in the Hugging Face cache
     model, tokenizer, cfg = load_run(run_dir, pick_device(device, "device"))
     if dtype != "auto":
         model.to(DTYPES[dtype])
-    src_tokenizer = load_src_tokenizer(run_dir) if cfg.model.family == "seq2seq" else None
+    src_tokenizer = source_tokenizer(run_dir) if cfg.model.family == "seq2seq" else None
     return Generator(model, tokenizer, cfg, Path(run_dir), src_tokenizer)

@@ -78,7 +78,7 @@ def add_special_tokens(tokenizer: Tokenizer, tokens: Iterable[str]) -> Tokenizer
             raise ChatError(f"data.special_tokens: {t!r} cannot be a special token (empty or whitespace)")
     hf = type(tokenizer.hf).from_str(tokenizer.hf.to_str())  # a copy: the original stays as it was
     hf.add_special_tokens(missing)
-    return Tokenizer(hf, tokenizer.kind)
+    return tokenizer.with_hf(hf)
 
 
 def is_chat_tokenizer(tokenizer: Tokenizer, template: str) -> bool:

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write_text
-from .checkpoint import load_src_tokenizer
 from .config import GenerationConfig, override_generation
 from .data import progress
 from .data.batch import IGNORE_INDEX, Batch
@@ -29,7 +28,9 @@ from .decoding import generate
 from .distributed import autocast, pick_device
 from .metrics import classification_scores, score
 from .plots import plot_confusion
-from .runs import load_run
+from .report import (ReportError, analyse_labels, analyse_lm, analyse_pairs, check_report_dir,
+                     confident_mistakes, write_report)
+from .runs import load_run, resolve_run, source_tokenizer
 from .zeroshot import Prompting, zero_shot_scores
 
 
@@ -37,24 +38,32 @@ def _open(run):
     """(model, tokenizer, config, source tokenizer) of a run directory (loaded on the best device)
     or of a loaded ``proselab.Generator``."""
     if isinstance(run, (str, Path)):
+        run = resolve_run(run)
         model, tokenizer, cfg = load_run(run, pick_device("auto"))
-        return model, tokenizer, cfg, load_src_tokenizer(run) or tokenizer
+        return model, tokenizer, cfg, (source_tokenizer(run) if cfg.model.family == "seq2seq" else None) or tokenizer
     return run.model, run.tokenizer, run.config, run.src_tokenizer
 
 
-def evaluate(run, data: str | list[str], encoding_errors: str = "strict") -> dict:
+def evaluate(run, data: str | list[str], encoding_errors: str = "strict", report: str | Path | None = None) -> dict:
     """Score a language model on text it may never have seen.
 
     Args:
         run: a run directory or a loaded Generator.
         data: text file(s), a directory of .txt files, or a built-in dataset name.
         encoding_errors: ``strict`` or ``replace`` for non-UTF-8 bytes.
+        report: a directory for an error analysis (``report.write_report``): the highest-loss
+            windows of the text and the distribution of the windows' losses.
 
     Returns:
         ``{"loss", "perplexity", "bits_per_token", "bits_per_char", "tokens", "chars", "unknown_tokens"}``;
-        loss is the mean next-token cross-entropy in nats.
+        loss is the mean next-token cross-entropy in nats. With ``report``, also ``"report"``: the page.
     """
+    if report is not None:
+        check_report_dir(report)
     model, tokenizer, cfg, _ = _open(run)
+    if report is not None and cfg.model.labels:
+        raise ReportError("this run is a classifier: its report (confusion matrix, surest mistakes) comes from "
+                          "labelled texts (--labels FILE), not running text")
     if cfg.model.family == "seq2seq":
         raise ValueError("this is a seq2seq run: score it on sentence pairs (proselab eval RUN --pairs FILE, "
                          "or proselab.evaluate_pairs(RUN, FILE)), not on running text")
@@ -66,7 +75,7 @@ def evaluate(run, data: str | list[str], encoding_errors: str = "strict") -> dic
     n_pred = len(ids) - 1
     chars = sum(len(text) for _, text in docs)
     total_bits = loss * n_pred / math.log(2)
-    return {
+    result = {
         "loss": loss,
         "perplexity": math.exp(min(loss, 700.0)),
         "bits_per_token": loss / math.log(2),
@@ -75,6 +84,10 @@ def evaluate(run, data: str | list[str], encoding_errors: str = "strict") -> dic
         "chars": chars,
         "unknown_tokens": int(unknown),
     }
+    if report is not None:
+        analysis = analyse_lm(model, tokenizer, ids, cfg.model.block_size, scores=result)
+        result["report"] = str(write_report(analysis, report)["html"])
+    return result
 
 
 def evaluate_tokens(model: torch.nn.Module, ids: np.ndarray, block_size: int, device: torch.device,
@@ -144,17 +157,14 @@ def classify_texts(model: torch.nn.Module, tokenizer, texts: list[str], block_si
     return out
 
 
-def _write_report(out_dir: Path, rows, log_probs: torch.Tensor, labels: list[str], scores: dict, n: int) -> None:
+def _write_report(out_dir: Path, rows, log_probs: torch.Tensor, labels: list[str], scores: dict, n: int) -> list[dict]:
     """confusion.png, and mistakes.jsonl: the ``n`` wrong predictions the classifier was surest of."""
     plot_confusion(scores["confusion"], labels, out_dir / "confusion.png",
                    title=f"accuracy {scores['accuracy']:.3f}, macro-F1 {scores['macro_f1']:.3f}")
-    probs, predicted = log_probs.exp().max(-1)
-    wrong = [i for i, r in enumerate(rows) if labels[int(predicted[i])] != r.label]
-    wrong.sort(key=lambda i: -float(probs[i]))
-    lines = [json.dumps({"where": rows[i].where, "text": rows[i].text, "label": rows[i].label,
-                         "predicted": labels[int(predicted[i])], "probability": round(float(probs[i]), 4)},
-                        ensure_ascii=False) + "\n" for i in wrong[:n]]
-    atomic_write_text(out_dir / "mistakes.jsonl", "".join(lines))
+    wrong = confident_mistakes([r.text for r in rows], [r.label for r in rows], log_probs, labels, n,
+                               [r.where for r in rows])
+    atomic_write_text(out_dir / "mistakes.jsonl", "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in wrong))
+    return wrong
 
 
 def _predict(model, tokenizer, cfg, texts: list[str], prompting: Prompting | None, batch_size: int) -> torch.Tensor:
@@ -171,7 +181,7 @@ def _predict(model, tokenizer, cfg, texts: list[str], prompting: Prompting | Non
 
 def evaluate_labels(run, labelled: str | list[str], out_dir: str | Path | None = None, batch_size: int = 64,
                     bad_lines: str = "error", mistakes: int = 50, prompting: Prompting | None = None,
-                    columns: tuple[str, str] | None = None) -> dict:
+                    columns: tuple[str, str] | None = None, report: str | Path | None = None) -> dict:
     """Classify labelled texts with a classifier run, or zero-shot with a language model run, and
     score the predictions.
 
@@ -185,11 +195,18 @@ def evaluate_labels(run, labelled: str | list[str], out_dir: str | Path | None =
         prompting: zero-shot with a language model: the classes (the file's label names), the
             template and the verbalisations (``proselab.zeroshot``).
         columns: the (text, label) columns; default: the run's ``data.text_column`` and ``label_column``.
+        report: a directory for an error analysis (``report.write_report``): the page shows the
+            confusion matrix and the most confident mistakes, written there (as ``out_dir``).
 
     Returns:
         ``classification_scores`` (accuracy, macro_f1, per_label, confusion) plus ``texts``,
-        ``skipped``, ``seconds`` and ``texts_per_sec``.
+        ``skipped``, ``seconds`` and ``texts_per_sec``; with ``report``, also ``"report"``: the page.
     """
+    if report is not None:
+        if out_dir is not None and Path(out_dir).resolve() != Path(report).resolve():
+            raise ReportError("the report shows confusion.png and mistakes.jsonl beside it: give out_dir (--out) or "
+                              "report (--report), not both")
+        out_dir = check_report_dir(report)
     model, tokenizer, cfg, _ = _open(run)
     labels = list(prompting.classes) if prompting is not None else cfg.model.labels
     if not labels:
@@ -203,10 +220,15 @@ def evaluate_labels(run, labelled: str | list[str], out_dir: str | Path | None =
     seconds = time.perf_counter() - start
     index = {name: i for i, name in enumerate(labels)}
     scores = classification_scores([index[r.label] for r in rows], log_probs.argmax(-1).tolist(), labels)
+    result = {**scores, "texts": len(rows), "skipped": skipped + unseen, "seconds": seconds,
+              "texts_per_sec": len(rows) / max(seconds, 1e-9)}
     if out_dir is not None:
-        _write_report(Path(out_dir), rows, log_probs, labels, scores, mistakes)
-    return {**scores, "texts": len(rows), "skipped": skipped + unseen, "seconds": seconds,
-            "texts_per_sec": len(rows) / max(seconds, 1e-9)}
+        if report is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        wrong = _write_report(Path(out_dir), rows, log_probs, labels, scores, mistakes)
+        if report is not None:
+            result["report"] = str(write_report(analyse_labels(result, labels, wrong), report)["html"])
+    return result
 
 
 @torch.no_grad()
@@ -228,7 +250,8 @@ def translate(model: torch.nn.Module, sources: list[str], src_tokenizer, tokeniz
     with progress.showing(desc is not None), progress.bar(desc or "", len(sources), "sentence", leave) as bar:
         for s in range(0, len(order), batch_size):
             chunk = order[s : s + batch_size]
-            batch = source_batch(src_tokenizer, [sources[i] for i in chunk], config.max_new_tokens, truncate)
+            batch = source_batch(src_tokenizer, [sources[i] for i in chunk], config.max_new_tokens, truncate,
+                                 getattr(getattr(model, "config", None), "src_prefix_id", -1))
             gens = generate(model, batch, config, tokenizer=tokenizer, suppress_ids=suppress)
             for j, i in enumerate(chunk):
                 out[i] = gens[j * n].text
@@ -239,7 +262,7 @@ def translate(model: torch.nn.Module, sources: list[str], src_tokenizer, tokeniz
 
 def evaluate_pairs(run, pairs: str | list[str], out: str | Path | None = None,
                    metrics: tuple[str, ...] = ("bleu", "chrf", "rouge"), batch_size: int = 64,
-                   bad_lines: str = "error", **generation) -> dict:
+                   bad_lines: str = "error", report: str | Path | None = None, worst: int = 20, **generation) -> dict:
     """Decode the sources of sentence pairs with a seq2seq run and score the outputs.
 
     Args:
@@ -247,13 +270,18 @@ def evaluate_pairs(run, pairs: str | list[str], out: str | Path | None = None,
         pairs: .tsv / {"src", "tgt"} .jsonl files, or a built-in pair dataset (``aclsum:test``).
         out: write the hypotheses there, one per line (newlines inside escaped as ``\\n``).
         metrics: any of bleu, chrf, rouge (see ``metrics.score``).
+        report: a directory for an error analysis (``report.write_report``): the ``worst``
+            segments by sentence chrF, BLEU by source length, hallucination signals.
+        worst: how many of the lowest-chrF segments the report shows.
         **generation: GenerationConfig overrides; the default is greedy decoding
             (``do_sample=False``), ``num_beams=5`` gives beam search.
 
     Returns:
         The scores with their signatures (``metrics.score``), plus ``pairs`` and ``seconds``
-        (decoding time) and ``sentences_per_sec``.
+        (decoding time) and ``sentences_per_sec``; with ``report``, also ``"report"``: the page.
     """
+    if report is not None:
+        check_report_dir(report)
     model, tokenizer, cfg, src_tokenizer = _open(run)
     if cfg.model.family != "seq2seq":
         raise ValueError(f"--pairs scores an encoder-decoder, but this run is a {cfg.model.family} model; "
@@ -268,7 +296,11 @@ def evaluate_pairs(run, pairs: str | list[str], out: str | Path | None = None,
     if out is not None:
         atomic_write_text(Path(out), "".join(h.replace("\n", "\\n") + "\n" for h in hyps))
     result = score(hyps, [t for _, t in data], metrics)
-    return {**result, "pairs": len(data), "seconds": seconds, "sentences_per_sec": len(data) / max(seconds, 1e-9)}
+    result = {**result, "pairs": len(data), "seconds": seconds, "sentences_per_sec": len(data) / max(seconds, 1e-9)}
+    if report is not None:
+        analysis = analyse_pairs([s for s, _ in data], [t for _, t in data], hyps, result, worst)
+        result["report"] = str(write_report(analysis, report)["html"])
+    return result
 
 
 def _warn_if_empty(hyps: list[str], run) -> None:

@@ -12,17 +12,19 @@ from pathlib import Path
 import torch
 
 from . import interop
+from .interop import hub
 from .checkpoint import (
     CONFIG_FILE,
     SRC_TOKENIZER_FILE,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
     RunError,
+    load_src_tokenizer,
     load_weights,
     read_run_config,
 )
 from .config import Config, ConfigError, ModelConfig, TrainConfig, config_from_dict, explicit_keys
-from .config.checks import INFERENCE_BYTES, TRAINING_BYTES, check_memory, model_fields
+from .config.checks import INFERENCE_BYTES, TRAINING_BYTES, TRANSFORMER_LAYOUT, check_memory, model_fields
 from .data import progress
 from .models import build_model
 from .models.heads import HEAD
@@ -31,7 +33,7 @@ from .tokenizers import Tokenizer, TokenizerError, load_tokenizer, vocab_span
 
 ARCHITECTURE = ("family", "vocab_size", "n_layer", "n_head", "n_embd", "bias", "cell", "hidden_size", "num_layers",
                 "tie_weights", "arch", "attention", "bidirectional", "input_feeding", "share_embeddings",
-                "src_vocab_size", "bos_id")
+                "src_vocab_size", "bos_id", "src_prefix_id", "tgt_prefix_id", *TRANSFORMER_LAYOUT)
 # Fine-tuning starts from weights that already work: a scratch learning rate and warmup would
 # wreck them. These replace the defaults (not values set in a file or on the command line).
 FINE_TUNE_DEFAULTS = {"train.lr": 1e-4, "train.min_lr": 1e-5, "train.warmup_iters": 20}
@@ -39,8 +41,9 @@ LORA_DEFAULTS = {"train.lr": 5e-4, "train.min_lr": 5e-5, "train.warmup_iters": 2
 
 
 def load_run_config(path: str | Path) -> Config:
-    """The Config of a run directory or a Hugging Face checkpoint, without loading weights."""
-    path = Path(path)
+    """The Config of a run directory or a Hugging Face checkpoint (a directory or a model id),
+    without loading weights."""
+    path = resolve_run(path)
     if interop.is_hf_checkpoint(path):
         return interop.hf_config(path)
     data = read_run_config(path)
@@ -50,20 +53,27 @@ def load_run_config(path: str | Path) -> Config:
         raise RunError(f"{path / CONFIG_FILE}: {e}") from None
 
 
+def resolve_run(path: str | Path) -> Path:
+    """The local directory of a run, a Hugging Face checkpoint directory, or a Hugging Face model
+    id (``gpt2``, ``org/name@revision``: downloaded once into the Hugging Face cache, see
+    ``interop.hub``); a local path always wins."""
+    return hub.resolve(path)
+
+
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
              weights: str = WEIGHTS_FILE) -> tuple[torch.nn.Module, Tokenizer, Config]:
     """Load a run's model (in eval mode), tokenizer and Config.
 
     Args:
         run_dir: a run directory written by ``proselab train``, or a Hugging Face checkpoint
-            directory (see ``proselab.interop``).
+            directory or model id (see ``proselab.interop``).
         device: where to put the model.
         weights: ``model.safetensors`` (best) or ``last.safetensors`` (latest).
 
     Returns:
         (model, tokenizer, config)
     """
-    run_dir = Path(run_dir)
+    run_dir = resolve_run(run_dir)
     cfg = load_run_config(run_dir)  # its sizes checked against this machine's memory
     try:
         check_fits(cfg.model, device)  # and a GPU's
@@ -82,6 +92,14 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
     else:
         load_weights(model, run_dir / weights)
     return model.to(device).eval(), tokenizer, cfg
+
+
+def source_tokenizer(run_dir: str | Path) -> Tokenizer | None:
+    """A seq2seq run's separate source tokenizer (a run's src_tokenizer.json, a Marian
+    checkpoint's source.spm), or None when the target's tokenizer reads sources too."""
+    if interop.is_hf_checkpoint(run_dir):
+        return interop.load_hf_tokenizers(run_dir)[1]
+    return load_src_tokenizer(run_dir)
 
 
 def _run_tokenizer(path: Path, vocab_size: int) -> Tokenizer:
@@ -120,10 +138,11 @@ def fine_tune_config(cfg: Config) -> Config:
     cropped, as nanoGPT does). The learning rate, its floor and the warmup take fine-tuning
     defaults (FINE_TUNE_DEFAULTS, LORA_DEFAULTS) unless the config sets them.
     """
-    src = Path(cfg.train.init_from).expanduser()
+    src = resolve_run(cfg.train.init_from)
     if not src.is_dir():
         raise RunError(f"train.init_from must be scratch, resume, or a run / Hugging Face checkpoint "
-                       f"directory; '{cfg.train.init_from}' is none of these")
+                       f"directory or model id; '{cfg.train.init_from}' is none of these")
+    cfg.train.init_from = str(src)  # a model id's snapshot: what loading the weights and tokenizer reads
     src_cfg = load_run_config(src)
     _check_same_family(cfg, src_cfg)
     _warn_overridden(cfg, src_cfg)
@@ -131,6 +150,8 @@ def fine_tune_config(cfg: Config) -> Config:
         setattr(cfg.model, name, getattr(src_cfg.model, name))
     if cfg.model.family == "gpt":
         cfg.model.block_size = min(cfg.model.block_size, src_cfg.model.block_size)
+    elif cfg.model.family == "seq2seq" and src_cfg.model.positions == "learned":  # the size of its position tables
+        cfg.model.block_size = src_cfg.model.block_size
     cfg.data.tokenizer = str(src)  # a run's tokenizer.json, or the checkpoint's tokenizer files
     if cfg.model.family == "seq2seq":
         cfg.data.joint_vocab = src_cfg.data.joint_vocab  # and a separate source tokenizer comes along
@@ -205,9 +226,10 @@ def load_init_weights(model: torch.nn.Module, source: str | Path) -> None:
 
 
 def export_hf(run_dir: str | Path, out_dir: str | Path) -> Path:
-    """Write a proselab run as a Hugging Face checkpoint directory (a GPT run: GPT-2's layout).
+    """Write a proselab run as a Hugging Face checkpoint directory (a GPT run: GPT-2's layout; a
+    seq2seq run fine-tuned from a Marian, BART or T5 checkpoint: that checkpoint's layout).
 
-    ``transformers.AutoModelForCausalLM.from_pretrained(out_dir)`` and
+    ``transformers.AutoModelForCausalLM.from_pretrained(out_dir)`` (AutoModelForSeq2SeqLM) and
     ``AutoTokenizer.from_pretrained(out_dir)`` load the result. A bias-free model is written
     with zero biases, which computes the same function.
 
@@ -217,5 +239,6 @@ def export_hf(run_dir: str | Path, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     with progress.working(f"exporting {run_dir} to {out}"):
         model, tokenizer, cfg = load_run(run_dir)
-        interop.export_hf(model, tokenizer, cfg, out, Path(run_dir))
+        src_tokenizer = source_tokenizer(run_dir) if cfg.model.family == "seq2seq" else None
+        interop.export_hf(model, tokenizer, cfg, out, Path(run_dir), src_tokenizer)
     return out

@@ -1,7 +1,8 @@
-"""Tokenizers: characters, words, byte-level BPE and GPT-2's, all one Hugging Face tokenizer.json.
+"""Tokenizers: characters, words, byte-level BPE, GPT-2's and sentencepiece's, each a Hugging Face tokenizer.json.
 
-Every kind is a ``tokenizers.Tokenizer`` underneath, so a run saves exactly one file that
-``tokenizers.Tokenizer.from_file`` and ``transformers.PreTrainedTokenizerFast`` load as is.
+Every kind is a ``tokenizers.Tokenizer`` underneath, so a run saves one file that
+``tokenizers.Tokenizer.from_file`` and ``transformers.PreTrainedTokenizerFast`` load as is
+(Marian's also keeps its sentencepiece model beside it: see the end of this docstring).
 The file has no room for extra fields (the HF loader rejects unknown keys), so the kind is
 read back from the tokenizer's structure:
 
@@ -9,6 +10,11 @@ read back from the tokenizer's structure:
 - word: a WordLevel model
 - bpe:  a BPE model with a byte-level pre-tokenizer
 - gpt2: the same, holding GPT-2's exact vocabulary
+- unigram: a sentencepiece Unigram model (T5's, Marian's), imported by ``interop.hf_tokenizers``
+
+Marian's tokenizers encode through the ``sentencepiece`` library itself, as ``transformers``
+does, so that the ids are exact: a ``SentencePieceTokenizer`` keeps its sentencepiece model
+beside the tokenizer.json (``tokenizer.spm``), which then holds the vocabulary and ids.
 """
 
 from __future__ import annotations
@@ -27,9 +33,9 @@ import numpy as np
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_bytes, atomic_write_text
 
-KINDS = ("char", "word", "bpe", "gpt2")
+KINDS = ("char", "word", "bpe", "gpt2", "unigram")
 TRAINABLE = ("char", "word", "bpe")
 UNK = "<unk>"
 EOT = "<|endoftext|>"  # GPT-2's document separator; bos and eos of word, bpe and gpt2
@@ -160,8 +166,112 @@ class Tokenizer:
         """A sha256 hex digest of the kind and the serialized tokenizer: a cache key for token streams."""
         return hashlib.sha256(f"{self.kind}\n{self.hf.to_str()}".encode()).hexdigest()
 
+    def with_hf(self, hf: HFTokenizer) -> Tokenizer:
+        """A tokenizer of the same kind over ``hf`` (a copy of ``self.hf`` with tokens added)."""
+        return Tokenizer(hf, self.kind)
+
     def _pieces(self, text: str) -> list[str]:
         return _split_long(text) if self._chunkable else [text]
+
+
+SPM_SUFFIX = ".spm"  # tokenizer.json's sentencepiece model, beside it: tokenizer.spm
+_LANGUAGE_CODE = re.compile(r">>.*?<<", re.S)  # Marian's target-language token opening a source: >>fr<<
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """A tokenizer whose sentencepiece model cuts the text into pieces and whose ``hf`` vocabulary
+    numbers them: Marian's, where vocab.json numbers the pieces of two sentencepiece models (one
+    per side) and ``transformers`` encodes through the ``sentencepiece`` library. Encoding follows
+    ``MarianTokenizer``: the text is split at added tokens, a ``>>xx<<`` language code opening a
+    chunk is one token, and a piece outside the vocabulary is ``<unk>``.
+
+    Saved as the tokenizer.json of ``hf`` (a Unigram model with the sentencepiece scores, which
+    Hugging Face tools load) with the sentencepiece model beside it (``tokenizer.spm``).
+    """
+
+    def __init__(self, hf: HFTokenizer, model_proto: bytes, kind: str | None = None):
+        import sentencepiece  # only Marian's tokenizers need it
+
+        super().__init__(hf, kind)
+        try:
+            self.spm = sentencepiece.SentencePieceProcessor(model_proto=model_proto)
+        except (RuntimeError, TypeError) as e:
+            raise TokenizerError(f"not a sentencepiece model: {str(e).splitlines()[0] if str(e) else e}") from None
+        if self.unk_id is None:
+            raise TokenizerError("a sentencepiece tokenizer needs an <unk> token among its special tokens")
+        self.model_proto = model_proto
+        self._vocab = hf.get_vocab(with_added_tokens=True)
+        self._tokens = {i: t for t, i in self._vocab.items()}
+        added = {t.content: t.special for t in hf.get_added_tokens_decoder().values()}
+        self._special_ids = {self._vocab[t] for t, special in added.items() if special}
+        names = sorted(added, key=len, reverse=True)  # the longest added token wins, as transformers' trie
+        self._added = re.compile("(" + "|".join(map(re.escape, names)) + ")") if names else None
+        self._chunkable = False
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        chunks = [self._chunks(t) for t in texts]
+        plain = [c for cs in chunks for c in cs if not isinstance(c, int)]
+        try:
+            pieces = iter(self.spm.encode(plain, out_type=str))
+        except (TypeError, RuntimeError, UnicodeError):
+            _check_unicode(plain)
+            raise
+        out = []
+        for cs in chunks:
+            ids: list[int] = []
+            for c in cs:
+                ids.extend([c] if isinstance(c, int) else (self._vocab.get(p, self.unk_id) for p in next(pieces)))
+            out.append(ids)
+        return out
+
+    def _chunks(self, text: str) -> list[str | int]:
+        """``text`` cut at added tokens (their ids) and language codes (ids), the rest as strings."""
+        parts = self._added.split(text) if self._added else [text]
+        out: list[str | int] = []
+        for k, part in enumerate(parts):
+            if k % 2:  # an added token
+                out.append(self._vocab[part])
+                continue
+            code = _LANGUAGE_CODE.match(part)
+            if code:
+                out.append(self._vocab.get(code.group(), self.unk_id))
+                part = part[code.end():]
+            if part:
+                out.append(part)
+        return out
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        ids = ids.tolist() if hasattr(ids, "tolist") else [int(i) for i in ids]
+        text, run = "", []
+        for i in ids:
+            if i in self._special_ids:
+                if not skip_special_tokens:  # as MarianTokenizer: the token and a space after it
+                    text += self.spm.decode_pieces(run) + self._tokens[i] + " "
+                    run = []
+            elif i in self._tokens:
+                run.append(self._tokens[i])
+        return (text + self.spm.decode_pieces(run)).replace("\u2581", " ").strip()
+
+    def unknown_tokens(self, text: str) -> Counter[str]:
+        found: Counter[str] = Counter()
+        plain = [c for c in self._chunks(text) if not isinstance(c, int)]
+        for pieces in self.spm.encode(plain, out_type=str):  # an unknown character's piece is its text
+            found.update(p.replace("\u2581", " ").strip() or p for p in pieces
+                         if self._vocab.get(p, self.unk_id) == self.unk_id)
+        return found
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path).expanduser()
+        target = path if path.suffix == ".json" else path / "tokenizer.json"
+        atomic_write_bytes(target.with_suffix(SPM_SUFFIX), self.model_proto)  # first: a tokenizer.json is complete
+        return super().save(target)
+
+    def fingerprint(self) -> str:
+        model = hashlib.sha256(self.model_proto).hexdigest()
+        return hashlib.sha256(f"{super().fingerprint()}\n{model}".encode()).hexdigest()
+
+    def with_hf(self, hf: HFTokenizer) -> Tokenizer:
+        return SentencePieceTokenizer(hf, self.model_proto, self.kind)
 
 
 def _check_unicode(texts: list[str]) -> None:
@@ -212,13 +322,16 @@ def _infer_kind(spec: dict) -> str:
     mtype = model.get("type") or ("BPE" if "merges" in model else None)
     if mtype == "WordLevel":
         return "word"
+    if mtype == "Unigram":
+        return "unigram"
     if mtype == "BPE":
         if not pre and not model.get("merges"):
             return "char"
         vocab = model.get("vocab") or {}
         return "gpt2" if all(vocab.get(t) == i for t, i in _GPT2_IDS.items()) else "bpe"
     raise TokenizerError(
-        f"unsupported tokenizer: a {mtype or 'unknown'} model; proselab handles char, word, bpe and gpt2 tokenizers"
+        f"unsupported tokenizer: a {mtype or 'unknown'} model; proselab handles char, word, bpe, gpt2 and "
+        "sentencepiece unigram tokenizers"
     )
 
 
@@ -353,6 +466,12 @@ def load_tokenizer(path: str | Path, kind: str | None = None) -> Tokenizer:
     except Exception as e:  # schema errors, user input
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise TokenizerError(f"'{p}' is not a Hugging Face tokenizer.json: {reason}") from None
+    model = p.with_suffix(SPM_SUFFIX)
+    if model.is_file():
+        try:
+            return SentencePieceTokenizer(hf, model.read_bytes(), kind)
+        except TokenizerError as e:
+            raise TokenizerError(f"{model}: {e}") from None
     return Tokenizer(hf, kind)
 
 

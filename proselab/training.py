@@ -25,6 +25,8 @@ from .config import Config, ConfigError, apply_overrides, config_from_dict, load
 from .console import describe_model, eta_line, eval_line, progress_bar, say
 from .distributed import Dist, autocast, pick_device, pick_dtype, setup_distributed
 from .distill import init_from_teacher, teacher_tokenizers
+from . import interop
+from .interop import hub
 from .models import build_model
 from .models.heads import keep_head_trainable
 from .models.lora import apply_lora, freeze_layers
@@ -32,7 +34,7 @@ from .optim import keep_freed_memory, lr_at, make_optimizer
 from .plots import plot_loss
 from .runs import check_fits, fine_tune_config, load_init_weights
 from .tasks import Task, build_task
-from .tokenizers import load_tokenizer
+from .tokenizers import TRAINABLE, load_tokenizer
 
 
 @dataclass
@@ -66,6 +68,7 @@ def resolve_config(config: Config | str | Path | dict | None, overrides: dict | 
         cfg = apply_overrides(config_from_dict(config), overrides)
     else:
         cfg = load_config(config, overrides)
+    _resolve_model_ids(cfg)
     if cfg.train.init_from not in ("scratch", "resume"):
         return fine_tune_config(cfg)
     if cfg.train.init_from != "resume":
@@ -81,6 +84,15 @@ def resolve_config(config: Config | str | Path | dict | None, overrides: dict | 
         saved = apply_overrides(saved, overrides)
     saved.train.init_from, saved.train.out_dir = "resume", cfg.train.out_dir
     return saved.validate()
+
+
+def _resolve_model_ids(cfg: Config) -> None:
+    """Hugging Face model ids where the config names a tokenizer or a teacher become their
+    snapshots in the Hugging Face cache, downloaded once (train.init_from: fine_tune_config)."""
+    if cfg.data.tokenizer not in TRAINABLE and hub.is_hub_id(cfg.data.tokenizer):
+        cfg.data.tokenizer = str(hub.resolve(cfg.data.tokenizer, weights=False))
+    if cfg.train.distill_teacher and hub.is_hub_id(cfg.train.distill_teacher):
+        cfg.train.distill_teacher = str(hub.resolve(cfg.train.distill_teacher))
 
 
 class Trainer:
@@ -335,6 +347,8 @@ def _given_tokenizers(cfg: Config):
     if t.init_from == "resume":
         return load_tokenizer(Path(t.out_dir) / ckpt.TOKENIZER_FILE), ckpt.load_src_tokenizer(t.out_dir)
     if t.init_from != "scratch":
+        if interop.is_hf_checkpoint(cfg.data.tokenizer):  # Marian, BART, T5: their own tokenizer files
+            return interop.load_hf_tokenizers(cfg.data.tokenizer)
         return load_tokenizer(cfg.data.tokenizer), ckpt.load_src_tokenizer(t.init_from)
     if t.distill_teacher:  # a distilled student predicts the teacher's ids
         return teacher_tokenizers(t.distill_teacher)

@@ -3,6 +3,10 @@ from pathlib import Path
 
 import pytest
 
+# No test reaches the Hugging Face Hub: a model id is looked up in the cache alone (set before
+# huggingface_hub reads it at import; tests/test_hub.py lays out the caches it reads).
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY_SHAKESPEARE = SHARED / "tinyshakespeare" / "input.txt"
 

@@ -118,6 +118,10 @@ ACCEPTED = [
     ("generation.eos_token_id", [], []), ("generation.eos_token_id", None, None),
     ("generation.eos_token_id", "null", None), ("generation.eos_token_id", "~", None),
     ("generation.eos_token_id", "", None), ("generation.eos_token_id", "  ", None),
+    # list[int]: one id is a list of one
+    ("generation.suppress_tokens", "[1, 2]", [1, 2]), ("generation.suppress_tokens", "7", [7]),
+    ("generation.suppress_tokens", 7, [7]), ("generation.suppress_tokens", (1, 2), [1, 2]),
+    ("generation.suppress_tokens", "", []), ("generation.suppress_tokens", "[]", []),
     # bool | str: a bool, or "never"
     ("generation.early_stopping", "never", "never"), ("generation.early_stopping", True, True),
     ("generation.early_stopping", "true", True), ("generation.early_stopping", "false", False),
@@ -152,6 +156,11 @@ REJECTED = [
     ("generation.stop", None, f"{STRINGS}, got None"), ("generation.stop", 3, f"{STRINGS}, got 3"),
     ("generation.stop", "[1, 2]", f"{STRINGS}, got [1, 2]"), ("generation.stop", ["a", 1], f"{STRINGS}, got ['a', 1]"),
     ("generation.stop", {"a": "b"}, f"{STRINGS}, got {{'a': 'b'}}"),
+    # list[int]
+    ("generation.suppress_tokens", "abc", "must be a list of token ids, got 'abc'"),
+    ("generation.suppress_tokens", None, "must be a list of token ids, got None"),
+    ("generation.suppress_tokens", ["a"], "must be a list of token ids, got ['a']"),
+    ("generation.suppress_tokens", True, "must be a list of token ids, got True"),
     # int | list[int] | None: "none" is not null here
     ("generation.eos_token_id", "none", f"{TOKEN_IDS}, got 'none'"),
     ("generation.eos_token_id", "abc", f"{TOKEN_IDS}, got 'abc'"),

@@ -33,8 +33,9 @@ def resolve(config: str | None, overrides: list[str]) -> Config:
     if cfg.train.init_from == "scratch":
         return cfg
     if cfg.train.init_from != "resume" and not Path(cfg.train.init_from).expanduser().is_dir():
-        # a recipe's later step (tweets-sentiment-gpt) names a run that an earlier step writes
-        warnings.warn(f"train.init_from '{cfg.train.init_from}' does not exist yet: shown without what "
+        # a recipe's later step (tweets-sentiment-gpt) names a run that an earlier step writes; a
+        # Hugging Face model id is not downloaded just to show a config
+        warnings.warn(f"train.init_from '{cfg.train.init_from}' is not a local directory (yet): shown without what "
                       "fine-tuning takes from it (architecture, tokenizer, learning rate)", stacklevel=2)
         return cfg
     from ..training import resolve_config

@@ -30,6 +30,8 @@ def _add_generation_options(g: argparse.ArgumentParser) -> None:
                               help=r"a string that ends the text, not returned (repeatable; \n and \t understood)")
         elif f.name == "eos_token_id":
             opts.add_argument(flag, type=int, action="append", metavar="ID", help="end-of-sequence id (repeatable)")
+        elif f.name == "suppress_tokens":
+            opts.add_argument(flag, type=int, action="append", metavar="ID", help="a token id never generated (repeatable)")
         elif f.name == "early_stopping":
             opts.add_argument(flag, choices=["true", "false", "never"], help=help_)
         elif f.name == "num_return_sequences":
@@ -230,7 +232,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
         return _eval_pairs(args)
     if args.labels is not None:
         return eval_labels(args)
-    res = evaluate(args.run, args.data, encoding_errors=args.encoding_errors)
+    res = evaluate(args.run, args.data, encoding_errors=args.encoding_errors, report=args.report)
     if args.json:
         print(json.dumps(res))
         return 0
@@ -239,18 +241,26 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     print(f"bits per token {res['bits_per_token']:.4f}  bits per char {res['bits_per_char']:.4f}")
     if res["unknown_tokens"]:
         print(f"note: {res['unknown_tokens']} tokens were unknown to the vocabulary (mapped to <unk>)")
+    _said_report(res)
     return 0
+
+
+def _said_report(res: dict) -> None:
+    if "report" in res:
+        print(f"error analysis in {res['report']} (and report.json beside it)")
 
 
 def _eval_pairs(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..evaluation import evaluate_pairs
+    from ..interop.hub import is_hub_id
 
     over = _gen_overrides(args)
-    out = args.out or str(Path(args.run) / "hypotheses.txt")
+    # beside the run; a model id's snapshot is the Hugging Face cache's, not a place for outputs
+    out = args.out or ("hypotheses.txt" if is_hub_id(args.run) else str(Path(args.run) / "hypotheses.txt"))
     res = evaluate_pairs(args.run, args.pairs, out=out, metrics=tuple(args.metrics.split(",")),
-                         batch_size=args.batch_size, **over)
+                         batch_size=args.batch_size, report=args.report, **over)
     if args.json:
         print(json.dumps(res))
         return 0
@@ -262,16 +272,22 @@ def _eval_pairs(args: argparse.Namespace) -> int:
               f"({res['rouge_signature']})")
     print(f"{res['pairs']:,} pairs decoded in {res['seconds']:.1f} s ({res['sentences_per_sec']:.1f} sentences/s); "
           f"hypotheses in {out}")
+    _said_report(res)
     return 0
 
 
 def cmd_attention(args: argparse.Namespace, extra: list[str]) -> int:
     from ..api import load
-    from ..plots import plot_attention
+    from ..plots import plot_attention, plot_attention_grid
 
     no_extra(extra)
     gen = load(args.run, device=args.device)
     amap = gen.attention(args.src, **_gen_overrides(args))
+    if amap.layers is not None:  # a GPT: every layer and head, over the text itself
+        path = plot_attention_grid(amap.layers, amap.tgt_tokens, amap.src_tokens, args.out, title=args.src[:60])
+        print(f"attention of {amap.layers.size(0)} layers x {amap.layers.size(1)} heads over {len(amap.src_tokens)} "
+              f"tokens written to {path}")
+        return 0
     path = plot_attention(amap.weights, amap.src_tokens, amap.tgt_tokens, args.out,
                           title=f"{args.src[:60]} -> {amap.text[:60]}")
     print(amap.text)
@@ -355,6 +371,10 @@ def add_eval(sub) -> None:
     e.add_argument("--text-column", default="text", help="--labels with --classes: the file's text column")
     e.add_argument("--label-column", default="label", help="--labels with --classes: the file's label column")
     add_zero_shot(e)
+    e.add_argument("--report", metavar="DIR",
+                   help="write an error analysis there as report.html (plots beside it) and report.json: --pairs: "
+                        "the worst segments by chrF, BLEU by source length, hallucination signals; --data: the "
+                        "highest-loss passages; --labels: the confusion matrix and the surest mistakes")
     e.add_argument("--encoding-errors", default="strict", choices=["strict", "replace"])
     e.add_argument("--json", action="store_true")
     _add_generation_options(e)
@@ -363,9 +383,11 @@ def add_eval(sub) -> None:
 
 def add_attention(sub) -> None:
     """`proselab attention RUN --src TEXT`."""
-    a = sub.add_parser("attention", help="seq2seq: draw where the model looked, as a PNG heatmap")
-    a.add_argument("run", help="a seq2seq run directory (with attention)")
-    a.add_argument("--src", required=True, help="the source text to transform")
+    a = sub.add_parser("attention", help="draw where the model looked, as a PNG: a seq2seq run's attention over "
+                                         "the source, a gpt run's self-attention per layer and head")
+    a.add_argument("run", help="a seq2seq run directory (with attention), or a gpt run")
+    a.add_argument("--src", "--text", dest="src", required=True,
+                   help="seq2seq: the source text to transform; gpt: the text to read")
     a.add_argument("--out", default="attention.png", help="the PNG to write (default attention.png)")
     _add_generation_options(a)
     a.add_argument("--device", default="auto")

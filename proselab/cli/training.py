@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from .common import EXIT_INTERRUPTED, config_overrides, no_extra, train_arguments
@@ -65,8 +66,12 @@ def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
 
     no_extra(extra)
     out = export_hf(args.run, args.out)
-    print(f"wrote a Hugging Face GPT-2 checkpoint to {out}; load it with "
-          f"transformers.AutoModelForCausalLM.from_pretrained('{out}')")
+    kind = json.loads((out / "config.json").read_text(encoding="utf-8")).get("model_type", "gpt2")
+    names = {"gpt2": ("GPT-2", "AutoModelForCausalLM"), "marian": ("Marian", "AutoModelForSeq2SeqLM"),
+             "bart": ("BART", "AutoModelForSeq2SeqLM"), "t5": ("T5", "AutoModelForSeq2SeqLM")}
+    name, auto = names.get(kind, (kind, "AutoModel"))
+    print(f"wrote a Hugging Face {name} checkpoint to {out}; load it with "
+          f"transformers.{auto}.from_pretrained('{out}')")
     return 0
 
 
@@ -124,7 +129,8 @@ def add_train(sub) -> None:
 
 def add_export(sub) -> None:
     """`proselab export RUN OUT`."""
-    x = sub.add_parser("export", help="write a gpt run as a Hugging Face GPT-2 checkpoint (transformers, vLLM, ...)")
+    x = sub.add_parser("export", help="write a run as a Hugging Face checkpoint (transformers, vLLM, ...): a gpt run as "
+                          "GPT-2, a seq2seq run fine-tuned from Marian, BART or T5 in that layout")
     x.add_argument("run", help="run directory")
     x.add_argument("out", help="output directory (new or empty)")
     x.set_defaults(func=cmd_export)

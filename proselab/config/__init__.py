@@ -86,6 +86,25 @@ class ModelConfig:
     share_embeddings: bool = False  # one embedding matrix for source and target (needs data.joint_vocab)
     src_vocab_size: int = 0  # source vocabulary (0 = from the source tokenizer)
     bos_id: int = -1  # the token the decoder starts from (-1 = set from the tokenizer at training)
+    src_prefix_id: int = -1  # a token put before every source, after truncation (BART's <s>; -1 = none)
+    tgt_prefix_id: int = -1  # a token every target starts with, predicted first (BART's <s>; -1 = none)
+    # seq2seq transformer layout (the defaults are proselab's own; imported Marian, BART and T5 set them)
+    n_dec_layer: int = 0  # decoder blocks (0 = n_layer)
+    ffn_dim: int = 0  # feed-forward width (0 = 4 x n_embd)
+    activation: str = "gelu_tanh"  # feed-forward activation: gelu_tanh | gelu (exact) | relu | silu
+    gated_ffn: bool = False  # gated feed-forward, act(x W_gate) * (x W_fc) (T5 v1.1, Flan-T5)
+    norm: str = "layernorm"  # layernorm | rmsnorm (T5)
+    norm_eps: float = 1e-5  # the norms' epsilon
+    norm_first: bool = True  # norms at the sublayer inputs and a final one (pre-LN), or after each residual (Marian, BART)
+    positions: str = "sinusoidal"  # sinusoidal | learned (BART: block_size rows, offset 2) | relative (T5's buckets)
+    rel_buckets: int = 32  # relative positions: buckets per head
+    rel_max_distance: int = 128  # relative positions: the distance where the last bucket starts
+    embed_scale: bool = True  # multiply token embeddings by sqrt(n_embd)
+    embed_norm: bool = False  # a norm on the embeddings once positions are added (BART)
+    attn_scale: bool = True  # divide attention scores by sqrt(head size) (T5 does not)
+    head_scale: bool = False  # multiply the decoder output by n_embd ** -0.5 before the head (T5 v1.0's tied head)
+    logits_bias: bool = False  # a fixed bias on the output logits (Marian's and BART's final_logits_bias)
+    hf_type: str = ""  # the Hugging Face model_type the weights came from (marian | bart | t5; "" = proselab's own)
     # classification (any family with labels is a classifier; seq2seq: its Transformer encoder)
     labels: list[str] = field(default_factory=list)  # label names in id order (empty = a generator; else from the data)
 
@@ -185,6 +204,9 @@ class GenerationConfig:
     num_return_sequences: int = 1  # sequences per prompt (samples, or the n best beams)
     stop: list[str] = field(default_factory=list)  # strings that end a sequence; not returned
     eos_token_id: int | list[int] | None = None  # None: the tokenizer's end-of-text token, if any
+    forced_bos_token_id: int | None = None  # the first generated token is this one (BART's <s>; None = free)
+    forced_eos_token_id: int | None = None  # the last token max_new_tokens allows is this one (None = free)
+    suppress_tokens: list[int] = field(default_factory=list)  # token ids never generated (Marian's <pad>)
     seed: int | None = None  # fixes each prompt's samples, whatever else is in the batch
     output_scores: bool = False  # return per-token log-probabilities
     max_time: float = 0.0  # seconds after which generation stops (0 = no limit)

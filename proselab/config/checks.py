@@ -121,12 +121,15 @@ def _validate_distill(m: ModelConfig, t: TrainConfig) -> None:
 _EVERY_MODEL = ("family", "vocab_size", "dropout", "bias", "tie_weights", "labels")
 _RNN_SIZE = ("cell", "num_layers", "hidden_size", "n_embd")
 _TRANSFORMER_SIZE = ("n_layer", "n_head", "n_embd")
-_SEQ2SEQ = ("arch", "share_embeddings", "src_vocab_size", "bos_id")
+_SEQ2SEQ = ("arch", "share_embeddings", "src_vocab_size", "bos_id", "src_prefix_id", "tgt_prefix_id")
+TRANSFORMER_LAYOUT = ("n_dec_layer", "ffn_dim", "activation", "gated_ffn", "norm", "norm_eps", "norm_first",
+                      "positions", "rel_buckets", "rel_max_distance", "embed_scale", "embed_norm", "attn_scale",
+                      "head_scale", "logits_bias", "hf_type")  # the seq2seq transformer's options (encdec.py)
 MODEL_FIELDS = {  # model_kind -> the fields besides _EVERY_MODEL it reads
     "gpt": (*_TRANSFORMER_SIZE, "block_size"),
     "rnn": (*_RNN_SIZE, "block_size"),
     "seq2seq rnn": (*_SEQ2SEQ, *_RNN_SIZE, "attention", "bidirectional", "input_feeding", "teacher_forcing"),
-    "seq2seq transformer": (*_SEQ2SEQ, *_TRANSFORMER_SIZE),  # sinusoidal positions: no block_size
+    "seq2seq transformer": (*_SEQ2SEQ, *_TRANSFORMER_SIZE, *TRANSFORMER_LAYOUT),  # block_size: learned positions only
 }
 _KIND_NAMES = {"gpt": "a gpt model", "rnn": "an rnn model", "seq2seq rnn": "a seq2seq model with model.arch=rnn",
                "seq2seq transformer": "a seq2seq model with model.arch=transformer"}
@@ -141,7 +144,8 @@ def model_kind(m: ModelConfig) -> str:
 
 def model_fields(m: ModelConfig) -> set[str]:
     """The names of the model fields that the model ``m`` configures reads."""
-    text_length = ("block_size",) if m.labels else ()  # a classifier cuts its texts to block_size tokens
+    # a classifier cuts its texts to block_size tokens; learned positions have block_size rows
+    text_length = ("block_size",) if m.labels or m.positions == "learned" else ()
     return {*_EVERY_MODEL, *MODEL_FIELDS[model_kind(m)], *text_length}
 
 
@@ -193,16 +197,37 @@ def _validate_seq2seq(m: ModelConfig, d: DataConfig) -> None:
     _check(m.arch in ("rnn", "transformer"), f"model.arch must be rnn or transformer, got '{m.arch}'")
     _check(0.0 <= m.teacher_forcing <= 1.0, f"model.teacher_forcing must be in [0, 1], got {m.teacher_forcing}")
     _check(m.src_vocab_size >= 0, "model.src_vocab_size must be >= 0 (0 = from the source tokenizer)")
-    _check(not m.share_embeddings or d.joint_vocab,
+    # an imported checkpoint's sides index one vocabulary even with two segmenters (Marian's source.spm, target.spm)
+    _check(not m.share_embeddings or d.joint_vocab or bool(m.hf_type),
            "model.share_embeddings needs one vocabulary for both sides: set data.joint_vocab=true")
+    _check(m.src_prefix_id >= -1 and m.tgt_prefix_id >= -1,
+           "model.src_prefix_id and model.tgt_prefix_id must be token ids >= 0, or -1 (none)")
     if m.arch == "transformer":
         _validate_transformer(m)
+        _validate_layout(m)
         return
     _validate_rnn(m)
     _check(m.attention in ATTENTIONS, f"model.attention must be one of {', '.join(ATTENTIONS)}, got '{m.attention}'")
     _check(m.attention != "luong-dot" or not m.bidirectional,
            "model.attention=luong-dot scores the decoder state against encoder states of the same width, but a "
            "bidirectional encoder's are twice as wide: use luong-general, or model.bidirectional=false")
+
+
+def _validate_layout(m: ModelConfig) -> None:
+    """The seq2seq transformer's layout options (models/encdec.py)."""
+    _check(m.n_dec_layer >= 0, f"model.n_dec_layer must be >= 0 (0 = model.n_layer), got {m.n_dec_layer}")
+    _check(m.ffn_dim >= 0, f"model.ffn_dim must be >= 0 (0 = 4 x n_embd), got {m.ffn_dim}")
+    _check(m.activation in ("gelu_tanh", "gelu", "relu", "silu"),
+           f"model.activation must be gelu_tanh, gelu, relu or silu, got '{m.activation}'")
+    _check(m.norm in ("layernorm", "rmsnorm"), f"model.norm must be layernorm or rmsnorm, got '{m.norm}'")
+    _check(0 < m.norm_eps < 1, f"model.norm_eps must be in (0, 1), got {m.norm_eps}")
+    _check(m.positions in ("sinusoidal", "learned", "relative"),
+           f"model.positions must be sinusoidal, learned or relative, got '{m.positions}'")
+    _check(m.rel_buckets >= 4 and m.rel_max_distance > m.rel_buckets // 2,
+           f"model.rel_buckets must be >= 4 and model.rel_max_distance > rel_buckets / 2, got {m.rel_buckets} "
+           f"and {m.rel_max_distance}")
+    _check(m.hf_type in ("", "marian", "bart", "t5"),
+           f"model.hf_type must be marian, bart, t5 or empty, got '{m.hf_type}'")
 
 
 # Bytes per parameter: float32 weights to use a model; to train it, also their gradients and
@@ -225,8 +250,10 @@ def model_parts(m: ModelConfig) -> dict[tuple[str, ...], int]:
     if m.family == "seq2seq":
         embeddings += 0 if m.share_embeddings else Vs * C
     vocab = ("vocab_size", "src_vocab_size", "n_embd") if m.family == "seq2seq" else ("vocab_size", "n_embd")
-    if transformer:  # an encoder block 12 C^2, a decoder block 16 C^2 (cross-attention)
-        return {vocab: embeddings, ("n_layer", "n_embd"): m.n_layer * 28 * C * C}
+    if transformer:  # an encoder block 4 C^2 + its feed-forward, a decoder block 8 C^2 (cross-attention) + its own
+        F = (m.ffn_dim or 4 * C) * C * (3 if m.gated_ffn else 2)
+        return {vocab: embeddings, ("n_layer", "n_embd"): m.n_layer * (4 * C * C + F)
+                + (m.n_dec_layer or m.n_layer) * (8 * C * C + F)}
     G, L = _GATES.get(m.cell, 4), m.num_layers
     if m.family == "rnn":
         return {vocab: embeddings, ("num_layers", "hidden_size"): G * H * (C + H + (L - 1) * 2 * H)}
@@ -330,4 +357,9 @@ def validate_generation(g: GenerationConfig) -> None:
     need(g.eos_token_id is None or all(is_int(e) and e >= 0 for e in eos), "eos_token_id",
          "must be a token id >= 0, a list of them, or null")
     need(g.seed is None or is_int(g.seed), "seed", "must be an integer or null")
+    for name in ("forced_bos_token_id", "forced_eos_token_id"):
+        need(getattr(g, name) is None or (is_int(getattr(g, name)) and getattr(g, name) >= 0), name,
+             "must be a token id >= 0 or null")
+    need(isinstance(g.suppress_tokens, list) and all(is_int(i) and i >= 0 for i in g.suppress_tokens),
+         "suppress_tokens", "must be a list of token ids >= 0")
     need(isinstance(g.max_time, (int, float)) and g.max_time >= 0, "max_time", "must be >= 0 seconds (0 = no limit)")

@@ -29,6 +29,8 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     optional = type(None) in members
     items = [get_args(m)[0] for m in members if get_origin(m) is list]  # list[X] -> X
     scalars = [m for m in members if m in _SCALARS]
+    if items == [int] and not scalars and not optional:  # generation.suppress_tokens: list[int]
+        return _to_token_list(key, value)
     if items == [int]:  # generation.eos_token_id: int | list[int] | None
         return _to_token_ids(key, value)
     if items == [str]:  # list[str], or str | list[str] (data.dataset)
@@ -77,6 +79,17 @@ def _to_token_ids(key: str, value: Any) -> int | list[int] | None:
     if value is None or _is_int(value) or (isinstance(value, list) and all(_is_int(v) for v in value)):
         return value
     raise ConfigError(f"{key} must be a token id, a list of token ids or null, got {value!r}")
+
+
+def _to_token_list(key: str, value: Any) -> list[int]:
+    """generation.suppress_tokens: a list of token ids; one id is a list of one."""
+    if isinstance(value, str):
+        value = _yaml(key, value) if value.strip() else []
+    if _is_int(value):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(_is_int(v) for v in value):
+        return list(value)
+    raise ConfigError(f"{key} must be a list of token ids, got {value!r}")
 
 
 def _yaml_list(key: str, value: Any) -> Any:

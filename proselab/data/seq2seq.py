@@ -4,7 +4,10 @@ Pairs come from TSV or JSONL files or a built-in pair dataset (``pairs.load_pair
 side is tokenized by its own tokenizer, or both by one joint tokenizer trained on both sides
 (``data.joint_vocab``). Sources end with the end-of-text token; targets are fed to the
 decoder as ``bos + target`` and predicted as ``target + eos`` (bos and eos are both the
-tokenizer's end-of-text token, as in GPT-2).
+tokenizer's end-of-text token, as in GPT-2). A model imported from Hugging Face (``model.hf_type``)
+trains as ``transformers`` does: the decoder starts from its ``model.bos_id`` (Marian's and T5's
+<pad>, BART's </s>), and ``model.src_prefix_id`` / ``tgt_prefix_id`` start every source and
+target (BART's <s>).
 
 Batches are bucketed by length: ``sample`` takes a run of consecutive pairs from the split
 sorted by length, starting at a random place, so a batch pads little and every pair is
@@ -56,6 +59,8 @@ class PairData:
     unknown: int  # tokens that fell back to unk
     dropped: int  # training pairs left out by data.max_src_len / max_tgt_len
     skipped: int  # malformed lines skipped (data.bad_lines=skip)
+    start: int = -1  # the decoder's start token (-1 = the tokenizer's eos)
+    tgt_prefix: int = -1  # the token every target starts with (-1 = none)
     format = "pairs"  # the data.format it holds
 
     def sample(self, split: str, rows: int, generator: torch.Generator) -> torch.Tensor:
@@ -68,7 +73,8 @@ class PairData:
         """Pairs ``index``, padded: the model input, targets (B, T) and the number of target tokens."""
         pairs: Pairs = getattr(self, split)
         rows = index.tolist()
-        return collate_pairs([pairs.src[i] for i in rows], [pairs.tgt[i] for i in rows], self.tokenizer.eos_id)
+        return collate_pairs([pairs.src[i] for i in rows], [pairs.tgt[i] for i in rows], self.tokenizer.eos_id,
+                             self.start, self.tgt_prefix)
 
     def batches(self, split: str, batch_size: int) -> Iterator[Batch]:
         """Every pair of the split once, in length order (little padding)."""
@@ -81,8 +87,14 @@ class PairData:
         return -(-len(getattr(self, split)) // batch_size)
 
 
-def collate_pairs(src: list[list[int]], tgt: list[list[int]], eos: int) -> Batch:
-    """Right-padded source (B, S) with its mask, decoder inputs bos + tgt and targets tgt + eos (B, T)."""
+def collate_pairs(src: list[list[int]], tgt: list[list[int]], eos: int, start: int = -1, prefix: int = -1) -> Batch:
+    """Right-padded source (B, S) with its mask, decoder inputs bos + tgt and targets tgt + eos (B, T).
+
+    ``start`` is the decoder's start token (bos; -1 = ``eos``); a ``prefix`` >= 0 starts every
+    target (predicted after bos, BART's <s>)."""
+    bos = eos if start < 0 else start
+    if prefix >= 0:
+        tgt = [[prefix, *t] for t in tgt]
     B, S, T = len(src), max(map(len, src)), max(map(len, tgt)) + 1
     x = torch.zeros(B, S, dtype=torch.long)
     mask = torch.zeros(B, S, dtype=torch.bool)
@@ -91,27 +103,28 @@ def collate_pairs(src: list[list[int]], tgt: list[list[int]], eos: int) -> Batch
     for r, (s, t) in enumerate(zip(src, tgt)):
         x[r, : len(s)] = torch.tensor(s)
         mask[r, : len(s)] = True
-        row = torch.tensor([eos, *t, eos])  # bos (= eos) + target + eos
+        row = torch.tensor([bos, *t, eos])  # bos + target + eos
         tgt_in[r, : len(t) + 1] = row[:-1]
         y[r, : len(t) + 1] = row[1:]
     return Batch(Seq2SeqBatch(x, mask, tgt_in), y, sum(len(t) + 1 for t in tgt))
 
 
-def encoder_ids(ids: list[int], truncate: int, eos_id: int) -> list[int]:
-    """A source's token ids as the encoder reads them: the first ``truncate`` (all when 0, the
-    run's ``data.truncate_src``), then eos."""
-    return list(ids[:truncate] if truncate else ids) + [eos_id]
+def encoder_ids(ids: list[int], truncate: int, eos_id: int, prefix: int = -1) -> list[int]:
+    """A source's token ids as the encoder reads them: ``prefix`` (the run's
+    ``model.src_prefix_id``, when >= 0), the first ``truncate`` (all when 0, the run's
+    ``data.truncate_src``), then eos."""
+    return [prefix] * (prefix >= 0) + list(ids[:truncate] if truncate else ids) + [eos_id]
 
 
-def source_ids(tokenizer: Tokenizer, text: str, truncate: int = 0) -> list[int]:
+def source_ids(tokenizer: Tokenizer, text: str, truncate: int = 0, prefix: int = -1) -> list[int]:
     """A source text's ids as the encoder reads them (``encoder_ids``)."""
-    return encoder_ids(tokenizer.encode(text), truncate, tokenizer.eos_id)
+    return encoder_ids(tokenizer.encode(text), truncate, tokenizer.eos_id, prefix)
 
 
 def source_batch(tokenizer: Tokenizer, texts: list[str], max_new_tokens: int | None = None,
-                 truncate: int = 0) -> Seq2SeqBatch:
-    """Source texts as a Seq2SeqBatch for decoding (each ends with eos, as in training)."""
-    ids = [source_ids(tokenizer, t, truncate) for t in texts]
+                 truncate: int = 0, prefix: int = -1) -> Seq2SeqBatch:
+    """Source texts as a Seq2SeqBatch for decoding (each as in training, ``encoder_ids``)."""
+    ids = [source_ids(tokenizer, t, truncate, prefix) for t in texts]
     inputs = collate_pairs(ids, [[] for _ in ids], tokenizer.eos_id).inputs
     return Seq2SeqBatch(inputs.src, inputs.mask, None, max_new_tokens)
 
@@ -167,22 +180,27 @@ def _encode_pairs(pairs: list[tuple[str, str]], tokenizer: Tokenizer, src_tokeni
     return src, tgt
 
 
-def prepare_pairs(dcfg, tokenizer: Tokenizer | None = None, src_tokenizer: Tokenizer | None = None) -> PairData:
+def prepare_pairs(dcfg, tokenizer: Tokenizer | None = None, src_tokenizer: Tokenizer | None = None,
+                  mcfg=None) -> PairData:
     """Load, tokenize, filter and split the sentence pairs of ``dcfg`` (a DataConfig); the
-    tokenizers are trained unless given.
+    tokenizers are trained unless given. ``mcfg`` (the ModelConfig) of a model imported from
+    Hugging Face sets the decoder's start token and the source and target prefixes.
 
     Raises:
         DataError: when a split would be empty.
     """
     pairs, val_pairs, skipped = _split(dcfg)
     tokenizer, src_tokenizer = _tokenizers(dcfg, pairs, tokenizer, src_tokenizer)
+    src_prefix = mcfg.src_prefix_id if mcfg is not None else -1
+    tgt_prefix = mcfg.tgt_prefix_id if mcfg is not None else -1
+    extra = 1 + (src_prefix >= 0)  # the tokens encoder_ids adds
     splits, unknown, dropped = [], 0, 0
     for name, split in (("train", pairs), ("val", val_pairs)):
         src, tgt = _encode_pairs(split, tokenizer, src_tokenizer, name)
-        src = [encoder_ids(ids, dcfg.truncate_src, src_tokenizer.eos_id) for ids in src]
+        src = [encoder_ids(ids, dcfg.truncate_src, src_tokenizer.eos_id, src_prefix) for ids in src]
         unknown += sum(src_tokenizer.count_unknown(s) + tokenizer.count_unknown(t) for s, t in zip(src, tgt))
         if name == "train" and (dcfg.max_src_len or dcfg.max_tgt_len):
-            keep = [i for i in range(len(split)) if (not dcfg.max_src_len or len(src[i]) - 1 <= dcfg.max_src_len)
+            keep = [i for i in range(len(split)) if (not dcfg.max_src_len or len(src[i]) - extra <= dcfg.max_src_len)
                     and (not dcfg.max_tgt_len or len(tgt[i]) <= dcfg.max_tgt_len)]
             dropped = len(split) - len(keep)
             src, tgt, split = [src[i] for i in keep], [tgt[i] for i in keep], [split[i] for i in keep]
@@ -190,4 +208,5 @@ def prepare_pairs(dcfg, tokenizer: Tokenizer | None = None, src_tokenizer: Token
             raise DataError(f"no {name} pair is left after the length filters data.max_src_len={dcfg.max_src_len} "
                             f"and data.max_tgt_len={dcfg.max_tgt_len}; raise them (0 = no limit)")
         splits.append(_pairs(src, tgt, list(split)))
-    return PairData(tokenizer, src_tokenizer, splits[0], splits[1], unknown, dropped, skipped)
+    start = mcfg.bos_id if mcfg is not None and mcfg.hf_type else -1
+    return PairData(tokenizer, src_tokenizer, splits[0], splits[1], unknown, dropped, skipped, start, tgt_prefix)

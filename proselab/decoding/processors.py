@@ -8,8 +8,8 @@ or the input itself when it changes nothing. Removed tokens get ``-inf``. Greedy
 the argmax of the processed logits, so it needs no loop of its own.
 
 ``build_processors`` uses transformers' order (``GenerationMixin._get_logits_processor``):
-repetition penalty, no-repeat n-gram, min new tokens, suppressed tokens; then, only when
-sampling, the warpers temperature, top-k, top-p, min-p, typical-p.
+repetition penalty, no-repeat n-gram, min new tokens, forced first and last tokens, suppressed
+tokens; then, only when sampling, the warpers temperature, top-k, top-p, min-p, typical-p.
 
 The semantics are transformers', except that where transformers breaks a tie at a cutoff by
 token id (top-p, and ``min_tokens_to_keep`` in min-p), tokens with equal logits are all kept,
@@ -73,6 +73,23 @@ class MinNewTokens:
         if ids.size(1) - self.prompt_length >= self.min_new_tokens:
             return logits
         return _ban(logits, self.eos_ids)
+
+
+class ForcedToken:
+    """Make the ``index``-th generated token (0 = the first) ``token_id``: transformers'
+    ForcedBOSTokenLogitsProcessor (index 0) and ForcedEOSTokenLogitsProcessor (the last one
+    max_new_tokens allows). The forced token scores 0, every other -inf."""
+
+    def __init__(self, prompt_length: int, index: int, token_id: int):
+        assert prompt_length >= 0 and index >= 0 and token_id >= 0, "prompt_length, index and token_id must be >= 0"
+        self.prompt_length, self.index, self.token_id = prompt_length, index, token_id
+
+    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        if ids.size(1) - self.prompt_length != self.index or self.token_id >= logits.size(-1):
+            return logits
+        out = torch.full_like(logits, -_INF)
+        out[:, self.token_id] = 0.0
+        return out
 
 
 class RepetitionPenalty:
@@ -284,6 +301,11 @@ def build_processors(
         procs.append(NoRepeatNGram(cfg.no_repeat_ngram_size))
     if cfg.min_new_tokens > 0 and len(eos_ids) > 0:
         procs.append(MinNewTokens(prompt_length, cfg.min_new_tokens, eos_ids))
+    if cfg.forced_bos_token_id is not None:
+        procs.append(ForcedToken(prompt_length, 0, cfg.forced_bos_token_id))
+    if cfg.forced_eos_token_id is not None and cfg.max_new_tokens > 0:
+        procs.append(ForcedToken(prompt_length, cfg.max_new_tokens - 1, cfg.forced_eos_token_id))
+    suppress_ids = [*suppress_ids, *cfg.suppress_tokens]
     if suppress_ids:
         procs.append(SuppressTokens(suppress_ids))
     if not cfg.do_sample:

@@ -185,7 +185,7 @@ def _decoded(gen, cfg, sources: list[str], window: range, batch_size: int) -> It
     for b in range(0, len(order), batch_size):
         chunk = order[b : b + batch_size]
         batch = source_batch(gen.src_tokenizer, [sources[i] for i in chunk], cfg.max_new_tokens,
-                             gen.config.data.truncate_src)
+                             gen.config.data.truncate_src, gen.config.model.src_prefix_id)
         gens = generate(gen.model, batch, cfg, tokenizer=gen.tokenizer, suppress_ids=gen.suppress_ids)
         yield chunk, [[g.text for g in gens[j * n : (j + 1) * n]] for j in range(len(chunk))]
 

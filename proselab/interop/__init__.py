@@ -1,7 +1,8 @@
 """Hugging Face checkpoint layouts: read them as proselab models, write proselab runs as them.
 
-One file per architecture (today ``gpt2.py``) maps its config and weights; ``common.py`` reads
-weights and generation configs. This module tells a Hugging Face directory from a proselab
+One file per architecture (``gpt2.py``, and the encoder-decoders ``marian.py``, ``bart.py``,
+``t5.py`` over ``encdec.py``) maps its config and weights; ``common.py`` reads weights and
+generation configs. This module tells a Hugging Face directory from a proselab
 run and dispatches on ``model_type``; ``runs.py`` calls it wherever a run is read or exported.
 """
 
@@ -17,11 +18,13 @@ import torch
 from ..checkpoint import RunError
 from ..config import Config, apply_dict
 from ..tokenizers import Tokenizer
-from . import gpt2
+from ..tokenizers import load_tokenizer
+from . import bart, encdec, gpt2, marian, t5
 from .common import apply_generation_config, read_state_dict
 
-ARCHITECTURES = {"gpt2": gpt2}  # model_type -> the module that maps it (model_config, load, export)
-EXPORTS = {"gpt": gpt2}  # model family -> the module that writes it
+ARCHITECTURES = {"gpt2": gpt2, "marian": marian, "bart": bart, "t5": t5}  # model_type -> the module that maps it
+SEQ2SEQ_EXPORTS = {"marian": marian, "bart": bart, "t5": t5}  # a seq2seq run's model.hf_type -> its layout
+EXPORTS = {"gpt": gpt2}  # model family -> the module that writes it (seq2seq: by model.hf_type)
 
 
 def is_hf_checkpoint(path: str | Path) -> bool:
@@ -43,7 +46,7 @@ def _read(d: Path) -> tuple[dict[str, Any], Any]:
     if kind not in ARCHITECTURES:
         archs = ", ".join(hf.get("architectures") or []) or "unknown"
         raise RunError(f"{d / 'config.json'}: model_type '{kind}' ({archs}) is not supported; proselab imports "
-                       "GPT-2 checkpoints (model_type gpt2)")
+                       "GPT-2, Marian, BART and T5 checkpoints (model_type gpt2, marian, bart, t5)")
     return hf, ARCHITECTURES[kind]
 
 
@@ -59,10 +62,15 @@ def hf_config(path: str | Path) -> Config:
     except ValueError as e:  # a ConfigError, or a value float() cannot read
         raise RunError(f"{d / 'config.json'}: {e}") from None
     cfg.data.tokenizer = str(d)
+    cfg.data.joint_vocab = getattr(arch, "JOINT_VOCAB", True)  # False: a source tokenizer of its own (Marian)
     gen_path = d / "generation_config.json"
-    if gen_path.is_file():
+    # without one, transformers reads an encoder-decoder's generation settings from config.json
+    gen = json.loads(gen_path.read_text(encoding="utf-8")) if gen_path.is_file() else None
+    if gen is None and cfg.model.family == "seq2seq":
+        gen, gen_path = hf, d / "config.json"
+    if gen is not None:
         try:
-            apply_generation_config(cfg, json.loads(gen_path.read_text(encoding="utf-8")))
+            apply_generation_config(cfg, gen)
             cfg.validate()
         except ValueError as e:
             raise RunError(f"{gen_path}: {e}") from None
@@ -82,13 +90,41 @@ def load_hf(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch
     return model.to(device).eval(), tokenizer, cfg
 
 
-def export_hf(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path, run_dir: Path) -> None:
+def load_hf_tokenizers(path: str | Path) -> tuple[Tokenizer, Tokenizer | None]:
+    """A Hugging Face checkpoint's tokenizers: (target, source or None when the sides share one).
+    (Not named ``hf_tokenizers``: importing the submodule of that name would replace it.)"""
+    d = Path(path)
+    hf, arch = _read(d)
+    if hasattr(arch, "load_model"):  # an encoder-decoder: its tokenizer files (Marian: one per side)
+        return encdec.tokenizers(d, hf["model_type"])
+    return load_tokenizer(d), None
+
+
+def load_hf_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Config]:
+    """An encoder-decoder checkpoint's model (in eval mode) and Config, without its tokenizers
+    (to decode token ids)."""
+    d = Path(path)
+    _, arch = _read(d)
+    if not hasattr(arch, "load_model"):
+        raise RunError(f"'{d}' is not an encoder-decoder checkpoint; load it with load_hf")
+    cfg = hf_config(d)
+    return arch.load_model(cfg, read_state_dict(d), d).to(device).eval(), cfg
+
+
+def export_hf(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path, run_dir: Path,
+              src_tokenizer: Tokenizer | None = None) -> None:
     """Write a loaded run in its architecture's Hugging Face layout (config, weights, generation
-    config, tokenizer files) into ``out``, which must be new or empty."""
-    if cfg.model.family not in EXPORTS:
-        raise RunError(f"'{run_dir}' is a {cfg.model.family} run; only gpt runs (language models and classifiers) "
-                       "have a Hugging Face (GPT-2) layout")
+    config, tokenizer files) into ``out``, which must be new or empty; ``src_tokenizer`` is a
+    seq2seq run's separate source tokenizer."""
+    m = cfg.model
+    seq2seq = m.family == "seq2seq" and m.hf_type in SEQ2SEQ_EXPORTS and not m.labels
+    if m.family not in EXPORTS and not seq2seq:
+        raise RunError(f"'{run_dir}' is a {m.family} run; Hugging Face layouts exist for gpt runs (GPT-2) and for "
+                       "seq2seq runs fine-tuned from a Marian, BART or T5 checkpoint")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(f"'{out}' exists and is not an empty directory; choose a new output directory")
     out.mkdir(parents=True, exist_ok=True)
-    EXPORTS[cfg.model.family].export(model, tokenizer, cfg, out)
+    if seq2seq:
+        SEQ2SEQ_EXPORTS[m.hf_type].export(model, tokenizer, cfg, out, src_tokenizer)
+    else:
+        EXPORTS[m.family].export(model, tokenizer, cfg, out)

@@ -74,12 +74,35 @@ def _reason(e: BaseException) -> str:
 
 
 def apply_generation_config(cfg: Config, hf_gen: dict[str, Any]) -> None:
-    """Take a generation_config.json's settings as the run's generation defaults."""
+    """Take a generation_config.json's settings as the run's generation defaults.
+
+    An encoder-decoder's also bring transformers' defaults where they differ from proselab's
+    (greedy unless it says ``do_sample``), its end token, ``max_length``/``min_length`` (which
+    count the decoder's start token) as max/min_new_tokens, the forced first and last tokens,
+    and single-token ``bad_words_ids`` (Marian's <pad>) as ``suppress_tokens``.
+    """
+    g = cfg.generation
     for name in GENERATION_FIELDS:
         if hf_gen.get(name) is not None:
-            setattr(cfg.generation, name, hf_gen[name])
+            setattr(g, name, hf_gen[name])
     if isinstance(hf_gen.get("eos_token_id"), list):  # several end tokens (a chat model's end of turn)
-        cfg.generation.eos_token_id = [int(i) for i in hf_gen["eos_token_id"]]
+        g.eos_token_id = [int(i) for i in hf_gen["eos_token_id"]]
+    if cfg.model.family != "seq2seq":
+        return
+    g.do_sample = bool(hf_gen.get("do_sample", False))
+    if isinstance(hf_gen.get("eos_token_id"), int):
+        g.eos_token_id = hf_gen["eos_token_id"]
+    if isinstance(hf_gen.get("max_length"), int) and "max_new_tokens" not in hf_gen:
+        g.max_new_tokens = max(hf_gen["max_length"] - 1, 1)
+    if isinstance(hf_gen.get("min_length"), int) and "min_new_tokens" not in hf_gen:
+        g.min_new_tokens = max(hf_gen["min_length"] - 1, 0)
+    for name in ("forced_bos_token_id", "forced_eos_token_id", "early_stopping"):
+        if hf_gen.get(name) is not None:
+            setattr(g, name, hf_gen[name])
+    bad = hf_gen.get("bad_words_ids") or []
+    if not all(isinstance(w, list) and len(w) == 1 for w in bad):
+        raise ValueError(f"bad_words_ids {bad}: proselab bans single tokens only (suppress_tokens)")
+    g.suppress_tokens = sorted({int(w[0]) for w in bad} | {int(i) for i in hf_gen.get("suppress_tokens") or []})
 
 
 def generation_config(g: GenerationConfig, bos: int | None, eos: int | list[int] | None) -> dict[str, Any]:

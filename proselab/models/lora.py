@@ -168,7 +168,8 @@ def merge_lora(model: nn.Module) -> nn.Module:
 
 
 def _layer_params(model: nn.Module) -> tuple[list[nn.Parameter], list[list[nn.Parameter]]]:
-    """The embedding parameters, and the parameters of each layer in order, of a gpt or rnn model."""
+    """The embedding parameters, and the parameters of each layer in order, of a gpt, rnn or
+    Transformer seq2seq model."""
     rnn = getattr(model, "rnn", None)
     if isinstance(rnn, nn.RNNBase):
         layers: list[list[nn.Parameter]] = [[] for _ in range(rnn.num_layers)]
@@ -179,7 +180,13 @@ def _layer_params(model: nn.Module) -> tuple[list[nn.Parameter], list[list[nn.Pa
     tr = getattr(model, "transformer", None)
     if tr is not None and hasattr(tr, "h"):
         return [*tr.wte.parameters(), *tr.wpe.parameters()], [list(block.parameters()) for block in tr.h]
-    raise ValueError(f"freeze_layers supports the gpt and rnn families, not {type(model).__name__}")
+    encoder, decoder = getattr(model, "encoder", None), getattr(model, "decoder", None)
+    if isinstance(encoder, nn.ModuleList) and isinstance(decoder, nn.ModuleList):  # a Transformer seq2seq
+        names = ("src_emb", "tgt_emb", "src_pos", "tgt_pos", "src_emb_ln", "tgt_emb_ln", "enc_rel", "dec_rel")
+        embeddings = {id(p): p for n in names if getattr(model, n, None) is not None
+                      for p in getattr(model, n).parameters()}
+        return list(embeddings.values()), [list(block.parameters()) for block in [*encoder, *decoder]]
+    raise ValueError(f"freeze_layers supports the gpt, rnn and transformer seq2seq models, not {type(model).__name__}")
 
 
 def freeze_layers(model: nn.Module, n: int) -> int:
@@ -189,6 +196,8 @@ def freeze_layers(model: nn.Module, n: int) -> int:
     weights (the default) ``lm_head.weight`` *is* ``transformer.wte.weight``, so the head is
     frozen as well. rnn: ``wte`` (and so a tied head) and the parameters of recurrent layers
     0..n-1 (``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}``).
+    Transformer seq2seq: the embeddings and position tables (and so a tied head), and the first
+    n blocks counting the encoder's, then the decoder's.
     n = 0 freezes nothing. Frozen parameters must be left out of the optimizer
     (``training.make_optimizer`` already keeps only those with ``requires_grad``).
 

@@ -1,10 +1,12 @@
-"""TransformerSeq2Seq: the encoder-decoder Transformer of Vaswani et al. 2017, with pre-LN blocks.
+"""TransformerSeq2Seq: the encoder-decoder Transformer of Vaswani et al. 2017, configurable to
+compute what pretrained Marian, BART and T5 checkpoints compute.
 
-Layer norms sit at the sublayer inputs, as GPT-2 and most later models put them (Xiong et
-al. 2020 show it trains without the careful warmup post-LN needs). Embeddings are scaled by
-sqrt(n_embd) and added to sinusoidal positions, so no source or target length is built in.
-The output projection is tied to the target embedding, and ``share_embeddings`` ties source
-and target too (one joint vocabulary). ``n_layer`` blocks each for encoder and decoder.
+proselab's own preset is pre-LN (layer norms at the sublayer inputs and after the last block,
+as GPT-2; Xiong et al. 2020 show it trains without the careful warmup post-LN needs),
+embeddings scaled by sqrt(n_embd) plus sinusoidal positions (no length built in), a tanh-GELU
+feed-forward, and the output projection tied to the target embedding (``share_embeddings``
+ties source and target too). The ModelConfig fields of the seq2seq transformer section switch
+each choice (post-LN, RMSNorm, learned or relative positions, ...); the parts are in encdec.py.
 
 Decoding state (``TransformerState``): per-layer self-attention KV caches, written in place
 and grown by doubling, and the cross-attention keys and values of the encoder memory,
@@ -22,100 +24,66 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import ModelConfig
-from .layers import MLP, SelfAttention, head_loss, lm_loss
 from ..data.batch import Seq2SeqBatch
+from .encdec import LEARNED_OFFSET, Attention, FeedForward, RelativeBias, causal_mask, make_norm, sinusoids
+from .layers import head_loss, lm_loss
 from .protocol import memory_rows
 
-
-def sinusoids(positions: Tensor, dim: int) -> Tensor:
-    """Sinusoidal position encodings (T,) -> (T, dim) (Vaswani et al. 2017, sin and cos halves)."""
-    half = dim // 2
-    freq = torch.exp(-math.log(10000.0) * torch.arange(half, device=positions.device) / max(half, 1))  # (half,)
-    angles = positions[:, None].float() * freq[None]  # (T, half)
-    pe = torch.cat([angles.sin(), angles.cos()], dim=-1)  # (T, 2 * half)
-    return F.pad(pe, (0, dim - 2 * half))
+__all__ = ["TransformerSeq2Seq", "TransformerState", "sinusoids"]
 
 
-class CrossAttention(nn.Module):
-    """Multi-head attention of decoder positions over the encoder memory."""
-
-    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True):
-        super().__init__()
-        self.c_q = nn.Linear(n_embd, n_embd, bias=bias)
-        self.c_kv = nn.Linear(n_embd, 2 * n_embd, bias=bias)  # keys and values in one matmul
-        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
-        self.resid_dropout = nn.Dropout(dropout)
-        self.n_head, self.dropout = n_head, dropout
-
-    def memory(self, mem: Tensor) -> tuple[Tensor, Tensor]:
-        """Encoder output (B, S, C) -> keys and values, each (B, nh, S, hs)."""
-        B, S, C = mem.shape
-        k, v = self.c_kv(mem).split(C, dim=2)
-        k = k.view(B, S, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, S, hs)
-        v = v.view(B, S, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, S, hs)
-        return k, v
-
-    def forward(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor,
-                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        """x (B, T, C) over memory k, v with ``mask`` (B, 1, 1, S) True on real source tokens ->
-        (B, T, C), and the weights (B, nh, T, S) when asked for."""
-        B, T, C = x.shape
-        q = self.c_q(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        dropout = self.dropout if self.training else 0.0
-        weights = None
-        if need_weights or (q.requires_grad and q.device.type == "cpu"):
-            # written out: the weights are wanted, or training on CPU, where SDPA's backward is slow
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, nh, T, S)
-            weights = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
-            y = F.dropout(weights, dropout) @ v if dropout > 0 else weights @ v  # (B, nh, T, hs)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
-        return self.resid_dropout(self.c_proj(y)), weights
+def _sublayer(x: Tensor, norm: nn.Module, f, pre: bool) -> Tensor:
+    """A residual sublayer: x + f(norm(x)) (pre-LN) or norm(x + f(x)) (post-LN)."""
+    return x + f(norm(x)) if pre else norm(x + f(x))
 
 
 class EncoderBlock(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.attn = SelfAttention(cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias, causal=False)
-        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.mlp = MLP(cfg.n_embd, cfg.dropout, cfg.bias)
+        self.ln_1, self.attn = make_norm(cfg), Attention(cfg)
+        self.ln_2, self.mlp = make_norm(cfg), FeedForward(cfg)
+        self.pre = cfg.norm_first
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        x = x + self.attn(self.ln_1(x), attn_mask=mask)
-        return x + self.mlp(self.ln_2(x))
+        """x (B, S, C) -> (B, S, C); ``mask`` bool (B, 1, 1, S) or an additive float bias (B, nh, S, S)."""
+        x = _sublayer(x, self.ln_1, lambda h: self.attn(h, mask)[0], self.pre)
+        return _sublayer(x, self.ln_2, self.mlp, self.pre)
 
 
 class DecoderBlock(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.attn = SelfAttention(cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias, causal=True)
-        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.cross = CrossAttention(cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias)
-        self.ln_3 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.mlp = MLP(cfg.n_embd, cfg.dropout, cfg.bias)
+        self.ln_1, self.attn = make_norm(cfg), Attention(cfg)
+        self.ln_2, self.cross = make_norm(cfg), Attention(cfg, cross=True)
+        self.ln_3, self.mlp = make_norm(cfg), FeedForward(cfg)
+        self.pre = cfg.norm_first
 
     def forward(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor, cache: tuple[Tensor, Tensor] | None = None,
                 pos: int = 0, need_weights: bool = False, group: int = 1,
                 self_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """x (B, T, C) -> (B, T, C); rows b * group ... b * group + group - 1 attend over memory row b;
-        ``self_mask`` (B, 1, T, pos + T) limits the self-attention (rows that start late in the cache)."""
-        x = x + self.attn(self.ln_1(x), cache, pos, self_mask)
-        h = self.ln_2(x)
-        # a group's rows become one memory row's queries: cross-attention has no causal mask
-        y, weights = self.cross(h.reshape(-1, group * h.size(1), h.size(2)), k, v, mask, need_weights)
-        x = x + y.reshape(x.shape)
-        return x + self.mlp(self.ln_3(x)), weights
+        """x (B, T, C) -> (B, T, C); rows b * group ... b * group + group - 1 attend over memory row b
+        (k, v (Bm, nh, S, hs), ``mask`` (Bm, 1, 1, S)); ``self_mask`` (bool, or an additive float
+        bias) is the self-attention's mask over [0, pos + T), None = all of it."""
+        x = _sublayer(x, self.ln_1, lambda h: self.attn(h, self_mask, cache, pos)[0], self.pre)
+        weights = None
+
+        def cross(h: Tensor) -> Tensor:
+            nonlocal weights
+            # a group's rows become one memory row's queries: cross-attention has no causal mask
+            y, weights = self.cross(h.reshape(-1, group * h.size(1), h.size(2)), mask, kv=(k, v),
+                                    need_weights=need_weights)
+            return y.reshape(h.shape)
+
+        x = _sublayer(x, self.ln_2, cross, self.pre)
+        return _sublayer(x, self.ln_3, self.mlp, self.pre), weights
 
 
 @dataclass
 class TransformerState:
-    k: Tensor  # (n_layer, B, nh, capacity, hs) self-attention keys, written in place
-    v: Tensor  # (n_layer, B, nh, capacity, hs) self-attention values
-    cross_k: Tensor  # (n_layer, Bm, nh, S, hs) keys of the encoder memory, one row per source
-    cross_v: Tensor  # (n_layer, Bm, nh, S, hs) values of the encoder memory
+    k: Tensor  # (n_dec_layer, B, nh, capacity, hs) self-attention keys, written in place
+    v: Tensor  # (n_dec_layer, B, nh, capacity, hs) self-attention values
+    cross_k: Tensor  # (n_dec_layer, Bm, nh, S, hs) keys of the encoder memory, one row per source
+    cross_v: Tensor  # (n_dec_layer, Bm, nh, S, hs) values of the encoder memory
     mask: Tensor  # (Bm, 1, 1, S) bool, True on real source tokens
     length: int  # cache slots in use
     group: int = 1  # decoder rows per memory row (B = Bm * group): see protocol.memory_rows
@@ -123,7 +91,7 @@ class TransformerState:
 
 
 class TransformerSeq2Seq(nn.Module):
-    """Pre-LN Transformer encoder-decoder; implements the Decoder protocol."""
+    """Transformer encoder-decoder; implements the Decoder protocol."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -133,12 +101,23 @@ class TransformerSeq2Seq(nn.Module):
         self.label_smoothing = 0.0  # set by the trainer; applied in training mode only
         self.src_emb = nn.Embedding(cfg.src_vocab_size or cfg.vocab_size, C)
         self.tgt_emb = self.src_emb if cfg.share_embeddings else nn.Embedding(cfg.vocab_size, C)
+        learned, relative = cfg.positions == "learned", cfg.positions == "relative"
+        self.src_pos = nn.Embedding(cfg.block_size + LEARNED_OFFSET, C) if learned else None
+        self.tgt_pos = nn.Embedding(cfg.block_size + LEARNED_OFFSET, C) if learned else None
+        self.enc_rel = RelativeBias(cfg, bidirectional=True) if relative else None
+        self.dec_rel = RelativeBias(cfg, bidirectional=False) if relative else None
+        self.src_emb_ln = make_norm(cfg) if cfg.embed_norm else None
+        self.tgt_emb_ln = make_norm(cfg) if cfg.embed_norm else None
         self.drop = nn.Dropout(cfg.dropout)
         self.encoder = nn.ModuleList(EncoderBlock(cfg) for _ in range(cfg.n_layer))
-        self.enc_ln = nn.LayerNorm(C, bias=cfg.bias)
-        self.decoder = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.n_layer))
-        self.dec_ln = nn.LayerNorm(C, bias=cfg.bias)
+        self.enc_ln = make_norm(cfg) if cfg.norm_first else None  # post-LN blocks end normed already
+        self.decoder = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.n_dec_layer or cfg.n_layer))
+        self.dec_ln = make_norm(cfg) if cfg.norm_first else None
         self.head = nn.Linear(C, cfg.vocab_size, bias=False)
+        if cfg.logits_bias:  # a buffer, as in transformers: fine-tuning leaves it as it is
+            self.register_buffer("logits_bias", torch.zeros(cfg.vocab_size))
+        else:
+            self.logits_bias = None
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # residual projections, scaled as in GPT-2
@@ -159,27 +138,63 @@ class TransformerSeq2Seq(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def _embed(self, emb: nn.Embedding, ids: Tensor, start: int = 0) -> Tensor:
-        pos = torch.arange(start, start + ids.size(1), device=ids.device)  # (T,)
-        x = emb(ids) * math.sqrt(self.config.n_embd) + sinusoids(pos, self.config.n_embd)  # (B, T, C)
-        return self.drop(x)
+    def _embed(self, side: str, ids: Tensor, pos: Tensor) -> Tensor:
+        """Token ids (B, T) at positions ``pos`` (T,) or (B, T) -> the blocks' input (B, T, C)."""
+        emb, table, norm = ((self.src_emb, self.src_pos, self.src_emb_ln) if side == "src"
+                            else (self.tgt_emb, self.tgt_pos, self.tgt_emb_ln))
+        x = emb(ids)
+        if self.config.embed_scale:
+            x = x * math.sqrt(self.config.n_embd)
+        if self.config.positions == "sinusoidal":
+            x = x + sinusoids(pos, self.config.n_embd).to(x.dtype)
+        elif table is not None:
+            if int(pos.max()) + LEARNED_OFFSET >= table.num_embeddings:
+                raise ValueError(f"a {side} of {int(pos.max()) + 1} tokens is longer than the model's learned "
+                                 f"positions (model.block_size={self.config.block_size}); cut sources with "
+                                 "data.truncate_src and targets with data.max_tgt_len or max_new_tokens")
+            x = x + table(pos + LEARNED_OFFSET)
+        return self.drop(norm(x) if norm is not None else x)
+
+    def _logits(self, h: Tensor) -> Tensor:
+        logits = self.head(self._head_input(h))
+        return logits if self.logits_bias is None else logits + self.logits_bias
+
+    def _head_input(self, h: Tensor) -> Tensor:
+        # T5 v1.0 rescales before its tied head (Mesh TensorFlow's convention)
+        return h * self.config.n_embd ** -0.5 if self.config.head_scale else h
 
     def encode(self, batch: Seq2SeqBatch) -> tuple[Tensor, Tensor]:
         """Encoder output (B, S, C) and the attention mask (B, 1, 1, S) of the source."""
         mask = batch.mask[:, None, None, :]  # (B, 1, 1, S)
-        x = self._embed(self.src_emb, batch.src)
+        pos = torch.arange(batch.src.size(1), device=batch.src.device)  # (S,)
+        x = self._embed("src", batch.src, pos)
+        attn_mask = mask
+        if self.enc_rel is not None:  # relative position bias + the padding mask, shared by every layer
+            attn_mask = self.enc_rel(pos, pos).to(x.dtype).masked_fill(~mask, float("-inf"))  # (B, nh, S, S)
         for block in self.encoder:
-            x = block(x, mask)
-        return self.enc_ln(x), mask
+            x = block(x, attn_mask)
+        return (self.enc_ln(x) if self.enc_ln is not None else x), mask
+
+    def _self_mask(self, queries: Tensor, n_keys: int, allowed: Tensor, dtype: torch.dtype) -> Tensor:
+        """The decoder self-attention's mask: ``allowed`` bool (B or 1, 1, T, S), with T5's
+        relative bias for ``queries`` (T,) over keys [0, n_keys) an additive float one."""
+        if self.dec_rel is None:
+            return allowed
+        keys = torch.arange(n_keys, device=queries.device)  # (S,)
+        return self.dec_rel(queries, keys).to(dtype).masked_fill(~allowed, float("-inf"))  # (B, nh, T, S)
 
     def _hidden(self, batch: Seq2SeqBatch, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         memory, mask = self.encode(batch)
-        x = self._embed(self.tgt_emb, batch.tgt)
+        T = batch.tgt.size(1)
+        pos = torch.arange(T, device=batch.tgt.device)  # (T,)
+        x = self._embed("tgt", batch.tgt, pos)
+        self_mask = self._self_mask(pos, T, causal_mask(T, T, x.device)[None, None], x.dtype)
         weights = None
         for i, block in enumerate(self.decoder):
             k, v = block.cross.memory(memory)
-            x, weights = block(x, k, v, mask, need_weights=need_weights and i == len(self.decoder) - 1)
-        return self.dec_ln(x), weights
+            x, weights = block(x, k, v, mask, need_weights=need_weights and i == len(self.decoder) - 1,
+                               self_mask=self_mask)
+        return (self.dec_ln(x) if self.dec_ln is not None else x), weights
 
     def forward(self, batch: Seq2SeqBatch, targets: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
         """Teacher-forced logits and the loss.
@@ -190,16 +205,16 @@ class TransformerSeq2Seq(nn.Module):
 
         Returns:
             Without targets: logits (B, T, V) and None. With targets: the mean cross-entropy
-            (label-smoothed in training mode), and logits only when smoothing needed them
-            (otherwise None: ``head_loss`` computes the loss without materializing them).
+            (label-smoothed in training mode), and logits only when smoothing or a logits bias
+            needed them (otherwise None: ``head_loss`` computes the loss without materializing them).
         """
         h, _ = self._hidden(batch)
         if targets is None:
-            return self.head(h), None
+            return self._logits(h), None
         smoothing = self.label_smoothing if self.training else 0.0
-        if smoothing == 0.0:
-            return None, head_loss(h, self.head.weight, targets)
-        logits = self.head(h)
+        if smoothing == 0.0 and self.logits_bias is None:
+            return None, head_loss(self._head_input(h), self.head.weight, targets)
+        logits = self._logits(h)
         return logits, lm_loss(logits, targets, smoothing)
 
     @torch.no_grad()
@@ -210,7 +225,7 @@ class TransformerSeq2Seq(nn.Module):
 
     @torch.no_grad()
     def start(self, batch: Seq2SeqBatch) -> tuple[Tensor, TransformerState]:
-        """Encode the source and feed the bos token: logits (B, V) for the first target token."""
+        """Encode the source and feed the decoder's start token: logits (B, V) for the first target token."""
         memory, mask = self.encode(batch)
         cross = [block.cross.memory(memory) for block in self.decoder]
         B, C, nh = memory.size(0), self.config.n_embd, self.config.n_head
@@ -228,19 +243,22 @@ class TransformerSeq2Seq(nn.Module):
         if state.length == state.k.size(3):  # full: double the cache
             state.k = torch.cat([state.k, torch.zeros_like(state.k)], dim=3)
             state.v = torch.cat([state.v, torch.zeros_like(state.v)], dim=3)
-        n, self_mask = state.length, None
+        n, allowed = state.length, None
+        here = torch.full((1,), n, dtype=torch.long, device=tokens.device)  # (1,) this token's slot
         if state.start is None:
-            x = self._embed(self.tgt_emb, tokens[:, None], n)  # (B, 1, C)
+            x = self._embed("tgt", tokens[:, None], here)  # (B, 1, C)
         else:  # rows of merged states: each at its own position, blind to the slots before its start
-            pos = n - state.start  # (B,)
-            x = self.drop(self.tgt_emb(tokens) * math.sqrt(self.config.n_embd)
-                          + sinusoids(pos, self.config.n_embd).to(self.tgt_emb.weight.dtype))[:, None]
-            self_mask = (torch.arange(n + 1, device=pos.device)[None] >= state.start[:, None])[:, None, None]
+            x = self._embed("tgt", tokens[:, None], (n - state.start)[:, None])  # (B, 1, C)
+            allowed = (torch.arange(n + 1, device=tokens.device)[None] >= state.start[:, None])[:, None, None]
+        if self.dec_rel is not None:  # relative positions: key - query is the same in every row
+            ones = torch.ones(1, 1, 1, n + 1, dtype=torch.bool, device=tokens.device)
+            allowed = self._self_mask(here, n + 1, ones if allowed is None else allowed, x.dtype)
         for i, block in enumerate(self.decoder):
             x, _ = block(x, state.cross_k[i], state.cross_v[i], state.mask, (state.k[i], state.v[i]), n,
-                         group=state.group, self_mask=self_mask)
+                         group=state.group, self_mask=allowed)
         state.length += 1
-        return self.head(self.dec_ln(x)[:, 0]), state
+        h = self.dec_ln(x) if self.dec_ln is not None else x
+        return self._logits(h[:, 0]), state
 
     def reorder(self, state: TransformerState, index: Tensor) -> TransformerState:
         """Rows ``index`` of the self-attention caches (a new state); the encoder memory is shared

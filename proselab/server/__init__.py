@@ -35,7 +35,7 @@ class ServeConfig:
     max_queue: int = 64  # requests waiting before 429
     max_prompt_tokens: int | None = None  # longest prompt; None: a GPT's block_size, else 1024
     max_tokens: int | None = None  # largest max_tokens a request may set; None: max(the run's, 1024)
-    model_name: str | None = None  # the model id clients use; None: the run directory's name
+    model_name: str | None = None  # the model id clients use; None: the run directory's name (or Hugging Face id)
     device: str = "auto"  # where the model runs (see ``proselab.load``)
     threads: int = 0  # the model's CPU threads; 0: one for a small model, else every core (see ``Engine``)
     dtype: str = "auto"  # the weights' dtype (see ``proselab.load``)
@@ -86,13 +86,15 @@ def serve(config: ServeConfig) -> None:
     import uvicorn
 
     from ..api import load
+    from ..interop.hub import is_hub_id
 
     check_port_free(config.host, config.port)
     api_key = config.api_key if config.api_key is not None else os.environ.get("PROSELAB_API_KEY") or None
     gen = _on_a_passing_thread(lambda: load(config.run, device=config.device, dtype=config.dtype))
     gen.model.eval()
     limits = Limits.for_run(gen.config, config.max_prompt_tokens, config.max_tokens)
-    app = create_app(gen, api_key=api_key, model_name=config.model_name, max_batch=config.max_batch,
+    model_name = config.model_name or (config.run if is_hub_id(config.run) else None)  # not the snapshot's hash
+    app = create_app(gen, api_key=api_key, model_name=model_name, max_batch=config.max_batch,
                      max_queue=config.max_queue, limits=limits, threads=config.threads)
     logging.getLogger("proselab.server").info("serving %s", config.run)
     where = f"http://{config.host}:{config.port}"

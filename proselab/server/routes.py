@@ -285,7 +285,8 @@ def _prompt_ids(generator, prompt, limits: Limits) -> list[list[int]]:
         else:
             if not p or any(not 0 <= t < vocab for t in p):
                 raise APIError(400, f"token-id prompts must be non-empty and each id in [0, {vocab})", param="prompt")
-            ids = encoder_ids(p, generator.config.data.truncate_src, generator.src_tokenizer.eos_id) \
+            ids = encoder_ids(p, generator.config.data.truncate_src, generator.src_tokenizer.eos_id,
+                              generator.config.model.src_prefix_id) \
                 if generator.is_seq2seq else list(p)
         _check_prompt_length(len(ids), limits)
         out.append(ids)
@@ -295,7 +296,8 @@ def _prompt_ids(generator, prompt, limits: Limits) -> list[list[int]]:
 def _source_ids(generator, text: str) -> list[int]:
     if not text.strip():
         raise APIError(400, "the source is empty; an encoder-decoder needs text to transform", param="prompt")
-    return source_ids(generator.src_tokenizer, text, generator.config.data.truncate_src)
+    return source_ids(generator.src_tokenizer, text, generator.config.data.truncate_src,
+                      generator.config.model.src_prefix_id)
 
 
 def _text(content) -> str:

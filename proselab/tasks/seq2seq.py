@@ -41,7 +41,7 @@ class Seq2SeqTask(BaseTask):
         if cfg.model.family != "seq2seq":
             raise ConfigError(f"data.dataset holds sentence pairs, which train an encoder-decoder: set "
                               f"model.family=seq2seq (it is {cfg.model.family}), or give text or .jsonl examples")
-        return cls(cfg, prepare_pairs(cfg.data, tokenizer, src_tokenizer))
+        return cls(cfg, prepare_pairs(cfg.data, tokenizer, src_tokenizer, cfg.model))
 
     def tokenizers(self) -> dict[str, Tokenizer]:
         if self.src_tokenizer is self.tokenizer:
@@ -56,6 +56,8 @@ class Seq2SeqTask(BaseTask):
             updates["model.src_vocab_size"] = src_size
         if m.bos_id < 0:
             updates["model.bos_id"] = tok.bos_id if tok.bos_id is not None else tok.eos_id
+        if m.tgt_prefix_id >= 0 and cfg.generation.forced_bos_token_id is None:  # decoding starts targets alike
+            updates["generation.forced_bos_token_id"] = m.tgt_prefix_id
         return updates
 
     def warnings(self) -> list[str]:
@@ -102,7 +104,9 @@ class Seq2SeqTask(BaseTask):
         refresh(model)  # the fused optimizer changed the weights without a version bump
         pairs = self.data.val.text[:n]
         src_len = max(len(s) for s in self.data.val.src[: len(pairs)])
-        g = GenerationConfig(do_sample=False, max_new_tokens=min(self.max_new_tokens, 2 * src_len + 10))
+        prefix = self.data.tgt_prefix  # BART's <s>, which starts every target: forced, as its checkpoints do
+        g = GenerationConfig(do_sample=False, max_new_tokens=min(self.max_new_tokens, 2 * src_len + 10),
+                             forced_bos_token_id=prefix if prefix >= 0 else None)
         with progress.showing(self.progress):
             hyps = translate(model, [s for s, _ in pairs], self.src_tokenizer, self.tokenizer, g, self.batch_size,
                              self.truncate_src, desc=f"decoding {len(pairs):,} val pairs", leave=n is None)
