@@ -239,3 +239,162 @@ def _display_token(token: str) -> str:
     text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(token))
     text = text.replace(" ", "\u2423") or "\u2205"
     return text if len(text) <= _MAX_LABEL_CHARS else text[: _MAX_LABEL_CHARS - 1] + "\u2026"
+
+
+def _save(fig, out_path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(Path(out_path), buf.getvalue())
+    return Path(out_path)
+
+
+def _bars(tokens: list[str], values: list[float], colors, ylabel: str, title: str):
+    """A bar per token, labeled along x; the figure (matplotlib Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = min(len(tokens), _MAX_LABELED) * _CELL_INCHES + 2.0
+    fig, ax = plt.subplots(figsize=(max(width, 5.0), 3.6), constrained_layout=True)
+    ax.bar(range(len(values)), values, color=colors, width=0.85)
+    _label_axis(ax.set_xticks, tokens, rotation=90)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_xlim(-0.6, len(values) - 0.4)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig, ax
+
+
+def plot_token_probs(tokens: list[str], probs: list[float], out_path: str | Path, title: str = "") -> Path:
+    """Draw each scored token's surprisal (bits, the bar's height), coloured by its probability
+    (red improbable, green probable).
+
+    Args:
+        tokens: the scored tokens' texts.
+        probs: their probabilities under the model.
+        out_path: where to write the PNG (atomically).
+        title: the figure title.
+    """
+    import matplotlib
+
+    cmap = matplotlib.colormaps["RdYlGn"]
+    bits = [-math.log2(max(p, 1e-300)) for p in probs]
+    fig, ax = _bars(tokens, bits, [cmap(p) for p in probs], "surprisal (bits)", title)
+    sm = matplotlib.cm.ScalarMappable(cmap=cmap, norm=matplotlib.colors.Normalize(0, 1))
+    fig.colorbar(sm, ax=ax, label="probability", fraction=0.03)
+    return _save(fig, out_path)
+
+
+def plot_attributions(tokens: list[str], values: list[float], out_path: str | Path, title: str = "") -> Path:
+    """Draw each input token's attribution as a bar: green pushes the explained output up, red down."""
+    colors = ["#55A868" if v >= 0 else "#C44E52" for v in values]
+    fig, ax = _bars(tokens, values, colors, "attribution", title)
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    return _save(fig, out_path)
+
+
+_MAX_GRID = 12  # layers (rows) and heads (columns) drawn in an attention grid
+
+
+def plot_attention_grid(weights, rows: list[str], cols: list[str], out_path: str | Path, title: str = "") -> Path:
+    """Draw every layer's and head's attention as a grid of heatmaps (a layer per row, a head per
+    column; the first 12 of each), token labels on the outer axes when they fit.
+
+    Args:
+        weights: (layers, heads, R, C): each query token's (row's) attention over the key
+            tokens (columns).
+        rows, cols: the R query and C key tokens.
+        out_path: where to write the PNG (atomically).
+        title: the figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if hasattr(weights, "detach"):
+        weights = weights.detach().float().cpu().numpy()
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 4 or w.shape[2:] != (len(rows), len(cols)):
+        raise ValueError(f"attention weights must be (layers, heads, {len(rows)}, {len(cols)}), got {w.shape}")
+    L, H = min(w.shape[0], _MAX_GRID), min(w.shape[1], _MAX_GRID)
+    side = 2.2 if max(len(rows), len(cols)) <= 24 else 1.8
+    fig, axes = plt.subplots(L, H, figsize=(H * side + 1.5, L * side + 1.0), squeeze=False, constrained_layout=True)
+    labeled = max(len(rows), len(cols)) <= 24
+    for i in range(L):
+        for j in range(H):
+            ax = axes[i][j]
+            im = ax.imshow(w[i, j], cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"head {j}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(f"layer {i}", fontsize=8)
+                if labeled:
+                    ax.set_yticks(range(len(rows)), labels=[_display_token(t) for t in rows], fontsize=5,
+                                  parse_math=False)
+            if i == L - 1 and labeled:
+                ax.set_xticks(range(len(cols)), labels=[_display_token(t) for t in cols], fontsize=5, rotation=90,
+                              parse_math=False)
+    fig.colorbar(im, ax=axes, label="attention weight", fraction=0.02)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, out_path)
+
+
+def plot_bleu_by_length(buckets: list[str], bleu: list[float], pairs: list[int], out_path: str | Path,
+                        title: str = "") -> Path:
+    """Draw corpus BLEU per source-length bucket as bars, each labeled with its BLEU and its
+    number of pairs.
+
+    Args:
+        buckets: the buckets' names ("1-10", ...), shortest sources first.
+        bleu: each bucket's corpus BLEU (0-100).
+        pairs: how many pairs each bucket holds.
+        out_path: where to write the PNG (atomically).
+        title: the figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(buckets) + 2.0), 3.6), constrained_layout=True)
+    bars = ax.bar(range(len(bleu)), bleu, color="#4C72B0", width=0.7)
+    for bar, b, n in zip(bars, bleu, pairs):
+        ax.annotate(f"{b:.1f}\n({n} pairs)", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+    ax.set_xticks(range(len(buckets)), labels=buckets)
+    ax.set_xlabel("source length (words)")
+    ax.set_ylabel("corpus BLEU")
+    ax.set_ylim(0, max([*bleu, 1.0]) * 1.25)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title or "BLEU by source length", fontsize=10)
+    return _save(fig, out_path)
+
+
+def plot_loss_histogram(edges: list[float], counts: list[int], out_path: str | Path, title: str = "") -> Path:
+    """Draw how a language model's loss is spread over the windows of a text: a histogram of
+    the windows' mean loss (nats per token), given as bin ``edges`` (n + 1) and ``counts`` (n)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.6), constrained_layout=True)
+    widths = [b - a for a, b in zip(edges[:-1], edges[1:])]
+    ax.bar(edges[:-1], counts, width=[w or 0.01 for w in widths], align="edge", color="#DD8452", edgecolor="white")
+    ax.set_xlabel("mean loss of a window (nats / token)")
+    ax.set_ylabel("windows")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title or "loss per window", fontsize=10)
+    return _save(fig, out_path)

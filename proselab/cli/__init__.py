@@ -11,14 +11,15 @@ import os
 import sys
 import warnings
 
-from . import classify, config, decoding, distill, training
+from . import classify, config, decoding, distill, explain, training
 from .classify import cmd_classify
 from .common import EXIT_INTERRUPTED, EXIT_USAGE, CLIError, UnknownArgument, subcommand_options
 from .decoding import cmd_attention, cmd_chat, cmd_eval, cmd_generate, cmd_serve
+from .explain import cmd_explain
 from .training import cmd_data, cmd_demo, cmd_export, cmd_train
 
 __all__ = ["CLIError", "build_parser", "cmd_attention", "cmd_chat", "cmd_classify", "cmd_data", "cmd_demo", "cmd_eval",
-           "cmd_export", "cmd_generate", "cmd_serve", "cmd_train", "main", "run"]
+           "cmd_explain", "cmd_export", "cmd_generate", "cmd_serve", "cmd_train", "main", "run"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for add in (training.add_train, config.add_config, decoding.add_generate, decoding.add_chat, decoding.add_serve,
                 decoding.add_eval, distill.add_distill_data, classify.add_classify, decoding.add_attention,
-                training.add_export, training.add_demo, training.add_data):
+                explain.add_explain, training.add_export, training.add_demo, training.add_data):
         add(sub)  # in the order `proselab --help` lists them
     return p
 

@@ -66,11 +66,15 @@ def eval_labels(args: argparse.Namespace) -> int:
     """``proselab eval RUN --labels FILE``: accuracy, macro-F1 and each label's scores."""
     from ..evaluation import evaluate_labels
 
-    out = Path(args.out or args.run)
+    if args.report is not None and args.out is not None:
+        raise CLIError("--labels --report DIR writes confusion.png and mistakes.jsonl into DIR, beside the report: "
+                       "leave out --out")
+    out = Path(args.report or args.out or args.run)
     options = zero_shot_options(args)
     prompting = Prompting(**options) if options else None
-    res = evaluate_labels(args.run, args.labels, out_dir=out, batch_size=args.batch_size, bad_lines=args.bad_lines,
-                          prompting=prompting, columns=(args.text_column, args.label_column) if prompting else None)
+    res = evaluate_labels(args.run, args.labels, out_dir=None if args.report else out, batch_size=args.batch_size,
+                          bad_lines=args.bad_lines, prompting=prompting, report=args.report,
+                          columns=(args.text_column, args.label_column) if prompting else None)
     if args.json:
         print(json.dumps(res))
         return 0
@@ -82,6 +86,8 @@ def eval_labels(args: argparse.Namespace) -> int:
     if res["skipped"]:
         print(f"note: {res['skipped']} rows were left out (bad rows or unknown labels)", file=sys.stderr)
     print(f"confusion matrix in {out / 'confusion.png'}; the most confident mistakes in {out / 'mistakes.jsonl'}")
+    if "report" in res:
+        print(f"error analysis in {res['report']} (and report.json beside it)")
     return 0
 
 

@@ -119,6 +119,31 @@ class GPT(nn.Module):
         assert T <= self.config.block_size, f"sequence of {T} tokens exceeds block_size {self.config.block_size}"
         return self._trunk(idx)
 
+    @torch.no_grad()
+    def attention_weights(self, idx: Tensor) -> Tensor:
+        """Every layer's and head's causal self-attention over idx (B, T), T <= block_size.
+
+        The blocks attend through scaled_dot_product_attention, which never forms the weights;
+        this pass writes softmax(q k^T / sqrt(hs)) out beside them, for explaining a model only.
+
+        Returns:
+            (n_layer, B, n_head, T, T) float32; each row sums to 1 and is 0 on future positions.
+        """
+        B, T = idx.shape
+        assert T <= self.config.block_size, f"sequence of {T} tokens exceeds block_size {self.config.block_size}"
+        tr, nh = self.transformer, self.config.n_head
+        x = tr.drop(tr.wte(idx) + tr.wpe(torch.arange(T, device=idx.device)))  # (B, T, C)
+        future = torch.ones(T, T, dtype=torch.bool, device=idx.device).triu(1)  # (T, T)
+        out = []
+        for block in tr.h:
+            q, k, _ = block.attn.c_attn(block.ln_1(x)).float().split(self.config.n_embd, dim=2)
+            q = q.view(B, T, nh, -1).transpose(1, 2)  # (B, nh, T, hs)
+            k = k.view(B, T, nh, -1).transpose(1, 2)  # (B, nh, T, hs)
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, nh, T, T)
+            out.append(att.masked_fill(future, float("-inf")).softmax(dim=-1))
+            x = block(x)
+        return torch.stack(out)  # (n_layer, B, nh, T, T)
+
     def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Logits for every position, and the loss when targets are given.
 

@@ -80,7 +80,44 @@ function headers() {
   return h;
 }
 
-// POST a streaming request; call onText(text) for every piece of text; resolve with the finish reason.
+// The tokens of a stream chunk's choice with their log-probabilities ([{token, logprob}]), or null:
+// completions send {tokens, token_logprobs}, chat {content: [{token, logprob}]}.
+function chunkTokens(c) {
+  const lp = c.logprobs;
+  if (!lp) return null;
+  if (lp.content) return lp.content.map((t) => ({ token: t.token, logprob: t.logprob }));
+  if (lp.tokens) return lp.tokens.map((token, i) => ({ token, logprob: lp.token_logprobs[i] }));
+  return null;
+}
+
+// Append streamed text to `el`: plain text, or with tokens, a span per token coloured by its
+// probability (red improbable, green probable; as `proselab explain`'s token view), p on hover.
+function appendText(el, text, tokens) {
+  if (!tokens || !tokens.length) { el.append(text); return; }
+  const prob = (t) => (t.logprob === null ? 0 : Math.exp(t.logprob)); // null: -inf, a token ruled out
+  // a chunk's text is its tokens' unless a token ends inside a character or a stop string cut it:
+  // then one span for the text, coloured by its least probable token
+  const parts = tokens.map((t) => t.token).join("") === text ? tokens.map((t) => [t.token, [t]]) : [[text, tokens]];
+  for (const [piece, toks] of parts) {
+    const p = Math.min(...toks.map(prob));
+    const span = document.createElement("span");
+    span.className = "tokp";
+    span.textContent = piece;
+    span.dataset.prob = String(p);
+    span.style.background = `hsl(${(120 * p).toFixed(0)}, 75%, 78%)`;
+    span.title = toks.map((t) => `${JSON.stringify(t.token)}  p = ${prob(t).toFixed(4)}`).join("\n");
+    el.appendChild(span);
+  }
+}
+
+// Ask for each token's log-probability when "colour by probability" is on.
+function logprobsOption(chat) {
+  if (!$("color-probs").checked) return {};
+  return chat ? { logprobs: true } : { logprobs: 0 };
+}
+
+// POST a streaming request; call onText(text, tokens) for every piece of text (tokens: see
+// chunkTokens); resolve with the finish reason.
 async function streamRequest(path, body, onText) {
   controller = new AbortController();
   const res = await fetch(path, { method: "POST", headers: headers(), body: JSON.stringify({ ...body, stream: true }),
@@ -109,7 +146,7 @@ async function streamRequest(path, body, onText) {
         if (obj.error) throw new Error(obj.error.message);
         for (const c of obj.choices || []) {
           const text = c.text !== undefined ? c.text : (c.delta && c.delta.content) || "";
-          if (text) onText(text);
+          if (text) onText(text, chunkTokens(c));
           if (c.finish_reason) finish = c.finish_reason;
         }
       }
@@ -144,8 +181,9 @@ async function complete() {
   const started = performance.now();
   let pieces = 0;
   try {
-    const finish = await streamRequest("/v1/completions", { prompt, ...settings() }, (t) => {
-      gen.textContent += t;
+    const body = { prompt, ...settings(), ...logprobsOption(false) };
+    const finish = await streamRequest("/v1/completions", body, (t, tokens) => {
+      appendText(gen, t, tokens);
       pieces += 1;
     });
     const secs = (performance.now() - started) / 1000;
@@ -168,7 +206,8 @@ async function send() {
   const reply = addMessage("assistant", "");
   busy(true, "chat-status");
   try {
-    await streamRequest("/v1/chat/completions", { messages: history, ...settings() }, (t) => { reply.textContent += t; });
+    await streamRequest("/v1/chat/completions", { messages: history, ...settings(), ...logprobsOption(true) },
+      (t, tokens) => appendText(reply, t, tokens));
     history.push({ role: "assistant", content: reply.textContent });
     $("chat-status").textContent = "";
   } catch (e) {
