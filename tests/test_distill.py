@@ -151,6 +151,38 @@ def test_resume_of_a_distilled_run_is_exact(corpus, tmp_path, teacher):
     assert not any("teacher" in k for k in state)  # the teacher is reloaded, never stored
 
 
+def test_torchrun_two_processes_distil_as_one_process(corpus, tmp_path, teacher):
+    """Under torchrun each process loads the teacher and distils its share of the global batch:
+    two processes with batch B give the losses of one process with 2B."""
+    import os
+    import subprocess
+    import sys
+
+    extra = {"model.n_layer": 1, "train.max_iters": 4, "train.distill_top_k": 6}
+    train(None, _student(corpus, tmp_path / "single", teacher, **{**extra, "train.batch_size": 8}))
+    args = [f"--{k}={v}" for k, v in _student(corpus, tmp_path / "ddp", teacher, **{**extra, "train.batch_size": 4}).items()]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "proselab", "train", *args], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = _losses(tmp_path / "single"), _losses(tmp_path / "ddp")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for step in a:
+        assert a[step] == pytest.approx(b[step], abs=2e-5), step
+
+
+def test_the_gpt_to_lstm_preset_distils(corpus, tmp_path, teacher):
+    """shakespeare-char-lstm-kd as a user runs it, with its teacher and data pointed at tiny ones."""
+    res = train("shakespeare-char-lstm-kd", {
+        "train.distill_teacher": str(teacher), "data.dataset": str(corpus), "train.out_dir": str(tmp_path / "kd"),
+        "model.hidden_size": 32, "model.n_embd": 32, "model.num_layers": 1, "model.block_size": 32,
+        "train.batch_size": 4, "train.max_iters": 4, "train.eval_interval": 2, "train.eval_iters": 1,
+        "train.progress": False, "train.dtype": "float32", "train.final_eval": False})
+    saved = json.loads((tmp_path / "kd" / "config.json").read_text())
+    assert res.step == 4 and saved["model"]["family"] == "rnn" and saved["train"]["distill_alpha"] == 0.5
+    assert saved["train"]["distill_temperature"] == 2.0
+
+
 def test_a_lora_student_trains_only_its_adapters(corpus, tmp_path, teacher):
     from safetensors.torch import load_file
 
