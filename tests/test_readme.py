@@ -59,6 +59,30 @@ SKIP = {
     "proselab train --data my_corpus.txt --out runs/half --train.distill.teacher=runs/demo "
     "--train.distill.init=every-other-layer --model.n_layer=2": "the bounded demo has one layer, which has no half "
     "(test_distill covers every-other-layer)",
+    "proselab explain runs/tweets-lstm --text \"the plot was boring\" --method shapley --samples 20 "
+    "--out explain/shapley": "the tweets-sentiment run above (test_explain covers classifiers)",
+    "proselab generate Helsinki-NLP/opus-mt-en-es --prompt \"In the beginning God created the heaven and the "
+    "earth.\"": "a Hugging Face model id: no downloads here (test_hub resolves ids from a cache laid out by the test)",
+    "proselab eval Helsinki-NLP/opus-mt-en-es --pairs data/bible-en-es/dev.short.tsv": "a Hugging Face model id",
+    "proselab generate facebook/bart-large-cnn --prompt \"$(cat article.txt)\"": "a Hugging Face model id",
+    "proselab generate google/flan-t5-base --prompt \"Translate English to German: How old are you?\"": "a Hugging "
+    "Face model id",
+    "proselab train --data pairs.tsv --train.init_from=Helsinki-NLP/opus-mt-en-es --out runs/opus-mine "
+    "--train.max_iters=500 --train.best_by=bleu": "a Hugging Face model id (test_interop_seq2seq fine-tunes tiny "
+    "Marian, BART and T5 directories)",
+    "proselab train --data pairs.tsv --train.init_from=facebook/bart-base --out runs/bart-mine "
+    "--train.freeze_layers=6": "a Hugging Face model id",
+    "proselab train --data pairs.tsv --train.init_from=google/flan-t5-base --out runs/t5-mine --train.lora_rank=8 "
+    "--train.lora_targets='[c_attn, c_q, c_kv, c_proj]'": "a Hugging Face model id",
+    "proselab export runs/opus-mine exported/opus-mine": "the run above (test_interop_seq2seq exports)",
+    "proselab train shakespeare-char-lstm-kd": "its teacher is the shakespeare-char-gpt recipe (test_distill trains "
+    "students of tiny teachers)",
+    "proselab distill-data runs/bible-en-es --pairs data/bible-en-es/train.short.tsv --num-beams 5 --out "
+    "data/bible-en-es/train.kd.tsv": "needs a trained bible-en-es teacher (test_distill_data covers distill-data)",
+    "proselab train bible-en-es-small-kd": "the teacher and pairs above (bench/distill.py runs this recipe)",
+    "proselab train bible-en-es-rnn-kd": "the teacher and pairs above",
+    "proselab eval runs/tweets-lstm --labels tweets-sentiment:test --report report/tweets": "the tweets-sentiment "
+    "run above (test_report covers classifier reports)",
     "proselab serve runs/demo": "a server (test_server covers it)",
     "PROSELAB_API_KEY=secret proselab serve runs/demo --host 0.0.0.0 --max-batch 16": "a server",
     "torchrun --standalone --nproc_per_node=4 -m proselab train shakespeare-char-gpt": "four processes "
