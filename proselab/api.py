@@ -293,7 +293,7 @@ class Generator:
 
     def explain(self, text: str | None = None, prompt: str | None = None, method: str = "tokens",
                 target: str | int | None = None, samples: int | None = None, top_k: int = 5, seed: int = 0,
-                **overrides) -> Explanation:
+                part: str = "cross", **overrides) -> Explanation:
         """Explain the model on a text: how sure it was of each token, where it looked, or which
         input tokens drove its output (see ``proselab.explain``).
 
@@ -313,6 +313,8 @@ class Generator:
                 pass per input token; lime: perturbed texts (200). At most ``MAX_PASSES`` passes.
             top_k: tokens: the alternatives shown per token.
             seed: shapley's and lime's sampling.
+            part: attention of a seq2seq Transformer: cross (each output token over the source),
+                encoder or decoder (self-attention), every layer and head.
             **overrides: GenerationConfig fields for a continuation that is generated (greedy,
                 20 new tokens, unless overridden).
 
@@ -324,7 +326,7 @@ class Generator:
             generation = self.generation_config(**{"do_sample": False, "num_return_sequences": 1,
                                                    "max_new_tokens": NEW_TOKENS, **overrides})
         return explain_ids(self.model, self.config, self.tokenizer, self.src_tokenizer, text, prompt, method, target,
-                           samples, top_k, seed, generation, self.suppress_ids)
+                           samples, top_k, seed, generation, self.suppress_ids, part)
 
     def _self_attention(self, text: str) -> AttentionMap:
         """A GPT's attention over ``text`` (no generation): ``weights`` is the last layer's,

@@ -139,12 +139,46 @@ def token_view(model, inputs: Inputs, texts: tuple[list[str], list[str]], tokeni
                        details=details)
 
 
+PARTS = ("cross", "encoder", "decoder")  # a seq2seq Transformer's attentions
+
+
+def transformer_attention(model, batch: Seq2SeqBatch) -> dict[str, Tensor]:
+    """Every attention of a seq2seq Transformer per layer and head, from one teacher-forced pass:
+    "encoder" (L_enc, B, nh, S, S), "decoder" (L_dec, B, nh, T, T) and "cross" (L_dec, B, nh, T, S).
+
+    Each attention module is asked for its weights through forward hooks (its ``need_weights``
+    argument), so the model's code and its fast path stay as they are."""
+    found: dict[str, list[Tensor]] = {part: [] for part in PARTS}
+    modules = ([(m.attn, "encoder") for m in model.encoder]
+               + [(m, part) for b in model.decoder for m, part in ((b.attn, "decoder"), (b.cross, "cross"))])
+
+    def ask(module, args, kwargs):
+        return args, {**kwargs, "need_weights": True}
+
+    handles = []
+    for module, part in modules:
+        handles.append(module.register_forward_pre_hook(ask, with_kwargs=True))
+        handles.append(module.register_forward_hook(lambda m, a, out, part=part: found[part].append(out[1])))
+    try:
+        with torch.no_grad():
+            model(batch)  # teacher-forced: the decoder reads batch.tgt
+    finally:
+        for h in handles:
+            h.remove()
+    return {part: torch.stack(ws).float() for part, ws in found.items()}
+
+
 @torch.no_grad()
-def attention(model, inputs: Inputs, texts: tuple[list[str], list[str]]) -> Explanation:
-    """A GPT's self-attention per layer and head over context + output, or a seq2seq model's
-    attention of each output token over the source."""
+def attention(model, inputs: Inputs, texts: tuple[list[str], list[str]], part: str = "cross") -> Explanation:
+    """A GPT's self-attention per layer and head over context + output; a seq2seq model's
+    attention of each output token over the source (``part`` = cross), or for a Transformer its
+    encoder's or decoder's self-attention per layer and head (``part`` = encoder, decoder)."""
     family, dev = model.config.family, _device(model)
     context, output = _tokens(inputs.context, texts[0]), _tokens(inputs.output, texts[1])
+    transformer = family == "seq2seq" and model.config.arch == "transformer"
+    if part not in PARTS or (part != "cross" and not transformer):
+        raise ExplainError(f"part must be cross (the default){', encoder or decoder' if transformer else ''} for this "
+                           f"{family} run; encoder and decoder self-attention belong to seq2seq Transformers")
     if family == "gpt":
         idx = torch.tensor([inputs.context + inputs.output], device=dev)
         weights = model.attention_weights(idx)[:, 0]  # (n_layer, n_head, T, T)
@@ -152,20 +186,28 @@ def attention(model, inputs: Inputs, texts: tuple[list[str], list[str]]) -> Expl
         what, rows, cols = "self-attention of each token (row) over the tokens before it (columns)", every, every
     else:
         src = torch.tensor([inputs.context], device=dev)
-        bos = [model.config.bos_id]
-        tgt = torch.tensor([bos + inputs.output[:-1]], device=dev)
-        weights = model.cross_attention(Seq2SeqBatch(src, torch.ones_like(src, dtype=torch.bool), tgt))
-        weights = weights[0].float()[None, None]  # (1, 1, T_out, S)
-        arch = "rnn" if model.config.arch == "rnn" else "transformer"
-        what = (f"{model.config.attention} alignment of each output token (row) over the source (columns)"
-                if arch == "rnn" else "the last decoder layer's cross-attention, averaged over its heads")
-        rows, cols = texts[1], texts[0]
+        tgt = torch.tensor([[model.config.bos_id] + inputs.output[:-1]], device=dev)  # the decoder's inputs
+        batch = Seq2SeqBatch(src, torch.ones_like(src, dtype=torch.bool), tgt)
+        if transformer:
+            weights = transformer_attention(model, batch)[part][:, 0]  # (layers, nh, rows, cols)
+            what = {"cross": "cross-attention of each output token (row) over the source (columns)",
+                    "encoder": "the encoder's self-attention of each source token (row) over the source (columns)",
+                    "decoder": "the decoder's self-attention of each output token (row) over the tokens before it "
+                               "(columns: the decoder's inputs)"}[part]
+            inputs_text = ["<start>"] + texts[1][:-1]
+            rows, cols = {"cross": (texts[1], texts[0]), "encoder": (texts[0], texts[0]),
+                          "decoder": (texts[1], inputs_text)}[part]
+        else:
+            weights = model.cross_attention(batch)[0].float()[None, None]  # (1, 1, T_out, S)
+            what = f"{model.config.attention} alignment of each output token (row) over the source (columns)"
+            rows, cols = texts[1], texts[0]
     L, H, R, C = weights.shape
     if L * H * R * C > MAX_ATTENTION_CELLS:
         raise ExplainError(f"attention of {L} layers x {H} heads over {R} x {C} tokens is too big to draw "
                            f"(more than {MAX_ATTENTION_CELLS:,} weights); give a shorter text")
     table = {"what": what, "rows": rows, "cols": cols, "weights": weights.cpu().tolist()}
-    return Explanation("attention", family, inputs.kind, context, output, attention=table)
+    return Explanation("attention", family, inputs.kind, context, output, attention=table,
+                       details={"part": part} if transformer else {})
 
 
 def embedding_layer(model, kind: str) -> torch.nn.Module:
@@ -287,7 +329,7 @@ NEW_TOKENS = 20  # tokens generated when there is no text to explain, unless max
 
 def explain(model, cfg, tokenizer, src_tokenizer, text: str | None, prompt: str | None, method: str,
             target: str | int | None = None, samples: int | None = None, top_k: int = 5, seed: int = 0,
-            generation=None, suppress_ids: list[int] | None = None) -> Explanation:
+            generation=None, suppress_ids: list[int] | None = None, part: str = "cross") -> Explanation:
     """Explain a run's model on texts (the maths of ``Generator.explain``, which documents the arguments).
 
     ``generation`` (a GenerationConfig, greedy) continues a prompt that has no text to score.
@@ -308,7 +350,7 @@ def explain(model, cfg, tokenizer, src_tokenizer, text: str | None, prompt: str 
     if method == "tokens":
         return token_view(model, inputs, texts, tokenizer, top_k)
     if method == "attention":
-        return attention(model, inputs, texts)
+        return attention(model, inputs, texts, part)
     label, what = _target(target, inputs, texts[1], cfg.model.labels, model)
     base = next((i for i in (side.pad_id, side.unk_id, side.eos_id, side.bos_id) if i is not None), 0)
     values, details = attribute(model, inputs, method, label, base, samples, seed)

@@ -131,6 +131,39 @@ def test_gpt_attention_rows_sum_to_one_are_zero_on_the_future_and_are_what_the_b
             x = block(x)
 
 
+def test_seq2seq_transformer_attention_per_layer_and_head(tmp_path):
+    """Encoder, decoder and cross-attention of every layer and head: rows sum to 1, padding and the
+    future get 0, the last layer's cross-attention averaged over heads is the model's own, and
+    explain(method="attention", part=...) draws each."""
+    from test_seq2seq import s2s_overrides
+
+    from proselab.explain import transformer_attention
+
+    run = _train(tmp_path, s2s_overrides(tmp_path, **{"model.arch": "transformer", "model.n_layer": 2,
+                                                      "train.max_iters": 2, "train.eval_interval": 2}))
+    gen = proselab.load(run)
+    model = gen.model
+    src = torch.tensor([[5, 6, 7, 8, 2], [5, 6, 2, 0, 0]])  # the second source is padded
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    tgt = torch.tensor([[2, 9, 10, 11], [2, 9, 10, 11]])
+    batch = Seq2SeqBatch(src, mask, tgt)
+    w = transformer_attention(model, batch)
+    assert w["encoder"].shape == (2, 2, 2, 5, 5) and w["decoder"].shape == (2, 2, 2, 4, 4)
+    assert w["cross"].shape == (2, 2, 2, 4, 5)
+    for part in ("encoder", "decoder", "cross"):
+        torch.testing.assert_close(w[part].sum(-1), torch.ones(w[part].shape[:-1]))
+    assert float(w["cross"][:, 1, :, :, 3:].abs().max()) == 0.0  # padding of the source
+    assert float(w["encoder"][:, 1, :, :, 3:].abs().max()) == 0.0
+    assert float(w["decoder"].triu(1).abs().max()) == 0.0  # the future
+    torch.testing.assert_close(w["cross"][-1].mean(1), model.cross_attention(batch))
+    for part, rows in (("cross", "output"), ("encoder", "context"), ("decoder", "output")):
+        expl = gen.explain("cba", prompt="a b c", method="attention", part=part)
+        got = torch.tensor(expl.attention["weights"])
+        assert got.shape[:2] == (2, 2) and got.shape[2] == len(getattr(expl, rows)) and expl.details["part"] == part
+    with pytest.raises(ValueError, match="part must be cross"):
+        gen.explain("cba", prompt="a b c", method="attention", part="nope")
+
+
 def test_explained_attention_for_gpt_layers_heads_and_rnn_seq2seq_alignment(runs, tmp_path):
     gen = proselab.load(runs["gpt"])
     expl = gen.explain(" lord", prompt="ROMEO:", method="attention")

@@ -18,7 +18,7 @@ def cmd_explain(args: argparse.Namespace, extra: list[str]) -> int:
     gen = load(args.run, device=args.device)
     over = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
     expl = gen.explain(args.text, args.prompt, args.method, target=args.target, samples=args.samples,
-                       top_k=args.top_k, seed=args.seed, **over)
+                       top_k=args.top_k, seed=args.seed, part=args.part, **over)
     paths = expl.save(args.out, title=f"{Path(args.run).name}: {args.method}")
     if args.json:
         print(json.dumps(json_safe(expl.to_dict()), ensure_ascii=False))
@@ -59,6 +59,9 @@ def add_explain(sub) -> None:
     e.add_argument("--samples", type=int, help="ig: integration steps (50); shapley: permutations (20), each costing a "
                                                "forward pass per input token; lime: perturbed texts (200); at most "
                                                "100,000 forward passes in all")
+    e.add_argument("--part", default="cross", choices=["cross", "encoder", "decoder"],
+                   help="attention of a seq2seq Transformer: cross (each output token over the source, default), "
+                        "encoder or decoder self-attention; every layer and head")
     e.add_argument("--top-k", type=positive_int, default=5, help="tokens: alternatives shown per token (default 5)")
     e.add_argument("--max-new-tokens", type=positive_int, help="tokens generated when there is no --text (default 20)")
     e.add_argument("--seed", type=int, default=0, help="shapley/lime sampling seed (default 0)")
