@@ -164,6 +164,17 @@ def test_seq2seq_transformer_attention_per_layer_and_head(tmp_path):
         gen.explain("cba", prompt="a b c", method="attention", part="nope")
 
 
+def test_rnn_seq2seq_alignments_sum_to_one_and_are_zero_on_padding(runs):
+    model = proselab.load(runs["seq2seq"]).model
+    src = torch.tensor([[5, 6, 7, 8, 2], [5, 6, 2, 0, 0]])  # the second source is padded
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    tgt = torch.tensor([[2, 9, 10, 11], [2, 9, 10, 11]])
+    with torch.no_grad():
+        w = model.cross_attention(Seq2SeqBatch(src, mask, tgt)).float()  # (B, T, S)
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 4))
+    assert float(w[1, :, 3:].abs().max()) == 0.0
+
+
 def test_explained_attention_for_gpt_layers_heads_and_rnn_seq2seq_alignment(runs, tmp_path):
     gen = proselab.load(runs["gpt"])
     expl = gen.explain(" lord", prompt="ROMEO:", method="attention")
