@@ -1,0 +1,180 @@
+"""Knowledge distillation: does a small student learn more from a teacher than from the data?
+
+**bible-en-es short** (English -> Spanish, the .short pairs). The teacher is the `bible-en-es`
+preset (3+3 layers x 256) trained for ``--teacher-minutes``. The student is a Transformer of a
+quarter of its weights or so (3+3 layers x 128, 4 heads; both counts are printed), trained for
+the same ``--student-steps`` four ways, all with the teacher's tokenizer:
+
+- ``reference``: on the reference pairs;
+- ``word-KD``: on the reference pairs, with the teacher's next-token distributions
+  (``train.distill.teacher``, alpha 0.5, temperature 1, as Kim & Rush 2016's word-level KD);
+- ``seq-KD``: on the teacher's beam-5 translations of the training sources (``proselab
+  distill-data``), as Kim & Rush's sequence-level KD;
+- ``both``: on the teacher's translations, with the word-KD term.
+
+Each is scored on the dev pairs, greedy and beam 5 (BLEU, chrF with sacrebleu), with its decoding
+speed (sentences/s, batches of 64, the whole dev set). The teacher is scored the same way.
+
+**Shakespeare char**: a GPT teacher (`shakespeare-char-gpt`, ``--teacher-minutes``) and an LSTM
+student (`shakespeare-char-lstm`) trained for ``--lm-student-steps`` with and without word-KD
+(alpha 0.5, temperature 2, DistilGPT2's); the student's final val loss (cross-entropy on the
+validation text, comparable between the two) and sampling speed against the teacher's.
+
+Each run is pinned by the caller (``taskset -c N``, ``OMP_NUM_THREADS=1``); rows run one after
+another on that core, so a ratio between rows is a same-minutes ratio.
+
+    OMP_NUM_THREADS=1 taskset -c 0 python bench/distill.py --bible ../shared/data/bible-en-es \\
+        --shakespeare ../shared/data/tinyshakespeare/input.txt
+    python bench/distill.py --bible ../shared/data/bible-en-es --quick   # minutes: to try the script
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import proselab
+from proselab.distill.data import sequence_kd_pairs
+from proselab.evaluation import evaluate_pairs
+from proselab.training import train
+
+QUICK: dict = {}  # --quick: generation overrides that keep an untrained teacher's outputs short
+STUDENT = {"model.n_embd": 128, "model.n_head": 4, "model.n_layer": 3}
+WORD_KD = {"train.distill.alpha": 0.5, "train.distill.temperature": 1.0}
+
+
+def params(run: Path) -> int:
+    return proselab.load(run, device="cpu").model.num_params()
+
+
+def scored(run: Path, dev: Path, label: str, steps: int | None, train_s: float | None) -> dict:
+    greedy = evaluate_pairs(run, str(dev), num_beams=1, **QUICK)
+    beam = evaluate_pairs(run, str(dev), num_beams=5, **QUICK)
+    row = {"row": label, "params": params(run), "steps": steps, "train_s": train_s,
+           "greedy_bleu": greedy["bleu"], "greedy_chrf": greedy["chrf"], "greedy_sent_s": greedy["sentences_per_sec"],
+           "beam_bleu": beam["bleu"], "beam_chrf": beam["chrf"], "beam_sent_s": beam["sentences_per_sec"]}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def bible(data: Path, out: Path, teacher_minutes: float, steps: int, teacher: Path | None,
+          max_pairs: int = 0, teacher_steps: int = 0) -> list[dict]:
+    train_pairs, dev = data / "train.short.tsv", data / "dev.short.tsv"
+    if max_pairs:  # --quick: the first pairs of each file
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("train", "dev"):
+            lines = (data / f"{name}.short.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+            (out / f"{name}.short.tsv").write_text("".join(lines[:max_pairs]), encoding="utf-8")
+        train_pairs, dev = out / "train.short.tsv", out / "dev.short.tsv"
+    common = {"data.val_dataset": str(dev), "train.overwrite": True, "train.progress": False}
+    if teacher is None:
+        teacher = out / "teacher"
+        start = time.perf_counter()
+        budget = ({"train.max_iters": teacher_steps} if teacher_steps else
+                  {"train.max_time": teacher_minutes * 60, "train.max_iters": 100_000})
+        res = train("bible-en-es", {**common, **budget, "data.dataset": str(train_pairs), "train.out_dir": str(teacher)})
+        rows = [scored(teacher, dev, "teacher (bible-en-es)", res.step, time.perf_counter() - start)]
+    else:
+        rows = [scored(teacher, dev, f"teacher ({teacher})", None, None)]
+    kd_pairs = out / "kd.tsv"
+    start = time.perf_counter()
+    sequence_kd_pairs(teacher, str(train_pairs), kd_pairs, num_beams=5, overwrite=True, **QUICK)
+    print(f"seq-KD data: {time.perf_counter() - start:.0f} s for {train_pairs}", flush=True)
+    tokenizer = str(teacher / "tokenizer.json")
+    ways = [("reference", train_pairs, False), ("word-KD", train_pairs, True), ("seq-KD", kd_pairs, False),
+            ("seq-KD + word-KD", kd_pairs, True)]
+    for label, pairs, word in ways:
+        run = out / f"student-{label.replace(' ', '').replace('+', '-')}"
+        extra = {"train.distill.teacher": str(teacher), **WORD_KD} if word else {"data.tokenizer": tokenizer}
+        start = time.perf_counter()
+        res = train("bible-en-es", {**common, **STUDENT, **extra, "data.dataset": str(pairs), "train.out_dir": str(run),
+                                    "train.max_iters": steps, "train.eval_interval": max(steps // 4, 10)})
+        rows.append(scored(run, dev, f"student, {label}", res.step, time.perf_counter() - start))
+    return rows
+
+
+def sampling_speed(run: Path, tokens: int = 500, rounds: int = 3) -> float:
+    gen = proselab.load(run, device="cpu")
+    gen.generate("\n", max_new_tokens=20, do_sample=True, seed=0)  # warm up
+    best = 0.0
+    for r in range(rounds):
+        start = time.perf_counter()
+        out = gen.complete("\n", max_new_tokens=tokens, do_sample=True, seed=r)
+        best = max(best, len(out[0].tokens) / (time.perf_counter() - start))
+    return best
+
+
+def shakespeare(text: Path, out: Path, teacher_minutes: float, steps: int) -> list[dict]:
+    common = {"data.dataset": str(text), "train.overwrite": True, "train.progress": False}
+    teacher = out / "lm-teacher"
+    start = time.perf_counter()
+    res = train("shakespeare-char-gpt", {**common, "train.out_dir": str(teacher),
+                                         "train.max_time": teacher_minutes * 60, "train.max_iters": 100_000})
+    rows = [{"row": "teacher (shakespeare-char-gpt)", "params": params(teacher), "steps": res.step,
+             "train_s": time.perf_counter() - start, "val_loss": res.val_loss, "tok_s": sampling_speed(teacher)}]
+    print(json.dumps(rows[-1]), flush=True)
+    for label, extra in [("student, reference", {"data.tokenizer": str(teacher / "tokenizer.json")}),
+                         ("student, word-KD", {"train.distill.teacher": str(teacher), "train.distill.alpha": 0.5,
+                                               "train.distill.temperature": 2.0})]:
+        run = out / f"lm-{label.split(', ')[1]}"
+        start = time.perf_counter()
+        res = train("shakespeare-char-lstm", {**common, **extra, "train.out_dir": str(run), "train.max_iters": steps,
+                                              "train.eval_interval": max(steps // 5, 10)})
+        rows.append({"row": label, "params": params(run), "steps": res.step, "train_s": time.perf_counter() - start,
+                     "val_loss": res.val_loss, "tok_s": sampling_speed(run)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--bible", type=Path, help="a directory with train.short.tsv and dev.short.tsv")
+    p.add_argument("--shakespeare", type=Path, help="the tiny-shakespeare text file")
+    p.add_argument("--teacher", type=Path, help="an existing bible-en-es teacher run (skips training one)")
+    p.add_argument("--teacher-minutes", type=float, default=20.0, help="the teacher's training budget")
+    p.add_argument("--teacher-steps", type=int, default=0, help="a budget in steps instead (the preset's schedule)")
+    p.add_argument("--student-steps", type=int, default=1500)
+    p.add_argument("--lm-teacher-minutes", type=float, default=10.0)
+    p.add_argument("--lm-student-steps", type=int, default=1000)
+    p.add_argument("--out", type=Path, default=Path("runs/bench-distill"))
+    p.add_argument("--quick", action="store_true", help="tiny budgets, to try the script, not to report")
+    args = p.parse_args()
+    if args.quick:
+        args.teacher_minutes, args.student_steps, args.lm_teacher_minutes, args.lm_student_steps = 0.5, 30, 0.3, 30
+        QUICK.update(max_new_tokens=16, min_new_tokens=4)  # an untrained teacher would end every output at once
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)", flush=True)
+    rows = []
+    if args.bible:
+        rows += bible(args.bible, args.out, args.teacher_minutes, args.student_steps, args.teacher,
+                      200 if args.quick else 0, args.teacher_steps)
+    if args.shakespeare:
+        rows += shakespeare(args.shakespeare, args.out, args.lm_teacher_minutes, args.lm_student_steps)
+    (args.out / "results.json").write_text(json.dumps(rows, indent=1))
+    table(rows)
+
+
+def table(rows: list[dict]) -> None:
+    """The rows as the markdown tables bench/RESULTS.md keeps."""
+    pairs = [r for r in rows if "beam_bleu" in r]
+    if pairs:
+        print("\n| model | weights | steps | training | greedy BLEU / chrF | greedy sent/s | beam-5 BLEU / chrF "
+              "| beam-5 sent/s |\n|---|---:|---:|---:|---|---:|---|---:|")
+        for r in pairs:
+            t = "" if r["train_s"] is None else f"{r['train_s']:.0f} s"
+            print(f"| {r['row']} | {r['params'] / 1e6:.2f}M | {r['steps'] or ''} | {t} | {r['greedy_bleu']:.2f} / "
+                  f"{r['greedy_chrf']:.2f} | {r['greedy_sent_s']:.1f} | {r['beam_bleu']:.2f} / {r['beam_chrf']:.2f} "
+                  f"| {r['beam_sent_s']:.1f} |")
+    lms = [r for r in rows if "tok_s" in r]
+    if lms:
+        print("\n| model | weights | steps | training | val loss | sampling tok/s |\n|---|---:|---:|---:|---:|---:|")
+        for r in lms:
+            print(f"| {r['row']} | {r['params'] / 1e6:.2f}M | {r['steps']} | {r['train_s']:.0f} s | "
+                  f"{r['val_loss']:.4f} | {r['tok_s']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
