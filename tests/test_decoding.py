@@ -293,3 +293,19 @@ def test_memory_follows_what_is_generated_not_max_new_tokens(family, monkeypatch
     assert all(g.finish_reason == "time" and len(g.tokens) > 64 for g in out)  # grown past the first room
     ref = generate(model, PROMPTS, GenerationConfig(do_sample=False, max_new_tokens=len(out[0].tokens)))
     assert ref[0].tokens == out[0].tokens
+
+
+@pytest.mark.parametrize("width", [1000, 5000, 251_325])
+def test_beam_search_top_k_equals_torch_topk(width):
+    """Beam search's two-pass top-k over (B, K x V) scores: the same values and columns as
+    torch's topk, with -inf (banned tokens) in a third of them and rows with fewer finite
+    values than k."""
+    from proselab.decoding.search import find_top_k
+
+    x = torch.randn(6, width, generator=torch.Generator().manual_seed(width))
+    x[:, : width // 3] = float("-inf")
+    x[5, 7:] = float("-inf")  # 7 finite values, k = 10
+    top, idx = find_top_k(x, 10)
+    ref = x.topk(10, dim=-1)
+    assert torch.equal(top, ref.values)
+    assert torch.equal(idx[:, :7], ref.indices[:, :7]) and torch.equal(idx[:5], ref.indices[:5])

@@ -151,6 +151,8 @@ def beam_search(model: Decoder, prompt: Prompt, ids: torch.Tensor, cfg: Generati
     eos = torch.tensor(list(eos_ids), dtype=torch.long, device=prompt_ids.device)
     # enough candidates that K can go on even if every eos id ends one of them (transformers' beams_to_keep)
     keep = max(2, 1 + len(eos_ids)) * K
+    # the old state is never used again: a model may reorder it in place (protocol.py)
+    reorder = getattr(model, "reorder_", None) or model.reorder
     for t in range(L):
         _make_room(st, t, L)
         top_lp, src, tok = _candidates(st, procs, prompt_ids, t, keep, cfg.do_sample, generators)
@@ -162,7 +164,7 @@ def beam_search(model: Decoder, prompt: Prompt, ids: torch.Tensor, cfg: Generati
         if _search_done(st, reason > 0, t, cfg) or t + 1 == L:
             break
         rows = (torch.arange(B, device=src.device)[:, None] * K + run_src).view(-1)  # (B * K,)
-        state = model.reorder(st.model_state, rows)
+        state = reorder(st.model_state, rows)
         st.logits, st.model_state = model.step(st.run_tok[:, :, t].reshape(-1), state)  # tokens (B * K,)
     return _n_best(st)
 
@@ -211,17 +213,47 @@ def _candidates(st: BeamState, procs: list[LogitsProcessor], prompt_ids: torch.T
     source beams and tokens, each (B, keep)."""
     B, K, R = st.run_tok.shape
     hist = torch.cat([prompt_ids, st.run_tok.view(B * K, R)[:, :t]], dim=1)  # (B * K, T + t)
-    logp = apply_processors(procs, hist, torch.log_softmax(st.logits.float(), dim=-1))  # (B * K, V)
+    # (B * K, V) tensors are this loop's cost at a large vocabulary: each fresh one is a page-
+    # faulted allocation, so the log-softmax and the beam scores are written in place into the
+    # logits, which no one reads again (.float() copies them when they are bf16)
+    scores = st.logits.float()  # (B * K, V)
+    torch._log_softmax(scores, -1, False, out=scores)  # = torch.log_softmax, the same kernel
+    logp = apply_processors(procs, hist, scores)  # (B * K, V); a processor returns a new tensor
     V = logp.size(-1)
-    acc = (logp.view(B, K, V) + st.run_score[..., None]).view(B, K * V)  # (B, K * V)
+    acc = logp.view(B, K, V).add_(st.run_score[..., None]).view(B, K * V)  # (B, K * V)
     if sample:
         probs = torch.softmax(acc, dim=-1)
         top_idx = torch.stack([torch.multinomial(probs[b].cpu(), keep, generator=generators[b])
                                for b in range(B)]).to(acc.device)  # (B, keep)
         top_lp = acc.gather(1, top_idx)
     else:
-        top_lp, top_idx = acc.topk(keep, dim=-1)  # (B, keep)
+        top_lp, top_idx = find_top_k(acc, keep)  # (B, keep)
     return top_lp, top_idx // V, top_idx % V
+
+
+TOPK_BLOCK = 64  # elements per block in find_top_k's first pass
+
+
+def find_top_k(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x.topk(k, dim=-1)`` for a wide x (B, N), in two passes: the k blocks of TOPK_BLOCK
+    columns with the largest maxima hold the k largest values (a block holding one of them has
+    a maximum at least as large as the k-th), so only those k x TOPK_BLOCK columns are ranked.
+    torch's topk over beam search's (B, K x 50k) scores took longer than the head's matmul
+    here. Equal values may come in another order than torch's topk gives them."""
+    B, N = x.shape
+    blocks = N // TOPK_BLOCK
+    if blocks < 8 * k:
+        return x.topk(k, dim=-1)
+    maxima = x[:, : blocks * TOPK_BLOCK].view(B, blocks, TOPK_BLOCK).amax(-1)  # (B, blocks)
+    if blocks * TOPK_BLOCK < N:  # the last, partial block
+        maxima = torch.cat([maxima, x[:, blocks * TOPK_BLOCK :].amax(-1, keepdim=True)], dim=1)
+    best = maxima.topk(k, dim=-1).indices  # (B, k)
+    cols = (best[:, :, None] * TOPK_BLOCK + torch.arange(TOPK_BLOCK, device=x.device)).view(B, -1)  # (B, k * blk)
+    vals = x.gather(1, cols.clamp(max=N - 1)).masked_fill(cols >= N, float("-inf"))  # past N: never picked
+    top, pick = vals.topk(k, dim=-1)  # (B, k)
+    if bool(torch.isneginf(top[:, -1]).any()):  # fewer than k finite values: let torch rank them all
+        return x.topk(k, dim=-1)
+    return top, cols.gather(1, pick)
 
 
 def _finish_reasons(cand: torch.Tensor, tok: torch.Tensor, t: int, L: int, eos: torch.Tensor,

@@ -17,6 +17,8 @@ place of rows ``rows`` of ``state`` (consumed, like ``step``'s), which lets a re
 finished one's place without the copy of every row a merge makes; the server falls back to
 merge and reorder. ``step_start(tokens, state, batch)`` (optional) is ``step`` and ``start``
 in one forward pass, so the server prefills joining requests while it steps the others.
+``reorder_(state, index)`` (optional) is ``reorder`` consuming its input (like ``step``), free
+to reuse its buffers; beam search, which never goes back to a state it reordered, uses it.
 """
 
 from __future__ import annotations
