@@ -23,7 +23,7 @@ QUICK_START = "pip install -c constraints.txt . && proselab demo"
 
 # appended to every command that trains: a tiny model, a few steps, any earlier run replaced
 BOUNDED = ("--model.n_layer=1 --model.n_head=2 --model.n_embd=16 --model.hidden_size=16 --model.num_layers=1 "
-           "--model.block_size=16 --train.batch_size=4 --train.max_iters=3 --train.eval_interval=2 "
+           "--model.block_size=32 --train.batch_size=4 --train.max_iters=3 --train.eval_interval=2 "
            "--train.eval_iters=1 --train.eval_bleu_samples=4 --train.warmup_iters=1 --train.progress=false "
            "--train.overwrite=true --train.dtype=float32")
 
