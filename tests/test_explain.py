@@ -3,7 +3,6 @@
 and its one-line errors. Tiny seeded models: a few training steps, or weights set by hand."""
 
 import json
-import os
 import random
 from pathlib import Path
 
@@ -257,22 +256,6 @@ def test_shapley_attributions_sum_to_the_output_difference_and_are_seeded(runs):
 
 
 # ---- pages in Chromium ------------------------------------------------------------------------
-
-CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if os.path.exists(p)), None)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing: .ci/run installs Debian's chromium package")
-        pytest.skip("no chromium here (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        yield b
-        b.close()
 
 
 def _open(browser, path: Path):

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from test_server import KEY, browser, client, gpt_run, served  # noqa: F401  (fixtures)
+from test_server import KEY, client, gpt_run, served  # noqa: F401  (fixtures)
 
 PROMPT, N = "ROMEO:", 40
 

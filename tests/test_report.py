@@ -4,7 +4,6 @@ model; a classifier's confusion matrix and surest mistakes; the pages in headles
 CLI and its one-line errors. Tiny seeded runs trained for a few steps, and hand-made strings."""
 
 import json
-import os
 import random
 from pathlib import Path
 
@@ -192,22 +191,6 @@ def test_cli_labels_report_shows_the_confusion_matrix_and_the_surest_mistakes(ru
 
 
 # ---- the pages in Chromium --------------------------------------------------------------------
-
-CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if os.path.exists(p)), None)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing: .ci/run installs Debian's chromium package")
-        pytest.skip("no chromium here (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        yield b
-        b.close()
 
 
 def _open(browser, path: Path, problems: list):

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from test_classify import _overrides, _reviews
-from test_server import KEY, Server, browser, gpt_run, post  # noqa: F401 (fixtures)
+from test_server import KEY, Server, gpt_run, post  # noqa: F401 (fixtures)
 
 import proselab
 from proselab.server import create_app
