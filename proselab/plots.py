@@ -49,6 +49,20 @@ def _plot_scores(ax, scores: dict[str, list[tuple[int, float]]]) -> None:
     ax.legend(loc="lower right", frameon=False, fontsize=8)
 
 
+def _save(fig, out_path: str | Path) -> Path:
+    """Write ``fig`` as a PNG atomically, then close it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        # a token outside the font (CJK, emoji) is drawn as a box; one warning per glyph is noise
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(Path(out_path), buf.getvalue())
+    return Path(out_path)
+
+
 def plot_loss(metrics_path: str | Path, out_path: str | Path, title: str = "") -> Path:
     """Draw train and validation loss against step from metrics.jsonl into a PNG.
 
@@ -98,12 +112,7 @@ def plot_loss(metrics_path: str | Path, out_path: str | Path, title: str = "") -
     ax_lr.set_xlabel("step")
     ax_lr.grid(alpha=0.3)
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(Path(out_path), buf.getvalue())
-    return Path(out_path)
+    return _save(fig, out_path)
 
 
 _MAX_LABELED = 60  # tick labels per axis that stay readable; beyond it every k-th token is labeled
@@ -152,15 +161,7 @@ def plot_attention(weights, src_tokens: list[str], tgt_tokens: list[str], out_pa
     if title:
         ax.set_title(title)
     fig.colorbar(im, ax=ax, label="attention weight")
-
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        # a token outside the font (CJK, emoji) is drawn as a box; one warning per glyph is noise
-        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
-        fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(Path(out_path), buf.getvalue())
-    return Path(out_path)
+    return _save(fig, out_path)
 
 
 def plot_confusion(matrix: list[list[int]], labels: list[str], out_path: str | Path, title: str = "") -> Path:
@@ -200,11 +201,7 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], out_path: str | P
     ax.set_ylabel("true")
     ax.set_title(title or "confusion matrix")
     fig.colorbar(im, ax=ax, label="share of the true label's texts")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(Path(out_path), buf.getvalue())
-    return Path(out_path)
+    return _save(fig, out_path)
 
 
 def _as_matrix(weights, n_src: int, n_tgt: int):
@@ -239,18 +236,6 @@ def _display_token(token: str) -> str:
     text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(token))
     text = text.replace(" ", "\u2423") or "\u2205"
     return text if len(text) <= _MAX_LABEL_CHARS else text[: _MAX_LABEL_CHARS - 1] + "\u2026"
-
-
-def _save(fig, out_path: str | Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
-        fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(Path(out_path), buf.getvalue())
-    return Path(out_path)
 
 
 def _bars(tokens: list[str], values: list[float], colors, ylabel: str, title: str):
