@@ -49,6 +49,39 @@ def browser():
         b.close()
 
 
+def train_spm(texts, vocab_size: int, **ids) -> bytes:
+    """A small sentencepiece model trained on ``texts`` (``ids``: pad_id, eos_id, ...), as bytes."""
+    import io
+
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab_size,
+                                   minloglevel=2, **ids)
+    return buf.getvalue()
+
+
+def write_marian_tokenizer(d: Path, src_texts, tgt_texts, vocab_size: int) -> int:
+    """Marian's tokenizer files in ``d``: one sentencepiece model per side (Marian's ids: </s>=0,
+    <unk>=1), vocab.json their union + <pad>, and the tokenizer class; returns the vocabulary size."""
+    import json
+
+    import sentencepiece as spm
+
+    marian_ids = dict(eos_id=0, unk_id=1, bos_id=-1, pad_id=-1)
+    (d / "source.spm").write_bytes(train_spm(src_texts, vocab_size, **marian_ids))
+    (d / "target.spm").write_bytes(train_spm(tgt_texts, vocab_size, **marian_ids))
+    vocab = {}
+    for name in ("source.spm", "target.spm"):
+        p = spm.SentencePieceProcessor(model_file=str(d / name))
+        for i in range(p.get_piece_size()):
+            vocab.setdefault(p.id_to_piece(i), len(vocab))
+    vocab["<pad>"] = len(vocab)
+    (d / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (d / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "MarianTokenizer"}))
+    return len(vocab)
+
+
 @pytest.fixture
 def corpus(tmp_path) -> Path:
     path = tmp_path / "corpus.txt"

@@ -2,14 +2,13 @@
 `transformers`' tokenizers, built from tiny sentencepiece / BPE models trained here (no download);
 a run directory's copy loads back identical, and the exported files load in `transformers`."""
 
-import io
 import json
 import warnings
 
 import pytest
 
 pytest.importorskip("transformers")
-spm = pytest.importorskip("sentencepiece")
+pytest.importorskip("sentencepiece")
 
 from tokenizers import Tokenizer as HFTokenizer  # noqa: E402
 from tokenizers import models, pre_tokenizers, trainers  # noqa: E402
@@ -17,7 +16,7 @@ from tokenizers import models, pre_tokenizers, trainers  # noqa: E402
 from proselab.interop.hf_tokenizers import load_pretrained_tokenizers, save_pretrained_tokenizers  # noqa: E402
 from proselab.tokenizers import SentencePieceTokenizer, TokenizerError, load_tokenizer  # noqa: E402
 
-from conftest import SHARED  # noqa: E402
+from conftest import SHARED, train_spm, write_marian_tokenizer  # noqa: E402
 
 DATA = SHARED / "bible-en-es" / "train.short.tsv"
 GPT2_DIR = SHARED / "gpt2-tokenizer"
@@ -34,13 +33,6 @@ SAMPLES = [
 def _pairs():
     with open(DATA, encoding="utf-8") as f:
         return [line.rstrip("\n").split("\t")[:2] for _, line in zip(range(300), f)]
-
-
-def _train_spm(texts, vocab_size=300, **ids):
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab_size,
-                                   minloglevel=2, **ids)
-    return buf.getvalue()
 
 
 def _auto(d):
@@ -61,23 +53,13 @@ def dirs(tmp_path_factory):
     # Marian: one sentencepiece model per side (Marian's ids: </s>=0, <unk>=1), vocab.json their union + <pad>
     marian = root / "marian"
     marian.mkdir()
-    marian_ids = dict(eos_id=0, unk_id=1, bos_id=-1, pad_id=-1)
-    (marian / "source.spm").write_bytes(_train_spm(en, **marian_ids))
-    (marian / "target.spm").write_bytes(_train_spm(es, **marian_ids))
-    vocab = {}
-    for name in ("source.spm", "target.spm"):
-        p = spm.SentencePieceProcessor(model_file=str(marian / name))
-        for i in range(p.get_piece_size()):
-            vocab.setdefault(p.id_to_piece(i), len(vocab))
-    vocab["<pad>"] = len(vocab)
-    (marian / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (marian / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "MarianTokenizer"}))
+    write_marian_tokenizer(marian, en, es, 300)
     (marian / "config.json").write_text(json.dumps({"model_type": "marian"}))
     out["marian"] = marian
     # T5: spiece.model (T5's ids: <pad>=0, </s>=1, <unk>=2) + 100 sentinels; and transformers' tokenizer.json of it
     t5 = root / "t5"
     t5.mkdir()
-    (t5 / "spiece.model").write_bytes(_train_spm(en + es, pad_id=0, eos_id=1, unk_id=2, bos_id=-1))
+    (t5 / "spiece.model").write_bytes(train_spm(en + es, 300, pad_id=0, eos_id=1, unk_id=2, bos_id=-1))
     (t5 / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer", "extra_ids": 100}))
     (t5 / "config.json").write_text(json.dumps({"model_type": "t5"}))
     out["t5"] = t5

@@ -19,6 +19,8 @@ from proselab.decoding import generate  # noqa: E402
 from proselab.interop import hf_config, load_hf_model  # noqa: E402
 from proselab.interop.common import read_state_dict  # noqa: E402
 
+from conftest import train_spm, write_marian_tokenizer  # noqa: E402
+
 V = 64
 SIZES = dict(vocab_size=V, d_model=16, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
              decoder_attention_heads=2, encoder_ffn_dim=24, decoder_ffn_dim=24, max_position_embeddings=40)
@@ -232,36 +234,14 @@ def _pairs(n=48):
         return [line.rstrip("\n").split("\t")[:2] for _, line in zip(range(n), f)]
 
 
-def _spm(texts, **ids):
-    import io
-
-    spm = pytest.importorskip("sentencepiece")
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=buf, vocab_size=200, minloglevel=2,
-                                   **ids)
-    return buf.getvalue()
-
-
 def _tokenizer_files(name, d):
     """The tokenizer files ``name``'s checkpoints ship, trained here on a few pairs; the vocabulary size."""
     pairs = _pairs(300)
     en, es = [a for a, _ in pairs], [b for _, b in pairs]
     if name == "marian":
-        import sentencepiece as spm
-
-        (d / "source.spm").write_bytes(_spm(en, eos_id=0, unk_id=1, bos_id=-1, pad_id=-1))
-        (d / "target.spm").write_bytes(_spm(es, eos_id=0, unk_id=1, bos_id=-1, pad_id=-1))
-        vocab = {}
-        for f in ("source.spm", "target.spm"):
-            p = spm.SentencePieceProcessor(model_file=str(d / f))
-            for i in range(p.get_piece_size()):
-                vocab.setdefault(p.id_to_piece(i), len(vocab))
-        vocab["<pad>"] = len(vocab)
-        (d / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-        (d / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "MarianTokenizer"}))
-        return len(vocab)
+        return write_marian_tokenizer(d, en, es, 200)
     if name == "t5":
-        (d / "spiece.model").write_bytes(_spm(en + es, pad_id=0, eos_id=1, unk_id=2, bos_id=-1))
+        (d / "spiece.model").write_bytes(train_spm(en + es, 200, pad_id=0, eos_id=1, unk_id=2, bos_id=-1))
         (d / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer", "extra_ids": 100}))
         return 300
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
