@@ -26,6 +26,10 @@ another on that core, so a ratio between rows is a same-minutes ratio.
     OMP_NUM_THREADS=1 taskset -c 0 python bench/distill.py --bible ../shared/data/bible-en-es \\
         --shakespeare ../shared/data/tinyshakespeare/input.txt
     python bench/distill.py --bible ../shared/data/bible-en-es --quick   # minutes: to try the script
+
+``--teacher`` and ``--lm-teacher`` reuse trained teachers; ``--ways`` trains some of the bible
+students only, so two processes (one per core, each scoring the teacher again for its own
+same-minutes speed ratio) can share the work; the second reuses the first's finished ``kd.tsv``.
 """
 
 from __future__ import annotations
@@ -61,8 +65,11 @@ def scored(run: Path, dev: Path, label: str, steps: int | None, train_s: float |
     return row
 
 
+WAYS = ("reference", "word-KD", "seq-KD", "seq-KD + word-KD")
+
+
 def bible(data: Path, out: Path, teacher_minutes: float, steps: int, teacher: Path | None,
-          max_pairs: int = 0, teacher_steps: int = 0) -> list[dict]:
+          max_pairs: int = 0, teacher_steps: int = 0, ways: tuple[str, ...] = WAYS) -> list[dict]:
     train_pairs, dev = data / "train.short.tsv", data / "dev.short.tsv"
     if max_pairs:  # --quick: the first pairs of each file
         out.mkdir(parents=True, exist_ok=True)
@@ -81,13 +88,16 @@ def bible(data: Path, out: Path, teacher_minutes: float, steps: int, teacher: Pa
     else:
         rows = [scored(teacher, dev, f"teacher ({teacher})", None, None)]
     kd_pairs = out / "kd.tsv"
-    start = time.perf_counter()
-    sequence_kd_pairs(teacher, str(train_pairs), kd_pairs, num_beams=5, overwrite=True, **QUICK)
-    print(f"seq-KD data: {time.perf_counter() - start:.0f} s for {train_pairs}", flush=True)
+    if any(w.startswith("seq-KD") for w in ways):  # a finished kd.tsv of the same teacher is reused, not redone
+        start = time.perf_counter()
+        done = sequence_kd_pairs(teacher, str(train_pairs), kd_pairs, num_beams=5, overwrite=True, **QUICK)
+        print(f"seq-KD data: {time.perf_counter() - start:.0f} s for {train_pairs} "
+              f"({done['resumed_from']} sources already decoded)", flush=True)
     tokenizer = str(teacher / "tokenizer.json")
-    ways = [("reference", train_pairs, False), ("word-KD", train_pairs, True), ("seq-KD", kd_pairs, False),
-            ("seq-KD + word-KD", kd_pairs, True)]
-    for label, pairs, word in ways:
+    data_of = {"reference": (train_pairs, False), "word-KD": (train_pairs, True), "seq-KD": (kd_pairs, False),
+             "seq-KD + word-KD": (kd_pairs, True)}
+    for label in ways:
+        pairs, word = data_of[label]
         run = out / f"student-{label.replace(' ', '').replace('+', '-')}"
         extra = {"train.distill.teacher": str(teacher), **WORD_KD} if word else {"data.tokenizer": tokenizer}
         start = time.perf_counter()
@@ -108,14 +118,21 @@ def sampling_speed(run: Path, tokens: int = 500, rounds: int = 3) -> float:
     return best
 
 
-def shakespeare(text: Path, out: Path, teacher_minutes: float, steps: int) -> list[dict]:
+def shakespeare(text: Path, out: Path, teacher_minutes: float, steps: int, teacher: Path | None = None) -> list[dict]:
     common = {"data.dataset": str(text), "train.overwrite": True, "train.progress": False}
-    teacher = out / "lm-teacher"
-    start = time.perf_counter()
-    res = train("shakespeare-char-gpt", {**common, "train.out_dir": str(teacher),
-                                         "train.max_time": teacher_minutes * 60, "train.max_iters": 100_000})
-    rows = [{"row": "teacher (shakespeare-char-gpt)", "params": params(teacher), "steps": res.step,
-             "train_s": time.perf_counter() - start, "val_loss": res.val_loss, "tok_s": sampling_speed(teacher)}]
+    if teacher is None:
+        teacher = out / "lm-teacher"
+        start = time.perf_counter()
+        res = train("shakespeare-char-gpt", {**common, "train.out_dir": str(teacher),
+                                             "train.max_time": teacher_minutes * 60, "train.max_iters": 100_000})
+        row = {"row": "teacher (shakespeare-char-gpt)", "steps": res.step, "train_s": time.perf_counter() - start,
+               "val_loss": res.val_loss}
+    else:  # an existing run: its own final val loss, on the same validation text as the students'
+        records = [json.loads(line) for line in (teacher / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        final = [r for r in records if "final_val_loss" in r]
+        row = {"row": f"teacher ({teacher})", "steps": max(r.get("step", 0) for r in records), "train_s": None,
+               "val_loss": final[-1]["final_val_loss"] if final else float("nan")}
+    rows = [{**row, "params": params(teacher), "tok_s": sampling_speed(teacher)}]
     print(json.dumps(rows[-1]), flush=True)
     for label, extra in [("student, reference", {"data.tokenizer": str(teacher / "tokenizer.json")}),
                          ("student, word-KD", {"train.distill.teacher": str(teacher), "train.distill.alpha": 0.5,
@@ -140,19 +157,25 @@ def main() -> None:
     p.add_argument("--student-steps", type=int, default=1500)
     p.add_argument("--lm-teacher-minutes", type=float, default=10.0)
     p.add_argument("--lm-student-steps", type=int, default=1000)
+    p.add_argument("--lm-teacher", type=Path, help="an existing shakespeare-char-gpt teacher run (skips training one)")
+    p.add_argument("--ways", default=",".join(WAYS),
+                   help=f"the bible students to train, comma-separated among: {', '.join(WAYS)}")
     p.add_argument("--out", type=Path, default=Path("runs/bench-distill"))
     p.add_argument("--quick", action="store_true", help="tiny budgets, to try the script, not to report")
     args = p.parse_args()
     if args.quick:
         args.teacher_minutes, args.student_steps, args.lm_teacher_minutes, args.lm_student_steps = 0.5, 30, 0.3, 30
         QUICK.update(max_new_tokens=16, min_new_tokens=4)  # an untrained teacher would end every output at once
+    ways = tuple(w.strip() for w in args.ways.split(","))
+    if unknown := [w for w in ways if w not in WAYS]:
+        p.error(f"--ways: unknown {', '.join(unknown)}; choose among {', '.join(WAYS)}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)", flush=True)
     rows = []
     if args.bible:
         rows += bible(args.bible, args.out, args.teacher_minutes, args.student_steps, args.teacher,
-                      200 if args.quick else 0, args.teacher_steps)
+                      200 if args.quick else 0, args.teacher_steps, ways)
     if args.shakespeare:
-        rows += shakespeare(args.shakespeare, args.out, args.lm_teacher_minutes, args.lm_student_steps)
+        rows += shakespeare(args.shakespeare, args.out, args.lm_teacher_minutes, args.lm_student_steps, args.lm_teacher)
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))
     table(rows)
 
@@ -172,7 +195,8 @@ def table(rows: list[dict]) -> None:
     if lms:
         print("\n| model | weights | steps | training | val loss | sampling tok/s |\n|---|---:|---:|---:|---:|---:|")
         for r in lms:
-            print(f"| {r['row']} | {r['params'] / 1e6:.2f}M | {r['steps']} | {r['train_s']:.0f} s | "
+            t = "" if r["train_s"] is None else f"{r['train_s']:.0f} s"
+            print(f"| {r['row']} | {r['params'] / 1e6:.2f}M | {r['steps']} | {t} | "
                   f"{r['val_loss']:.4f} | {r['tok_s']:.0f} |")
 
 
