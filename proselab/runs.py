@@ -94,6 +94,14 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
     return model.to(device).eval(), tokenizer, cfg
 
 
+def run_tokenizers(run_dir: str | Path) -> tuple[Tokenizer, Tokenizer | None]:
+    """A run's or a Hugging Face checkpoint's (target) tokenizer and its separate source tokenizer
+    (None: the target's reads sources too), without the weights."""
+    if interop.is_hf_checkpoint(run_dir):
+        return interop.load_hf_tokenizers(run_dir)
+    return load_tokenizer(Path(run_dir)), load_src_tokenizer(run_dir)
+
+
 def source_tokenizer(run_dir: str | Path) -> Tokenizer | None:
     """A seq2seq run's separate source tokenizer (a run's src_tokenizer.json, a Marian
     checkpoint's source.spm), or None when the target's tokenizer reads sources too."""

@@ -24,7 +24,7 @@ from . import checkpoint as ckpt
 from .config import Config, ConfigError, apply_overrides, config_from_dict, load_config, parse_overrides, with_updates
 from .console import describe_model, eta_line, eval_line, progress_bar, say
 from .distributed import Dist, autocast, pick_device, pick_dtype, setup_distributed
-from .distill import init_from_teacher, teacher_tokenizers
+from .distill import init_from_teacher, take_teacher_vocabulary, teacher_tokenizers
 from . import interop
 from .interop import hub
 from .models import build_model
@@ -72,6 +72,8 @@ def resolve_config(config: Config | str | Path | dict | None, overrides: dict | 
     if cfg.train.init_from not in ("scratch", "resume"):
         return fine_tune_config(cfg)
     if cfg.train.init_from != "resume":
+        if cfg.train.distill_teacher:
+            take_teacher_vocabulary(cfg)
         return cfg
     saved = config_from_dict(ckpt.read_run_config(cfg.train.out_dir))
     if not (Path(cfg.train.out_dir) / ckpt.TRAINER_STATE_FILE).is_file():

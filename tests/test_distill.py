@@ -401,8 +401,9 @@ def test_a_teacher_of_another_tokenizer_family_or_window_is_refused(corpus, tmp_
 def test_a_seq2seq_teacher_with_separate_source_vocabulary_needs_the_same_split(tmp_path, old_run):
     # targets in capitals: the source and target tokenizers differ
     train(None, _s2s(tmp_path, "sep", True, **{"data.joint_vocab": False, "train.max_iters": 2}))
-    _refused(_s2s(tmp_path, "x", True, **{"train.distill_teacher": str(tmp_path / "sep")}), old_run,
-             "another source tokenizer")
+    _refused(_s2s(tmp_path, "x", True, **{"train.distill_teacher": str(tmp_path / "sep"), "data.joint_vocab": True}),
+             old_run, "another source tokenizer")
     res = train(None, _s2s(tmp_path, "ok", True, **{"train.distill_teacher": str(tmp_path / "sep"),
-                                              "data.joint_vocab": False, "train.max_iters": 2}))
+                                              "train.max_iters": 2}))  # data.joint_vocab: the teacher's
     assert res.step == 2 and (tmp_path / "ok" / "src_tokenizer.json").is_file()
+    assert (tmp_path / "ok" / "src_tokenizer.json").read_bytes() == (tmp_path / "sep" / "src_tokenizer.json").read_bytes()

@@ -464,3 +464,36 @@ def test_eval_pairs_on_a_checkpoint_reads_sources_with_its_source_tokenizer(full
     assert main(["eval", str(full["marian"]), "--pairs", str(_pairs_file(tmp_path)), "--max-new-tokens", "4",
                  "--json"]) == 0
     assert "bleu" in capsys.readouterr().out
+
+
+def test_a_marian_checkpoint_teaches_a_student_from_scratch_with_its_own_tokenizers(full, tmp_path):
+    """Word-level KD from a Hugging Face encoder-decoder: the student takes the checkpoint's own
+    source and target tokenizers (Marian: one sentencepiece model a side), and trains."""
+    import proselab
+
+    d = full["marian"]
+    out = tmp_path / "student"
+    overrides = {"data.dataset": str(_pairs_file(tmp_path)), "train.out_dir": str(out), "train.max_iters": 4,
+                 "train.batch_size": 4, "train.eval_interval": 2, "train.eval_iters": 1, "train.progress": False,
+                 "train.device": "cpu", "train.dtype": "float32", "train.eval_bleu_samples": 0,
+                 "data.truncate_src": 60, "data.max_tgt_len": 60, "model.family": "seq2seq", "model.arch": "transformer",
+                 "model.n_layer": 1, "model.n_head": 2, "model.n_embd": 16, "train.distill.teacher": str(d),
+                 "train.distill.alpha": 0.5}
+    res = _quiet(proselab.train, None, overrides)
+    assert res.step == 4 and res.val_loss == res.val_loss
+    teacher = proselab.load(d, device="cpu")
+    student = proselab.load(out, device="cpu")
+    assert student.tokenizer.encode(TEXTS[0]) == teacher.tokenizer.encode(TEXTS[0])
+    assert student._sources(TEXTS[:1]).src.tolist() == teacher._sources(TEXTS[:1]).src.tolist()
+
+
+def test_a_student_sharing_embeddings_is_refused_a_teacher_with_a_source_tokenizer(full, tmp_path):
+    import proselab
+    from proselab.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.share_embeddings=false"):
+        proselab.train("bible-en-es-small-kd", {"data.dataset": str(_pairs_file(tmp_path)),
+                                                "data.val_dataset": str(_pairs_file(tmp_path)),
+                                                "train.out_dir": str(tmp_path / "s"),
+                                                "train.distill.teacher": str(full["marian"])})
+    assert not (tmp_path / "s").exists()

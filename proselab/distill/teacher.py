@@ -1,5 +1,5 @@
 """The teacher of a distillation (``train.distill_teacher``): a proselab run or a Hugging Face
-GPT-2 directory, read with ``runs``, checked against the student, frozen. Every problem is a
+GPT-2, Marian, BART or T5 directory, read with ``runs``, checked against the student, frozen. Every problem is a
 one-line ConfigError naming the field, raised before the student's run directory is touched."""
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_src_tokenizer
-from ..config import Config, ConfigError
-from ..runs import load_run, load_run_config
-from ..tokenizers import Tokenizer, load_tokenizer
+from ..config import Config, ConfigError, explicit_keys
+from ..runs import load_run, load_run_config, run_tokenizers
+from ..tokenizers import Tokenizer
 
 FIELD = "train.distill_teacher"
 
@@ -25,25 +24,37 @@ def _about_teacher(path: str):
     except ConfigError:
         raise
     except (ValueError, OSError) as e:
-        raise ConfigError(f"{FIELD} '{path}' is not a usable run or Hugging Face GPT-2 directory: {e}") from None
+        raise ConfigError(f"{FIELD} '{path}' is not a usable run or Hugging Face directory: {e}") from None
 
 
 def teacher_config(path: str) -> Config:
     """The teacher's Config (no weights read)."""
     if not Path(path).expanduser().is_dir():
-        raise ConfigError(f"{FIELD} must be a proselab run or a Hugging Face GPT-2 directory; '{path}' is not a "
-                          "directory")
+        raise ConfigError(f"{FIELD} must be a proselab run or a Hugging Face directory (GPT-2, Marian, BART, T5); "
+                          f"'{path}' is not a directory")
     with _about_teacher(path):
         return load_run_config(Path(path).expanduser())
 
 
+def take_teacher_vocabulary(cfg: Config) -> None:
+    """A seq2seq student from scratch reads sources as its teacher does, with the target's
+    tokenizer or with a source tokenizer of their own (Marian's): ``data.joint_vocab`` becomes
+    the teacher's unless the config sets it."""
+    if cfg.train.init_from != "scratch" or cfg.model.family != "seq2seq" or "data.joint_vocab" in explicit_keys(cfg):
+        return
+    cfg.data.joint_vocab = teacher_config(cfg.train.distill_teacher).data.joint_vocab
+    if not cfg.data.joint_vocab and cfg.model.share_embeddings:
+        raise ConfigError(f"{FIELD} '{cfg.train.distill_teacher}' reads sources with a tokenizer of their own, so the "
+                          "student's source and target embeddings cannot be one matrix: set "
+                          "model.share_embeddings=false")
+
+
 def teacher_tokenizers(path: str) -> tuple[Tokenizer, Tokenizer | None]:
     """The teacher's (target) tokenizer and its separate source tokenizer (None: the same one),
-    which a student trained from scratch takes."""
+    which a student trained from scratch takes: a Marian, BART or T5 checkpoint's own files."""
     teacher_config(path)
     with _about_teacher(path):
-        d = Path(path).expanduser()
-        return load_tokenizer(d), load_src_tokenizer(d)
+        return run_tokenizers(Path(path).expanduser())
 
 
 def load_teacher(path: str) -> torch.nn.Module:
