@@ -27,6 +27,8 @@ another on that core, so a ratio between rows is a same-minutes ratio.
         --shakespeare ../shared/data/tinyshakespeare/input.txt
     python bench/distill.py --bible ../shared/data/bible-en-es --quick   # minutes: to try the script
 
+The students' decoding speed against the teacher's beam 5 is measured once more at the end, all
+models in turn in the same minutes (``same_minute_speeds``); ``--speed RUN...`` does only that.
 ``--teacher`` and ``--lm-teacher`` reuse trained teachers; ``--ways`` trains some of the bible
 students only, so two processes (one per core, each scoring the teacher again for its own
 same-minutes speed ratio) can share the work; the second reuses the first's finished ``kd.tsv``.
@@ -104,6 +106,28 @@ def bible(data: Path, out: Path, teacher_minutes: float, steps: int, teacher: Pa
         res = train("bible-en-es", {**common, **STUDENT, **extra, "data.dataset": str(pairs), "train.out_dir": str(run),
                                     "train.max_iters": steps, "train.eval_interval": max(steps // 4, 10)})
         rows.append(scored(run, dev, f"student, {label}", res.step, time.perf_counter() - start))
+    rows += same_minute_speeds(teacher, [out / f"student-{w.replace(' ', '').replace('+', '-')}" for w in ways], dev)
+    return rows
+
+
+def same_minute_speeds(teacher: Path, students: list[Path], dev: Path, rounds: int = 3) -> list[dict]:
+    """Each student's greedy decoding speed over the teacher's beam 5, measured in the same minutes:
+    every round decodes the dev sources with the teacher (beam 5) and each student (greedy), in
+    turn, the order reversed every other round; the ratio is the median of the rounds'. (The
+    speeds in the score rows come from passes up to an hour apart.)"""
+    models = {"teacher": proselab.load(teacher, device="cpu")}
+    models.update({s.name: proselab.load(s, device="cpu") for s in students})
+    speeds: dict[str, list[float]] = {name: [] for name in models}
+    for r in range(rounds):
+        for name in (list(models) if r % 2 == 0 else list(models)[::-1]):
+            beams = 5 if name == "teacher" else 1
+            speeds[name].append(evaluate_pairs(models[name], str(dev), num_beams=beams, **QUICK)["sentences_per_sec"])
+    rows = []
+    for name in students:
+        ratios = sorted(a / b for a, b in zip(speeds[name.name], speeds["teacher"]))
+        rows.append({"speed": name.name, "greedy_sent_s": speeds[name.name], "teacher_beam_sent_s": speeds["teacher"],
+                     "ratio": ratios[len(ratios) // 2]})
+        print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -160,6 +184,8 @@ def main() -> None:
     p.add_argument("--lm-teacher", type=Path, help="an existing shakespeare-char-gpt teacher run (skips training one)")
     p.add_argument("--ways", default=",".join(WAYS),
                    help=f"the bible students to train, comma-separated among: {', '.join(WAYS)}")
+    p.add_argument("--speed", type=Path, nargs="+", metavar="RUN",
+                   help="only compare these students' greedy speed with --teacher's beam 5, in the same minutes")
     p.add_argument("--out", type=Path, default=Path("runs/bench-distill"))
     p.add_argument("--quick", action="store_true", help="tiny budgets, to try the script, not to report")
     args = p.parse_args()
@@ -171,6 +197,11 @@ def main() -> None:
         p.error(f"--ways: unknown {', '.join(unknown)}; choose among {', '.join(WAYS)}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)", flush=True)
     rows = []
+    if args.speed:
+        if not (args.bible and args.teacher):
+            p.error("--speed needs --bible (its dev pairs) and --teacher")
+        table(same_minute_speeds(args.teacher, args.speed, args.bible / "dev.short.tsv"))
+        return
     if args.bible:
         rows += bible(args.bible, args.out, args.teacher_minutes, args.student_steps, args.teacher,
                       200 if args.quick else 0, args.teacher_steps, ways)
@@ -191,6 +222,13 @@ def table(rows: list[dict]) -> None:
             print(f"| {r['row']} | {r['params'] / 1e6:.2f}M | {r['steps'] or ''} | {t} | {r['greedy_bleu']:.2f} / "
                   f"{r['greedy_chrf']:.2f} | {r['greedy_sent_s']:.1f} | {r['beam_bleu']:.2f} / {r['beam_chrf']:.2f} "
                   f"| {r['beam_sent_s']:.1f} |")
+    speeds = [r for r in rows if "ratio" in r]
+    if speeds:
+        print("\n| student | greedy sent/s (rounds) | teacher beam-5 sent/s (rounds) | ratio (median) |\n"
+              "|---|---|---|---:|")
+        for r in speeds:
+            print(f"| {r['speed']} | {', '.join(f'{v:.1f}' for v in r['greedy_sent_s'])} | "
+                  f"{', '.join(f'{v:.1f}' for v in r['teacher_beam_sent_s'])} | {r['ratio']:.2f}x |")
     lms = [r for r in rows if "tok_s" in r]
     if lms:
         print("\n| model | weights | steps | training | val loss | sampling tok/s |\n|---|---:|---:|---:|---:|---:|")

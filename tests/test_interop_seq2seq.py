@@ -476,8 +476,8 @@ def test_a_marian_checkpoint_teaches_a_student_from_scratch_with_its_own_tokeniz
     overrides = {"data.dataset": str(_pairs_file(tmp_path)), "train.out_dir": str(out), "train.max_iters": 4,
                  "train.batch_size": 4, "train.eval_interval": 2, "train.eval_iters": 1, "train.progress": False,
                  "train.device": "cpu", "train.dtype": "float32", "train.eval_bleu_samples": 0,
-                 "data.truncate_src": 60, "data.max_tgt_len": 60, "model.family": "seq2seq", "model.arch": "transformer",
-                 "model.n_layer": 1, "model.n_head": 2, "model.n_embd": 16, "train.distill.teacher": str(d),
+                 "data.truncate_src": 60, "data.max_tgt_len": 60, "model.family": "seq2seq",
+                 "model.arch": "transformer", "model.n_layer": 1, "model.n_head": 2, "model.n_embd": 16, "train.distill.teacher": str(d),
                  "train.distill.alpha": 0.5}
     res = _quiet(proselab.train, None, overrides)
     assert res.step == 4 and res.val_loss == res.val_loss
