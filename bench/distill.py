@@ -15,20 +15,21 @@ the same ``--student-steps`` four ways, all with the teacher's tokenizer:
 Each is scored on the dev pairs, greedy and beam 5 (BLEU, chrF with sacrebleu), with its decoding
 speed (sentences/s, batches of 64, the whole dev set). The teacher is scored the same way.
 
-**Shakespeare char**: a GPT teacher (`shakespeare-char-gpt`, ``--teacher-minutes``) and an LSTM
+**Shakespeare char**: a GPT teacher (`shakespeare-char-gpt`, ``--lm-teacher-minutes``) and an LSTM
 student (`shakespeare-char-lstm`) trained for ``--lm-student-steps`` with and without word-KD
 (alpha 0.5, temperature 2, DistilGPT2's); the student's final val loss (cross-entropy on the
 validation text, comparable between the two) and sampling speed against the teacher's.
 
-Each run is pinned by the caller (``taskset -c N``, ``OMP_NUM_THREADS=1``); rows run one after
-another on that core, so a ratio between rows is a same-minutes ratio.
+Each run is pinned by the caller (``taskset -c N``, ``OMP_NUM_THREADS=1``). The rows' own speeds
+come from passes up to an hour apart; only the alternated ratios below compare speeds.
 
     OMP_NUM_THREADS=1 taskset -c 0 python bench/distill.py --bible ../shared/data/bible-en-es \\
         --shakespeare ../shared/data/tinyshakespeare/input.txt
     python bench/distill.py --bible ../shared/data/bible-en-es --quick   # minutes: to try the script
 
-The students' decoding speed against the teacher's beam 5 is measured once more at the end, all
-models in turn in the same minutes (``same_minute_speeds``); ``--speed RUN...`` does only that.
+The speed ratios (a student's greedy decoding against the teacher's beam 5; a student's sampling
+against the teacher's) are measured at the end with all models in turn, in the same minutes
+(``alternated``); ``--speed RUN...`` and ``--lm-speed RUN...`` do only that.
 ``--teacher`` and ``--lm-teacher`` reuse trained teachers; ``--ways`` trains some of the bible
 students only, so two processes (one per core, each scoring the teacher again for its own
 same-minutes speed ratio) can share the work; the second reuses the first's finished ``kd.tsv``.
@@ -85,7 +86,8 @@ def bible(data: Path, out: Path, teacher_minutes: float, steps: int, teacher: Pa
         start = time.perf_counter()
         budget = ({"train.max_iters": teacher_steps} if teacher_steps else
                   {"train.max_time": teacher_minutes * 60, "train.max_iters": 100_000})
-        res = train("bible-en-es", {**common, **budget, "data.dataset": str(train_pairs), "train.out_dir": str(teacher)})
+        res = train("bible-en-es", {**common, **budget, "data.dataset": str(train_pairs),
+                                    "train.out_dir": str(teacher)})
         rows = [scored(teacher, dev, "teacher (bible-en-es)", res.step, time.perf_counter() - start)]
     else:
         rows = [scored(teacher, dev, f"teacher ({teacher})", None, None)]
@@ -110,36 +112,52 @@ def bible(data: Path, out: Path, teacher_minutes: float, steps: int, teacher: Pa
     return rows
 
 
-def same_minute_speeds(teacher: Path, students: list[Path], dev: Path, rounds: int = 3) -> list[dict]:
-    """Each student's greedy decoding speed over the teacher's beam 5, measured in the same minutes:
-    every round decodes the dev sources with the teacher (beam 5) and each student (greedy), in
-    turn, the order reversed every other round; the ratio is the median of the rounds'. (The
-    speeds in the score rows come from passes up to an hour apart.)"""
-    models = {"teacher": proselab.load(teacher, device="cpu")}
-    models.update({s.name: proselab.load(s, device="cpu") for s in students})
+def alternated(runs: dict[str, Path], measure, rounds: int = 3) -> dict[str, list[float]]:
+    """Each run's speed in every round, all runs measured in turn in the same minutes (the order
+    reversed every other round): ``measure(name, generator, round)``."""
+    models = {name: proselab.load(run, device="cpu") for name, run in runs.items()}
     speeds: dict[str, list[float]] = {name: [] for name in models}
     for r in range(rounds):
         for name in (list(models) if r % 2 == 0 else list(models)[::-1]):
-            beams = 5 if name == "teacher" else 1
-            speeds[name].append(evaluate_pairs(models[name], str(dev), num_beams=beams, **QUICK)["sentences_per_sec"])
+            speeds[name].append(measure(name, models[name], r))
+    return speeds
+
+
+def ratio_rows(speeds: dict[str, list[float]], what: str) -> list[dict]:
+    """Each student's speed over the teacher's, the median of the rounds' ratios."""
     rows = []
-    for name in students:
-        ratios = sorted(a / b for a, b in zip(speeds[name.name], speeds["teacher"]))
-        rows.append({"speed": name.name, "greedy_sent_s": speeds[name.name], "teacher_beam_sent_s": speeds["teacher"],
-                     "ratio": ratios[len(ratios) // 2]})
-        print(json.dumps(rows[-1]), flush=True)
+    for name, values in speeds.items():
+        if name != "teacher":
+            ratios = sorted(a / b for a, b in zip(values, speeds["teacher"]))
+            rows.append({"speed": name, "what": what, "student": values, "teacher": speeds["teacher"],
+                         "ratio": ratios[len(ratios) // 2]})
+            print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
-def sampling_speed(run: Path, tokens: int = 500, rounds: int = 3) -> float:
-    gen = proselab.load(run, device="cpu")
-    gen.generate("\n", max_new_tokens=20, do_sample=True, seed=0)  # warm up
-    best = 0.0
-    for r in range(rounds):
+def same_minute_speeds(teacher: Path, students: list[Path], dev: Path, rounds: int = 3) -> list[dict]:
+    """Each student's greedy decoding speed over the teacher's beam 5 (sentences/s on the dev
+    sources), measured in the same minutes. (The speeds in the score rows come from passes up
+    to an hour apart.)"""
+    def measure(name, gen, _):
+        return evaluate_pairs(gen, str(dev), num_beams=5 if name == "teacher" else 1, **QUICK)["sentences_per_sec"]
+
+    runs = {"teacher": teacher} | {s.name: s for s in students}
+    return ratio_rows(alternated(runs, measure, rounds), "greedy sent/s against the teacher's beam 5")
+
+
+def same_minute_sampling(teacher: Path, students: list[Path], tokens: int = 500, rounds: int = 3) -> list[dict]:
+    """Each student's sampling speed over the teacher's (tokens/s of one ``tokens``-long sample
+    after a newline), measured in the same minutes."""
+    def measure(name, gen, r):
+        if r == 0:
+            gen.generate("\n", max_new_tokens=20, do_sample=True, seed=0)  # warm up
         start = time.perf_counter()
         out = gen.complete("\n", max_new_tokens=tokens, do_sample=True, seed=r)
-        best = max(best, len(out[0].tokens) / (time.perf_counter() - start))
-    return best
+        return len(out[0].tokens) / (time.perf_counter() - start)
+
+    runs = {"teacher": teacher} | {s.name: s for s in students}
+    return ratio_rows(alternated(runs, measure, rounds), f"sampling tok/s ({tokens} tokens) against the teacher's")
 
 
 def shakespeare(text: Path, out: Path, teacher_minutes: float, steps: int, teacher: Path | None = None) -> list[dict]:
@@ -156,7 +174,7 @@ def shakespeare(text: Path, out: Path, teacher_minutes: float, steps: int, teach
         final = [r for r in records if "final_val_loss" in r]
         row = {"row": f"teacher ({teacher})", "steps": max(r.get("step", 0) for r in records), "train_s": None,
                "val_loss": final[-1]["final_val_loss"] if final else float("nan")}
-    rows = [{**row, "params": params(teacher), "tok_s": sampling_speed(teacher)}]
+    rows = [{**row, "params": params(teacher)}]
     print(json.dumps(rows[-1]), flush=True)
     for label, extra in [("student, reference", {"data.tokenizer": str(teacher / "tokenizer.json")}),
                          ("student, word-KD", {"train.distill.teacher": str(teacher), "train.distill.alpha": 0.5,
@@ -166,9 +184,9 @@ def shakespeare(text: Path, out: Path, teacher_minutes: float, steps: int, teach
         res = train("shakespeare-char-lstm", {**common, **extra, "train.out_dir": str(run), "train.max_iters": steps,
                                               "train.eval_interval": max(steps // 5, 10)})
         rows.append({"row": label, "params": params(run), "steps": res.step, "train_s": time.perf_counter() - start,
-                     "val_loss": res.val_loss, "tok_s": sampling_speed(run)})
+                     "val_loss": res.val_loss})
         print(json.dumps(rows[-1]), flush=True)
-    return rows
+    return rows + same_minute_sampling(teacher, [out / "lm-reference", out / "lm-word-KD"])
 
 
 def main() -> None:
@@ -186,6 +204,8 @@ def main() -> None:
                    help=f"the bible students to train, comma-separated among: {', '.join(WAYS)}")
     p.add_argument("--speed", type=Path, nargs="+", metavar="RUN",
                    help="only compare these students' greedy speed with --teacher's beam 5, in the same minutes")
+    p.add_argument("--lm-speed", type=Path, nargs="+", metavar="RUN",
+                   help="only compare these students' sampling speed with --lm-teacher's, in the same minutes")
     p.add_argument("--out", type=Path, default=Path("runs/bench-distill"))
     p.add_argument("--quick", action="store_true", help="tiny budgets, to try the script, not to report")
     args = p.parse_args()
@@ -201,6 +221,11 @@ def main() -> None:
         if not (args.bible and args.teacher):
             p.error("--speed needs --bible (its dev pairs) and --teacher")
         table(same_minute_speeds(args.teacher, args.speed, args.bible / "dev.short.tsv"))
+        return
+    if args.lm_speed:
+        if not args.lm_teacher:
+            p.error("--lm-speed needs --lm-teacher")
+        table(same_minute_sampling(args.lm_teacher, args.lm_speed))
         return
     if args.bible:
         rows += bible(args.bible, args.out, args.teacher_minutes, args.student_steps, args.teacher,
@@ -224,18 +249,16 @@ def table(rows: list[dict]) -> None:
                   f"| {r['beam_sent_s']:.1f} |")
     speeds = [r for r in rows if "ratio" in r]
     if speeds:
-        print("\n| student | greedy sent/s (rounds) | teacher beam-5 sent/s (rounds) | ratio (median) |\n"
-              "|---|---|---|---:|")
+        print("\n| student | what | student (rounds) | teacher (rounds) | ratio (median) |\n|---|---|---|---|---:|")
         for r in speeds:
-            print(f"| {r['speed']} | {', '.join(f'{v:.1f}' for v in r['greedy_sent_s'])} | "
-                  f"{', '.join(f'{v:.1f}' for v in r['teacher_beam_sent_s'])} | {r['ratio']:.2f}x |")
-    lms = [r for r in rows if "tok_s" in r]
+            print(f"| {r['speed']} | {r['what']} | {', '.join(f'{v:.1f}' for v in r['student'])} | "
+                  f"{', '.join(f'{v:.1f}' for v in r['teacher'])} | {r['ratio']:.2f}x |")
+    lms = [r for r in rows if "val_loss" in r]
     if lms:
-        print("\n| model | weights | steps | training | val loss | sampling tok/s |\n|---|---:|---:|---:|---:|---:|")
+        print("\n| model | weights | steps | training | val loss |\n|---|---:|---:|---:|---:|")
         for r in lms:
             t = "" if r["train_s"] is None else f"{r['train_s']:.0f} s"
-            print(f"| {r['row']} | {r['params'] / 1e6:.2f}M | {r['steps']} | {t} | "
-                  f"{r['val_loss']:.4f} | {r['tok_s']:.0f} |")
+            print(f"| {r['row']} | {r['params'] / 1e6:.2f}M | {r['steps']} | {t} | {r['val_loss']:.4f} |")
 
 
 if __name__ == "__main__":
