@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 
 import proselab
-from proselab.distill.data import sequence_kd_pairs
+from proselab.distill.data import DistillDataError, sequence_kd_pairs
 from proselab.evaluation import evaluate_pairs
 from proselab.training import train
 
@@ -94,7 +94,10 @@ def bible(data: Path, out: Path, teacher_minutes: float, steps: int, teacher: Pa
     kd_pairs = out / "kd.tsv"
     if any(w.startswith("seq-KD") for w in ways):  # a finished kd.tsv of the same teacher is reused, not redone
         start = time.perf_counter()
-        done = sequence_kd_pairs(teacher, str(train_pairs), kd_pairs, num_beams=5, overwrite=True, **QUICK)
+        try:  # the same command's output: resumed, or returned at once when complete
+            done = sequence_kd_pairs(teacher, str(train_pairs), kd_pairs, num_beams=5, **QUICK)
+        except DistillDataError:  # another command's (another teacher's, say): replaced
+            done = sequence_kd_pairs(teacher, str(train_pairs), kd_pairs, num_beams=5, overwrite=True, **QUICK)
         print(f"seq-KD data: {time.perf_counter() - start:.0f} s for {train_pairs} "
               f"({done['resumed_from']} sources already decoded)", flush=True)
     tokenizer = str(teacher / "tokenizer.json")
