@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
 from .atomic import atomic_write_bytes, atomic_write_text
@@ -43,6 +43,10 @@ EOT = "<|endoftext|>"  # GPT-2's document separator; bos and eos of word, bpe an
 # A word with its one leading space (like GPT-2's " the"), a number, one punctuation mark,
 # or one whitespace character; extra spaces, tabs and newlines are tokens of their own.
 WORD_PATTERN = r" ?\p{L}[\p{L}\p{M}]*(?:['’][\p{L}\p{M}]+)*| ?\p{N}+| ?[^\s\p{L}\p{N}]|\s"
+
+# data.tweet_placeholders: TweetEval's preprocessing, inside the tokenizer so that every text it
+# reads (training, eval, classify, the server) is treated alike. Neither pattern spans a newline.
+TWEET_URL, TWEET_USER = r"(?:https?://|www\.)\S+", r"@\w+"
 
 # Names looked up among the added tokens, first match wins.
 _SPECIAL_NAMES = {
@@ -313,7 +317,20 @@ def _splits_safely(spec: dict) -> bool:
         or (pre.get("type") == "Split" and pre.get("pattern") == {"Regex": WORD_PATTERN})
     )
     newline_tokens = any("\n" in t["content"] for t in spec.get("added_tokens") or [])
-    return safe_pre and spec.get("normalizer") is None and not newline_tokens
+    return safe_pre and spec.get("normalizer") in (None, _tweet_spec()) and not newline_tokens
+
+
+def tweet_normalizer() -> normalizers.Normalizer:
+    """A link becomes ``http`` and an @mention ``@user`` (TweetEval's placeholders)."""
+    return normalizers.Sequence([normalizers.Replace(Regex(TWEET_URL), "http"),
+                                 normalizers.Replace(Regex(TWEET_USER), "@user")])
+
+
+def _tweet_spec() -> dict:
+    """tweet_normalizer() as a tokenizer.json holds it."""
+    hf = HFTokenizer(models.BPE())
+    hf.normalizer = tweet_normalizer()
+    return json.loads(hf.to_str())["normalizer"]
 
 
 def _infer_kind(spec: dict) -> str:
@@ -354,7 +371,8 @@ def _counted(texts: Iterable[str], seen: list[int]) -> Iterator[str]:
         yield from _split_long(text)
 
 
-def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int = 8000) -> Tokenizer:
+def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int = 8000,
+                    tweet_placeholders: bool = False) -> Tokenizer:
     """Train a char, word or byte-level BPE tokenizer on a corpus.
 
     Args:
@@ -363,15 +381,18 @@ def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int = 8000) -> 
             (byte-level BPE with ``<|endoftext|>`` as bos and eos).
         texts: the corpus, one string per document.
         vocab_size: total vocabulary size for word and bpe, specials included; char ignores it.
+        tweet_placeholders: the tokenizer replaces links with ``http`` and @mentions with
+            ``@user`` in every text before it splits it (``tweet_normalizer``).
     """
     _check_kind(kind)
+    normalizer = tweet_normalizer() if tweet_placeholders else None
     if isinstance(texts, str):
         texts = [texts]
     seen = [0]
     if kind == "char":
         chars: set[str] = set()
         for text in texts:
-            chars.update(text)
+            chars.update(text if normalizer is None else normalizer.normalize_str(text))
             seen[0] += len(text)
         # Sorted characters get ids 0..n-1 exactly as nanoGPT's char prepare.py; <unk> goes last.
         vocab = {c: i for i, c in enumerate(sorted(chars))}
@@ -379,6 +400,7 @@ def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int = 8000) -> 
         # BPE without merges maps each character to its id; encoding is ~4x faster than WordLevel
         # behind a split-every-character pre-tokenizer, with the same result.
         hf = HFTokenizer(models.BPE(vocab, [], unk_token=UNK, fuse_unk=False))
+        hf.normalizer = normalizer
         hf.decoder = decoders.Fuse()
         hf.add_special_tokens([UNK])
     elif kind == "word":
@@ -387,6 +409,7 @@ def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int = 8000) -> 
                 f"data.vocab_size must be >= 3 for a word tokenizer (2 specials + words), got {vocab_size}"
             )
         hf = HFTokenizer(models.WordLevel(unk_token=UNK))
+        hf.normalizer = normalizer
         hf.pre_tokenizer = pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated")
         hf.decoder = decoders.Fuse()
         trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=[UNK, EOT], show_progress=False)
@@ -397,6 +420,7 @@ def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int = 8000) -> 
                 f"data.vocab_size must be >= 257 for a bpe tokenizer (256 bytes + <|endoftext|>), got {vocab_size}"
             )
         hf = HFTokenizer(models.BPE())
+        hf.normalizer = normalizer
         hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         hf.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
@@ -498,7 +522,8 @@ def _read_spec(p: Path) -> tuple[str, dict]:
     return text, spec
 
 
-def get_tokenizer(spec: str, texts: Iterable[str] = (), vocab_size: int = 8000) -> Tokenizer:
+def get_tokenizer(spec: str, texts: Iterable[str] = (), vocab_size: int = 8000,
+                  tweet_placeholders: bool = False) -> Tokenizer:
     """The tokenizer a config names: a kind to train on ``texts``, or a path to load.
 
     Args:
@@ -506,9 +531,10 @@ def get_tokenizer(spec: str, texts: Iterable[str] = (), vocab_size: int = 8000) 
             (GPT-2's vocab.json + merges.txt directory for gpt2).
         texts: the training corpus, one string per document.
         vocab_size: vocabulary size for word and bpe.
+        tweet_placeholders: a trained tokenizer's ``train_tokenizer`` option.
     """
     if spec in TRAINABLE:
-        return train_tokenizer(spec, texts, vocab_size)
+        return train_tokenizer(spec, texts, vocab_size, tweet_placeholders)
     path = Path(spec).expanduser()
     if spec != "gpt2" and (path.exists() or "/" in spec or os.sep in spec or spec.endswith(".json")):
         return load_tokenizer(path)

@@ -246,3 +246,25 @@ def test_the_auxiliary_lm_loss_is_the_pretrained_heads_next_token_loss(tmp_path)
     for family, extra in (("rnn", {}), ("gpt", {"model.tie_weights": False})):
         with pytest.raises(ConfigError, match="train.aux_lm_weight adds a GPT classifier's next-token loss"):
             train(None, _overrides(data, tmp_path / family, family, **{"train.aux_lm_weight": 0.5, **extra}))
+
+
+def test_tweet_placeholders_come_with_the_run_to_classify_and_fine_tuning(tmp_path):
+    """data.tweet_placeholders lives in the tokenizer: a language model trained with it passes it
+    to the classifier fine-tuned from it, whose answers do not depend on who is mentioned or
+    which link is given."""
+    data = _reviews(tmp_path / "reviews.csv")
+    lines = data.read_text().splitlines()
+    rng = random.Random(1)
+    mentioned = [lines[0]] + [f"@fan{rng.randint(0, 999)} {text} https://t.co/{rng.randint(0, 10**6)},{label}"
+                              for text, label in (line.rsplit(",", 1) for line in lines[1:])]
+    data.write_text("\n".join(mentioned) + "\n", encoding="utf-8")
+    lm = tmp_path / "lm"
+    train(None, _overrides(data, lm, **{"data.format": "text", "data.tweet_placeholders": True,
+                                        "train.max_iters": 10}))
+    out = tmp_path / "cls"
+    train(None, _overrides(data, out, **{"train.init_from": str(lm), "train.max_iters": 10}))
+    gen = proselab.load(out)
+    a, b, c = gen.classify(["@someone the film was superb http://a.b/c", "@user the film was superb http",
+                            "the film was superb"])
+    assert a.probs == pytest.approx(b.probs, abs=1e-6) and c.probs != pytest.approx(b.probs, abs=1e-6)
+    assert gen.tokenizer.encode("@x") == gen.tokenizer.encode("@user")

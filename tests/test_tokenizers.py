@@ -252,3 +252,26 @@ def test_bad_inputs(tmp_path):
         train_tokenizer("bpe", [])
     with pytest.raises(TokenizerError, match="gpt2 tokenizer is not trained"):
         train_tokenizer("gpt2", CORPUS)
+
+
+@pytest.mark.parametrize("kind", ["char", "word", "bpe"])
+def test_tweet_placeholders_live_in_the_tokenizer_file(tmp_path, kind):
+    from proselab.tokenizers import train_tokenizer
+
+    texts = ["@bob look at https://t.co/abc123 now, www.example.com/x and @alice_2 too", "plain words\nhere"] * 30
+    tok = train_tokenizer(kind, texts, 300, tweet_placeholders=True)
+    assert tok.encode("@carol see http://foo.bar/baz?q=1") == tok.encode("@user see http")
+    assert tok.encode("mail a@b.c") == tok.encode("mail a@user.c")  # the rule as TweetEval applies it
+    loaded = load_tokenizer(tok.save(tmp_path / "tok.json"))
+    assert loaded.encode("@dan https://x.y/z") == tok.encode("@user http")
+    long = "\n".join(f"@u{i} says https://t.co/{i} line {i}." for i in range(9000))  # longer than one chunk
+    assert loaded._chunkable and loaded.encode(long) == loaded.hf.encode(long, add_special_tokens=False).ids
+    plain = train_tokenizer(kind, texts, 300)
+    assert plain.encode("@bob") != plain.encode("@user")
+
+
+def test_tweet_placeholders_need_a_tokenizer_proselab_trains():
+    from proselab.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="data.tweet_placeholders is for a tokenizer proselab trains"):
+        load_config(None, {"data.tweet_placeholders": True, "data.tokenizer": "gpt2"})

@@ -119,6 +119,7 @@ class DataConfig:
     val_fraction: float = 0.1  # the last fraction of the token stream is validation, like nanoGPT
     encoding_errors: str = "strict"  # strict: stop at a non-UTF-8 byte; replace: substitute U+FFFD
     clean: bool = False  # normalise Unicode (NFC), line endings and trailing spaces before tokenizing
+    tweet_placeholders: bool = False  # a trained tokenizer reads links as "http" and @mentions as "@user" (TweetEval)
     format: str = "auto"  # text (a token stream) | sft (JSONL examples) | pairs (TSV/JSONL src-tgt) | labels (texts and labels) | auto (by file)
     chat_template: str = "chatml"  # layout of {"messages": ...} examples; its tokens join the vocabulary
     special_tokens: list[str] = field(default_factory=list)  # extra tokens added to the tokenizer (the model grows)

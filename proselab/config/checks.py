@@ -44,6 +44,9 @@ def validate(cfg: Config) -> None:
     _check(d.truncate_src >= 0, f"data.truncate_src must be >= 0 (0 = whole sources), got {d.truncate_src}")
     _check(d.bad_lines in ("error", "skip"), f"data.bad_lines must be error or skip, got '{d.bad_lines}'")
     _check(d.chat_template in ("chatml",), f"data.chat_template must be chatml, got '{d.chat_template}'")
+    _check(not d.tweet_placeholders or d.tokenizer in ("char", "word", "bpe"),
+           f"data.tweet_placeholders is for a tokenizer proselab trains (char, word, bpe); '{d.tokenizer}' keeps "
+           "its own normalization (a run's tokenizer trained with it keeps the placeholders)")
     _check(all(isinstance(t, str) and t.strip() for t in d.special_tokens),
            "data.special_tokens must be a list of non-empty strings")
     _check(bool(t.init_from), "train.init_from must be scratch, resume, or a run / Hugging Face checkpoint directory")

@@ -28,19 +28,21 @@ def content_hash(docs: list[tuple[str, str]]) -> str:
     return h.hexdigest()
 
 
-def trained_tokenizer(kind: str, vocab_size: int, docs: list[tuple[str, str]], content: str | None = None) -> Tokenizer:
+def trained_tokenizer(kind: str, vocab_size: int, docs: list[tuple[str, str]], content: str | None = None,
+                      tweet_placeholders: bool = False) -> Tokenizer:
     """A tokenizer of ``kind`` (data.tokenizer) trained on ``docs``, or reused from the cache."""
     if kind not in TRAINED_KINDS:
         return get_tokenizer(kind, [t for _, t in docs], vocab_size)
     content = content or content_hash(docs)
     size = "" if kind == "char" else f"-{vocab_size}"
-    path = cache_dir() / "tokenizers" / f"{kind}{size}-{content[:32]}.json"
+    tweets = "-tweets" if tweet_placeholders else ""
+    path = cache_dir() / "tokenizers" / f"{kind}{size}{tweets}-{content[:32]}.json"
     if path.is_file():
         return load_tokenizer(path)
     chars = sum(len(t) for _, t in docs)
     what = "a char tokenizer" if kind == "char" else f"a {kind} tokenizer of {vocab_size:,} tokens"
     with progress.working(f"training {what} on {progress.size(chars)}"):  # one call into Rust: no count
-        tok = get_tokenizer(kind, [t for _, t in docs], vocab_size)
+        tok = get_tokenizer(kind, [t for _, t in docs], vocab_size, tweet_placeholders)
     tok.save(path)
     return tok
 

@@ -155,7 +155,8 @@ def prepare_labels(dcfg, block_size: int, tokenizer: Tokenizer | None = None,
     if not train or not val:
         raise DataError(f"no {'training' if not train else 'validation'} text is left with a known label")
     if tokenizer is None:
-        tokenizer = trained_tokenizer(dcfg.tokenizer, dcfg.vocab_size, [(r.where, r.text) for r in train])
+        tokenizer = trained_tokenizer(dcfg.tokenizer, dcfg.vocab_size, [(r.where, r.text) for r in train],
+                                      tweet_placeholders=dcfg.tweet_placeholders)
     encoded = [_encode(part, tokenizer, names, block_size) for part in (train, val, test)]
     return LabelData(tokenizer, names, *(e[0] for e in encoded), sum(e[2] for e in encoded),
                      sum(e[1] for e in encoded), skipped + n_train + n_val + n_test)

@@ -60,7 +60,8 @@ def prepare_text(dcfg, block_size: int, tokenizer: Tokenizer | None = None) -> T
     """
     docs = corpus(dcfg)
     content = content_hash(docs)
-    tokenizer = tokenizer or trained_tokenizer(dcfg.tokenizer, dcfg.vocab_size, docs, content)
+    tokenizer = tokenizer or trained_tokenizer(dcfg.tokenizer, dcfg.vocab_size, docs, content,
+                                               tweet_placeholders=dcfg.tweet_placeholders)
     tokenizer = add_special_tokens(tokenizer, dcfg.special_tokens)
     ids, unknown = tokenize_to_cache(docs, tokenizer, content)
     n_train = int(len(ids) * (1 - dcfg.val_fraction))

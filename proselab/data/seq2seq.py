@@ -151,7 +151,8 @@ def _tokenizers(dcfg, pairs, tokenizer: Tokenizer | None, src_tokenizer: Tokeniz
     """The target and source tokenizers: given, or trained on the training pairs."""
     if tokenizer is None:
         def trained_on(texts: list[str]) -> Tokenizer:
-            return trained_tokenizer(dcfg.tokenizer, dcfg.vocab_size, [(str(i), text) for i, text in enumerate(texts)])
+            return trained_tokenizer(dcfg.tokenizer, dcfg.vocab_size, [(str(i), text) for i, text in enumerate(texts)],
+                                     tweet_placeholders=dcfg.tweet_placeholders)
 
         if dcfg.joint_vocab:
             tokenizer = trained_on([f"{s}\n{t}" for s, t in pairs])

@@ -113,7 +113,7 @@ def prepare_examples(dcfg, block_size: int, tokenizer: Tokenizer | None = None) 
     content = hashlib.sha256(json.dumps(examples, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()
     if tokenizer is None:
         docs = [(str(i), example_text(ex)) for i, ex in enumerate(examples)]
-        tokenizer = trained_tokenizer(dcfg.tokenizer, dcfg.vocab_size, docs)
+        tokenizer = trained_tokenizer(dcfg.tokenizer, dcfg.vocab_size, docs, tweet_placeholders=dcfg.tweet_placeholders)
     tokenizer = add_special_tokens(tokenizer, needed_tokens(examples, dcfg.chat_template, dcfg.special_tokens))
     ids, trained, offsets, origin, unknown = examples_to_cache(examples, tokenizer, dcfg.chat_template, content,
                                                                block_size)
