@@ -20,6 +20,7 @@ beside the tokenizer.json (``tokenizer.spm``), which then holds the vocabulary a
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import os
@@ -326,8 +327,9 @@ def tweet_normalizer() -> normalizers.Normalizer:
                                  normalizers.Replace(Regex(TWEET_USER), "@user")])
 
 
+@functools.cache
 def _tweet_spec() -> dict:
-    """tweet_normalizer() as a tokenizer.json holds it."""
+    """tweet_normalizer() as a tokenizer.json holds it (read, never changed)."""
     hf = HFTokenizer(models.BPE())
     hf.normalizer = tweet_normalizer()
     return json.loads(hf.to_str())["normalizer"]

@@ -1,6 +1,7 @@
 """The teacher of a distillation (``train.distill_teacher``): a proselab run or a Hugging Face
-GPT-2, Marian, BART or T5 directory, read with ``runs``, checked against the student, frozen. Every problem is a
-one-line ConfigError naming the field, raised before the student's run directory is touched."""
+GPT-2, Marian, BART or T5 directory, read with ``runs``, checked against the student, frozen.
+Every problem is a one-line ConfigError naming the field, raised before the student's run
+directory is touched."""
 
 from __future__ import annotations
 
