@@ -59,9 +59,10 @@ def params(run: Path) -> int:
 
 
 def scored(run: Path, dev: Path, label: str, steps: int | None, train_s: float | None) -> dict:
-    greedy = evaluate_pairs(run, str(dev), num_beams=1, **QUICK)
-    beam = evaluate_pairs(run, str(dev), num_beams=5, **QUICK)
-    row = {"row": label, "params": params(run), "steps": steps, "train_s": train_s,
+    gen = proselab.load(run, device="cpu")  # loaded once for both passes and the weight count
+    greedy = evaluate_pairs(gen, str(dev), num_beams=1, **QUICK)
+    beam = evaluate_pairs(gen, str(dev), num_beams=5, **QUICK)
+    row = {"row": label, "params": gen.model.num_params(), "steps": steps, "train_s": train_s,
            "greedy_bleu": greedy["bleu"], "greedy_chrf": greedy["chrf"], "greedy_sent_s": greedy["sentences_per_sec"],
            "beam_bleu": beam["bleu"], "beam_chrf": beam["chrf"], "beam_sent_s": beam["sentences_per_sec"]}
     print(json.dumps(row), flush=True)
@@ -69,6 +70,10 @@ def scored(run: Path, dev: Path, label: str, steps: int | None, train_s: float |
 
 
 WAYS = ("reference", "word-KD", "seq-KD", "seq-KD + word-KD")
+
+
+def student_dir(out: Path, way: str) -> Path:
+    return out / f"student-{way.replace(' ', '').replace('+', '-')}"
 
 
 def bible(data: Path, out: Path, teacher_minutes: float, steps: int, teacher: Path | None,
@@ -102,16 +107,16 @@ def bible(data: Path, out: Path, teacher_minutes: float, steps: int, teacher: Pa
               f"({done['resumed_from']} sources already decoded)", flush=True)
     tokenizer = str(teacher / "tokenizer.json")
     data_of = {"reference": (train_pairs, False), "word-KD": (train_pairs, True), "seq-KD": (kd_pairs, False),
-             "seq-KD + word-KD": (kd_pairs, True)}
+               "seq-KD + word-KD": (kd_pairs, True)}
     for label in ways:
         pairs, word = data_of[label]
-        run = out / f"student-{label.replace(' ', '').replace('+', '-')}"
+        run = student_dir(out, label)
         extra = {"train.distill.teacher": str(teacher), **WORD_KD} if word else {"data.tokenizer": tokenizer}
         start = time.perf_counter()
         res = train("bible-en-es", {**common, **STUDENT, **extra, "data.dataset": str(pairs), "train.out_dir": str(run),
                                     "train.max_iters": steps, "train.eval_interval": max(steps // 4, 10)})
         rows.append(scored(run, dev, f"student, {label}", res.step, time.perf_counter() - start))
-    rows += same_minute_speeds(teacher, [out / f"student-{w.replace(' ', '').replace('+', '-')}" for w in ways], dev)
+    rows += same_minute_speeds(teacher, [student_dir(out, w) for w in ways], dev)
     return rows
 
 
