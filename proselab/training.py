@@ -25,16 +25,15 @@ from .config import Config, ConfigError, apply_overrides, config_from_dict, load
 from .console import describe_model, eta_line, eval_line, progress_bar, say
 from .distributed import Dist, autocast, pick_device, pick_dtype, setup_distributed
 from .distill import init_from_teacher, take_teacher_vocabulary, teacher_tokenizers
-from . import interop
 from .interop import hub
 from .models import build_model
 from .models.heads import keep_head_trainable
 from .models.lora import apply_lora, freeze_layers
 from .optim import keep_freed_memory, lr_at, make_optimizer
 from .plots import plot_loss
-from .runs import check_fits, fine_tune_config, load_init_weights
+from .runs import check_fits, fine_tune_config, load_init_weights, run_tokenizers
 from .tasks import Task, build_task
-from .tokenizers import TRAINABLE, load_tokenizer
+from .tokenizers import TRAINABLE
 
 
 @dataclass
@@ -347,11 +346,9 @@ def _given_tokenizers(cfg: Config):
     (None, None) from scratch."""
     t = cfg.train
     if t.init_from == "resume":
-        return load_tokenizer(Path(t.out_dir) / ckpt.TOKENIZER_FILE), ckpt.load_src_tokenizer(t.out_dir)
-    if t.init_from != "scratch":
-        if interop.is_hf_checkpoint(cfg.data.tokenizer):  # Marian, BART, T5: their own tokenizer files
-            return interop.load_hf_tokenizers(cfg.data.tokenizer)
-        return load_tokenizer(cfg.data.tokenizer), ckpt.load_src_tokenizer(t.init_from)
+        return run_tokenizers(t.out_dir)
+    if t.init_from != "scratch":  # a run's, or a checkpoint's own files (Marian, BART, T5: theirs)
+        return run_tokenizers(t.init_from)  # fine_tune_config made data.tokenizer this directory too
     if t.distill_teacher:  # a distilled student predicts the teacher's ids
         return teacher_tokenizers(t.distill_teacher)
     return None, None
