@@ -201,7 +201,8 @@ def _pending(path: Path) -> Path:
 
 
 def save_checkpoint(run_dir: Path, config: dict[str, Any], tokenizers: dict[str, Tokenizer],
-                    model: torch.nn.Module, state: dict[str, Any], best: bool) -> None:
+                    model: torch.nn.Module, state: dict[str, Any], best: bool,
+                    kept: torch.nn.Module | None = None) -> None:
     """Write a training checkpoint: config.json, the tokenizer files (once), last.safetensors with
     the trainer state that belongs to it, and model.safetensors when ``best`` (or when missing).
 
@@ -216,6 +217,8 @@ def save_checkpoint(run_dir: Path, config: dict[str, Any], tokenizers: dict[str,
         config: the run's config as a dict, with the format version and the tokenizer kind.
         tokenizers: file name -> tokenizer, e.g. ``{"tokenizer.json": tok}``.
         state: the trainer state (optimizer, step, RNG states, ...), saved with ``torch.save``.
+        kept: the weights model.safetensors gets, when they are not ``model``'s (the average
+            of ``train.ema_decay``); last.safetensors always holds ``model``'s, which resume.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / CONFIG_FILE, config)
@@ -224,11 +227,12 @@ def save_checkpoint(run_dir: Path, config: dict[str, Any], tokenizers: dict[str,
             tokenizer.save(run_dir / name)
     ident = uuid.uuid4().hex
     names = [LAST_WEIGHTS_FILE] + ([WEIGHTS_FILE] if best or not (run_dir / WEIGHTS_FILE).exists() else [])
-    weights = _state_dict_for_saving(model)
+    weights = {LAST_WEIGHTS_FILE: _state_dict_for_saving(model)}
+    weights[WEIGHTS_FILE] = weights[LAST_WEIGHTS_FILE] if kept is None else _state_dict_for_saving(kept)
     (run_dir / PENDING_DIR).mkdir(exist_ok=True)
     for name in names:
         pending = _pending(run_dir / name)
-        save_file(weights, str(pending), metadata={"format": "pt", "checkpoint": ident, "step": str(state["step"])})
+        save_file(weights[name], str(pending), metadata={"format": "pt", "checkpoint": ident, "step": str(state["step"])})
         _fsync_file(pending)
     fsync_dir(run_dir / PENDING_DIR)  # the pending files' names reach the disk before the commit can
     save_trainer_state({**state, "checkpoint": {"id": ident, "files": names}}, run_dir / TRAINER_STATE_FILE)

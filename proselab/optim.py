@@ -65,3 +65,41 @@ def make_optimizer(model: torch.nn.Module, cfg, device: torch.device) -> torch.o
         return torch.optim.AdamW(groups, fused=True, **kwargs)
     except (RuntimeError, TypeError):
         return torch.optim.AdamW(groups, **kwargs)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights (``train.ema_decay``), kept beside the
+    model it follows: ``module`` is a copy that evaluations and model.safetensors use.
+
+    torch's ``AveragedModel`` holds the copy; the decay warms up as TensorFlow's
+    ``ExponentialMovingAverage`` with ``num_updates`` does: ``min(decay, (1 + n) / (10 + n))``
+    after n updates, so the first steps' weights, far from trained, fade out quickly instead of
+    holding the average near the initialisation for ~1 / (1 - decay) steps."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        from torch.optim.swa_utils import AveragedModel
+
+        self.decay, self.updates = decay, 0
+        self.averaged = AveragedModel(model, multi_avg_fn=self._lerp)
+        self.averaged.requires_grad_(False)
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.averaged.module
+
+    def _lerp(self, averages: list[torch.Tensor], current: list[torch.Tensor], n) -> None:
+        from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+        get_ema_multi_avg_fn(min(self.decay, (1 + self.updates) / (10 + self.updates)))(averages, current, n)
+
+    def update(self, model: torch.nn.Module) -> None:
+        """Fold the model's weights after an optimizer step into the average."""
+        self.averaged.update_parameters(model)
+        self.updates += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"averaged": self.averaged.state_dict(), "updates": self.updates, "decay": self.decay}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.averaged.load_state_dict(state["averaged"])
+        self.updates = int(state["updates"])

@@ -29,7 +29,7 @@ from .interop import hub
 from .models import build_model
 from .models.heads import keep_head_trainable
 from .models.lora import apply_lora, freeze_layers
-from .optim import keep_freed_memory, lr_at, make_optimizer
+from .optim import WeightAverage, keep_freed_memory, lr_at, make_optimizer
 from .plots import plot_loss
 from .runs import check_fits, fine_tune_config, load_init_weights, run_tokenizers
 from .tasks import Task, build_task
@@ -119,6 +119,13 @@ class Trainer:
         self.seconds_before = 0.0  # training seconds of the run's earlier sessions (max_time counts them)
         self.eta_said = False
         self.eval_count = 0  # evals run this session (their mean time goes into the estimate)
+        # train.ema_decay's average, which evals score and model.safetensors keeps (rank 0 only)
+        self.average = WeightAverage(model, cfg.train.ema_decay) if cfg.train.ema_decay and dist.is_main else None
+
+    @property
+    def kept_model(self) -> torch.nn.Module:
+        """The weights evaluations score and model.safetensors keeps: the model's, or their average."""
+        return self.average.module if self.average is not None else self.model
 
     # ---- checkpoints -------------------------------------------------------------------
     def resume(self) -> None:
@@ -135,6 +142,8 @@ class Trainer:
         self.seconds_before = float(state.get("train_seconds", 0.0))
         self.best_key = float(state.get("best_key", self.best_val if self.cfg.train.best_by == "loss" else "inf"))
         self.data_gen.set_state(state["data_rng"])
+        if self.average is not None and "weight_average" in state:  # else it starts from these weights
+            self.average.load_state_dict(state["weight_average"])
         if self.dist.is_main:  # rank 0's dropout stream resumes exactly; others reseed
             torch.set_rng_state(state["torch_rng"])
         else:
@@ -159,8 +168,10 @@ class Trainer:
             meta.update(id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
         state = {"optimizer": self.optimizer.state_dict(), "step": self.step, "best_val_loss": self.best_val,
                  "best_key": self.best_key, "evaluated": evaluated, **snap}
+        if self.average is not None:
+            state["weight_average"] = self.average.state_dict()
         ckpt.save_checkpoint(self.run_dir, {**self.cfg.to_dict(), **meta}, self.task.tokenizers(), self.model,
-                             state, best)
+                             state, best, kept=self.kept_model)
 
     def log(self, record: dict) -> None:
         if self.dist.is_main:
@@ -173,7 +184,7 @@ class Trainer:
         """The task's quick scores (the eager model: compiling a second, eval-mode graph costs
         more than it saves): the record to log, and whether these weights are the best by
         ``train.best_by``."""
-        scores = self.task.evaluate(self.model, self.device, self.dtype)
+        scores = self.task.evaluate(self.kept_model, self.device, self.dtype)
         record = {"step": self.step, **{f"val_{name}": value for name, value in scores.items()}}
         self.best_val = min(self.best_val, scores["loss"])
         best_by = self.cfg.train.best_by
@@ -250,6 +261,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.average is not None:
+            self.average.update(self.model)
         self.step += 1
         return lr
 

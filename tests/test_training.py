@@ -121,6 +121,50 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(corpus, tmp_path, 
         assert a[step] == b[step], (step, a[step], b[step])
 
 
+def test_ema_keeps_the_average_of_the_steps_weights_and_resumes_it(corpus, tmp_path, monkeypatch):
+    """train.ema_decay: model.safetensors holds the moving average of the weights after every
+    step (its decay warmed up as min(decay, (1 + n) / (10 + n))), last.safetensors the weights
+    themselves; a resumed run carries the average on, and ends where an uninterrupted one does."""
+    from safetensors.torch import load_file
+
+    from proselab import training
+
+    step, after = training.Trainer.train_step, []
+
+    def recorded(self, *args):
+        lr = step(self, *args)
+        after.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        return lr
+
+    monkeypatch.setattr(training.Trainer, "train_step", recorded)
+    extra = {"train.ema_decay": 0.9, "train.lr": 3e-3, "train.lr_decay_iters": 20, "model.dropout": 0.1}
+    full = tmp_path / "full"
+    train(None, tiny_overrides(corpus, full, **{**extra, "train.eval_interval": 20}))
+    assert len(after) == 20
+    expected = dict(after[0])
+    for n, weights in enumerate(after[1:], start=1):
+        decay = min(0.9, (1 + n) / (10 + n))
+        expected = {k: decay * expected[k] + (1 - decay) * weights[k] for k in expected}
+    kept, last = load_file(str(full / "model.safetensors")), load_file(str(full / "last.safetensors"))
+    assert all(torch.equal(last[k], after[-1][k]) for k in last)
+    for k in kept:
+        assert torch.allclose(kept[k], expected[k], atol=1e-6), k
+    assert not any(torch.allclose(kept[k], last[k]) for k in kept if k.endswith("c_fc.weight"))
+
+    part = tmp_path / "part"
+    train(None, tiny_overrides(corpus, part, **{**extra, "train.eval_interval": 10, "train.max_iters": 10}))
+    train(None, {"train.init_from": "resume", "train.out_dir": str(part), "train.max_iters": 20,
+                 "train.eval_interval": 20})
+    resumed = load_file(str(part / "model.safetensors"))
+    assert all(torch.equal(resumed[k], kept[k]) for k in kept)
+
+
+def test_ema_decay_outside_its_range_is_a_config_error(corpus, tmp_path):
+    with pytest.raises(ConfigError, match=r"train.ema_decay must be in \[0, 1\)"):
+        train(None, tiny_overrides(corpus, tmp_path / "run", **{"train.ema_decay": 1.0}))
+    assert not (tmp_path / "run").exists()
+
+
 def test_gradient_accumulation_matches_a_bigger_batch(corpus, tmp_path):
     big = tmp_path / "big"
     train(None, tiny_overrides(corpus, big, **{"train.batch_size": 8, "train.max_iters": 5}))

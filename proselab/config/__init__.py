@@ -157,6 +157,7 @@ class TrainConfig:
     beta1: float = 0.9  # AdamW's first-moment decay
     beta2: float = 0.99  # AdamW's second-moment decay (0.99, not 0.999: small batches, as nanoGPT's char config)
     grad_clip: float = 1.0  # clip the global grad norm to this (0 = off)
+    ema_decay: float = 0.0  # evaluate and keep an exponential moving average of the weights, e.g. 0.998 (0 = off)
     eval_interval: int = 250  # steps between quick val estimates and checkpoints
     eval_iters: int = 20  # batches in a quick val estimate
     log_interval: int = 10  # steps between metrics.jsonl lines

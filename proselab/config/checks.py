@@ -60,6 +60,8 @@ def validate(cfg: Config) -> None:
     _check(t.weight_decay >= 0, "train.weight_decay must be >= 0")
     _check(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1 and train.beta2 must be in [0, 1)")
     _check(t.grad_clip >= 0, "train.grad_clip must be >= 0 (0 = off)")
+    _check(0 <= t.ema_decay < 1, f"train.ema_decay must be in [0, 1) (0 = off; 0.998 averages over ~500 steps), "
+                                 f"got {t.ema_decay}")
     _check(t.eval_interval >= 1 and t.eval_iters >= 1 and t.log_interval >= 1,
            "train.eval_interval, eval_iters and log_interval must be >= 1")
     _check(t.dtype in ("auto", "float32", "bfloat16"), f"train.dtype must be auto, float32 or bfloat16, got '{t.dtype}'")
