@@ -134,6 +134,19 @@ def test_an_interrupted_run_resumes_to_the_same_output(runs, sources, tmp_path, 
     assert out.read_bytes() == whole.read_bytes()
 
 
+def test_sources_with_no_reference_give_the_pairs_their_pairs_file_gives(runs, sources, tmp_path):
+    """--sources: a text file, one source a line (blank lines skipped), decodes to the same
+    pairs as a pairs file of those sources; the references play no part."""
+    srcs = [s for s, _ in load_pairs(str(sources))[0]]
+    text = tmp_path / "src.txt"
+    text.write_text("\n".join(srcs[:10]) + "\n\n   \n" + "\n".join(srcs[10:]) + "\n", encoding="utf-8")
+    a, b = tmp_path / "a.tsv", tmp_path / "b.tsv"
+    args = ["--out", "--num-beams", "2", "--max-new-tokens", "6", "--device", "cpu"]
+    assert main(["distill-data", str(runs["s2s"]), "--pairs", str(sources), *args[:1], str(a), *args[1:]]) == 0
+    assert main(["distill-data", str(runs["s2s"]), "--sources", str(text), *args[:1], str(b), *args[1:]]) == 0
+    assert load_pairs(str(b))[0] == load_pairs(str(a))[0] and len(load_pairs(str(b))[0]) == 23
+
+
 def test_an_output_from_another_command_is_refused(runs, sources, tmp_path, capsys):
     out = tmp_path / "kd.tsv"
     base = ["distill-data", str(runs["s2s"]), "--pairs", str(sources), "--out", str(out), "--max-new-tokens", "6"]
@@ -212,16 +225,24 @@ def test_samples_are_separated_by_the_end_of_text_token_where_the_tokenizer_has_
     (["{s2s}", "--pairs", "{src}", "--batch-size", "0"], "--batch-size must be"),
     (["{s2s}", "--pairs", "{src}", "--n-best", "-1"], "--n-best must be"),
     (["{gpt}", "--num-samples", "0"], "--num-samples must be"),
-    (["{s2s}", "--pairs", "{src}", "--num-samples", "2"], "not both or neither"),
+    (["{s2s}", "--pairs", "{src}", "--num-samples", "2"], "one of the three"),
+    (["{s2s}", "--pairs", "{src}", "--sources", "{text}"], "one of the three"),
+    (["{s2s}", "--sources", "{missing}"], "missing.tsv: no such file"),
+    (["{s2s}", "--sources", "{blank}"], "holds no text"),
+    (["{gpt}", "--sources", "{text}"], "sample a corpus from it with --num-samples"),
+    (["{s2s}", "--sources", "{text}", "--top-p", "0.5"], "--top-p applies with --num-samples only"),
     (["{s2s}", "--pairs", "{src}", "--seed", "2"], "--seed applies with --num-samples only"),
-    (["{gpt}", "--num-samples", "2", "--num-beams", "2"], "--num-beams applies with --pairs only"),
+    (["{gpt}", "--num-samples", "2", "--num-beams", "2"], "--num-beams applies with --pairs or --sources only"),
     (["{gpt}", "--num-samples", "2", "--out-as", "x"], "--out"),
 ])
 def test_bad_input_is_one_line_and_damages_nothing(runs, sources, tmp_path, capsys, argv, says):
     bad = tmp_path / "bad.tsv"
     bad.write_text("a b\tb a\nno tab here\n")
+    text, blank = tmp_path / "src.txt", tmp_path / "blank.txt"
+    text.write_text("a b c\n")
+    blank.write_text("\n  \n")
     paths = {"s2s": runs["s2s"], "gpt": runs["gpt"], "root": runs["root"], "src": sources, "bad": bad,
-             "missing": tmp_path / "missing.tsv"}
+             "missing": tmp_path / "missing.tsv", "text": text, "blank": blank}
     out = tmp_path / ("out.txt" if "--num-samples" in argv else "out.tsv")
     out.write_text("keep me\tplease\n")
     progress_path(out).write_text("{}")

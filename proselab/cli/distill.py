@@ -17,21 +17,22 @@ def cmd_distill_data(args: argparse.Namespace, extra: list[str]) -> int:
     from ..distill.data import sample_corpus, sequence_kd_pairs
 
     no_extra(extra)
-    if (args.pairs is None) == (args.num_samples is None):
-        raise CLIError("give --pairs FILE (decode its sources with a seq2seq teacher) or --num-samples N (sample a "
-                       "corpus from a language-model teacher), not both or neither")
-    unused = LM_FLAGS if args.pairs is not None else SEQ2SEQ_FLAGS
+    decode = args.pairs is not None or args.sources is not None
+    if [args.pairs, args.sources, args.num_samples].count(None) != 2:
+        raise CLIError("give --pairs FILE or --sources FILE (decode its sources with a seq2seq teacher), or "
+                       "--num-samples N (sample a corpus from a language-model teacher): one of the three")
+    unused = LM_FLAGS if decode else SEQ2SEQ_FLAGS
     given = [f for f in unused if getattr(args, f) is not None]
     if given:
-        other = "--num-samples" if args.pairs is not None else "--pairs"
+        other = "--num-samples" if decode else "--pairs or --sources"
         raise CLIError(f"--{given[0].replace('_', '-')} applies with {other} only")
     over = {k: getattr(args, k) for k in ("num_beams", "max_new_tokens", "length_penalty", "temperature", "top_k",
                                           "top_p") if getattr(args, k) is not None}
     common = dict(out=args.out, batch_size=args.batch_size, overwrite=args.overwrite, device=args.device)
     try:
-        if args.pairs is not None:
+        if decode:
             res = sequence_kd_pairs(args.teacher, args.pairs, n_best=1 if args.n_best is None else args.n_best,
-                                    bad_lines=args.bad_lines, **common, **over)
+                                    bad_lines=args.bad_lines, sources=args.sources, **common, **over)
             what = f"{res['pairs']:,} pairs from {res['sources']:,} sources"
         else:
             prompt = None if args.prompt is None else unescape(args.prompt)
@@ -53,6 +54,8 @@ def add_distill_data(sub) -> None:
                                             "student to train on (resumable)")
     d.add_argument("teacher", help="the teacher's run directory")
     d.add_argument("--pairs", help="seq2seq teacher: .tsv/.jsonl pairs (or a pairs dataset) whose sources to decode")
+    d.add_argument("--sources", help="seq2seq teacher: a text file of sources with no references, one a line (text "
+                                     "only the teacher can turn into training pairs)")
     d.add_argument("--num-samples", type=int, metavar="N", help="language-model teacher: texts to sample")
     d.add_argument("--out", required=True, help="pairs: a .tsv or .jsonl file; samples: a .txt file. Re-running the "
                                                 "same command resumes it (see OUT.progress.json)")

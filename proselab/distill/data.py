@@ -1,10 +1,11 @@
 """Sequence-level knowledge distillation data (Kim & Rush 2016, "Sequence-Level Knowledge
 Distillation"): a student trains on what the teacher says, not on the references.
 
-``sequence_kd_pairs`` decodes every source of a pairs file with a seq2seq teacher (greedy or
-beam search, optionally its n best) and writes ``source -> teacher output`` pairs that
-``load_pairs`` reads like any other. ``sample_corpus`` samples a synthetic corpus from a
-language-model teacher (GPT or RNN) for a student language model to train on.
+``sequence_kd_pairs`` decodes every source of a pairs file, or of a text file of sources with
+no references, with a seq2seq teacher (greedy or beam search, optionally its n best) and writes
+``source -> teacher output`` pairs that ``load_pairs`` reads like any other. ``sample_corpus``
+samples a synthetic corpus from a language-model teacher (GPT or RNN) for a student language
+model to train on.
 
 Both go through the one decoding engine, batch by batch, and are resumable. The output is
 appended in source (sample) order and flushed after every batch; beside it a small progress
@@ -31,6 +32,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write_text
 from ..data import progress
+from ..data.files import DatasetError, read_text
 from ..data.pairs import load_pairs
 from ..data.seq2seq import source_batch
 from ..decoding import generate
@@ -52,9 +54,9 @@ def progress_path(out: str | Path) -> Path:
     return out.with_name(out.name + PROGRESS_SUFFIX)
 
 
-def sequence_kd_pairs(teacher, pairs: str | list[str], out: str | Path, n_best: int = 1, batch_size: int = 64,
+def sequence_kd_pairs(teacher, pairs: str | list[str] | None, out: str | Path, n_best: int = 1, batch_size: int = 64,
                       overwrite: bool = False, bad_lines: str = "error", device: str = "auto",
-                      sort_window: int = SORT_WINDOW, **generation) -> dict:
+                      sort_window: int = SORT_WINDOW, sources: str | Path | None = None, **generation) -> dict:
     """Decode every source of ``pairs`` with a seq2seq teacher and write ``(source, output)`` pairs.
 
     Sources are decoded in batches of ``batch_size``, sorted by length within windows of
@@ -63,6 +65,7 @@ def sequence_kd_pairs(teacher, pairs: str | list[str], out: str | Path, n_best: 
     Args:
         teacher: a seq2seq run directory (or a loaded ``proselab.Generator``).
         pairs: what ``load_pairs`` reads (.tsv / .jsonl files, a pairs dataset); targets are ignored.
+            None with ``sources``.
         out: a ``.tsv`` (``source<TAB>output``; tabs and newlines inside a text become spaces,
             as the format cannot hold them) or ``.jsonl`` (``{"src", "tgt"}``, exact) file.
         n_best: pairs per source: the teacher's ``n_best`` best beams (at most ``num_beams``).
@@ -72,6 +75,9 @@ def sequence_kd_pairs(teacher, pairs: str | list[str], out: str | Path, n_best: 
         device: where the teacher decodes.
         sort_window: batches sorted by length together; larger is faster, and more work is
             redone after an interruption.
+        sources: instead of ``pairs``, a UTF-8 text file of sources with no references, one a
+            line (blank lines are skipped): text in the source language that only the teacher
+            can turn into training pairs.
         **generation: GenerationConfig overrides (``num_beams``, ``max_new_tokens``,
             ``length_penalty``, ...); the default is the run's, with ``do_sample=False``.
 
@@ -81,6 +87,9 @@ def sequence_kd_pairs(teacher, pairs: str | list[str], out: str | Path, n_best: 
         empty side), texts whose tabs or newlines became spaces, sources already in ``out`` when
         this call started, and the decoding time of this call.
     """
+    if (pairs is None) == (sources is None):
+        raise DistillDataError("give the sources to decode as pairs (--pairs) or as a text file (--sources), "
+                               "not both or neither")
     _check_counts(n_best=n_best, batch_size=batch_size, sort_window=sort_window)
     out = Path(out)
     if out.suffix.lower() not in PAIR_FORMATS:
@@ -91,7 +100,7 @@ def sequence_kd_pairs(teacher, pairs: str | list[str], out: str | Path, n_best: 
         raise DistillDataError(f"--n-best {n_best} needs at least as many beams: give --num-beams {n_best} or more "
                                f"(the teacher decodes with {cfg.num_beams})")
     cfg = dataclasses.replace(cfg, num_return_sequences=n_best)
-    sources = [s for s, _ in load_pairs(pairs, bad_lines)[0]]
+    sources = [s for s, _ in load_pairs(pairs, bad_lines)[0]] if sources is None else read_sources(sources)
     state = _state("pairs", gen, _digest(sources), {**dataclasses.asdict(cfg), "batch_size": batch_size,
                                                     "sort_window": sort_window, "format": out.suffix.lower()})
     state.update(total=len(sources), pairs=0, empty=0, flattened=0)
@@ -114,6 +123,19 @@ def sequence_kd_pairs(teacher, pairs: str | list[str], out: str | Path, n_best: 
     _warn_lost(state, out)
     return {"sources": len(sources), "pairs": state["pairs"], "empty": state["empty"],
             "flattened": state["flattened"], "resumed_from": resumed, "seconds": time.perf_counter() - start}
+
+
+def read_sources(path: str | Path) -> list[str]:
+    """The sources of a text file, one a line: stripped, blank lines skipped; none is an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"--sources {path}: no such file" if not path.exists() else
+                           f"--sources {path} is not a file; give a text file, one source a line")
+    sources = [line.strip() for line in read_text(path).splitlines()]
+    sources = [s for s in sources if s]
+    if not sources:
+        raise DatasetError(f"--sources {path} holds no text: give one source sentence a line")
+    return sources
 
 
 def sample_corpus(teacher, out: str | Path, num_samples: int, prompt: str | None = None, seed: int | None = 0,
