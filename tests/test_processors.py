@@ -258,6 +258,20 @@ def test_input_is_never_modified(proc):
     assert torch.equal(logits, before)  # ...to a copy
 
 
+def test_owned_logits_are_changed_in_place_with_the_same_result():
+    procs = build_processors(GenerationConfig(**{**ALL_ON, "do_sample": False}), [7], 5, [0, 4])
+    ids = _random_ids(3, 6, 50, [0, 0, 0], seed=5)
+    for logits in _random_logits():
+        copied = apply_processors(procs, ids, logits)
+        owned = logits.clone()
+        out = apply_processors(procs, ids, owned, owned=True)
+        assert torch.equal(out, copied)
+    bans = [MinNewTokens(5, 3, [0, 4]), SuppressTokens([7])]
+    logits = _random_logits()[0]
+    out = apply_processors(bans, ids, logits, owned=True)
+    assert out is logits and torch.equal(logits[:, [0, 4, 7]], torch.full((3, 3), NEG))  # written into it
+
+
 # ---- building the list ------------------------------------------------------------------
 
 ALL_ON = {"do_sample": True, "temperature": 0.7, "top_k": 10, "top_p": 0.9, "min_p": 0.05, "typical_p": 0.95,

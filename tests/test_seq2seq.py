@@ -92,6 +92,27 @@ def test_reorder_grouped_and_arbitrary_rows_match_a_fresh_start(variant):
     _, plain = model.start(Seq2SeqBatch(src.repeat_interleave(2, 0), mask.repeat_interleave(2, 0)))
     torch.testing.assert_close(grouped, model.step(tokens.repeat_interleave(2), plain)[0], atol=1e-5, rtol=1e-5)
 
+def test_in_place_reorder_matches_the_copying_one_past_the_cache_doublings():
+    """Beam search's ``reorder_`` (copies only the rows that change, in the caches) and the
+    copying ``reorder`` give the same logits, step after step, also after the caches double
+    (16 -> 32 -> 64 slots) with their new slots left uninitialised."""
+    model = tiny("transformer")
+    src, mask = sources()
+    _, start = model.start(Seq2SeqBatch(src, mask))
+    rows = torch.arange(3).repeat_interleave(4)  # 4 beams per source
+    copied, in_place = model.reorder(start, rows), model.reorder(start, rows)
+    g = torch.Generator().manual_seed(2)
+    for _ in range(40):
+        beams = torch.randint(0, 4, (3, 4), generator=g)  # each beam's source beam, within its source
+        index = (torch.arange(3)[:, None] * 4 + beams).view(-1)
+        copied, in_place = model.reorder(copied, index), model.reorder_(in_place, index)
+        tokens = torch.randint(2, 30, (12,), generator=g)
+        a, copied = model.step(tokens, copied)
+        b, in_place = model.step(tokens, in_place)
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert in_place.k.size(3) == 64
+
+
 @pytest.mark.parametrize("variant", ["luong-general", "transformer"])
 def test_beam_search_n_best_and_sampling(variant):
     model = tiny(variant)

@@ -218,7 +218,7 @@ def _candidates(st: BeamState, procs: list[LogitsProcessor], prompt_ids: torch.T
     # logits, which no one reads again (.float() copies them when they are bf16)
     scores = st.logits.float()  # (B * K, V)
     torch._log_softmax(scores, -1, False, out=scores)  # = torch.log_softmax, the same kernel
-    logp = apply_processors(procs, hist, scores)  # (B * K, V); a processor returns a new tensor
+    logp = apply_processors(procs, hist, scores, owned=True)  # (B * K, V)
     V = logp.size(-1)
     acc = logp.view(B, K, V).add_(st.run_score[..., None]).view(B, K * V)  # (B, K * V)
     if sample:
