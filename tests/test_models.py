@@ -139,6 +139,22 @@ def test_reorder_leaves_the_original_state_usable():
     torch.testing.assert_close(logits, ref[:, -1], atol=ATOL, rtol=0)
 
 
+def test_gpt_in_place_reorder_matches_the_copying_one():
+    """Beam search's ``reorder_`` (the changed rows only, in the cache) gives the logits that
+    ``reorder`` (a new cache) does, step after step, through cache growth and window slides."""
+    model = _gpt(block_size=8)  # 23 tokens: the window slides
+    _, copied = model.start(_ids(6, 3))
+    _, in_place = model.start(_ids(6, 3))
+    g = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        index = (torch.arange(2)[:, None] * 3 + torch.randint(0, 3, (2, 3), generator=g)).view(-1)  # 3 beams x 2
+        copied, in_place = model.reorder(copied, index), model.reorder_(in_place, index)
+        tokens = torch.randint(0, V, (6,), generator=g)
+        a, copied = model.step(tokens, copied)
+        b, in_place = model.step(tokens, in_place)
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
 def test_gpt_generation_slides_past_block_size():
     model, bs = _gpt(block_size=8), 8
     keep = bs // 2

@@ -364,3 +364,7 @@ class GPT(nn.Module):
     def reorder(self, state: KVCache, index: Tensor) -> KVCache:
         """Rows ``index`` (B',) of the cache, as a new KVCache (beams, num_return_sequences)."""
         return kv_cache.select(state, index)
+
+    def reorder_(self, state: KVCache, index: Tensor) -> KVCache:
+        """``reorder`` consuming ``state`` (beam search): see ``kv_cache.select_``."""
+        return kv_cache.select_(state, index)

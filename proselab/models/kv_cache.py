@@ -51,6 +51,22 @@ def select(state: KVCache, index: Tensor) -> KVCache:
                    pos=state.pos.index_select(0, index), length=state.length, padded=state.padded)
 
 
+def select_(state: KVCache, index: Tensor) -> KVCache:
+    """``select`` in place, for as many rows as there are (beam search's reorder): only the rows
+    that change are copied, and only their slots in use. Indexing, not index_select: that would
+    first copy the whole strided view of the used slots to a contiguous tensor."""
+    if index.numel() != state.idx.size(0):
+        return select(state, index)
+    changed = (index != torch.arange(index.numel(), device=index.device)).nonzero().squeeze(1)  # (R,)
+    if changed.numel():
+        n, src = state.length, index[changed]
+        for buf in (state.k, state.v):
+            used = buf[:, :, :, :n]  # a view into buf; the gather happens before the write
+            used[:, changed] = used[:, src]
+        state.idx[changed], state.mask[changed], state.pos[changed] = state.idx[src], state.mask[src], state.pos[src]
+    return state
+
+
 def merge(states: list[KVCache], min_capacity: int = 0) -> KVCache:
     """One cache holding the rows of ``states`` in order, with at least ``min_capacity`` slots.
 
