@@ -26,6 +26,7 @@ from torch import Tensor
 from ..config import ModelConfig
 from ..data.batch import Seq2SeqBatch
 from .encdec import LEARNED_OFFSET, Attention, FeedForward, RelativeBias, causal_mask, make_norm, sinusoids
+from .kv_cache import reorder_rows_
 from .layers import head_loss, lm_loss
 from .protocol import memory_rows
 
@@ -300,15 +301,7 @@ class TransformerSeq2Seq(nn.Module):
         group, rows = memory_rows(index, state.group, state.mask.size(0))
         if rows is not None or index.numel() != state.k.size(1) or state.start is not None:
             return self.reorder(state, index)
-        changed = (index != torch.arange(index.numel(), device=index.device)).nonzero().squeeze(1)  # (R,)
-        if changed.numel():
-            n, src = state.length, index[changed]
-            for buf in (state.k, state.v):
-                used = buf[:, :, :, :n]  # (L, B, nh, n, hs), a view into buf
-                # indexing, not index_select / index_copy_: those copy the whole strided view to a
-                # contiguous one first (4x slower on BART-base's cache); the gather happens first,
-                # so a source row may be overwritten
-                used[:, changed] = used[:, src]
+        reorder_rows_((state.k, state.v), index, state.length)
         state.group = group
         return state
 
