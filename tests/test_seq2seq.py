@@ -92,6 +92,7 @@ def test_reorder_grouped_and_arbitrary_rows_match_a_fresh_start(variant):
     _, plain = model.start(Seq2SeqBatch(src.repeat_interleave(2, 0), mask.repeat_interleave(2, 0)))
     torch.testing.assert_close(grouped, model.step(tokens.repeat_interleave(2), plain)[0], atol=1e-5, rtol=1e-5)
 
+
 def test_in_place_reorder_matches_the_copying_one_past_the_cache_doublings():
     """Beam search's ``reorder_`` (copies only the rows that change, in the caches) and the
     copying ``reorder`` give the same logits, step after step, also after the caches double

@@ -77,13 +77,16 @@ class MinNewTokens:
         self.min_new_tokens = min_new_tokens
         self.eos_ids = torch.tensor(sorted(set(eos_ids)), dtype=torch.long)
 
-    def __call__(self, ids: torch.Tensor, logits: torch.Tensor, in_place: bool = False) -> torch.Tensor:
+    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return self._ban_eos(ids, logits, in_place=False)
+
+    def apply_(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return self._ban_eos(ids, logits, in_place=True)
+
+    def _ban_eos(self, ids: torch.Tensor, logits: torch.Tensor, in_place: bool) -> torch.Tensor:
         if ids.size(1) - self.prompt_length >= self.min_new_tokens:
             return logits
         return _ban(logits, self.eos_ids, in_place)
-
-    def apply_(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        return self(ids, logits, in_place=True)
 
 
 class ForcedToken:
