@@ -75,13 +75,21 @@ def trained_row(name: str, runs: list[tuple[str, dict]], prompting: Prompting | 
             "texts_per_s": res["texts_per_sec"]}
 
 
+def seed_list(text: str) -> list[int]:
+    """``--seeds``: integers separated by commas."""
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, e.g. 1337,1; got {text!r}") from None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/bench-sentiment", help="where the runs are written (replaced)")
     p.add_argument("--quick", action="store_true", help="1/10 of the steps: to try the script, not to report")
-    p.add_argument("--seeds", default="1337,1", help="fine-tuning seeds of the GPT recipe (default 1337,1)")
+    p.add_argument("--seeds", type=seed_list, default="1337,1",
+                   help="fine-tuning seeds of the GPT recipe (default 1337,1)")
     args = p.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
     out, scale = Path(args.out), 10 if args.quick else 1
 
     def steps(n: int) -> dict:
@@ -104,7 +112,7 @@ def main() -> None:
     train("tweets-sentiment-lm", {"train.overwrite": True, "train.progress": False, **lm})
     lm_seconds = time.perf_counter() - start
     recipe = []
-    for seed in seeds:  # each row's training time: the language model's and its own fine-tuning
+    for seed in args.seeds:  # each row's training time: the language model's and its own fine-tuning
         row = trained_row(f"GPT pretrained on the texts, fine-tuned (seed {seed})", [("tweets-sentiment-gpt", {
             "train.init_from": str(out / "lm"), "train.out_dir": str(out / f"gpt-{seed}"), "train.seed": seed,
             **preset_steps("tweets-sentiment-gpt")})])
