@@ -60,27 +60,40 @@ def test_forward_shapes_and_protocol(model):
 
 
 @pytest.mark.parametrize("dtype", [None, torch.bfloat16])
-def test_head_loss_matches_the_plain_loss_and_gradients(dtype, monkeypatch):
+@pytest.mark.parametrize("with_bias,smoothing", [(False, 0.0), (True, 0.0), (False, 0.1), (True, 0.1)])
+def test_head_loss_matches_the_plain_loss_and_gradients(dtype, with_bias, smoothing, monkeypatch):
     import proselab.models.layers as layers
 
     monkeypatch.setattr(layers, "HEAD_CHUNK_ELEMENTS", 3 * 50)  # several row chunks, one partial
     torch.manual_seed(0)
     h = torch.randn(2, 8, 16, requires_grad=True)
     w = torch.randn(50, 16, requires_grad=True)
+    b = torch.randn(50, requires_grad=True) if with_bias else None
     t = torch.randint(0, 50, (2, 8))
     t[0, :3] = -100
     results = []
-    for fn in (lambda: layers.lm_loss(h @ w.t(), t), lambda: layers.head_loss(h, w, t)):
+    plain = (lambda: layers.lm_loss(h @ w.t() + (b if with_bias else 0), t, smoothing))
+    fused = (lambda: layers.head_loss(h, w, t, b, smoothing))
+    for fn in (plain, fused):
         h.grad = w.grad = None
+        if with_bias:
+            b.grad = None
         with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             loss = fn()
         (loss * 3).backward()
-        results.append((loss.detach(), h.grad.clone(), w.grad.clone()))
+        results.append((loss.detach(), h.grad.clone(), w.grad.clone()) + ((b.grad.clone(),) if with_bias else ()))
     tol = dict(atol=1e-5, rtol=1e-5) if dtype is None else dict(atol=2e-2, rtol=2e-2)
-    for plain, fused in zip(*results):
-        torch.testing.assert_close(fused, plain, **tol)
-    with torch.no_grad():  # no gradients wanted: none computed, same loss
-        torch.testing.assert_close(layers.head_loss(h, w, t), results[0][0], atol=1e-5, rtol=1e-5)
+    for plain_value, fused_value in zip(*results):
+        torch.testing.assert_close(fused_value, plain_value, **tol)
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        torch.testing.assert_close(fused(), results[1][0], atol=1e-5, rtol=1e-5)  # no gradients: same loss
+
+
+def test_head_loss_rejects_a_smoothing_outside_0_1():
+    from proselab.models.layers import head_loss
+
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        head_loss(torch.randn(2, 4), torch.randn(5, 4), torch.tensor([1, 2]), label_smoothing=1.5)
 
 
 @MODELS

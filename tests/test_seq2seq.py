@@ -139,6 +139,33 @@ def test_cross_attention_rows_are_distributions_over_real_source_tokens():
         tiny("none").cross_attention(Seq2SeqBatch(src, mask, tgt))
 
 
+@pytest.mark.parametrize("logits_bias", [False, True])
+def test_transformer_training_loss_with_smoothing_and_a_logits_bias_equals_the_plain_loss(logits_bias):
+    """The fused head loss (no float32 logits) against cross-entropy on the model's logits, with
+    label smoothing and Marian's/BART's final logits bias, gradients included."""
+    from proselab.models.layers import lm_loss
+
+    model = tiny("transformer", dropout=0.0, logits_bias=logits_bias).train()
+    if logits_bias:
+        model.logits_bias.normal_()
+    model.label_smoothing = 0.1
+    src, mask = sources()
+    tgt, y = torch.randint(2, 30, (3, 5)), torch.randint(2, 30, (3, 5))
+    y[1, 3:] = -100
+    batch = Seq2SeqBatch(src, mask, tgt)
+    losses, grads = [], []
+    for fused in (True, False):
+        model.zero_grad()
+        logits, loss = model(batch, y) if fused else (None, lm_loss(model(batch)[0], y, 0.1))
+        assert logits is None
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append([p.grad.clone() for p in model.parameters()])
+    torch.testing.assert_close(losses[0], losses[1])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
 def test_scheduled_sampling_and_label_smoothing_apply_in_training_only():
     model = tiny("luong-general", teacher_forcing=0.5)
     model.label_smoothing = 0.1

@@ -38,8 +38,10 @@ def lm_loss(logits: Tensor, targets: Tensor | None, label_smoothing: float = 0.0
 HEAD_CHUNK_ELEMENTS = 1 << 22  # float32 logits converted at a time in head_loss: 16 MB, cache-sized
 
 
-def head_loss(h: Tensor, weight: Tensor, targets: Tensor) -> Tensor:
-    """``lm_loss(h @ weight.T, targets)`` for a bias-free output head, with less memory traffic.
+def head_loss(h: Tensor, weight: Tensor, targets: Tensor, bias: Tensor | None = None,
+              label_smoothing: float = 0.0) -> Tensor:
+    """``lm_loss(h @ weight.T + bias, targets, label_smoothing)`` for an output head, with less
+    memory traffic.
 
     With a vocabulary as large as GPT-2's, the plain form is dominated by (N, V) tensors: the
     logits, their float32 copy, the log-softmax and its gradient, each hundreds of MB that
@@ -55,21 +57,30 @@ def head_loss(h: Tensor, weight: Tensor, targets: Tensor) -> Tensor:
         h: (..., C) hidden states.
         weight: (V, C) the head's weight.
         targets: (...) next-token ids; IGNORE_INDEX marks positions left out.
+        bias: (V,) added to the logits in float32 (Marian's and BART's final logits bias), or None.
+        label_smoothing: as ``F.cross_entropy``'s: (1 - eps) of each target's weight stays on
+            it and eps is spread evenly over the vocabulary.
 
     Returns:
         The mean cross-entropy over non-ignored targets, a float32 scalar.
     """
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
     dev = h.device.type
     dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
-    grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)  # False in evaluation
-    return _HeadLoss.apply(h.reshape(-1, h.size(-1)), weight, targets.reshape(-1), dtype, grad)
+    # False in evaluation
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (h, weight, bias))
+    return _HeadLoss.apply(h.reshape(-1, h.size(-1)), weight, targets.reshape(-1), bias, label_smoothing,
+                           dtype, grad)
 
 
 class _HeadLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, h: Tensor, weight: Tensor, targets: Tensor, dtype: torch.dtype, grad: bool) -> Tensor:
+    def forward(ctx, h: Tensor, weight: Tensor, targets: Tensor, bias: Tensor | None, eps: float,
+                dtype: torch.dtype, grad: bool) -> Tensor:
         with torch.autocast(h.device.type, enabled=False):
             hc, wc = h.to(dtype), weight.to(dtype)
+            fbias = None if bias is None else bias.float()  # (V,)
             valid = targets != IGNORE_INDEX  # (N,)
             safe = targets.masked_fill(~valid, 0)  # (N,)
             count = valid.sum()
@@ -78,27 +89,35 @@ class _HeadLoss(torch.autograd.Function):
             rows = max(1, HEAD_CHUNK_ELEMENTS // V)
             total = torch.zeros((), dtype=torch.float32, device=h.device)
             for s in range(0, N, rows):
-                logits = buf[s : s + rows].float()  # (n, V)
+                logits = buf[s : s + rows].float()  # (n, V): a view of buf in float32, overwritten below
+                if fbias is not None:
+                    logits.add_(fbias)
                 lse = torch.logsumexp(logits, dim=-1)  # (n,)
                 picked = logits.gather(1, safe[s : s + rows, None]).squeeze(1)  # (n,)
                 ok = valid[s : s + rows]
-                total += ((lse - picked) * ok).sum()
-                if grad:  # d loss / d logits = (softmax - onehot) / count on kept rows
+                # -log p(target), smoothed: (1 - eps) of it plus eps times the mean of -log p(v) over v
+                row_loss = lse - picked if eps == 0.0 else lse - (1.0 - eps) * picked - eps * logits.mean(dim=-1)
+                total += (row_loss * ok).sum()
+                if grad:  # d loss / d logits = (softmax - smoothed onehot) / count on kept rows
                     probs = logits.sub_(lse[:, None]).exp_()
-                    probs[torch.arange(len(ok), device=h.device), safe[s : s + rows]] -= 1.0
+                    if eps:
+                        probs.sub_(eps / V)
+                    probs[torch.arange(len(ok), device=h.device), safe[s : s + rows]] -= 1.0 - eps
                     buf[s : s + rows] = probs.mul_((ok / count)[:, None])
             if grad:
                 ctx.save_for_backward(buf @ wc if ctx.needs_input_grad[0] else None,
-                                      buf.t() @ hc if ctx.needs_input_grad[1] else None)
-                ctx.dtypes = (h.dtype, weight.dtype)
+                                      buf.t() @ hc if ctx.needs_input_grad[1] else None,
+                                      buf.sum(0, dtype=torch.float32) if ctx.needs_input_grad[3] else None)
+                ctx.dtypes = (h.dtype, weight.dtype, None if bias is None else bias.dtype)
         return total / count
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        grad_h, grad_w = ctx.saved_tensors
-        h_dtype, w_dtype = ctx.dtypes
+        grad_h, grad_w, grad_b = ctx.saved_tensors
+        h_dtype, w_dtype, b_dtype = ctx.dtypes
         return (None if grad_h is None else (grad_h * grad_out).to(h_dtype),
-                None if grad_w is None else (grad_w * grad_out).to(w_dtype), None, None, None)
+                None if grad_w is None else (grad_w * grad_out).to(w_dtype), None,
+                None if grad_b is None else (grad_b * grad_out).to(b_dtype), None, None, None)
 
 
 class SelfAttention(nn.Module):

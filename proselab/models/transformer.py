@@ -226,15 +226,15 @@ class TransformerSeq2Seq(nn.Module):
 
         Returns:
             Without targets: logits (B, T, V) and None. With targets: the mean cross-entropy
-            (label-smoothed in training mode), and logits only when smoothing or a logits bias
-            needed them (otherwise None: ``head_loss`` computes the loss without materializing them).
+            (label-smoothed in training mode), computed by ``head_loss`` without materializing
+            float32 logits, and None for the logits (a LoRA-adapted head: its logits and the loss).
         """
         h, _ = self._hidden(batch)
         if targets is None:
             return self._logits(h), None
         smoothing = self.label_smoothing if self.training else 0.0
-        if smoothing == 0.0 and self.logits_bias is None:
-            return None, head_loss(self._head_input(h), self.head.weight, targets)
+        if type(self.head) is nn.Linear:  # a LoRA head needs its own forward
+            return None, head_loss(self._head_input(h), self.head.weight, targets, self.logits_bias, smoothing)
         logits = self._logits(h)
         return logits, lm_loss(logits, targets, smoothing)
 
