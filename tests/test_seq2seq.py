@@ -139,15 +139,19 @@ def test_cross_attention_rows_are_distributions_over_real_source_tokens():
         tiny("none").cross_attention(Seq2SeqBatch(src, mask, tgt))
 
 
-@pytest.mark.parametrize("logits_bias", [False, True])
-def test_transformer_training_loss_with_smoothing_and_a_logits_bias_equals_the_plain_loss(logits_bias):
+@pytest.mark.parametrize("variant,logits_bias", [("transformer", False), ("transformer", True),
+                                                  ("luong-general", False), ("bahdanau", False)])
+def test_training_loss_with_smoothing_and_a_logits_bias_equals_the_plain_loss(variant, logits_bias):
     """The fused head loss (no float32 logits) against cross-entropy on the model's logits, with
-    label smoothing and Marian's/BART's final logits bias, gradients included."""
+    label smoothing and Marian's/BART's final logits bias (the RNNs: the head's own bias),
+    gradients included."""
     from proselab.models.layers import lm_loss
 
-    model = tiny("transformer", dropout=0.0, logits_bias=logits_bias).train()
+    model = tiny(variant, dropout=0.0, **({"logits_bias": True} if logits_bias else {})).train()
     if logits_bias:
         model.logits_bias.normal_()
+    if getattr(model.head, "bias", None) is not None:
+        torch.nn.init.normal_(model.head.bias)
     model.label_smoothing = 0.1
     src, mask = sources()
     tgt, y = torch.randint(2, 30, (3, 5)), torch.randint(2, 30, (3, 5))

@@ -24,7 +24,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..config import ModelConfig
-from .layers import lm_loss
+from .layers import head_loss, lm_loss
 from ..data.batch import Seq2SeqBatch
 from .protocol import memory_rows
 from .rnn import CELLS, concat_hidden, select_hidden
@@ -179,7 +179,7 @@ class RNNSeq2Seq(nn.Module):
                 weights.append(state.weights)
         return torch.cat(vecs, dim=1)
 
-    def forward(self, batch: Seq2SeqBatch, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    def forward(self, batch: Seq2SeqBatch, targets: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
         """Teacher-forced logits for every target position, and the loss when targets are given.
 
         Args:
@@ -187,10 +187,18 @@ class RNNSeq2Seq(nn.Module):
             targets: (B, T) the next tokens (target + eos); -100 marks padding.
 
         Returns:
-            logits (B, T, V) and the mean cross-entropy (label-smoothed in training mode).
+            Without targets: logits (B, T, V) and None. With targets: None and the mean
+            cross-entropy (label-smoothed in training mode), computed by ``head_loss`` without
+            materializing float32 logits (a LoRA-adapted head: its logits and the loss).
         """
-        logits = self.head(self.drop(self._teacher_forced(batch)))  # (B, T, V)
-        return logits, lm_loss(logits, targets, self.label_smoothing if self.training else 0.0)
+        h = self.drop(self._teacher_forced(batch))  # (B, T, H)
+        if targets is None:
+            return self.head(h), None
+        smoothing = self.label_smoothing if self.training else 0.0
+        if type(self.head) is nn.Linear:
+            return None, head_loss(h, self.head.weight, targets, self.head.bias, smoothing)
+        logits = self.head(h)
+        return logits, lm_loss(logits, targets, smoothing)
 
     @torch.no_grad()
     def cross_attention(self, batch: Seq2SeqBatch) -> Tensor:
