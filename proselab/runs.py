@@ -31,7 +31,7 @@ from .models.heads import HEAD
 from .models.lora import apply_lora, merge_lora
 from .tokenizers import Tokenizer, TokenizerError, load_tokenizer, vocab_span
 
-ARCHITECTURE = ("family", "vocab_size", "n_layer", "n_head", "n_embd", "bias", "cell", "hidden_size", "num_layers",
+ARCHITECTURE = ("family", "vocab_size", "n_layer", "n_head", "n_embd", "bias", "rope", "rope_theta", "n_kv_head", "cell", "hidden_size", "num_layers",
                 "tie_weights", "arch", "attention", "bidirectional", "input_feeding", "share_embeddings",
                 "src_vocab_size", "bos_id", "src_prefix_id", "tgt_prefix_id", *TRANSFORMER_LAYOUT)
 # Fine-tuning starts from weights that already work: a scratch learning rate and warmup would

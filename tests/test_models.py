@@ -29,15 +29,24 @@ def _rnn(cell: str, **kw) -> RNNLM:
     return build_model(ModelConfig(**{**cfg, **kw})).eval()
 
 
+LLAMA = dict(rope=True, norm="rmsnorm", norm_eps=1e-6, activation="silu", gated_ffn=True, ffn_dim=48, n_head=4,
+             n_kv_head=2, bias=False, tie_weights=False)  # Llama style, with grouped key/value heads
+
+
+def _llama(**kw) -> GPT:
+    return _gpt(**{**LLAMA, **kw})
+
+
 def _models():
-    return [_gpt()] + [_rnn(c) for c in ("rnn", "lstm", "gru")]
+    return [_gpt(), _llama()] + [_rnn(c) for c in ("rnn", "lstm", "gru")]
 
 
 def _ids(B: int, T: int, seed: int = 1) -> torch.Tensor:
     return torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(seed))
 
 
-MODELS = pytest.mark.parametrize("model", _models(), ids=["gpt", "rnn", "lstm", "gru"])
+MODELS = pytest.mark.parametrize("model", _models(), ids=["gpt", "llama", "rnn", "lstm", "gru"])
+GPTS = pytest.mark.parametrize("make", [_gpt, _llama], ids=["gpt2", "llama"])
 
 
 def test_build_model_dispatch_and_vocab_check():
@@ -152,10 +161,11 @@ def test_reorder_leaves_the_original_state_usable():
     torch.testing.assert_close(logits, ref[:, -1], atol=ATOL, rtol=0)
 
 
-def test_gpt_in_place_reorder_matches_the_copying_one():
+@GPTS
+def test_gpt_in_place_reorder_matches_the_copying_one(make):
     """Beam search's ``reorder_`` (the changed rows only, in the cache) gives the logits that
     ``reorder`` (a new cache) does, step after step, through cache growth and window slides."""
-    model = _gpt(block_size=8)  # 23 tokens: the window slides
+    model = make(block_size=8)  # 23 tokens: the window slides
     _, copied = model.start(_ids(6, 3))
     _, in_place = model.start(_ids(6, 3))
     g = torch.Generator().manual_seed(3)
@@ -168,8 +178,9 @@ def test_gpt_in_place_reorder_matches_the_copying_one():
         torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
-def test_gpt_generation_slides_past_block_size():
-    model, bs = _gpt(block_size=8), 8
+@GPTS
+def test_gpt_generation_slides_past_block_size(make):
+    model, bs = make(block_size=8), 8
     keep = bs // 2
     tokens = _ids(2, 40)
     logits, state = model.start(tokens[:, :3])
@@ -238,8 +249,9 @@ def test_dropout_only_in_training(make):
     assert not torch.equal(model(idx)[0], model(idx)[0])
 
 
-def test_gpt_bf16_autocast_keeps_float32_loss_and_bf16_cache():
-    model, idx = _gpt(), _ids(2, 8)
+@GPTS
+def test_gpt_bf16_autocast_keeps_float32_loss_and_bf16_cache(make):
+    model, idx = make(), _ids(2, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits, loss = model(idx, idx)
         _, state = model.start(idx)
@@ -288,6 +300,67 @@ def test_cached_greedy_matches_transformers_generate():
         out.append(logits.argmax(-1))
         logits, state = ours.step(out[-1], state)
     assert torch.equal(torch.stack(out, dim=1), ref)
+
+
+def _hf_llama_and_ours():
+    """A random transformers LlamaForCausalLM (grouped key/value heads, an untied head) and
+    proselab's GPT of the same shape with its weights, through interop.llama's mapping."""
+    transformers = pytest.importorskip("transformers")
+    from proselab.interop.llama import model_config, state_from_hf
+
+    torch.manual_seed(0)
+    hf_cfg = transformers.LlamaConfig(vocab_size=V, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=16,
+                                      rms_norm_eps=1e-6, rope_theta=500.0, tie_word_embeddings=False,
+                                      bos_token_id=1, eos_token_id=2)
+    hf = transformers.LlamaForCausalLM(hf_cfg).eval()
+    cfg = model_config(hf_cfg.to_dict(), "config.json")
+    ours = build_model(cfg).eval()
+    ours.load_state_dict(state_from_hf(hf.state_dict(), cfg))
+    return hf, ours
+
+
+def test_parity_with_transformers_llama():
+    hf, ours = _hf_llama_and_ours()
+    idx = _ids(3, 16)
+    with torch.no_grad():
+        ref = hf(idx).logits
+    logits, _ = ours(idx)
+    torch.testing.assert_close(logits, ref, atol=1e-4, rtol=0)
+
+
+def test_cached_llama_greedy_matches_transformers_generate():
+    hf, ours = _hf_llama_and_ours()
+    idx = _ids(2, 4)
+    with torch.no_grad():
+        ref = hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=12, do_sample=False)[:, 4:]
+    logits, state = ours.start(idx)
+    out = []
+    for _ in range(12):
+        out.append(logits.argmax(-1))
+        logits, state = ours.step(out[-1], state)
+    assert torch.equal(torch.stack(out, dim=1), ref)
+
+
+def test_grouped_training_attention_gradients_match_sdpa():
+    """Training on CPU (the written-out attention over expanded key/value heads) computes the
+    gradients SDPA's grouped attention does."""
+    import torch.nn.functional as F
+
+    from proselab.models.layers import SelfAttention
+
+    torch.manual_seed(0)
+    attn = SelfAttention(32, 4, n_kv_head=2).train()
+    x = torch.randn(2, 9, 32, requires_grad=True)
+    out = attn(x)
+    q, k, v = attn.heads(attn.c_attn(x))
+    ref = attn.c_proj(F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+                      .transpose(1, 2).reshape(2, 9, 32))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    g_out = torch.autograd.grad(out.sum(), (x, attn.c_attn.weight))
+    g_ref = torch.autograd.grad(ref.sum(), (x, attn.c_attn.weight))
+    for a, b in zip(g_out, g_ref):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
 def test_explicit_training_attention_matches_sdpa():

@@ -72,6 +72,10 @@ class ModelConfig:
     n_embd: int = 128  # embedding width (also the rnn's embedding size)
     dropout: float = 0.0  # dropout on embeddings, attention, residuals and between rnn layers
     bias: bool = True  # bias in Linear and LayerNorm layers, like GPT-2
+    # gpt, Llama style (Touvron et al. 2023): rope, norm=rmsnorm, activation=silu, gated_ffn, bias=false
+    rope: bool = False  # gpt: rotary position embeddings (Su et al. 2021) instead of GPT-2's learned table
+    rope_theta: float = 10000.0  # gpt: the rotary base (Llama 3: 500000)
+    n_kv_head: int = 0  # gpt: key/value heads shared by groups of query heads (GQA; 0 = n_head)
     # rnn
     cell: str = "lstm"  # rnn | lstm | gru
     hidden_size: int = 128  # rnn hidden state width (= n_embd, so tie_weights works by default)
@@ -88,7 +92,8 @@ class ModelConfig:
     bos_id: int = -1  # the token the decoder starts from (-1 = set from the tokenizer at training)
     src_prefix_id: int = -1  # a token put before every source, after truncation (BART's <s>; -1 = none)
     tgt_prefix_id: int = -1  # a token every target starts with, predicted first (BART's <s>; -1 = none)
-    # seq2seq transformer layout (the defaults are proselab's own; imported Marian, BART and T5 set them)
+    # transformer layout (the defaults are proselab's own seq2seq and GPT-2; imported Marian, BART, T5 and
+    # Llama checkpoints set them; a gpt reads ffn_dim, activation, gated_ffn, norm and norm_eps)
     n_dec_layer: int = 0  # decoder blocks (0 = n_layer)
     ffn_dim: int = 0  # feed-forward width (0 = 4 x n_embd)
     activation: str = "gelu_tanh"  # feed-forward activation: gelu_tanh | gelu (exact) | relu | silu

@@ -31,6 +31,7 @@ def validate(cfg: Config) -> None:
         _validate_seq2seq(m, d)
     elif m.family == "gpt":
         _validate_transformer(m)
+        _validate_gpt_layout(m)
     else:
         _validate_rnn(m)
     check_memory(m)
@@ -130,8 +131,10 @@ _SEQ2SEQ = ("arch", "share_embeddings", "src_vocab_size", "bos_id", "src_prefix_
 TRANSFORMER_LAYOUT = ("n_dec_layer", "ffn_dim", "activation", "gated_ffn", "norm", "norm_eps", "norm_first",
                       "positions", "rel_buckets", "rel_max_distance", "embed_scale", "embed_norm", "attn_scale",
                       "head_scale", "logits_bias", "hf_type")  # the seq2seq transformer's options (encdec.py)
+GPT_LAYOUT = ("ffn_dim", "activation", "gated_ffn", "norm", "norm_eps", "rope", "rope_theta",
+              "n_kv_head")  # the gpt's options besides its sizes (Llama style)
 MODEL_FIELDS = {  # model_kind -> the fields besides _EVERY_MODEL it reads
-    "gpt": (*_TRANSFORMER_SIZE, "block_size"),
+    "gpt": (*_TRANSFORMER_SIZE, "block_size", *GPT_LAYOUT),
     "rnn": (*_RNN_SIZE, "block_size"),
     "seq2seq rnn": (*_SEQ2SEQ, *_RNN_SIZE, "attention", "bidirectional", "input_feeding", "teacher_forcing"),
     "seq2seq transformer": (*_SEQ2SEQ, *_TRANSFORMER_SIZE, *TRANSFORMER_LAYOUT),  # block_size: learned positions only
@@ -218,14 +221,29 @@ def _validate_seq2seq(m: ModelConfig, d: DataConfig) -> None:
            "bidirectional encoder's are twice as wide: use luong-general, or model.bidirectional=false")
 
 
-def _validate_layout(m: ModelConfig) -> None:
-    """The seq2seq transformer's layout options (models/encdec.py)."""
-    _check(m.n_dec_layer >= 0, f"model.n_dec_layer must be >= 0 (0 = model.n_layer), got {m.n_dec_layer}")
+def _validate_blocks(m: ModelConfig) -> None:
+    """The feed-forward and norm options both Transformer families read (models/encdec.py)."""
     _check(m.ffn_dim >= 0, f"model.ffn_dim must be >= 0 (0 = 4 x n_embd), got {m.ffn_dim}")
     _check(m.activation in ("gelu_tanh", "gelu", "relu", "silu"),
            f"model.activation must be gelu_tanh, gelu, relu or silu, got '{m.activation}'")
     _check(m.norm in ("layernorm", "rmsnorm"), f"model.norm must be layernorm or rmsnorm, got '{m.norm}'")
     _check(0 < m.norm_eps < 1, f"model.norm_eps must be in (0, 1), got {m.norm_eps}")
+
+
+def _validate_gpt_layout(m: ModelConfig) -> None:
+    """The gpt's Llama-style options (models/gpt.py)."""
+    _validate_blocks(m)
+    _check(m.n_kv_head >= 0 and (m.n_kv_head == 0 or m.n_head % m.n_kv_head == 0),
+           f"model.n_kv_head must divide model.n_head ({m.n_head}) (0 = n_head), got {m.n_kv_head}")
+    _check(not m.rope or (m.n_embd // m.n_head) % 2 == 0,
+           f"model.rope needs an even head size, got n_embd / n_head = {m.n_embd // m.n_head}")
+    _check(m.rope_theta > 0, f"model.rope_theta must be > 0, got {m.rope_theta}")
+
+
+def _validate_layout(m: ModelConfig) -> None:
+    """The seq2seq transformer's layout options (models/encdec.py)."""
+    _check(m.n_dec_layer >= 0, f"model.n_dec_layer must be >= 0 (0 = model.n_layer), got {m.n_dec_layer}")
+    _validate_blocks(m)
     _check(m.positions in ("sinusoidal", "learned", "relative"),
            f"model.positions must be sinusoidal, learned or relative, got '{m.positions}'")
     _check(m.rel_buckets >= 4 and m.rel_max_distance > m.rel_buckets // 2,
@@ -249,9 +267,11 @@ def model_parts(m: ModelConfig) -> dict[tuple[str, ...], int]:
     V, Vs, C, H = m.vocab_size, m.src_vocab_size or m.vocab_size, m.n_embd, m.hidden_size
     transformer = m.family == "gpt" or (m.family == "seq2seq" and m.arch == "transformer")
     embeddings = V * C + (0 if m.tie_weights else V * (C if transformer else H))  # + an untied head
-    if m.family == "gpt":
-        return {("vocab_size", "n_embd"): embeddings, ("block_size", "n_embd"): m.block_size * C,
-                ("n_layer", "n_embd"): m.n_layer * 12 * C * C}  # a block: attention 4 C^2, MLP 8 C^2
+    if m.family == "gpt":  # a block: attention 2 C^2 + the keys' and values' 2 C x kv width, the MLP 2 or 3 C x F
+        kv = C * (m.n_kv_head or m.n_head) // m.n_head
+        F = (m.ffn_dim or 4 * C) * C * (3 if m.gated_ffn else 2)
+        return {("vocab_size", "n_embd"): embeddings, ("block_size", "n_embd"): 0 if m.rope else m.block_size * C,
+                ("n_layer", "n_embd"): m.n_layer * (2 * C * C + 2 * C * kv + F)}
     if m.family == "seq2seq":
         embeddings += 0 if m.share_embeddings else Vs * C
     vocab = ("vocab_size", "src_vocab_size", "n_embd") if m.family == "seq2seq" else ("vocab_size", "n_embd")

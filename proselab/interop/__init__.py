@@ -1,6 +1,6 @@
 """Hugging Face checkpoint layouts: read them as proselab models, write proselab runs as them.
 
-One file per architecture (``gpt2.py``, and the encoder-decoders ``marian.py``, ``bart.py``,
+One file per architecture (``gpt2.py``, ``llama.py``, and the encoder-decoders ``marian.py``, ``bart.py``,
 ``t5.py`` over ``encdec.py``) maps its config and weights; ``common.py`` reads weights and
 generation configs. This module tells a Hugging Face directory from a proselab
 run and dispatches on ``model_type``; ``runs.py`` calls it wherever a run is read or exported.
@@ -19,12 +19,12 @@ from ..checkpoint import RunError
 from ..config import Config, apply_dict
 from ..tokenizers import Tokenizer
 from ..tokenizers import load_tokenizer
-from . import bart, encdec, gpt2, marian, t5
+from . import bart, encdec, gpt2, llama, marian, t5
 from .common import apply_generation_config, read_state_dict
 
-ARCHITECTURES = {"gpt2": gpt2, "marian": marian, "bart": bart, "t5": t5}  # model_type -> the module that maps it
+ARCHITECTURES = {"gpt2": gpt2, "llama": llama, "marian": marian, "bart": bart, "t5": t5}  # model_type -> its module
 SEQ2SEQ_EXPORTS = {"marian": marian, "bart": bart, "t5": t5}  # a seq2seq run's model.hf_type -> its layout
-EXPORTS = {"gpt": gpt2}  # model family -> the module that writes it (seq2seq: by model.hf_type)
+EXPORTS = {"gpt": gpt2}  # model family -> the module that writes it (seq2seq: by model.hf_type; Llama style: llama)
 
 
 def is_hf_checkpoint(path: str | Path) -> bool:
@@ -46,7 +46,7 @@ def _read(d: Path) -> tuple[dict[str, Any], Any]:
     if kind not in ARCHITECTURES:
         archs = ", ".join(hf.get("architectures") or []) or "unknown"
         raise RunError(f"{d / 'config.json'}: model_type '{kind}' ({archs}) is not supported; proselab imports "
-                       "GPT-2, Marian, BART and T5 checkpoints (model_type gpt2, marian, bart, t5)")
+                       "GPT-2, Llama, Marian, BART and T5 checkpoints (model_type gpt2, llama, marian, bart, t5)")
     return hf, ARCHITECTURES[kind]
 
 
@@ -121,10 +121,14 @@ def export_hf(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Pa
     if m.family not in EXPORTS and not seq2seq:
         raise RunError(f"'{run_dir}' is a {m.family} run; Hugging Face layouts exist for gpt runs (GPT-2) and for "
                        "seq2seq runs fine-tuned from a Marian, BART or T5 checkpoint")
+    if m.family == "gpt":  # before anything is written
+        (llama if llama.is_llama_style(m) else gpt2).check_exportable(m, run_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(f"'{out}' exists and is not an empty directory; choose a new output directory")
     out.mkdir(parents=True, exist_ok=True)
     if seq2seq:
         SEQ2SEQ_EXPORTS[m.hf_type].export(model, tokenizer, cfg, out, src_tokenizer)
+    elif m.family == "gpt" and llama.is_llama_style(m):
+        llama.export(model, tokenizer, cfg, out)
     else:
         EXPORTS[m.family].export(model, tokenizer, cfg, out)

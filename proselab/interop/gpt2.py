@@ -65,9 +65,10 @@ def _labels(hf: dict[str, Any], where: Path) -> list[str]:
     return labels
 
 
-def load(d: Path, cfg: Config, weights: dict[str, torch.Tensor]) -> tuple[torch.nn.Module, Tokenizer]:
-    """The GPT of ``cfg`` with a GPT-2 checkpoint's ``weights``, and the checkpoint's tokenizer."""
-    V, file = cfg.model.vocab_size, d / "tokenizer.json"
+def checkpoint_tokenizer(d: Path, V: int) -> Tokenizer:
+    """A decoder-only checkpoint's tokenizer (tokenizer.json, or GPT-2's vocab.json + merges.txt),
+    refused when its ids would index past the model's ``V`` embeddings."""
+    file = d / "tokenizer.json"
     try:
         span = vocab_span(file) if file.is_file() else 0  # from the JSON: a huge one is refused before it is built
         tokenizer = load_tokenizer(d) if span <= V else None
@@ -76,6 +77,12 @@ def load(d: Path, cfg: Config, weights: dict[str, torch.Tensor]) -> tuple[torch.
     size = span if tokenizer is None else max(span, tokenizer.vocab_size)
     if size > V:  # its ids would index past the embedding
         raise RunError(f"'{d}': the tokenizer has {size:,} tokens but the model only {V:,}")
+    return tokenizer
+
+
+def load(d: Path, cfg: Config, weights: dict[str, torch.Tensor]) -> tuple[torch.nn.Module, Tokenizer]:
+    """The GPT of ``cfg`` with a GPT-2 checkpoint's ``weights``, and the checkpoint's tokenizer."""
+    tokenizer = checkpoint_tokenizer(d, cfg.model.vocab_size)
     model = build_model(cfg.model)
     ours = model.state_dict()
     state = {}
@@ -95,6 +102,13 @@ def load(d: Path, cfg: Config, weights: dict[str, torch.Tensor]) -> tuple[torch.
             raise RunError(f"'{d}': {name} has shape {tuple(t.shape)}, but config.json implies {tuple(ours[name].shape)}")
     model.load_state_dict(state, strict=False)
     return model, tokenizer
+
+
+def check_exportable(m: ModelConfig, run_dir: Path) -> None:
+    """A RunError naming what a GPT-2 checkpoint cannot hold (a feed-forward other than GPT-2's)."""
+    if m.activation != "gelu_tanh" or m.ffn_dim not in (0, 4 * m.n_embd):
+        raise RunError(f"'{run_dir}' has a feed-forward GPT-2's layout cannot hold (model.activation={m.activation}, "
+                       f"model.ffn_dim={m.ffn_dim}); GPT-2's is gelu_tanh, 4 x n_embd wide")
 
 
 def _weights(model: torch.nn.Module, m: ModelConfig) -> dict[str, torch.Tensor]:
@@ -143,15 +157,27 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
         "dtype": "float32", "use_cache": True, **_classifier_fields(m, tokenizer),
     })
     if not m.labels:  # a classifier does not generate
-        g = cfg.generation
-        eos = g.eos_token_id if g.eos_token_id is not None else tokenizer.eos_id  # a chat run's: end of turn first
-        write_json(out / "generation_config.json", generation_config(g, bos, eos))
+        write_generation_config(tokenizer, cfg, out, bos)
+    pad = tokenizer.id_to_token(_classifier_fields(m, tokenizer)["pad_token_id"]) if m.labels else None
+    write_tokenizer_files(tokenizer, cfg, out, pad)
+
+
+def write_generation_config(tokenizer: Tokenizer, cfg: Config, out: Path, bos: int | None) -> None:
+    """A decoder-only run's generation_config.json."""
+    g = cfg.generation
+    eos = g.eos_token_id if g.eos_token_id is not None else tokenizer.eos_id  # a chat run's: end of turn first
+    write_json(out / "generation_config.json", generation_config(g, bos, eos))
+
+
+def write_tokenizer_files(tokenizer: Tokenizer, cfg: Config, out: Path, pad: str | None = None) -> None:
+    """tokenizer.json, tokenizer_config.json (with a chat run's template) and
+    special_tokens_map.json of a decoder-only run; ``pad`` names a classifier's padding token."""
     tokenizer.save(out / "tokenizer.json")
     special = tokenizer.special_tokens()
-    if m.labels:  # batches of texts are padded with the token config.json's pad_token_id names
-        special = {**special, "pad_token": tokenizer.id_to_token(_classifier_fields(m, tokenizer)["pad_token_id"])}
+    if pad is not None:  # batches of texts are padded with the token config.json's pad_token_id names
+        special = {**special, "pad_token": pad}
     tok_cfg = {"tokenizer_class": "GPT2TokenizerFast" if tokenizer.kind == "gpt2" else "PreTrainedTokenizerFast",
-               "model_max_length": m.block_size, "clean_up_tokenization_spaces": False,
+               "model_max_length": cfg.model.block_size, "clean_up_tokenization_spaces": False,
                **{k: v for k, v in special.items() if v is not None}}
     if is_chat_tokenizer(tokenizer, cfg.data.chat_template):
         tok_cfg["chat_template"] = jinja_template(cfg.data.chat_template)

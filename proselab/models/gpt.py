@@ -1,7 +1,11 @@
-"""GPT: a decoder-only Transformer with GPT-2's architecture and parameter names.
+"""GPT: a decoder-only Transformer with GPT-2's architecture and parameter names, or Llama's.
 
 Names match Hugging Face's GPT2LMHeadModel one-to-one (``transformer.h.0.attn.c_attn`` ...);
 HF stores c_attn, c_proj and c_fc as Conv1D, so their weights are transposed on import.
+Llama style (Touvron et al. 2023) is configuration: rotary positions instead of the learned
+table (``model.rope``), RMSNorm (``model.norm``), a gated SiLU feed-forward (``model.gated_ffn``,
+``model.activation``, ``model.ffn_dim``), grouped key/value heads (``model.n_kv_head``) and no
+biases; interop/llama.py maps Hugging Face's LlamaForCausalLM onto these names.
 Decoding uses a preallocated KV cache (``KVCache``) that travels through ``start``/``step``.
 """
 
@@ -15,56 +19,56 @@ from torch import Tensor
 
 from ..config import ModelConfig
 from . import kv_cache
+from .encdec import FeedForward, make_norm
 from .kv_cache import KVCache
-from .layers import MLP, SelfAttention, head_loss, lm_loss
+from .layers import SelfAttention, expand_kv, head_loss, lm_loss, rope_tables
 from .protocol import Prompt, insert_by_merge
 
 
 class Block(nn.Module):
-    """A pre-LayerNorm Transformer block (GPT-2 moved the norms to the sublayer inputs)."""
+    """A pre-norm Transformer block (GPT-2 moved the norms to the sublayer inputs; Llama too)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=1e-5, bias=cfg.bias)
-        self.attn = SelfAttention(cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias, causal=True)
-        self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=1e-5, bias=cfg.bias)
-        self.mlp = MLP(cfg.n_embd, cfg.dropout, cfg.bias)
+        self.ln_1 = make_norm(cfg)
+        self.attn = SelfAttention(cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias, causal=True, n_kv_head=cfg.n_kv_head)
+        self.ln_2 = make_norm(cfg)
+        self.mlp = FeedForward(cfg)
 
     def forward(self, x: Tensor, cache: tuple[Tensor, Tensor] | None = None, pos: int = 0,
-                attn_mask: Tensor | None = None) -> Tensor:
+                attn_mask: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
         B, T, C = x.shape
-        return self.forward_flat(x.reshape(B * T, C), [(B, T)], [(cache, pos, attn_mask)]).view(B, T, C)
+        return self.forward_flat(x.reshape(B * T, C), [(B, T)], [(cache, pos, attn_mask, rope)]).view(B, T, C)
 
     def forward_flat(self, x: Tensor, shapes: list[tuple[int, int]], attends: list[tuple]) -> Tensor:
         """``forward`` for several batches in one pass: x (N, C) holds batch j's (B_j, T_j)
         tokens flattened, one batch after another. Every matmul runs once over all N tokens
         (its weights are read once); attention runs per batch, with ``attends[j]`` =
-        (cache, pos, attn_mask) as ``forward`` takes them."""
-        qkv = self.attn.c_attn(self.ln_1(x))  # (N, 3C)
+        (cache, pos, attn_mask, rope) as ``forward`` takes them."""
+        qkv = self.attn.c_attn(self.ln_1(x))  # (N, C + 2 kv)
         ys, at = [], 0
-        for (B, T), (cache, pos, attn_mask) in zip(shapes, attends):
-            ys.append(self.attn.attend(qkv[at : at + B * T].view(B, T, -1), cache, pos, attn_mask).reshape(B * T, -1))
+        for (B, T), (cache, pos, attn_mask, rope) in zip(shapes, attends):
+            ys.append(self.attn.attend(qkv[at : at + B * T].view(B, T, -1), cache, pos, attn_mask, rope)
+                      .reshape(B * T, -1))
             at += B * T
         x = x + self.attn.resid_dropout(self.attn.c_proj(ys[0] if len(ys) == 1 else torch.cat(ys)))
         return x + self.mlp(self.ln_2(x))
 
 
 class GPT(nn.Module):
-    """GPT-2: token + learned position embeddings, pre-LN blocks, a (tied) linear head."""
+    """GPT-2: token + learned position embeddings, pre-LN blocks, a (tied) linear head; or
+    Llama: token embeddings, rotary positions in every attention, pre-RMSNorm blocks."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         assert cfg.vocab_size > 0 and cfg.block_size > 0, "GPT needs vocab_size and block_size > 0"
         self.config = cfg
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
-                wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
-                drop=nn.Dropout(cfg.dropout),
-                h=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),
-                ln_f=nn.LayerNorm(cfg.n_embd, eps=1e-5, bias=cfg.bias),
-            )
-        )
+        parts = dict(wte=nn.Embedding(cfg.vocab_size, cfg.n_embd))
+        if not cfg.rope:
+            parts["wpe"] = nn.Embedding(cfg.block_size, cfg.n_embd)
+        parts.update(drop=nn.Dropout(cfg.dropout), h=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),
+                     ln_f=make_norm(cfg))
+        self.transformer = nn.ModuleDict(parts)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
@@ -99,19 +103,30 @@ class GPT(nn.Module):
             pos = 0 if cache is None else cache.length
             if positions is None:
                 positions = torch.arange(pos, pos + idx.size(1), dtype=torch.long, device=idx.device)
-            xs.append((tr.wte(idx) + tr.wpe(positions)).reshape(-1, self.config.n_embd))
-            attends.append((cache, pos, attn_mask))
+            x, rope = self._embed(idx, positions)
+            xs.append(x.reshape(-1, self.config.n_embd))
+            attends.append((cache, pos, attn_mask, rope))
         shapes = [tuple(p[0].shape) for p in parts]
         x = tr.drop(xs[0] if len(xs) == 1 else torch.cat(xs))  # (N, C)
         for i, block in enumerate(tr.h):
-            x = block.forward_flat(x, shapes, [(None if c is None else (c.k[i], c.v[i]), pos, m)
-                                               for c, pos, m in attends])
+            x = block.forward_flat(x, shapes, [(None if c is None else (c.k[i], c.v[i]), pos, m, rope)
+                                               for c, pos, m, rope in attends])
         x = tr.ln_f(x)
         out, at = [], 0
         for B, T in shapes:
             out.append(x[at : at + B * T].view(B, T, -1))
             at += B * T
         return out
+
+    def _embed(self, idx: Tensor, positions: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """Token (+ learned position) embeddings (B, T, C) of idx (B, T) at ``positions`` (T,) or
+        (B, T), and the rotary tables for those positions (None without rope)."""
+        tr, cfg = self.transformer, self.config
+        x = tr.wte(idx)
+        if not cfg.rope:
+            return x + tr.wpe(positions), None
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        return x, rope_tables(positions, cfg.n_embd // cfg.n_head, cfg.rope_theta, dtype)
 
     def hidden_states(self, idx: Tensor) -> Tensor:
         """The final hidden states (B, T, C) of idx (B, T), T <= block_size: what a head reads."""
@@ -131,17 +146,18 @@ class GPT(nn.Module):
         """
         B, T = idx.shape
         assert T <= self.config.block_size, f"sequence of {T} tokens exceeds block_size {self.config.block_size}"
-        tr, nh = self.transformer, self.config.n_head
-        x = tr.drop(tr.wte(idx) + tr.wpe(torch.arange(T, device=idx.device)))  # (B, T, C)
+        tr = self.transformer
+        x, rope = self._embed(idx, torch.arange(T, device=idx.device))
+        x = tr.drop(x)  # (B, T, C)
         future = torch.ones(T, T, dtype=torch.bool, device=idx.device).triu(1)  # (T, T)
         out = []
         for block in tr.h:
-            q, k, _ = block.attn.c_attn(block.ln_1(x)).float().split(self.config.n_embd, dim=2)
-            q = q.view(B, T, nh, -1).transpose(1, 2)  # (B, nh, T, hs)
-            k = k.view(B, T, nh, -1).transpose(1, 2)  # (B, nh, T, hs)
+            q, k, _ = block.attn.heads(block.attn.c_attn(block.ln_1(x)).float(),
+                                       None if rope is None else tuple(t.float() for t in rope))
+            k = expand_kv(k, q.size(1))  # (B, nh, T, hs)
             att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, nh, T, T)
             out.append(att.masked_fill(future, float("-inf")).softmax(dim=-1))
-            x = block(x)
+            x = block(x, rope=rope)
         return torch.stack(out)  # (n_layer, B, nh, T, T)
 
     def forward(self, idx: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
@@ -230,7 +246,7 @@ class GPT(nn.Module):
 
     def _empty_cache(self, B: int, capacity: int, device: torch.device) -> KVCache:
         cfg = self.config
-        return kv_cache.empty((cfg.n_layer, B, cfg.n_head, capacity, cfg.n_embd // cfg.n_head),
+        return kv_cache.empty((cfg.n_layer, B, cfg.n_kv_head or cfg.n_head, capacity, cfg.n_embd // cfg.n_head),
                               self._cache_dtype(device), device)
 
     @staticmethod

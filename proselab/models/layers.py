@@ -1,4 +1,5 @@
-"""Blocks shared by the model families: attention and MLP for the Transformers, and the loss.
+"""Blocks shared by the model families: the GPT's attention (with rotary positions and grouped
+key/value heads as options), and the loss.
 
 Parameter names follow GPT-2 (``c_attn``, ``c_proj``, ``c_fc``) so Hugging Face GPT-2 weights
 map one-to-one. LayerNorm needs no wrapper: ``nn.LayerNorm(n, bias=False)`` exists since
@@ -121,17 +122,23 @@ class _HeadLoss(torch.autograd.Function):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with a fused QKV projection, optionally causal.
+    """Multi-head self-attention with a fused QKV projection, optionally causal, with grouped
+    key/value heads (GQA, Ainslie et al. 2023: ``n_kv_head`` < ``n_head``) and rotary
+    positions (``rope``) as options.
 
-    With ``cache=(k, v)`` (each (B, nh, S, hs), written in place) the new keys and values are
-    stored at positions [pos, pos + T) and the queries attend over [0, pos + T): a static KV
-    cache, no concatenation per step.
+    With ``cache=(k, v)`` (each (B, n_kv_head, S, hs), written in place) the new keys and values
+    are stored at positions [pos, pos + T) and the queries attend over [0, pos + T): a static KV
+    cache, no concatenation per step. Keys are stored rotated.
     """
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, causal: bool = True):
+    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, causal: bool = True,
+                 n_kv_head: int = 0):
         super().__init__()
         assert n_embd % n_head == 0, f"n_embd ({n_embd}) must be divisible by n_head ({n_head})"
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)  # fused q, k, v: one matmul instead of three
+        self.n_kv_head = n_kv_head or n_head
+        assert n_head % self.n_kv_head == 0, f"n_kv_head ({n_kv_head}) must divide n_head ({n_head})"
+        kv = n_embd // n_head * self.n_kv_head  # the keys' (and the values') width
+        self.c_attn = nn.Linear(n_embd, n_embd + 2 * kv, bias=bias)  # fused q, k, v: one matmul instead of three
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
         self.n_head = n_head
@@ -139,22 +146,31 @@ class SelfAttention(nn.Module):
         self.causal = causal
 
     def forward(self, x: Tensor, cache: tuple[Tensor, Tensor] | None = None, pos: int = 0,
-                attn_mask: Tensor | None = None) -> Tensor:
+                attn_mask: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """x (B, T, C) -> (B, T, C); ``attn_mask`` (B, 1, T, pos + T) bool, True = may attend,
         replaces the causal mask (it must include causality itself)."""
-        return self.resid_dropout(self.c_proj(self.attend(self.c_attn(x), cache, pos, attn_mask)))
+        return self.resid_dropout(self.c_proj(self.attend(self.c_attn(x), cache, pos, attn_mask, rope)))
+
+    def heads(self, qkv: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """c_attn's output (B, T, C + 2 kv) -> q (B, nh, T, hs), k and v (B, n_kv_head, T, hs),
+        q and k rotated by ``rope`` (cos, sin, each (B or 1, 1, T, hs))."""
+        B, T, _ = qkv.size()
+        hs = qkv.size(2) // (self.n_head + 2 * self.n_kv_head)
+        q, k, v = qkv.split([self.n_head * hs, self.n_kv_head * hs, self.n_kv_head * hs], dim=2)
+        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_kv_head, hs).transpose(1, 2)  # (B, n_kv_head, T, hs)
+        v = v.view(B, T, self.n_kv_head, hs).transpose(1, 2)  # (B, n_kv_head, T, hs)
+        if rope is not None:
+            q, k = rotate(q, *rope), rotate(k, *rope)
+        return q, k, v
 
     def attend(self, qkv: Tensor, cache: tuple[Tensor, Tensor] | None = None, pos: int = 0,
-               attn_mask: Tensor | None = None) -> Tensor:
-        """The attention between the projections: c_attn's output (B, T, 3C) -> the heads'
+               attn_mask: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """The attention between the projections: c_attn's output (B, T, C + 2 kv) -> the heads'
         outputs side by side (B, T, C), before c_proj. (A GPT decoding several batches in one
         pass projects their tokens together and attends per batch.)"""
-        B, T, C3 = qkv.size()
-        C = C3 // 3
-        q, k, v = qkv.split(C, dim=2)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        B, T, _ = qkv.size()
+        q, k, v = self.heads(qkv, rope)
         causal = self.causal
         if cache is not None:
             # SDPA's causal mask is aligned top-left, which is only right when queries and keys
@@ -163,17 +179,46 @@ class SelfAttention(nn.Module):
             cache_k, cache_v = cache
             cache_k[:, :, pos : pos + T] = k
             cache_v[:, :, pos : pos + T] = v
-            k = cache_k[:, :, : pos + T].to(q.dtype)  # (B, nh, pos + T, hs)
-            v = cache_v[:, :, : pos + T].to(q.dtype)  # (B, nh, pos + T, hs)
+            k = cache_k[:, :, : pos + T].to(q.dtype)  # (B, n_kv_head, pos + T, hs)
+            v = cache_v[:, :, : pos + T].to(q.dtype)  # (B, n_kv_head, pos + T, hs)
             causal = causal and T > 1
         dropout = self.dropout if self.training else 0.0
+        gqa = self.n_kv_head != self.n_head
         if attn_mask is not None:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)  # (B, nh, T, hs)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout,
+                                               enable_gqa=gqa)  # (B, nh, T, hs)
         elif q.requires_grad and q.device.type == "cpu":
+            k, v = expand_kv(k, self.n_head), expand_kv(v, self.n_head)  # (B, nh, S, hs)
             y = _explicit_attention(q, k, v, dropout, causal)  # (B, nh, T, hs)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)  # (B, nh, T, hs)
-        return y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal,
+                                               enable_gqa=gqa)  # (B, nh, T, hs)
+        return y.transpose(1, 2).contiguous().view(B, T, -1)  # (B, T, C): heads side by side again
+
+
+def expand_kv(t: Tensor, n_head: int) -> Tensor:
+    """Grouped keys or values (B, n_kv_head, S, hs) -> one per query head (B, n_head, S, hs)."""
+    groups = n_head // t.size(1)
+    return t if groups == 1 else t.repeat_interleave(groups, dim=1)
+
+
+def rope_tables(positions: Tensor, head_size: int, theta: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Rotary embeddings' cos and sin (Su et al. 2021) for ``positions`` (T,) or (B, T): each
+    (1 or B, 1, T, hs), in the layout Hugging Face's Llama uses (the two halves of a head rotate
+    together, not interleaved pairs), computed in float32 and returned in ``dtype``."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_size, 2, device=positions.device, dtype=torch.float32) / head_size)
+    angles = positions.float()[..., None] * inv_freq  # (..., T, hs / 2)
+    angles = torch.cat([angles, angles], dim=-1)  # (..., T, hs)
+    if angles.dim() == 2:
+        angles = angles[None]  # (1, T, hs)
+    return angles.cos()[:, None].to(dtype), angles.sin()[:, None].to(dtype)  # (B or 1, 1, T, hs)
+
+
+def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x (B, nh, T, hs) rotated by the angles of ``rope_tables``."""
+    half = x.size(-1) // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
 
 def _explicit_attention(q: Tensor, k: Tensor, v: Tensor, dropout: float, causal: bool) -> Tensor:
@@ -202,16 +247,3 @@ def gelu_tanh(x: Tensor) -> Tensor:
         # as long as this form on the nanogpt-cpu config)
         return x * torch.sigmoid(2 * math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x))
     return F.gelu(x, approximate="tanh")  # eager: one kernel, faster than five
-
-
-class MLP(nn.Module):
-    """The Transformer feed-forward block: 4x expansion and GELU, as in GPT-2."""
-
-    def __init__(self, n_embd: int, dropout: float = 0.0, bias: bool = True):
-        super().__init__()
-        self.c_fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
-        self.c_proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.c_proj(gelu_tanh(self.c_fc(x))))

@@ -179,7 +179,8 @@ def _layer_params(model: nn.Module) -> tuple[list[nn.Parameter], list[list[nn.Pa
         return list(model.wte.parameters()), layers
     tr = getattr(model, "transformer", None)
     if tr is not None and hasattr(tr, "h"):
-        return [*tr.wte.parameters(), *tr.wpe.parameters()], [list(block.parameters()) for block in tr.h]
+        wpe = [*tr.wpe.parameters()] if "wpe" in tr else []  # a rope model has no position table
+        return [*tr.wte.parameters(), *wpe], [list(block.parameters()) for block in tr.h]
     encoder, decoder = getattr(model, "encoder", None), getattr(model, "decoder", None)
     if isinstance(encoder, nn.ModuleList) and isinstance(decoder, nn.ModuleList):  # a Transformer seq2seq
         names = ("src_emb", "tgt_emb", "src_pos", "tgt_pos", "src_emb_ln", "tgt_emb_ln", "enc_rel", "dec_rel")

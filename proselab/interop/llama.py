@@ -1,0 +1,187 @@
+"""Llama: Hugging Face's ``LlamaForCausalLM`` layout, to and from proselab's GPT in Llama style
+(rotary positions, RMSNorm, a gated SiLU feed-forward, grouped key/value heads, no biases).
+
+The GPT keeps GPT-2's names, so the mapping renames: ``q_proj``, ``k_proj`` and ``v_proj`` are
+stacked into ``c_attn`` (queries, then keys, then values), ``o_proj`` is ``attn.c_proj``,
+``gate_proj``/``up_proj``/``down_proj`` are ``mlp.c_gate``/``mlp.c_fc``/``mlp.c_proj``, and the
+norms are ``ln_1``, ``ln_2`` and ``ln_f``. Hugging Face's checkpoints already hold q and k in
+the rotate-half layout ``rope_tables`` computes, so nothing is permuted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from ..atomic import atomic_path
+from ..checkpoint import RunError, write_json
+from ..config import Config, ModelConfig
+from ..models import build_model
+from ..tokenizers import Tokenizer
+from .gpt2 import checkpoint_tokenizer, write_generation_config, write_tokenizer_files
+
+# Hugging Face name (after "model.layers.{i}.") -> proselab's (after "transformer.h.{i}.")
+LAYER_NAMES = {"input_layernorm.weight": "ln_1.weight", "post_attention_layernorm.weight": "ln_2.weight",
+               "self_attn.o_proj.weight": "attn.c_proj.weight", "mlp.gate_proj.weight": "mlp.c_gate.weight",
+               "mlp.up_proj.weight": "mlp.c_fc.weight", "mlp.down_proj.weight": "mlp.c_proj.weight"}
+QKV = ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight")
+IGNORED = ("rotary_emb.inv_freq",)  # a buffer older checkpoints saved: recomputed from rope_theta
+
+
+def _rope(hf: dict[str, Any]) -> tuple[float, str]:
+    """The rotary base and scaling type, from transformers 5's ``rope_parameters`` or 4's
+    ``rope_theta`` + ``rope_scaling``."""
+    params = hf.get("rope_parameters") or {}
+    scaling = hf.get("rope_scaling") or {}
+    theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
+    kind = params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
+    return float(theta), str(kind)
+
+
+def model_config(hf: dict[str, Any], where: Path | str) -> ModelConfig:
+    """proselab's ModelConfig for a Llama config.json; RunError names each option proselab lacks."""
+    C, heads = hf.get("hidden_size", 4096), hf.get("num_attention_heads", 32)
+    theta, kind = _rope(hf)
+    problems = []
+    if kind != "default":
+        problems.append(f"rope scaling '{kind}' (proselab computes plain rotary positions)")
+    if hf.get("hidden_act", "silu") != "silu":
+        problems.append(f"hidden_act '{hf['hidden_act']}' (Llama's is silu)")
+    if hf.get("head_dim") not in (None, C // heads):
+        problems.append(f"head_dim {hf['head_dim']} (proselab's heads are hidden_size / num_attention_heads "
+                        f"= {C // heads} wide)")
+    if bool(hf.get("attention_bias", False)) != bool(hf.get("mlp_bias", False)):
+        problems.append("attention_bias and mlp_bias differ (proselab's model.bias sets both)")
+    if problems:
+        raise RunError(f"{where}: this Llama variant is not supported: {'; '.join(problems)}")
+    return ModelConfig(family="gpt", vocab_size=hf.get("vocab_size", 32000),
+                       block_size=hf.get("max_position_embeddings", 2048), n_layer=hf.get("num_hidden_layers", 32),
+                       n_head=heads, n_kv_head=hf.get("num_key_value_heads") or heads, n_embd=C,
+                       ffn_dim=hf.get("intermediate_size", 11008), dropout=0.0, bias=bool(hf.get("attention_bias")),
+                       tie_weights=bool(hf.get("tie_word_embeddings", False)), rope=True, rope_theta=theta,
+                       norm="rmsnorm", norm_eps=float(hf.get("rms_norm_eps", 1e-6)), activation="silu",
+                       gated_ffn=True)
+
+
+def state_from_hf(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """A LlamaForCausalLM state dict in proselab's names (q, k and v stacked into c_attn)."""
+    state = {}
+    for name, t in weights.items():
+        if name.endswith(IGNORED):
+            continue
+        if not name.startswith(("model.", "lm_head.")):
+            name = "model." + name  # saved from LlamaModel, without the LM head's prefix
+        state[name] = t
+    out = {}
+    for name in ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"):
+        if name in state:
+            out[{"model.embed_tokens.weight": "transformer.wte.weight", "model.norm.weight": "transformer.ln_f.weight",
+                 "lm_head.weight": "lm_head.weight"}[name]] = state.pop(name)
+    for i in range(cfg.n_layer):
+        hf, ours = f"model.layers.{i}.", f"transformer.h.{i}."
+        for a, b in LAYER_NAMES.items():
+            if hf + a in state:
+                out[ours + b] = state.pop(hf + a)
+        if all(hf + n in state for n in QKV):
+            out[ours + "attn.c_attn.weight"] = torch.cat([state.pop(hf + n) for n in QKV])
+            if cfg.bias:
+                out[ours + "attn.c_attn.bias"] = torch.cat([state.pop(hf + n.replace("weight", "bias"), None)
+                                                            for n in QKV])
+        if cfg.bias:
+            for a, b in (("self_attn.o_proj.bias", "attn.c_proj.bias"), ("mlp.gate_proj.bias", "mlp.c_gate.bias"),
+                         ("mlp.up_proj.bias", "mlp.c_fc.bias"), ("mlp.down_proj.bias", "mlp.c_proj.bias")):
+                if hf + a in state:
+                    out[ours + b] = state.pop(hf + a)
+    if cfg.tie_weights:
+        out.pop("lm_head.weight", None)  # transformers saves the tied head too, or not: it is wte
+    return out | {f"unexpected:{k}": v for k, v in state.items()}  # left over: named in load's error
+
+
+def load(d: Path, cfg: Config, weights: dict[str, torch.Tensor]) -> tuple[torch.nn.Module, Tokenizer]:
+    """The GPT of ``cfg`` with a Llama checkpoint's ``weights``, and the checkpoint's tokenizer."""
+    tokenizer = checkpoint_tokenizer(d, cfg.model.vocab_size)
+    model = build_model(cfg.model)
+    ours = model.state_dict()
+    try:
+        state = state_from_hf(weights, cfg.model)
+    except TypeError:  # torch.cat over a missing bias
+        raise RunError(f"'{d}': the weights lack the attention biases config.json's attention_bias promises") from None
+    unexpected = sorted(k.removeprefix("unexpected:") for k in state if k.startswith("unexpected:") or k not in ours)
+    missing = sorted(k for k in set(ours) - set(state) if not (k == "lm_head.weight" and cfg.model.tie_weights))
+    if unexpected or missing:
+        raise RunError(f"'{d}': the weights do not match a Llama of this config.json "
+                       f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})")
+    for name, t in state.items():
+        if t.shape != ours[name].shape:
+            raise RunError(f"'{d}': {name} has shape {tuple(t.shape)}, but config.json implies {tuple(ours[name].shape)}")
+    model.load_state_dict(state, strict=False)
+    return model, tokenizer
+
+
+def is_llama_style(m: ModelConfig) -> bool:
+    """Whether a gpt config uses any Llama option (then only Llama's layout can hold it)."""
+    return m.rope or m.norm == "rmsnorm" or m.gated_ffn or bool(m.n_kv_head and m.n_kv_head != m.n_head)
+
+
+def check_exportable(m: ModelConfig, run_dir: Path) -> None:
+    """A RunError naming what a Llama checkpoint cannot hold (GPT-2's parts in a Llama-style run)."""
+    problems = [text for bad, text in (
+        (not m.rope, "learned positions (model.rope=false)"), (m.norm != "rmsnorm", f"model.norm={m.norm}"),
+        (not m.gated_ffn, "a feed-forward without a gate (model.gated_ffn=false)"),
+        (m.activation != "silu", f"model.activation={m.activation}"), (bool(m.labels), "a classification head"),
+    ) if bad]
+    if problems:
+        raise RunError(f"'{run_dir}' mixes GPT-2's and Llama's parts ({', '.join(problems)}); neither Hugging Face "
+                       "layout holds it: train it with all of model.rope, norm=rmsnorm, gated_ffn and activation=silu, "
+                       "or with none of them")
+
+
+def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path) -> None:
+    """Write a Llama-style GPT run as a LlamaForCausalLM checkpoint in ``out`` (model, config,
+    generation config and tokenizer files, with the chat template of a chat run)."""
+    m = cfg.model
+    kv_heads = m.n_kv_head or m.n_head
+    hs = m.n_embd // m.n_head
+    state = {}
+    for name, t in model.state_dict().items():
+        t = t.detach().float().contiguous()
+        if name == "lm_head.weight" and m.tie_weights:
+            continue  # transformers ties it to model.embed_tokens.weight
+        if name.endswith(("attn.c_attn.weight", "attn.c_attn.bias")):
+            i, kind = name.split(".")[2], name.rsplit(".", 1)[1]
+            for proj, part in zip(("q_proj", "k_proj", "v_proj"), t.split([m.n_embd, kv_heads * hs, kv_heads * hs])):
+                state[f"model.layers.{i}.self_attn.{proj}.{kind}"] = part.clone()
+            continue
+        state[_hf_name(name)] = t.clone()
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    bos = tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.eos_id
+    write_json(out / "config.json", {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": m.vocab_size,
+        "hidden_size": m.n_embd, "intermediate_size": m.ffn_dim or 4 * m.n_embd, "num_hidden_layers": m.n_layer,
+        "num_attention_heads": m.n_head, "num_key_value_heads": kv_heads, "head_dim": hs, "hidden_act": "silu",
+        "max_position_embeddings": m.block_size, "rms_norm_eps": m.norm_eps, "initializer_range": 0.02,
+        "rope_theta": m.rope_theta, "rope_scaling": None,
+        "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_theta},
+        "attention_bias": m.bias, "mlp_bias": m.bias, "attention_dropout": 0.0, "tie_word_embeddings": m.tie_weights,
+        "bos_token_id": bos, "eos_token_id": tokenizer.eos_id, "dtype": "float32", "use_cache": True,
+    })
+    write_generation_config(tokenizer, cfg, out, bos)
+    write_tokenizer_files(tokenizer, cfg, out)
+
+
+def _hf_name(name: str) -> str:
+    """proselab's name of a parameter other than c_attn -> Hugging Face's."""
+    fixed = {"transformer.wte.weight": "model.embed_tokens.weight", "transformer.ln_f.weight": "model.norm.weight",
+             "lm_head.weight": "lm_head.weight"}
+    if name in fixed:
+        return fixed[name]
+    _, _, i, rest = name.split(".", 3)  # transformer.h.{i}.{rest}
+    back = {b: a for a, b in LAYER_NAMES.items()}
+    for a, b in (("attn.c_proj.bias", "self_attn.o_proj.bias"), ("mlp.c_gate.bias", "mlp.gate_proj.bias"),
+                 ("mlp.c_fc.bias", "mlp.up_proj.bias"), ("mlp.c_proj.bias", "mlp.down_proj.bias")):
+        back[a] = b
+    return f"model.layers.{i}.{back[rest]}"

@@ -1,0 +1,145 @@
+"""Llama-style GPT: Hugging Face LlamaForCausalLM import, export, fine-tuning and parity with
+transformers; training one from scratch; the errors for what it cannot hold."""
+
+import json
+
+import pytest
+import torch
+
+import proselab
+from proselab.checkpoint import RunError
+from proselab.config import ConfigError, GenerationConfig
+from proselab.decoding import generate
+from proselab.runs import export_hf
+from proselab.tokenizers import train_tokenizer
+
+from conftest import shakespeare_text, tiny_overrides
+
+transformers = pytest.importorskip("transformers")
+LLAMA_RUN = {"model.rope": True, "model.norm": "rmsnorm", "model.activation": "silu", "model.gated_ffn": True,
+             "model.ffn_dim": 64, "model.n_head": 4, "model.n_kv_head": 2, "model.bias": False}
+
+
+def _checkpoint(path, vocab_size, **extra):
+    """A randomly initialised transformers Llama (grouped key/value heads), saved."""
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                   rope_theta=1000.0, bos_token_id=0, eos_token_id=0, **extra)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():  # peaky distributions, so greedy and beams are far from ties
+        model.model.embed_tokens.weight.mul_(20)
+    model.save_pretrained(path)
+    return model
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    tok = train_tokenizer("char", [shakespeare_text(5000)])
+    path = tmp_path / "hf"
+    hf = _checkpoint(path, tok.vocab_size)
+    tok.save(path / "tokenizer.json")
+    return path, hf, tok
+
+
+def test_import_matches_transformers_logits_greedy_and_beams(checkpoint):
+    path, hf, tok = checkpoint
+    gen = proselab.load(path)
+    assert gen.config.model.rope and gen.config.model.n_kv_head == 2 and not gen.config.model.tie_weights
+    idx = torch.tensor([tok.encode("ROMEO: good"), tok.encode("JULIET: say")])
+    with torch.no_grad():
+        ref = hf(idx).logits
+        ours, _ = gen.model(idx)
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=0)
+    ref_greedy = hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=20, do_sample=False,
+                             eos_token_id=None, pad_token_id=0)[:, idx.size(1):]
+    greedy = generate(gen.model, idx, GenerationConfig(do_sample=False, max_new_tokens=20))
+    assert [g.tokens for g in greedy] == ref_greedy.tolist()
+    ref_beams = hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=12, do_sample=False,
+                            num_beams=4, num_return_sequences=2, length_penalty=0.7, eos_token_id=None,
+                            pad_token_id=0)[:, idx.size(1):]
+    beams = generate(gen.model, idx, GenerationConfig(do_sample=False, max_new_tokens=12, num_beams=4,
+                                                      num_return_sequences=2, length_penalty=0.7))
+    assert [g.tokens for g in beams] == ref_beams.tolist()
+
+
+def test_left_padded_batches_decode_each_row_as_alone(checkpoint):
+    """Rotary positions count from each row's first token: a short prompt batched with a long one
+    continues as it does on its own."""
+    path, _, tok = checkpoint
+    gen = proselab.load(path)
+    prompts = ["ROMEO: good morrow, cousin", "JULIET:"]
+    together = gen.complete(prompts, do_sample=False, max_new_tokens=10)
+    alone = [gen.complete([p], do_sample=False, max_new_tokens=10)[0] for p in prompts]
+    assert [g.tokens for g in together] == [g.tokens for g in alone]
+
+
+def test_train_export_reimport(tmp_path, corpus, capfd):
+    """A Llama-style GPT trained from scratch exports to LlamaForCausalLM: transformers loads it
+    with no missing or unexpected keys and computes the same logits, and it imports again."""
+    run = tmp_path / "run"
+    proselab.train(None, tiny_overrides(corpus, run, **LLAMA_RUN, **{"train.max_iters": 5}))
+    out = tmp_path / "export"
+    export_hf(run, out)
+    assert json.loads((out / "config.json").read_text())["model_type"] == "llama"
+    capfd.readouterr()
+    hf, info = transformers.AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
+    assert not any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
+    assert "MISSING" not in capfd.readouterr().err
+    gen = proselab.load(run)
+    text = "ROMEO: What, ho!"
+    assert transformers.AutoTokenizer.from_pretrained(out)(text)["input_ids"] == gen.tokenizer.encode(text)
+    idx = torch.tensor([gen.tokenizer.encode(text)])
+    with torch.no_grad():
+        torch.testing.assert_close(hf.eval()(idx).logits, gen.model(idx)[0], atol=1e-4, rtol=0)
+        torch.testing.assert_close(proselab.load(out).model(idx)[0], gen.model(idx)[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("extra", [{}, {"train.lora_rank": 2, "train.lora_targets": ["c_attn", "c_proj"]}],
+                         ids=["full", "lora"])
+def test_fine_tune_a_checkpoint_then_export_it(checkpoint, tmp_path, corpus, extra):
+    path, _, _ = checkpoint
+    run = tmp_path / "ft"
+    proselab.train(None, tiny_overrides(corpus, run, **{"train.init_from": str(path), "model.block_size": 32,
+                                                        "train.max_iters": 4, "train.eval_interval": 2, **extra}))
+    tuned = proselab.load(run)
+    assert tuned.config.model.rope and tuned.config.model.n_kv_head == 2
+    base = proselab.load(path).model.state_dict()
+    assert any(not torch.equal(base[k], v) for k, v in tuned.model.state_dict().items()), "training changed nothing"
+    out = tmp_path / "export"
+    export_hf(run, out)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    idx = torch.tensor([tuned.tokenizer.encode("ROMEO:")])
+    with torch.no_grad():
+        torch.testing.assert_close(hf(idx).logits, tuned.model(idx)[0], atol=1e-4, rtol=0)
+
+
+def test_unsupported_llama_options_are_one_line_errors(tmp_path):
+    tok = train_tokenizer("char", [shakespeare_text(2000)])
+    path = tmp_path / "hf"
+    _checkpoint(path, tok.vocab_size)
+    tok.save(path / "tokenizer.json")
+    cfg = json.loads((path / "config.json").read_text())
+    scaled = {**cfg, "rope_parameters": {"rope_type": "llama3", "rope_theta": 1000.0, "factor": 8.0}}
+    (path / "config.json").write_text(json.dumps(scaled))
+    with pytest.raises(RunError, match="rope scaling 'llama3'"):
+        proselab.load(path)
+    (path / "config.json").write_text(json.dumps({**cfg, "hidden_act": "gelu"}))
+    with pytest.raises(RunError, match="hidden_act 'gelu'"):
+        proselab.load(path)
+    (path / "config.json").write_text(json.dumps({**cfg, "num_key_value_heads": 1}))
+    with pytest.raises(RunError, match="shape"):
+        proselab.load(path)
+
+
+def test_bad_llama_style_configs_and_mixed_exports(tmp_path, corpus):
+    with pytest.raises(ConfigError, match="n_kv_head must divide"):
+        proselab.train(None, tiny_overrides(corpus, tmp_path / "a", **{**LLAMA_RUN, "model.n_kv_head": 3}))
+    with pytest.raises(ConfigError, match="even head size"):
+        proselab.train(None, tiny_overrides(corpus, tmp_path / "b", **{"model.rope": True, "model.n_embd": 30,
+                                                                      "model.n_head": 10}))
+    run = tmp_path / "mixed"  # rotary positions with GPT-2's LayerNorm and feed-forward
+    proselab.train(None, tiny_overrides(corpus, run, **{"model.rope": True, "train.max_iters": 2}))
+    with pytest.raises(RunError, match="mixes GPT-2's and Llama's parts"):
+        export_hf(run, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
