@@ -137,13 +137,16 @@ class Generator:
         return torch.softmax(scores, dim=-1)
 
     def encode_prompt(self, prompt: str) -> list[int]:
+        """A language model's prompt ids, after the ids its tokenizer starts every text with
+        (a Llama checkpoint's ``<s>``, as transformers' tokenizer adds it)."""
         if prompt:
             ids = self.tokenizer.encode(prompt)
             if self.tokenizer.count_unknown(ids):
                 missing = ", ".join(repr(t) for t in self.tokenizer.unknown_tokens(prompt))
                 warnings.warn(f"the prompt has text this model's vocabulary lacks, read as <unk>: {missing}",
                               stacklevel=3)
-            return ids
+            prefix = self.tokenizer.prompt_prefix
+            return ids if ids[: len(prefix)] == prefix else prefix + ids
         if self.tokenizer.bos_id is not None:
             return [self.tokenizer.bos_id]
         raise ValueError(

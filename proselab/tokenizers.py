@@ -67,6 +67,16 @@ class TokenizerError(ValueError):
     """A tokenizer spec, file or training input supplied by the user is wrong."""
 
 
+def _prompt_prefix(hf: HFTokenizer) -> list[int]:
+    """The ids ``hf``'s post-processor adds before a single text (a template such as "<s> $A")."""
+    plain = hf.encode("a", add_special_tokens=False).ids
+    full = hf.encode("a", add_special_tokens=True).ids
+    for k in range(len(full) - len(plain) + 1):
+        if full[k : k + len(plain)] == plain:
+            return full[:k]
+    return []
+
+
 class Tokenizer:
     """A Hugging Face tokenizer with proselab's kind and special token ids.
 
@@ -75,6 +85,8 @@ class Tokenizer:
         kind: char, word, bpe or gpt2.
         vocab_size: number of ids, special tokens included.
         bos_id, eos_id, pad_id, unk_id: special token ids, or None when the kind has none.
+        prompt_prefix: the ids the tokenizer's own post-processor puts before a text (a Llama
+            checkpoint's ``<s>``; [] for GPT-2's and for the tokenizers proselab trains).
     """
 
     def __init__(self, hf: HFTokenizer, kind: str | None = None):
@@ -91,6 +103,8 @@ class Tokenizer:
         self.pad_id: int | None = ids["pad"]
         self.unk_id: int | None = ids["unk"]
         self._chunkable = _splits_safely(spec)
+        self.prompt_prefix = _prompt_prefix(hf)
+
 
     def __repr__(self) -> str:
         return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size})"

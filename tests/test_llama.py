@@ -25,7 +25,7 @@ def _checkpoint(path, vocab_size, **extra):
     torch.manual_seed(0)
     cfg = transformers.LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                   rope_theta=1000.0, bos_token_id=0, eos_token_id=0, **extra)
+                                   rope_theta=1000.0, **{"bos_token_id": 0, "eos_token_id": 0, **extra})
     model = transformers.LlamaForCausalLM(cfg).eval()
     with torch.no_grad():  # peaky distributions, so greedy and beams are far from ties
         model.model.embed_tokens.weight.mul_(20)
@@ -61,6 +61,33 @@ def test_import_matches_transformers_logits_greedy_and_beams(checkpoint):
     beams = generate(gen.model, idx, GenerationConfig(do_sample=False, max_new_tokens=12, num_beams=4,
                                                       num_return_sequences=2, length_penalty=0.7))
     assert [g.tokens for g in beams] == ref_beams.tolist()
+
+
+def test_a_sentencepiece_llama_tokenizer_prompts_as_transformers_does(tmp_path):
+    """A Llama tokenizer as checkpoints ship it (sentencepiece BPE with byte fallback, converted
+    by transformers to tokenizer.json, <s> put before every text): proselab encodes a prompt to
+    transformers' ids, <s> included, and greedy text generation matches transformers'."""
+    sentencepiece = pytest.importorskip("sentencepiece")
+    (tmp_path / "corpus.txt").write_text(shakespeare_text(20_000), encoding="utf-8")
+    sentencepiece.SentencePieceTrainer.train(input=str(tmp_path / "corpus.txt"), model_prefix=str(tmp_path / "sp"),
+                                             vocab_size=400, model_type="bpe", byte_fallback=True, bos_id=1,
+                                             eos_id=2, unk_id=0, pad_id=-1, minloglevel=2)
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "tokenizer.model").write_bytes((tmp_path / "sp.model").read_bytes())
+    (slow / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer", "add_bos_token": True,
+                                                            "bos_token": "<s>", "eos_token": "</s>"}))
+    hf_tok = transformers.AutoTokenizer.from_pretrained(slow)
+    path = tmp_path / "hf"
+    hf = _checkpoint(path, len(hf_tok), bos_token_id=1, eos_token_id=2)
+    hf_tok.save_pretrained(path)
+    gen = proselab.load(path)
+    text = "ROMEO: good morrow, ÿ cousin"  # ÿ: byte fallback
+    ids = hf_tok(text).input_ids
+    assert ids[0] == 1 and gen.encode_prompt(text) == ids
+    ref = hf.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                      max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0)[0, len(ids):].tolist()
+    assert gen.complete(text, do_sample=False, max_new_tokens=10, eos_token_id=None)[0].tokens == ref
 
 
 def test_left_padded_batches_decode_each_row_as_alone(checkpoint):
