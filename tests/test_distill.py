@@ -287,12 +287,15 @@ def _model(**fields):
     return build_model(cfg)
 
 
-@pytest.mark.parametrize("kind", ["gpt", "seq2seq"])
+LLAMA_STYLE = {"rope": True, "norm": "rmsnorm", "gated_ffn": True, "activation": "silu", "n_kv_head": 1, "bias": False}
+
+
+@pytest.mark.parametrize("kind", ["gpt", "llama", "seq2seq"])
 def test_every_other_layer_copies_the_right_tensors(kind):
-    extra = {"family": "seq2seq", "arch": "transformer", "bos_id": 1} if kind == "seq2seq" else {}
+    extra = {"seq2seq": {"family": "seq2seq", "arch": "transformer", "bos_id": 1}, "llama": LLAMA_STYLE}.get(kind, {})
     torch.manual_seed(0)
     teacher = _model(n_layer=4, **extra)
-    student = _model(n_layer=2, **({**extra} if extra else {"block_size": 6}))
+    student = _model(n_layer=2, **(extra if kind == "seq2seq" else {**extra, "block_size": 6}))
     assert copy_every_other_layer(student, teacher) == [0, 3]
     t, s = teacher.state_dict(), student.state_dict()
     blocks = ("encoder", "decoder") if kind == "seq2seq" else ("transformer.h",)
@@ -307,7 +310,7 @@ def test_every_other_layer_copies_the_right_tensors(kind):
             break
         want = t[name][: value.size(0)] if name == "transformer.wpe.weight" else t[name]
         assert torch.equal(value, want), name
-    if kind == "gpt":  # a student block is not its neighbour's
+    if kind != "seq2seq":  # a student block is not its neighbour's
         assert not torch.equal(s["transformer.h.1.attn.c_attn.weight"], t["transformer.h.1.attn.c_attn.weight"])
 
 
@@ -316,6 +319,7 @@ def test_every_other_layer_copies_the_right_tensors(kind):
     ({"n_layer": 2, "n_embd": 32}, "model.n_embd=32"),
     ({"n_layer": 2, "block_size": 16}, "model.block_size=16"),
     ({"family": "rnn", "hidden_size": 16}, "a rnn student and a gpt teacher"),
+    ({"n_layer": 2, "rope": True}, "model.rope=True \\(the teacher's False\\)"),
 ])
 def test_every_other_layer_says_what_must_match(student, match):
     with pytest.raises(ConfigError, match=match) as e:

@@ -33,6 +33,10 @@ SKIP = {
     "proselab train --train.init_from=path/to/gpt2 --data my_corpus.txt --out runs/gpt2-mine "
     "--model.block_size=256 --train.lr=3e-5 --train.warmup_iters=20": "needs a GPT-2 checkpoint",
     "proselab export runs/gpt2-mine exported/": "needs the GPT-2 run above",
+    "proselab generate path/to/SmolLM2-135M --prompt \"The meaning of life is\" --top-p 0.9": "needs a Llama "
+    "checkpoint (test_llama imports random ones)",
+    "proselab train --train.init_from=path/to/SmolLM2-135M --data my_corpus.txt --out runs/smol-mine "
+    "--model.block_size=256 --train.lora_rank=8": "needs a Llama checkpoint (test_llama fine-tunes one, full and LoRA)",
     "proselab train --train.init_from=runs/base --data pairs.jsonl --out runs/sft": "runs/base and pairs.jsonl are the "
     "user's (test_sft covers it)",
     "proselab train shakespeare-gpt2 --data.tokenizer=gpt2-tokenizer --out runs/shakespeare-gpt2": "a 20-minute "

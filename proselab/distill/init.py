@@ -13,7 +13,9 @@ from ..config import ConfigError, ModelConfig
 from .teacher import FIELD, load_teacher, teacher_config
 
 _LAYER = re.compile(r"^(transformer\.h|encoder|decoder)\.(\d+)\.")  # a block's parameters, by index
-_SAME = ("n_embd", "n_head", "bias", "tie_weights", "vocab_size")  # what makes the other tensors the same shapes
+# what makes the other tensors the same shapes (and the same function: a Llama-style block's)
+_SAME = ("n_embd", "n_head", "bias", "tie_weights", "vocab_size", "ffn_dim", "gated_ffn", "activation", "norm")
+_SAME_GPT = ("rope", "n_kv_head")
 
 
 def kept_layers(teacher_layers: int, student_layers: int) -> list[int]:
@@ -32,7 +34,7 @@ def check_init_shapes(m: ModelConfig, tm: ModelConfig) -> None:
         raise ConfigError(f"train.distill_init=every-other-layer needs a gpt (or a seq2seq transformer) student and "
                           f"teacher of the same family; this is a {kind} student and a {teacher_kind} teacher: use "
                           "train.distill_init=scratch")
-    names = _SAME + (("share_embeddings", "src_vocab_size") if m.family == "seq2seq" else ())
+    names = _SAME + (("share_embeddings", "src_vocab_size") if m.family == "seq2seq" else _SAME_GPT)
     differ = [f"model.{n}={getattr(m, n)} (the teacher's {getattr(tm, n)})" for n in names
               if getattr(m, n) != getattr(tm, n)]
     if tm.n_layer < 2 or m.n_layer != tm.n_layer // 2:
