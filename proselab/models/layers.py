@@ -153,15 +153,18 @@ class SelfAttention(nn.Module):
 
     def heads(self, qkv: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """c_attn's output (B, T, C + 2 kv) -> q (B, nh, T, hs), k and v (B, n_kv_head, T, hs),
-        q and k rotated by ``rope`` (cos, sin, each (B or 1, 1, T, hs))."""
+        q and k rotated by ``rope`` (cos, sin, each (B or 1, T, 1, hs))."""
         B, T, _ = qkv.size()
-        hs = qkv.size(2) // (self.n_head + 2 * self.n_kv_head)
-        q, k, v = qkv.split([self.n_head * hs, self.n_kv_head * hs, self.n_kv_head * hs], dim=2)
-        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_kv_head, hs).transpose(1, 2)  # (B, n_kv_head, T, hs)
-        v = v.view(B, T, self.n_kv_head, hs).transpose(1, 2)  # (B, n_kv_head, T, hs)
-        if rope is not None:
-            q, k = rotate(q, *rope), rotate(k, *rope)
+        nh, nkv = self.n_head, self.n_kv_head
+        hs = qkv.size(2) // (nh + 2 * nkv)
+        qk, v = qkv.split([(nh + nkv) * hs, nkv * hs], dim=2)
+        qk = qk.view(B, T, nh + nkv, hs)  # (B, T, nh + n_kv_head, hs)
+        if rope is not None:  # queries and keys rotated together: half the kernels of two calls
+            qk = rotate(qk, *rope)
+        q, k = qk.split([nh, nkv], dim=2)
+        q = q.transpose(1, 2)  # (B, nh, T, hs)
+        k = k.transpose(1, 2)  # (B, n_kv_head, T, hs)
+        v = v.view(B, T, nkv, hs).transpose(1, 2)  # (B, n_kv_head, T, hs)
         return q, k, v
 
     def attend(self, qkv: Tensor, cache: tuple[Tensor, Tensor] | None = None, pos: int = 0,
@@ -204,18 +207,18 @@ def expand_kv(t: Tensor, n_head: int) -> Tensor:
 
 def rope_tables(positions: Tensor, head_size: int, theta: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """Rotary embeddings' cos and sin (Su et al. 2021) for ``positions`` (T,) or (B, T): each
-    (1 or B, 1, T, hs), in the layout Hugging Face's Llama uses (the two halves of a head rotate
+    (1 or B, T, 1, hs), in the layout Hugging Face's Llama uses (the two halves of a head rotate
     together, not interleaved pairs), computed in float32 and returned in ``dtype``."""
     inv_freq = 1.0 / theta ** (torch.arange(0, head_size, 2, device=positions.device, dtype=torch.float32) / head_size)
     angles = positions.float()[..., None] * inv_freq  # (..., T, hs / 2)
     angles = torch.cat([angles, angles], dim=-1)  # (..., T, hs)
     if angles.dim() == 2:
         angles = angles[None]  # (1, T, hs)
-    return angles.cos()[:, None].to(dtype), angles.sin()[:, None].to(dtype)  # (B or 1, 1, T, hs)
+    return angles.cos()[:, :, None].to(dtype), angles.sin()[:, :, None].to(dtype)  # (B or 1, T, 1, hs)
 
 
 def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """x (B, nh, T, hs) rotated by the angles of ``rope_tables``."""
+    """x (B, T, heads, hs) rotated by the angles of ``rope_tables``."""
     half = x.size(-1) // 2
     x1, x2 = x[..., :half], x[..., half:]
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin
