@@ -109,9 +109,16 @@ def test_a_text_alone_is_scored_from_its_second_token_and_a_prompt_alone_is_cont
 
 # ---- attention --------------------------------------------------------------------------------
 
-def test_gpt_attention_rows_sum_to_one_are_zero_on_the_future_and_are_what_the_blocks_use():
+LLAMA_STYLE = dict(rope=True, norm="rmsnorm", gated_ffn=True, activation="silu", n_kv_head=2, bias=False)
+
+
+@pytest.mark.parametrize("style", [{}, LLAMA_STYLE], ids=["gpt2", "llama"])
+def test_gpt_attention_rows_sum_to_one_are_zero_on_the_future_and_are_what_the_blocks_use(style):
+    from proselab.models.layers import expand_kv, rope_tables
+
     torch.manual_seed(0)
-    model = build_model(ModelConfig(family="gpt", vocab_size=20, block_size=12, n_layer=3, n_head=4, n_embd=32)).eval()
+    model = build_model(ModelConfig(family="gpt", vocab_size=20, block_size=12, n_layer=3, n_head=4, n_embd=32,
+                                    **style)).eval()
     idx = torch.randint(0, 20, (2, 9))
     w = model.attention_weights(idx)  # (L, B, nh, T, T)
     assert w.shape == (3, 2, 4, 9, 9)
@@ -120,14 +127,18 @@ def test_gpt_attention_rows_sum_to_one_are_zero_on_the_future_and_are_what_the_b
     assert float(w[..., future].abs().max()) == 0.0
     # the weights times the values are each block's attention output (computed through SDPA)
     tr = model.transformer
-    x = tr.wte(idx) + tr.wpe(torch.arange(9))
     with torch.no_grad():
+        x, rope = tr.wte(idx), None
+        if style:
+            rope = rope_tables(torch.arange(9), 8, model.config.rope_theta, torch.float32)
+        else:
+            x = x + tr.wpe(torch.arange(9))
         for i, block in enumerate(tr.h):
             qkv = block.attn.c_attn(block.ln_1(x))
-            v = qkv.split(32, dim=2)[2].view(2, 9, 4, 8).transpose(1, 2)  # (B, nh, T, hs)
+            v = expand_kv(block.attn.heads(qkv)[2], 4)  # (B, nh, T, hs)
             mine = (w[i] @ v).transpose(1, 2).reshape(2, 9, 32)
-            torch.testing.assert_close(mine, block.attn.attend(qkv), atol=1e-5, rtol=1e-4)
-            x = block(x)
+            torch.testing.assert_close(mine, block.attn.attend(qkv, rope=rope), atol=1e-5, rtol=1e-4)
+            x = block(x, rope=rope)
 
 
 def test_seq2seq_transformer_attention_per_layer_and_head(tmp_path):
