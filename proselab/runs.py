@@ -31,7 +31,8 @@ from .models.heads import HEAD
 from .models.lora import apply_lora, merge_lora
 from .tokenizers import Tokenizer, TokenizerError, load_tokenizer, vocab_span
 
-ARCHITECTURE = ("family", "vocab_size", "n_layer", "n_head", "n_embd", "bias", "rope", "rope_theta", "n_kv_head", "cell", "hidden_size", "num_layers",
+ARCHITECTURE = ("family", "vocab_size", "n_layer", "n_head", "n_embd", "bias", "rope", "rope_theta", "rope_factor",
+                "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_kv_head", "cell", "hidden_size", "num_layers",
                 "tie_weights", "arch", "attention", "bidirectional", "input_feeding", "share_embeddings",
                 "src_vocab_size", "bos_id", "src_prefix_id", "tgt_prefix_id", *TRANSFORMER_LAYOUT)
 # Fine-tuning starts from weights that already work: a scratch learning rate and warmup would
@@ -234,8 +235,9 @@ def load_init_weights(model: torch.nn.Module, source: str | Path) -> None:
 
 
 def export_hf(run_dir: str | Path, out_dir: str | Path) -> Path:
-    """Write a proselab run as a Hugging Face checkpoint directory (a GPT run: GPT-2's layout; a
-    seq2seq run fine-tuned from a Marian, BART or T5 checkpoint: that checkpoint's layout).
+    """Write a proselab run as a Hugging Face checkpoint directory (a GPT run: GPT-2's layout, or
+    Llama's for a Llama-style one; a seq2seq run fine-tuned from a Marian, BART or T5 checkpoint:
+    that checkpoint's layout).
 
     ``transformers.AutoModelForCausalLM.from_pretrained(out_dir)`` (AutoModelForSeq2SeqLM) and
     ``AutoTokenizer.from_pretrained(out_dir)`` load the result. A bias-free model is written

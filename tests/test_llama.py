@@ -29,6 +29,9 @@ def _checkpoint(path, vocab_size, **extra):
     model = transformers.LlamaForCausalLM(cfg).eval()
     with torch.no_grad():  # peaky distributions, so greedy and beams are far from ties
         model.model.embed_tokens.weight.mul_(20)
+        for layer in model.model.layers:  # sharp attention, so positions change the function
+            layer.self_attn.q_proj.weight.mul_(4)
+            layer.self_attn.k_proj.weight.mul_(4)
     model.save_pretrained(path)
     return model
 
@@ -61,6 +64,34 @@ def test_import_matches_transformers_logits_greedy_and_beams(checkpoint):
     beams = generate(gen.model, idx, GenerationConfig(do_sample=False, max_new_tokens=12, num_beams=4,
                                                       num_return_sequences=2, length_penalty=0.7))
     assert [g.tokens for g in beams] == ref_beams.tolist()
+
+
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 1000.0, "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+
+
+def test_llama3_rope_scaling_imports_and_exports_with_transformers_logits(tmp_path):
+    """Llama 3.1's frequency-dependent rope scaling: with head size 8 and an original context of
+    16, one frequency is kept, one scaled and one blended, and logits match transformers' in and
+    out of proselab."""
+    tok = train_tokenizer("char", [shakespeare_text(5000)])
+    path = tmp_path / "hf"
+    hf = _checkpoint(path, tok.vocab_size, rope_parameters=LLAMA3_ROPE)
+    tok.save(path / "tokenizer.json")
+    gen = proselab.load(path)
+    assert gen.config.model.rope_factor == 8.0 and gen.config.model.rope_original_context == 16
+    idx = torch.tensor([tok.encode("ROMEO: good morrow, cousin, what news from the court?")])
+    with torch.no_grad():
+        ref = hf(idx).logits
+        torch.testing.assert_close(gen.model(idx)[0], ref, atol=1e-4, rtol=0)
+        plain = transformers.LlamaForCausalLM.from_pretrained(path, rope_parameters={"rope_type": "default",
+                                                                                     "rope_theta": 1000.0})
+        assert (plain.eval()(idx).logits - ref).abs().max() > 1e-3  # the scaling changes the function
+    export_hf(path, tmp_path / "export")  # an imported checkpoint exports as a run does
+    assert json.loads((tmp_path / "export" / "config.json").read_text())["rope_parameters"]["rope_type"] == "llama3"
+    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back(idx).logits, ref, atol=1e-4, rtol=0)
 
 
 def test_a_sentencepiece_llama_tokenizer_prompts_as_transformers_does(tmp_path):
@@ -147,9 +178,12 @@ def test_unsupported_llama_options_are_one_line_errors(tmp_path):
     _checkpoint(path, tok.vocab_size)
     tok.save(path / "tokenizer.json")
     cfg = json.loads((path / "config.json").read_text())
-    scaled = {**cfg, "rope_parameters": {"rope_type": "llama3", "rope_theta": 1000.0, "factor": 8.0}}
+    scaled = {**cfg, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1000.0, "factor": 8.0}}
     (path / "config.json").write_text(json.dumps(scaled))
-    with pytest.raises(RunError, match="rope scaling 'llama3'"):
+    with pytest.raises(RunError, match="rope scaling 'yarn'"):
+        proselab.load(path)
+    (path / "config.json").write_text(json.dumps({**cfg, "rope_parameters": {"rope_type": "llama3", "factor": 8.0}}))
+    with pytest.raises(RunError, match="rope scaling 'llama3' without a usable 'low_freq_factor'"):
         proselab.load(path)
     (path / "config.json").write_text(json.dumps({**cfg, "hidden_act": "gelu"}))
     with pytest.raises(RunError, match="hidden_act 'gelu'"):

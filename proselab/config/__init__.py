@@ -75,6 +75,10 @@ class ModelConfig:
     # gpt, Llama style (Touvron et al. 2023): rope, norm=rmsnorm, activation=silu, gated_ffn, bias=false
     rope: bool = False  # gpt: rotary position embeddings (Su et al. 2021) instead of GPT-2's learned table
     rope_theta: float = 10000.0  # gpt: the rotary base (Llama 3: 500000)
+    rope_factor: float = 0.0  # gpt: Llama 3.1's rope scaling, slow frequencies divided by this (0 = none)
+    rope_low_freq_factor: float = 1.0  # gpt, rope_factor > 0: wavelengths over original / this are scaled
+    rope_high_freq_factor: float = 4.0  # gpt, rope_factor > 0: wavelengths under original / this are kept
+    rope_original_context: int = 8192  # gpt, rope_factor > 0: the context the model was first trained for
     n_kv_head: int = 0  # gpt: key/value heads shared by groups of query heads (GQA; 0 = n_head)
     # rnn
     cell: str = "lstm"  # rnn | lstm | gru

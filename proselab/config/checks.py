@@ -131,7 +131,8 @@ _SEQ2SEQ = ("arch", "share_embeddings", "src_vocab_size", "bos_id", "src_prefix_
 TRANSFORMER_LAYOUT = ("n_dec_layer", "ffn_dim", "activation", "gated_ffn", "norm", "norm_eps", "norm_first",
                       "positions", "rel_buckets", "rel_max_distance", "embed_scale", "embed_norm", "attn_scale",
                       "head_scale", "logits_bias", "hf_type")  # the seq2seq transformer's options (encdec.py)
-GPT_LAYOUT = ("ffn_dim", "activation", "gated_ffn", "norm", "norm_eps", "rope", "rope_theta",
+GPT_LAYOUT = ("ffn_dim", "activation", "gated_ffn", "norm", "norm_eps", "rope", "rope_theta", "rope_factor",
+              "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context",
               "n_kv_head")  # the gpt's options besides its sizes (Llama style)
 MODEL_FIELDS = {  # model_kind -> the fields besides _EVERY_MODEL it reads
     "gpt": (*_TRANSFORMER_SIZE, "block_size", *GPT_LAYOUT),
@@ -238,6 +239,11 @@ def _validate_gpt_layout(m: ModelConfig) -> None:
     _check(not m.rope or (m.n_embd // m.n_head) % 2 == 0,
            f"model.rope needs an even head size, got n_embd / n_head = {m.n_embd // m.n_head}")
     _check(m.rope_theta > 0, f"model.rope_theta must be > 0, got {m.rope_theta}")
+    _check(m.rope_factor == 0 or (m.rope_factor >= 1 and 0 < m.rope_low_freq_factor < m.rope_high_freq_factor
+                                  and m.rope_original_context >= 1),
+           f"model.rope_factor must be 0 (no scaling) or >= 1, with 0 < rope_low_freq_factor < rope_high_freq_factor "
+           f"and rope_original_context >= 1; got {m.rope_factor}, {m.rope_low_freq_factor}, "
+           f"{m.rope_high_freq_factor}, {m.rope_original_context}")
 
 
 def _validate_layout(m: ModelConfig) -> None:

@@ -31,23 +31,38 @@ QKV = ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.w
 IGNORED = ("rotary_emb.inv_freq",)  # a buffer older checkpoints saved: recomputed from rope_theta
 
 
-def _rope(hf: dict[str, Any]) -> tuple[float, str]:
-    """The rotary base and scaling type, from transformers 5's ``rope_parameters`` or 4's
-    ``rope_theta`` + ``rope_scaling``."""
-    params = hf.get("rope_parameters") or {}
-    scaling = hf.get("rope_scaling") or {}
+def _rope(hf: dict[str, Any]) -> tuple[float, str, dict[str, Any]]:
+    """The rotary base, scaling type and scaling parameters, from transformers 5's
+    ``rope_parameters`` or 4's ``rope_theta`` + ``rope_scaling``."""
+    params = {**(hf.get("rope_scaling") or {}), **(hf.get("rope_parameters") or {})}
     theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
-    kind = params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
-    return float(theta), str(kind)
+    kind = params.get("rope_type") or params.get("type") or "default"
+    return float(theta), str(kind), params
+
+
+def _scaling_fields(kind: str, params: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """ModelConfig's rope_factor fields for Llama 3.1's scaling ({} without scaling)."""
+    if kind == "default":
+        return {}
+    if kind != "llama3":
+        problems.append(f"rope scaling '{kind}' (proselab computes plain rotary positions and Llama 3.1's llama3)")
+        return {}
+    try:
+        return {"rope_factor": float(params["factor"]), "rope_low_freq_factor": float(params["low_freq_factor"]),
+                "rope_high_freq_factor": float(params["high_freq_factor"]),
+                "rope_original_context": int(params["original_max_position_embeddings"])}
+    except (KeyError, TypeError, ValueError) as e:
+        problems.append(f"rope scaling 'llama3' without a usable {e} (factor, low_freq_factor, high_freq_factor and "
+                        "original_max_position_embeddings are needed)")
+        return {}
 
 
 def model_config(hf: dict[str, Any], where: Path | str) -> ModelConfig:
     """proselab's ModelConfig for a Llama config.json; RunError names each option proselab lacks."""
     C, heads = hf.get("hidden_size", 4096), hf.get("num_attention_heads", 32)
-    theta, kind = _rope(hf)
-    problems = []
-    if kind != "default":
-        problems.append(f"rope scaling '{kind}' (proselab computes plain rotary positions)")
+    theta, kind, params = _rope(hf)
+    problems: list[str] = []
+    scaling = _scaling_fields(kind, params, problems)
     if hf.get("hidden_act", "silu") != "silu":
         problems.append(f"hidden_act '{hf['hidden_act']}' (Llama's is silu)")
     if hf.get("head_dim") not in (None, C // heads):
@@ -63,7 +78,7 @@ def model_config(hf: dict[str, Any], where: Path | str) -> ModelConfig:
                        ffn_dim=hf.get("intermediate_size", 11008), dropout=0.0, bias=bool(hf.get("attention_bias")),
                        tie_weights=bool(hf.get("tie_word_embeddings", False)), rope=True, rope_theta=theta,
                        norm="rmsnorm", norm_eps=float(hf.get("rms_norm_eps", 1e-6)), activation="silu",
-                       gated_ffn=True)
+                       gated_ffn=True, **scaling)
 
 
 def state_from_hf(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -164,13 +179,22 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
         "hidden_size": m.n_embd, "intermediate_size": m.ffn_dim or 4 * m.n_embd, "num_hidden_layers": m.n_layer,
         "num_attention_heads": m.n_head, "num_key_value_heads": kv_heads, "head_dim": hs, "hidden_act": "silu",
         "max_position_embeddings": m.block_size, "rms_norm_eps": m.norm_eps, "initializer_range": 0.02,
-        "rope_theta": m.rope_theta, "rope_scaling": None,
-        "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_theta},
+        "rope_theta": m.rope_theta, "rope_scaling": _rope_scaling(m),
+        "rope_parameters": {"rope_type": "llama3" if m.rope_factor else "default", "rope_theta": m.rope_theta,
+                            **(_rope_scaling(m) or {})},
         "attention_bias": m.bias, "mlp_bias": m.bias, "attention_dropout": 0.0, "tie_word_embeddings": m.tie_weights,
         "bos_token_id": bos, "eos_token_id": tokenizer.eos_id, "dtype": "float32", "use_cache": True,
     })
     write_generation_config(tokenizer, cfg, out, bos)
     write_tokenizer_files(tokenizer, cfg, out)
+
+
+def _rope_scaling(m: ModelConfig) -> dict[str, Any] | None:
+    """config.json's rope_scaling for Llama 3.1's scaling (None without it)."""
+    if not m.rope_factor:
+        return None
+    return {"rope_type": "llama3", "factor": m.rope_factor, "low_freq_factor": m.rope_low_freq_factor,
+            "high_freq_factor": m.rope_high_freq_factor, "original_max_position_embeddings": m.rope_original_context}
 
 
 def _hf_name(name: str) -> str:

@@ -126,7 +126,9 @@ class GPT(nn.Module):
         if not cfg.rope:
             return x + tr.wpe(positions), None
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-        return x, rope_tables(positions, cfg.n_embd // cfg.n_head, cfg.rope_theta, dtype)
+        scaling = (cfg.rope_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor,
+                   cfg.rope_original_context) if cfg.rope_factor else None
+        return x, rope_tables(positions, cfg.n_embd // cfg.n_head, cfg.rope_theta, dtype, scaling)
 
     def hidden_states(self, idx: Tensor) -> Tensor:
         """The final hidden states (B, T, C) of idx (B, T), T <= block_size: what a head reads."""

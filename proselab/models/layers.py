@@ -205,11 +205,26 @@ def expand_kv(t: Tensor, n_head: int) -> Tensor:
     return t if groups == 1 else t.repeat_interleave(groups, dim=1)
 
 
-def rope_tables(positions: Tensor, head_size: int, theta: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+def rope_frequencies(head_size: int, theta: float, scaling: tuple[float, float, float, int] | None = None,
+                     device: torch.device | None = None) -> Tensor:
+    """The rotary angular frequencies (hs / 2,), theta ** (-2i / hs), with Llama 3.1's scaling when
+    ``scaling`` = (factor, low_freq_factor, high_freq_factor, original_context): wavelengths
+    longer than original / low are divided by ``factor``, those shorter than original / high are
+    kept, and the ones between blend the two linearly in original / wavelength."""
+    freq = 1.0 / theta ** (torch.arange(0, head_size, 2, device=device, dtype=torch.float32) / head_size)
+    if scaling is None:
+        return freq
+    factor, low, high, original = scaling
+    kept = ((original * freq / (2 * math.pi) - low) / (high - low)).clamp(0.0, 1.0)  # 0: scaled, 1: kept
+    return (1.0 - kept) * freq / factor + kept * freq
+
+
+def rope_tables(positions: Tensor, head_size: int, theta: float, dtype: torch.dtype,
+                scaling: tuple[float, float, float, int] | None = None) -> tuple[Tensor, Tensor]:
     """Rotary embeddings' cos and sin (Su et al. 2021) for ``positions`` (T,) or (B, T): each
     (1 or B, T, 1, hs), in the layout Hugging Face's Llama uses (the two halves of a head rotate
     together, not interleaved pairs), computed in float32 and returned in ``dtype``."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_size, 2, device=positions.device, dtype=torch.float32) / head_size)
+    inv_freq = rope_frequencies(head_size, theta, scaling, positions.device)
     angles = positions.float()[..., None] * inv_freq  # (..., T, hs / 2)
     angles = torch.cat([angles, angles], dim=-1)  # (..., T, hs)
     if angles.dim() == 2:
