@@ -13,6 +13,8 @@ from proselab.models import Seq2SeqBatch, build_model
 
 LM = {
     "gpt": dict(family="gpt", n_layer=2, n_head=2, n_embd=16, block_size=12),
+    "llama": dict(family="gpt", n_layer=2, n_head=4, n_kv_head=2, n_embd=16, block_size=12, rope=True, norm="rmsnorm",
+                  gated_ffn=True, activation="silu", bias=False),
     "lstm": dict(family="rnn", cell="lstm", hidden_size=16, n_embd=16, num_layers=2),
     "gru": dict(family="rnn", cell="gru", hidden_size=16, n_embd=16, num_layers=1),
 }
@@ -49,13 +51,14 @@ def test_merged_lm_states_decode_as_they_did_apart(kind):
     torch.testing.assert_close(together, torch.cat([alone_a, alone_b], dim=1), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["gpt", "llama"])
 @pytest.mark.parametrize("fits", [True, False])
-def test_a_gpt_state_takes_new_rows_in_place_of_finished_ones(fits):
+def test_a_gpt_state_takes_new_rows_in_place_of_finished_ones(fits, kind):
     """``insert`` puts a fresh prompt's rows where finished rows were: in place when the new
     prompt is no longer than the running cache, through merge when it is; either way every
     row then gives the logits it gives alone, also past the window of 12 (slides, and the
     1.5-window buffer's shift)."""
-    model = lm("gpt")
+    model = lm(kind)
     _, a = model.start(pad_prompts([[1, 2, 3, 4, 5], [6, 7], [8]])[0])
     _, a = steps(model, a, [[4, 5, 6], [6, 7, 8]])
     b_prompt = [[9, 10, 11]] if fits else [[3] * 9]
@@ -74,10 +77,11 @@ def test_a_gpt_state_takes_new_rows_in_place_of_finished_ones(fits):
     torch.testing.assert_close(together[:, 1], alone_b[:, 0], atol=1e-5, rtol=1e-5)
 
 
-def test_a_gpt_steps_and_prefills_in_one_pass_as_it_does_apart():
+@pytest.mark.parametrize("kind", ["gpt", "llama"])
+def test_a_gpt_steps_and_prefills_in_one_pass_as_it_does_apart(kind):
     """``step_start`` gives ``step``'s and ``start``'s logits and states, with a padded
     running batch (one row about to slide) and a padded new prompt."""
-    model = lm("gpt")
+    model = lm(kind)
     prompts = pad_prompts([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], [6, 7]])[0]
     new = pad_prompts([[3, 4, 5], [9]])[0]
     _, a = model.start(prompts)
