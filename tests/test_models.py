@@ -280,28 +280,6 @@ def _hf_gpt2_and_ours():
     return hf, ours
 
 
-def test_parity_with_transformers_gpt2():
-    hf, ours = _hf_gpt2_and_ours()
-    idx = _ids(3, 16)
-    with torch.no_grad():
-        ref = hf(idx).logits
-    logits, _ = ours(idx)
-    torch.testing.assert_close(logits, ref, atol=1e-4, rtol=0)
-
-
-def test_cached_greedy_matches_transformers_generate():
-    hf, ours = _hf_gpt2_and_ours()
-    idx = _ids(2, 4)
-    with torch.no_grad():
-        ref = hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=12, do_sample=False)[:, 4:]
-    logits, state = ours.start(idx)
-    out = []
-    for _ in range(12):
-        out.append(logits.argmax(-1))
-        logits, state = ours.step(out[-1], state)
-    assert torch.equal(torch.stack(out, dim=1), ref)
-
-
 def _hf_llama_and_ours():
     """A random transformers LlamaForCausalLM (grouped key/value heads, an untied head) and
     proselab's GPT of the same shape with its weights, through interop.llama's mapping."""
@@ -320,8 +298,16 @@ def _hf_llama_and_ours():
     return hf, ours
 
 
-def test_parity_with_transformers_llama():
-    hf, ours = _hf_llama_and_ours()
+PAIRS = pytest.mark.parametrize("pair", ["gpt2", "llama"])
+
+
+def _pair(name):
+    return _hf_gpt2_and_ours() if name == "gpt2" else _hf_llama_and_ours()
+
+
+@PAIRS
+def test_parity_with_transformers(pair):
+    hf, ours = _pair(pair)
     idx = _ids(3, 16)
     with torch.no_grad():
         ref = hf(idx).logits
@@ -329,8 +315,9 @@ def test_parity_with_transformers_llama():
     torch.testing.assert_close(logits, ref, atol=1e-4, rtol=0)
 
 
-def test_cached_llama_greedy_matches_transformers_generate():
-    hf, ours = _hf_llama_and_ours()
+@PAIRS
+def test_cached_greedy_matches_transformers_generate(pair):
+    hf, ours = _pair(pair)
     idx = _ids(2, 4)
     with torch.no_grad():
         ref = hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=12, do_sample=False)[:, 4:]

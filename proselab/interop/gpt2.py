@@ -83,8 +83,6 @@ def checkpoint_tokenizer(d: Path, V: int) -> Tokenizer:
 def load(d: Path, cfg: Config, weights: dict[str, torch.Tensor]) -> tuple[torch.nn.Module, Tokenizer]:
     """The GPT of ``cfg`` with a GPT-2 checkpoint's ``weights``, and the checkpoint's tokenizer."""
     tokenizer = checkpoint_tokenizer(d, cfg.model.vocab_size)
-    model = build_model(cfg.model)
-    ours = model.state_dict()
     state = {}
     for name, t in weights.items():
         if name.endswith(IGNORED):
@@ -92,16 +90,24 @@ def load(d: Path, cfg: Config, weights: dict[str, torch.Tensor]) -> tuple[torch.
         if not name.startswith(("transformer.", "lm_head.", "score.")):
             name = "transformer." + name  # saved from GPT2Model, without the LM head's prefix
         state[name] = t.t() if name.endswith(CONV1D) else t
+    return checked_model(cfg.model, state, d, "GPT-2"), tokenizer
+
+
+def checked_model(m: ModelConfig, state: dict[str, torch.Tensor], d: Path, what: str) -> torch.nn.Module:
+    """The GPT of ``m`` with ``state`` (proselab's names) loaded, or a RunError naming the
+    missing, unexpected or misshapen tensors (a tied head may be absent)."""
+    model = build_model(m)
+    ours = model.state_dict()
     unexpected = sorted(set(state) - set(ours))
-    missing = sorted(k for k in set(ours) - set(state) if not (k == "lm_head.weight" and cfg.model.tie_weights))
+    missing = sorted(k for k in set(ours) - set(state) if not (k == "lm_head.weight" and m.tie_weights))
     if unexpected or missing:
-        raise RunError(f"'{d}': the weights do not match a GPT-2 of this config.json "
+        raise RunError(f"'{d}': the weights do not match a {what} of this config.json "
                        f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})")
     for name, t in state.items():
         if t.shape != ours[name].shape:
             raise RunError(f"'{d}': {name} has shape {tuple(t.shape)}, but config.json implies {tuple(ours[name].shape)}")
     model.load_state_dict(state, strict=False)
-    return model, tokenizer
+    return model
 
 
 def check_exportable(m: ModelConfig, run_dir: Path) -> None:

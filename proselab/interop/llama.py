@@ -19,9 +19,8 @@ from safetensors.torch import save_file
 from ..atomic import atomic_path
 from ..checkpoint import RunError, write_json
 from ..config import Config, ModelConfig
-from ..models import build_model
 from ..tokenizers import Tokenizer
-from .gpt2 import checkpoint_tokenizer, write_generation_config, write_tokenizer_files
+from .gpt2 import checked_model, checkpoint_tokenizer, write_generation_config, write_tokenizer_files
 
 # Hugging Face name (after "model.layers.{i}.") -> proselab's (after "transformer.h.{i}.")
 LAYER_NAMES = {"input_layernorm.weight": "ln_1.weight", "post_attention_layernorm.weight": "ln_2.weight",
@@ -112,28 +111,17 @@ def state_from_hf(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[st
                     out[ours + b] = state.pop(hf + a)
     if cfg.tie_weights:
         out.pop("lm_head.weight", None)  # transformers saves the tied head too, or not: it is wte
-    return out | {f"unexpected:{k}": v for k, v in state.items()}  # left over: named in load's error
+    return out | state  # what is left keeps Hugging Face's names: unexpected, for load's error
 
 
 def load(d: Path, cfg: Config, weights: dict[str, torch.Tensor]) -> tuple[torch.nn.Module, Tokenizer]:
     """The GPT of ``cfg`` with a Llama checkpoint's ``weights``, and the checkpoint's tokenizer."""
     tokenizer = checkpoint_tokenizer(d, cfg.model.vocab_size)
-    model = build_model(cfg.model)
-    ours = model.state_dict()
     try:
         state = state_from_hf(weights, cfg.model)
     except TypeError:  # torch.cat over a missing bias
         raise RunError(f"'{d}': the weights lack the attention biases config.json's attention_bias promises") from None
-    unexpected = sorted(k.removeprefix("unexpected:") for k in state if k.startswith("unexpected:") or k not in ours)
-    missing = sorted(k for k in set(ours) - set(state) if not (k == "lm_head.weight" and cfg.model.tie_weights))
-    if unexpected or missing:
-        raise RunError(f"'{d}': the weights do not match a Llama of this config.json "
-                       f"(missing: {missing[:5]}, unexpected: {unexpected[:5]})")
-    for name, t in state.items():
-        if t.shape != ours[name].shape:
-            raise RunError(f"'{d}': {name} has shape {tuple(t.shape)}, but config.json implies {tuple(ours[name].shape)}")
-    model.load_state_dict(state, strict=False)
-    return model, tokenizer
+    return checked_model(cfg.model, state, d, "Llama"), tokenizer
 
 
 def is_llama_style(m: ModelConfig) -> bool:
