@@ -114,3 +114,23 @@ def tiny_overrides(corpus: Path, out: Path, family: str = "gpt", **extra) -> dic
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def assert_decodes_as_transformers(model, hf, idx) -> None:
+    """A causal LM imported from ``hf`` gives its logits (fp32, 1e-4) and, on prompts ``idx``
+    (B, T), the tokens of its greedy search and of a beam search (4 beams, 2 returned, length
+    penalty 0.7)."""
+    import torch
+
+    from proselab.config import GenerationConfig
+    from proselab.decoding import generate
+
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx)[0], hf(idx).logits, atol=1e-4, rtol=0)
+    ones, T = torch.ones_like(idx), idx.size(1)
+    ref = hf.generate(idx, attention_mask=ones, max_new_tokens=20, do_sample=False, eos_token_id=None, pad_token_id=0)
+    greedy = generate(model, idx, GenerationConfig(do_sample=False, max_new_tokens=20))
+    assert [g.tokens for g in greedy] == ref[:, T:].tolist()
+    beam = dict(do_sample=False, max_new_tokens=12, num_beams=4, num_return_sequences=2, length_penalty=0.7)
+    ref = hf.generate(idx, attention_mask=ones, eos_token_id=None, pad_token_id=0, **beam)
+    assert [g.tokens for g in generate(model, idx, GenerationConfig(**beam))] == ref[:, T:].tolist()

@@ -8,12 +8,10 @@ import torch
 
 import proselab
 from proselab.checkpoint import RunError
-from proselab.config import GenerationConfig
-from proselab.decoding import generate
 from proselab.runs import export_hf
 from proselab.tokenizers import train_tokenizer
 
-from conftest import SHARED, shakespeare_text, tiny_overrides
+from conftest import assert_decodes_as_transformers, SHARED, shakespeare_text, tiny_overrides
 
 transformers = pytest.importorskip("transformers")
 GPT2_FILES = SHARED / "gpt2-tokenizer"
@@ -44,22 +42,7 @@ def test_import_matches_transformers_logits_greedy_and_beams(char_checkpoint):
     path, hf, tok = char_checkpoint
     gen = proselab.load(path)
     idx = torch.tensor([tok.encode("ROMEO: good"), tok.encode("JULIET: say")])
-    with torch.no_grad():
-        ref = hf(idx).logits
-        ours, _ = gen.model(idx)
-    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=0)
-
-    ref_greedy = hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=20, do_sample=False,
-                             eos_token_id=None, pad_token_id=0)[:, idx.size(1):]
-    greedy = generate(gen.model, idx, GenerationConfig(do_sample=False, max_new_tokens=20))
-    assert [g.tokens for g in greedy] == ref_greedy.tolist()
-
-    ref_beams = hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=12, do_sample=False,
-                            num_beams=4, num_return_sequences=2, length_penalty=0.7, eos_token_id=None,
-                            pad_token_id=0)[:, idx.size(1):]
-    beams = generate(gen.model, idx, GenerationConfig(do_sample=False, max_new_tokens=12, num_beams=4,
-                                                      num_return_sequences=2, length_penalty=0.7))
-    assert [g.tokens for g in beams] == ref_beams.tolist()
+    assert_decodes_as_transformers(gen.model, hf, idx)
 
 
 def test_pytorch_model_bin_and_bare_gpt2model_names(char_checkpoint):
