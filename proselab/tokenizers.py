@@ -105,7 +105,6 @@ class Tokenizer:
         self._chunkable = _splits_safely(spec)
         self.prompt_prefix = _prompt_prefix(hf)
 
-
     def __repr__(self) -> str:
         return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size})"
 

@@ -158,6 +158,30 @@ def test_fine_tune_a_checkpoint_then_export_it(checkpoint, tmp_path, corpus, ext
         torch.testing.assert_close(hf(idx).logits, tuned.model(idx)[0], atol=1e-4, rtol=0)
 
 
+def test_attention_and_mlp_biases_map_both_ways():
+    """A Llama with attention_bias and mlp_bias: its biases load into proselab's names (logits
+    equal) and every proselab name maps back to one of the checkpoint's."""
+    from proselab.interop.llama import hf_name, model_config, state_from_hf
+    from proselab.models import build_model
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, attention_bias=True, mlp_bias=True)
+    hf = transformers.LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if name.endswith(".bias"):
+                p.normal_()  # transformers starts them at 0
+    m = model_config(cfg.to_dict(), "config.json")
+    ours = build_model(m).eval()
+    ours.load_state_dict(state_from_hf(hf.state_dict(), m))  # strict: every tensor placed
+    idx = torch.randint(0, 50, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(idx)[0], hf(idx).logits, atol=1e-4, rtol=0)
+    back = {hf_name(k) for k in ours.state_dict() if ".c_attn." not in k}
+    assert back <= set(hf.state_dict()) and any(k.endswith("o_proj.bias") for k in back)
+
+
 def test_unsupported_llama_options_are_one_line_errors(tmp_path):
     tok = train_tokenizer("char", [shakespeare_text(2000)])
     path = tmp_path / "hf"

@@ -22,10 +22,17 @@ from ..config import Config, ModelConfig
 from ..tokenizers import Tokenizer
 from .gpt2 import checked_model, checkpoint_tokenizer, write_generation_config, write_tokenizer_files
 
-# Hugging Face name (after "model.layers.{i}.") -> proselab's (after "transformer.h.{i}.")
+TOP_NAMES = {"model.embed_tokens.weight": "transformer.wte.weight", "model.norm.weight": "transformer.ln_f.weight",
+             "lm_head.weight": "lm_head.weight"}  # Hugging Face name -> proselab's, outside the blocks
+# Hugging Face name (after "model.layers.{i}.") -> proselab's (after "transformer.h.{i}."); the
+# biases are there only with attention_bias / mlp_bias (model.bias)
 LAYER_NAMES = {"input_layernorm.weight": "ln_1.weight", "post_attention_layernorm.weight": "ln_2.weight",
                "self_attn.o_proj.weight": "attn.c_proj.weight", "mlp.gate_proj.weight": "mlp.c_gate.weight",
-               "mlp.up_proj.weight": "mlp.c_fc.weight", "mlp.down_proj.weight": "mlp.c_proj.weight"}
+               "mlp.up_proj.weight": "mlp.c_fc.weight", "mlp.down_proj.weight": "mlp.c_proj.weight",
+               "self_attn.o_proj.bias": "attn.c_proj.bias", "mlp.gate_proj.bias": "mlp.c_gate.bias",
+               "mlp.up_proj.bias": "mlp.c_fc.bias", "mlp.down_proj.bias": "mlp.c_proj.bias"}
+HF_TOP_NAMES = {b: a for a, b in TOP_NAMES.items()}
+HF_LAYER_NAMES = {b: a for a, b in LAYER_NAMES.items()}
 QKV = ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight")
 IGNORED = ("rotary_emb.inv_freq",)  # a buffer older checkpoints saved: recomputed from rope_theta
 
@@ -89,11 +96,7 @@ def state_from_hf(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[st
         if not name.startswith(("model.", "lm_head.")):
             name = "model." + name  # saved from LlamaModel, without the LM head's prefix
         state[name] = t
-    out = {}
-    for name in ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"):
-        if name in state:
-            out[{"model.embed_tokens.weight": "transformer.wte.weight", "model.norm.weight": "transformer.ln_f.weight",
-                 "lm_head.weight": "lm_head.weight"}[name]] = state.pop(name)
+    out = {ours: state.pop(hf) for hf, ours in TOP_NAMES.items() if hf in state}
     for i in range(cfg.n_layer):
         hf, ours = f"model.layers.{i}.", f"transformer.h.{i}."
         for a, b in LAYER_NAMES.items():
@@ -104,11 +107,6 @@ def state_from_hf(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[st
             if cfg.bias:
                 out[ours + "attn.c_attn.bias"] = torch.cat([state.pop(hf + n.replace("weight", "bias"), None)
                                                             for n in QKV])
-        if cfg.bias:
-            for a, b in (("self_attn.o_proj.bias", "attn.c_proj.bias"), ("mlp.gate_proj.bias", "mlp.c_gate.bias"),
-                         ("mlp.up_proj.bias", "mlp.c_fc.bias"), ("mlp.down_proj.bias", "mlp.c_proj.bias")):
-                if hf + a in state:
-                    out[ours + b] = state.pop(hf + a)
     if cfg.tie_weights:
         out.pop("lm_head.weight", None)  # transformers saves the tied head too, or not: it is wte
     return out | state  # what is left keeps Hugging Face's names: unexpected, for load's error
@@ -158,7 +156,7 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
             for proj, part in zip(("q_proj", "k_proj", "v_proj"), t.split([m.n_embd, kv_heads * hs, kv_heads * hs])):
                 state[f"model.layers.{i}.self_attn.{proj}.{kind}"] = part.clone()
             continue
-        state[_hf_name(name)] = t.clone()
+        state[hf_name(name)] = t.clone()
     with atomic_path(out / "model.safetensors") as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
     bos = tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.eos_id
@@ -185,15 +183,9 @@ def _rope_scaling(m: ModelConfig) -> dict[str, Any] | None:
             "high_freq_factor": m.rope_high_freq_factor, "original_max_position_embeddings": m.rope_original_context}
 
 
-def _hf_name(name: str) -> str:
+def hf_name(name: str) -> str:
     """proselab's name of a parameter other than c_attn -> Hugging Face's."""
-    fixed = {"transformer.wte.weight": "model.embed_tokens.weight", "transformer.ln_f.weight": "model.norm.weight",
-             "lm_head.weight": "lm_head.weight"}
-    if name in fixed:
-        return fixed[name]
+    if name in HF_TOP_NAMES:
+        return HF_TOP_NAMES[name]
     _, _, i, rest = name.split(".", 3)  # transformer.h.{i}.{rest}
-    back = {b: a for a, b in LAYER_NAMES.items()}
-    for a, b in (("attn.c_proj.bias", "self_attn.o_proj.bias"), ("mlp.c_gate.bias", "mlp.gate_proj.bias"),
-                 ("mlp.c_fc.bias", "mlp.up_proj.bias"), ("mlp.c_proj.bias", "mlp.down_proj.bias")):
-        back[a] = b
-    return f"model.layers.{i}.{back[rest]}"
+    return f"model.layers.{i}.{HF_LAYER_NAMES[rest]}"
