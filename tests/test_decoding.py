@@ -295,17 +295,25 @@ def test_memory_follows_what_is_generated_not_max_new_tokens(family, monkeypatch
     assert ref[0].tokens == out[0].tokens
 
 
-@pytest.mark.parametrize("width", [1000, 5000, 251_325])
-def test_beam_search_top_k_equals_torch_topk(width):
-    """Beam search's two-pass top-k over (B, K x V) scores: the same values and columns as
-    torch's topk, with -inf (banned tokens) in a third of them and rows with fewer finite
+@pytest.mark.parametrize("beams,vocab", [(1, 1000), (5, 1000), (1, 5000), (5, 50_265), (4, 64 * 40)])
+def test_beam_search_top_k_equals_torch_topk(beams, vocab):
+    """Beam search's two-pass top-k over (B, K, V) log-probs plus each beam's score: the same
+    values and columns as torch's topk over the summed (B, K x V) scores, with -inf (banned
+    tokens) in a third of them, beams at beam search's starting -1e9, and rows with fewer finite
     values than k."""
-    from proselab.decoding.search import find_top_k
+    from proselab.decoding.search import NEG, find_top_k
 
-    x = torch.randn(6, width, generator=torch.Generator().manual_seed(width))
-    x[:, : width // 3] = float("-inf")
-    x[5, 7:] = float("-inf")  # 7 finite values, k = 10
-    top, idx = find_top_k(x, 10)
-    ref = x.topk(10, dim=-1)
-    assert torch.equal(top, ref.values)
-    assert torch.equal(idx[:, :7], ref.indices[:, :7]) and torch.equal(idx[:5], ref.indices[:5])
+    gen = torch.Generator().manual_seed(vocab + beams)
+    x = torch.randn(6, beams, vocab, generator=gen)
+    offset = torch.randn(6, beams, generator=gen) * 3
+    offset[0, 1:] = NEG
+    x[:, :, : vocab // 3] = float("-inf")
+    few = x.clone()
+    few[5, :, 7:] = float("-inf")
+    few[5, 1:] = float("-inf")  # 7 finite values, k = 10
+    for scores in (x, few):
+        for off in (offset, None):
+            top, idx = find_top_k(scores, 10, off)
+            ref = (scores if off is None else scores + off[..., None]).view(6, -1).topk(10, dim=-1)
+            assert torch.equal(top, ref.values)
+            assert torch.equal(idx[:, :7], ref.indices[:, :7]) and torch.equal(idx[:5], ref.indices[:5])

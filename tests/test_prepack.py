@@ -93,3 +93,46 @@ def test_refresh_repacks_weights_a_fused_optimizer_changed():
     expected = generate(fresh, [[1, 2, 3]], cfg)[0].tokens
     assert generate(model, [[1, 2, 3]], cfg)[0].tokens == expected
     assert stale != expected  # what the bug looked like
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("activation", sorted(prepack.POST_OPS))
+def test_fused_activation_and_bias_equal_the_unfused_ops(dtype, activation):
+    """The activation (a oneDNN post-op) and an extra bias computed inside the packed matmul:
+    the same as the layer, then the bias, then the activation."""
+    from proselab.models.encdec import ACTIVATIONS
+
+    torch.manual_seed(0)
+    plain = torch.nn.Linear(24, 40, bias=False).to(dtype).eval()
+    lin = copy.deepcopy(plain)
+    lin.__class__ = PrepackedLinear
+    x, bias = torch.randn(5, 24, dtype=dtype), torch.randn(40, dtype=dtype)
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=3e-2, rtol=2e-2)
+    with torch.no_grad():
+        want = ACTIVATIONS[activation]((plain(x).float() + bias.float()))
+        torch.testing.assert_close(prepack.fused(lin, x, activation, bias).float(), want, **tol)
+        torch.testing.assert_close(prepack.fused(lin, x, activation).float(), ACTIVATIONS[activation](plain(x).float()),
+                                   **tol)
+        assert prepack.fused(plain, x, activation) is None  # not packed: the caller computes it
+        assert prepack.fused(lin, x, "tanh") is None  # no post-op for it
+    assert prepack.fused(lin, x, activation) is None  # with grad: training never takes the packed path
+
+
+def test_seq2seq_decoding_fuses_the_activation_and_the_logits_bias():
+    """A BART-like model (GELU, a final logits bias) decodes to the same logits packed, where the
+    activation and the bias go into the matmuls, as plain."""
+    from proselab.data.batch import Seq2SeqBatch
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(family="seq2seq", arch="transformer", bos_id=1, vocab_size=60, block_size=32, n_layer=2, n_head=2, n_embd=32,
+                      activation="gelu", logits_bias=True, positions="learned")
+    plain = build_model(cfg).eval()
+    with torch.no_grad():
+        plain.logits_bias.normal_()
+    packed = prepack_for_cpu(copy.deepcopy(plain))
+    batch = Seq2SeqBatch(torch.randint(3, 60, (3, 7)), torch.ones(3, 7, dtype=torch.bool))
+    cfg_g = GenerationConfig(do_sample=False, num_beams=3, max_new_tokens=12)
+    with torch.no_grad():
+        a, b = plain.start(batch)[0], packed.start(batch)[0]
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=0)
+    assert [g.tokens for g in generate(packed, batch, cfg_g)] == [g.tokens for g in generate(plain, batch, cfg_g)]

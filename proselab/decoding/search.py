@@ -220,40 +220,54 @@ def _candidates(st: BeamState, procs: list[LogitsProcessor], prompt_ids: torch.T
     torch._log_softmax(scores, -1, False, out=scores)  # = torch.log_softmax, the same kernel
     logp = apply_processors(procs, hist, scores, owned=True)  # (B * K, V)
     V = logp.size(-1)
-    acc = logp.view(B, K, V).add_(st.run_score[..., None]).view(B, K * V)  # (B, K * V)
     if sample:
+        acc = logp.view(B, K, V).add_(st.run_score[..., None]).view(B, K * V)  # (B, K * V)
         probs = torch.softmax(acc, dim=-1)
         top_idx = torch.stack([torch.multinomial(probs[b].cpu(), keep, generator=generators[b])
                                for b in range(B)]).to(acc.device)  # (B, keep)
         top_lp = acc.gather(1, top_idx)
-    else:
-        top_lp, top_idx = find_top_k(acc, keep)  # (B, keep)
+    else:  # the beams' scores added to the candidates only
+        top_lp, top_idx = find_top_k(logp.view(B, K, V), keep, st.run_score)  # (B, keep)
     return top_lp, top_idx // V, top_idx % V
 
 
 TOPK_BLOCK = 64  # elements per block in find_top_k's first pass
 
 
-def find_top_k(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x.topk(k, dim=-1)`` for a wide x (B, N), in two passes: the k blocks of TOPK_BLOCK
-    columns with the largest maxima hold the k largest values (a block holding one of them has
-    a maximum at least as large as the k-th), so only those k x TOPK_BLOCK columns are ranked.
-    torch's topk over beam search's (B, K x 50k) scores took longer than the head's matmul
-    here. Equal values may come in another order than torch's topk gives them."""
-    B, N = x.shape
-    blocks = N // TOPK_BLOCK
-    if blocks < 8 * k:
-        return x.topk(k, dim=-1)
-    maxima = x[:, : blocks * TOPK_BLOCK].view(B, blocks, TOPK_BLOCK).amax(-1)  # (B, blocks)
-    if blocks * TOPK_BLOCK < N:  # the last, partial block
-        maxima = torch.cat([maxima, x[:, blocks * TOPK_BLOCK :].amax(-1, keepdim=True)], dim=1)
-    best = maxima.topk(k, dim=-1).indices  # (B, k)
-    cols = (best[:, :, None] * TOPK_BLOCK + torch.arange(TOPK_BLOCK, device=x.device)).view(B, -1)  # (B, k * blk)
-    vals = x.gather(1, cols.clamp(max=N - 1)).masked_fill(cols >= N, float("-inf"))  # past N: never picked
+def find_top_k(x: torch.Tensor, k: int, offset: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest of ``x + offset[..., None]`` over each row's K x V values, and their
+    columns in (K x V): ``(x + offset[..., None]).view(B, -1).topk(k)`` for x (B, K, V) and
+    offset (B, K) (None = 0), in two passes that never write a (B, K, V) tensor.
+
+    The k blocks of TOPK_BLOCK columns (within one beam's V) with the largest maxima hold the k
+    largest values (a block holding one of them has a maximum at least as large as the k-th),
+    so only those k x TOPK_BLOCK values are offset and ranked. torch's topk over beam search's
+    (B, K x 50k) scores took longer than the head's matmul here, and adding the beams' scores
+    to every log-prob took a pass over them. Equal values may come in another order than
+    torch's topk gives them."""
+    B, K, V = x.shape
+    blocks, full = -(-V // TOPK_BLOCK), V // TOPK_BLOCK  # per beam, and those with TOPK_BLOCK columns
+    if K * blocks < 8 * k:
+        acc = x if offset is None else x + offset[..., None]
+        return acc.reshape(B, K * V).topk(k, dim=-1)
+    maxima = x[..., : full * TOPK_BLOCK].reshape(B, K, full, TOPK_BLOCK).amax(-1)  # (B, K, full)
+    if full < blocks:  # each beam's last, partial block
+        maxima = torch.cat([maxima, x[..., full * TOPK_BLOCK :].amax(-1, keepdim=True)], dim=2)
+    if offset is not None:
+        maxima = maxima + offset[..., None]
+    best = maxima.view(B, K * blocks).topk(k, dim=-1).indices  # (B, k)
+    beam = best // blocks
+    cols = (best % blocks)[:, :, None] * TOPK_BLOCK + torch.arange(TOPK_BLOCK, device=x.device)  # (B, k, blk)
+    flat = (beam[:, :, None] * V + cols.clamp(max=V - 1)).view(B, -1)  # (B, k * blk) columns in K x V
+    vals = x.reshape(B, K * V).gather(1, flat).view(B, k, TOPK_BLOCK)
+    if offset is not None:
+        vals = vals + offset.gather(1, beam)[:, :, None]
+    vals = vals.masked_fill(cols >= V, float("-inf")).view(B, -1)  # past a beam's V: never picked
     top, pick = vals.topk(k, dim=-1)  # (B, k)
     if bool(torch.isneginf(top[:, -1]).any()):  # fewer than k finite values: let torch rank them all
-        return x.topk(k, dim=-1)
-    return top, cols.gather(1, pick)
+        acc = x if offset is None else x + offset[..., None]
+        return acc.reshape(B, K * V).topk(k, dim=-1)
+    return top, flat.gather(1, pick)
 
 
 def _finish_reasons(cand: torch.Tensor, tok: torch.Tensor, t: int, L: int, eos: torch.Tensor,

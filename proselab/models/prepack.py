@@ -37,11 +37,18 @@ def _ops_work(dtype: torch.dtype = torch.float32) -> bool:
                        torch.randn(3, 16, dtype=dtype))
             packed = torch.ops.mkldnn._reorder_linear_weight(w, 1)
             y = torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
-            _available[dtype] = bool(torch.allclose(y.float(), F.linear(x, w, b).float(),
-                                                    atol=1e-4 if dtype == torch.float32 else 5e-2))
+            g = torch.ops.mkldnn._linear_pointwise(x, packed, b, "gelu", [], "none")  # a post-op (POST_OPS)
+            tol = 1e-4 if dtype == torch.float32 else 5e-2
+            _available[dtype] = bool(torch.allclose(y.float(), F.linear(x, w, b).float(), atol=tol)
+                                     and torch.allclose(g.float(), F.gelu(F.linear(x, w, b)).float(), atol=tol))
         except (AttributeError, RuntimeError):
             _available[dtype] = False
     return _available[dtype]
+
+
+# model.activation -> oneDNN's post-op (attr, algorithm): computed in the matmul's epilogue, while
+# the output is still in cache, instead of in a second pass over it
+POST_OPS = {"gelu": ("gelu", "none"), "gelu_tanh": ("gelu", "tanh"), "relu": ("relu", ""), "silu": ("swish", "")}
 
 
 class PrepackedLinear(nn.Linear):
@@ -53,19 +60,37 @@ class PrepackedLinear(nn.Linear):
     """
 
     def forward(self, x: Tensor) -> Tensor:
+        y = self.fused(x)
+        return F.linear(x, self.weight, self.bias) if y is None else y
+
+    def fused(self, x: Tensor, activation: str | None = None, bias: Tensor | None = None) -> Tensor | None:
+        """``activation(self(x) + bias)`` in one oneDNN call, with ``activation`` a
+        model.activation name of POST_OPS and ``bias`` (out,) one this layer does not have;
+        None where the packed path does not apply (training, autocast, another device or
+        dtype, one float32 row): the caller then computes it unfused."""
         w = self.weight
         # float32 with one row: MKL's gemv beat oneDNN's packed kernel by 5-25% here on every
         # shape tried (512-3072 x 512-65001); from 4 rows on the packed one wins
         if (torch.is_grad_enabled() or self.training or x.device.type != "cpu" or x.dtype != w.dtype
                 or (w.dtype == torch.float32 and x.numel() == x.size(-1))
-                or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling() or not _ops_work(w.dtype)):
-            return F.linear(x, w, self.bias)
+                or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling() or not _ops_work(w.dtype)
+                or (activation is not None and activation not in POST_OPS)
+                or (bias is not None and (self.bias is not None or bias.dtype != w.dtype))):
+            return None
         key = (w.data_ptr(), w._version, w.dtype)
         if getattr(self, "_packed_key", None) != key:
             self._packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), 1)
             self._packed_key = key
-        y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.size(-1)), self._packed, self.bias, "none", [], "")
+        attr, algorithm = POST_OPS[activation] if activation is not None else ("none", "")
+        y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.size(-1)), self._packed,
+                                               self.bias if bias is None else bias, attr, [], algorithm)
         return y.view(*x.shape[:-1], y.size(-1))  # (..., out)
+
+
+def fused(linear: nn.Module, x: Tensor, activation: str | None = None, bias: Tensor | None = None) -> Tensor | None:
+    """``PrepackedLinear.fused`` for any module: None unless ``linear`` is packed and its packed
+    path applies to ``x``."""
+    return linear.fused(x, activation, bias) if isinstance(linear, PrepackedLinear) else None
 
 
 def prepack_for_cpu(model: nn.Module) -> nn.Module:
