@@ -366,7 +366,7 @@ class Generator:
         turns = messages[len(system):]
         window = self.config.model.block_size if self.config.model.family == "gpt" else None
         while True:
-            ids = self.tokenizer.encode(render_chat(system + turns, add_generation_prompt=True))
+            ids = self.tokenizer.encode(render_chat(system + turns, True, template, self.tokenizer))
             if window is None or len(ids) + max_new_tokens <= window or len(turns) <= 1:
                 return [ids]
             turns = turns[1:]

@@ -14,11 +14,22 @@ The one template, ``chatml``, is OpenAI's ChatML as used by many open models::
 
 It is also written as a Jinja chat template on export, so ``transformers``'
 ``apply_chat_template`` and servers such as vLLM format conversations the same way.
+
+A checkpoint imported with a chat template of its own (``tokenizer_config.json``'s
+``chat_template``, or ``chat_template.jinja``: Llama 3's headers, Llama 2's [INST], Gemma's turns...)
+keeps it as ``data.chat_template``, the Jinja text itself, rendered as transformers renders it
+(a sandboxed Jinja environment with its options and helpers). Chat, serving and fine-tuning on
+``{"messages"}`` then use it: the tokens a reply is trained on are found by rendering the
+conversation up to each assistant message (with the generation prompt) and up to its end, so
+any template that renders a conversation as a prefix of its continuation works.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterable
+from datetime import datetime
 
 from .tokenizers import EOT, Tokenizer
 
@@ -38,21 +49,68 @@ class ChatError(ValueError):
     """A chat template, conversation or run cannot be used for chat."""
 
 
+def is_jinja(template: str) -> bool:
+    """Whether data.chat_template is a Jinja template (a checkpoint's own) rather than a name."""
+    return "{{" in template or "{%" in template
+
+
 def template_tokens(template: str) -> list[str]:
-    """The special tokens a chat template needs in the vocabulary, its end-of-turn marker last."""
+    """The special tokens a named chat template needs in the vocabulary, its end-of-turn marker
+    last; none for a Jinja template (its checkpoint's tokenizer has them)."""
+    if is_jinja(template):
+        return []
     _check_template(template)
     return [IM_START, IM_END]
 
 
 def jinja_template(template: str) -> str:
     """The template as a Jinja string, for ``tokenizer_config.json``."""
+    if is_jinja(template):
+        return template
     _check_template(template)
     return CHATML_JINJA
 
 
 def _check_template(template: str) -> None:
-    if template not in TEMPLATES:
-        raise ChatError(f"data.chat_template must be one of {', '.join(TEMPLATES)}, got '{template}'")
+    if template not in TEMPLATES and not is_jinja(template):
+        raise ChatError(f"data.chat_template must be one of {', '.join(TEMPLATES)} or a Jinja chat template, "
+                        f"got '{template[:60]}'")
+
+
+def _raise(message: str) -> None:
+    raise ChatError(f"the chat template refused the conversation: {message}")
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(template: str):
+    """A Jinja template compiled as transformers compiles chat templates: sandboxed, with
+    trim_blocks, lstrip_blocks, loop controls, and their helpers (raise_exception, strftime_now,
+    a tojson that keeps non-ASCII text)."""
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.filters["tojson"] = lambda x, indent=None, separators=None, sort_keys=False: json.dumps(
+        x, ensure_ascii=False, indent=indent, separators=separators, sort_keys=sort_keys)
+    env.globals.update(raise_exception=_raise, strftime_now=lambda fmt: datetime.now().strftime(fmt))
+    try:
+        return env.from_string(template)
+    except jinja2.TemplateError as e:
+        raise ChatError(f"data.chat_template is not a valid Jinja template: {e}") from None
+
+
+def _render_jinja(template: str, messages: list[dict], add_generation_prompt: bool, tokenizer: Tokenizer | None) -> str:
+    import jinja2
+
+    def token(i: int | None) -> str:
+        return "" if tokenizer is None or i is None else tokenizer.hf.id_to_token(i) or ""
+
+    try:
+        return _compiled(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                          bos_token=token(tokenizer and tokenizer.bos_id),
+                                          eos_token=token(tokenizer and tokenizer.eos_id))
+    except jinja2.TemplateError as e:
+        raise ChatError(f"the chat template failed on this conversation: {e}") from None
 
 
 def needed_tokens(examples: Iterable[dict], template: str, extra: Iterable[str] = ()) -> list[str]:
@@ -82,33 +140,87 @@ def add_special_tokens(tokenizer: Tokenizer, tokens: Iterable[str]) -> Tokenizer
 
 
 def is_chat_tokenizer(tokenizer: Tokenizer, template: str) -> bool:
-    """Whether the tokenizer holds the template's special tokens (a run fine-tuned for chat)."""
+    """Whether the run can chat: a Jinja template (a chat checkpoint's own), or a tokenizer that
+    holds the named template's special tokens (a run fine-tuned for chat)."""
     return all(tokenizer.token_to_id(t) is not None for t in template_tokens(template))
 
 
-def render_chat(messages: list[dict], add_generation_prompt: bool = False) -> str:
-    """A conversation as ChatML text; with ``add_generation_prompt`` it ends where the
+def render_chat(messages: list[dict], add_generation_prompt: bool = False, template: str = "chatml",
+                tokenizer: Tokenizer | None = None) -> str:
+    """A conversation as text in ``template`` (ChatML, or a Jinja template, which gets the
+    ``tokenizer``'s bos and eos tokens); with ``add_generation_prompt`` it ends where the
     assistant's reply begins (the prompt for generating that reply)."""
+    if is_jinja(template):
+        return _render_jinja(template, messages, add_generation_prompt, tokenizer)
     text = "".join(f"{IM_START}{m['role']}\n{m['content']}{IM_END}\n" for m in messages)
     return text + (f"{IM_START}assistant\n" if add_generation_prompt else "")
 
 
+_PROBE = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+
+
 def chat_stop_ids(tokenizer: Tokenizer, template: str) -> list[int]:
-    """Token ids that end an assistant turn: the template's end marker, then end-of-text."""
-    ids = [tokenizer.token_to_id(template_tokens(template)[-1]), tokenizer.eos_id]
+    """Token ids that end an assistant turn: the template's end marker, then end-of-text. A
+    Jinja template's marker is the first special token it writes after a reply's text."""
+    if is_jinja(template):
+        try:
+            prompt = render_chat(_PROBE[:1], True, template, tokenizer)
+            reply = render_chat(_PROBE, False, template, tokenizer)[len(prompt):]
+        except ChatError:  # a template with demands of its own (a system message first...): end-of-text only
+            reply = ""
+        after = reply[reply.find(_PROBE[1]["content"]) + len(_PROBE[1]["content"]):] if _PROBE[1]["content"] in reply else ""
+        specials = {t.content: i for i, t in tokenizer.hf.get_added_tokens_decoder().items() if t.special}
+        marks = sorted((after.find(t), i) for t, i in specials.items() if t and t in after)
+        ids = [marks[0][1] if marks else None, tokenizer.eos_id]
+    else:
+        ids = [tokenizer.token_to_id(template_tokens(template)[-1]), tokenizer.eos_id]
     return list(dict.fromkeys(i for i in ids if i is not None))
 
 
-def _segments(example: dict, template: str) -> list[tuple[str, bool, bool]]:
-    """(text, is_special_token, trained) pieces of one example, in order."""
+# (text, is_special_token, trained, starts_an_exchange) pieces of an example
+Segment = tuple[str, bool, bool, bool]
+
+
+def _segments(example: dict, template: str, tokenizer: Tokenizer) -> list[Segment]:
+    """The pieces of one example, in order."""
     if "messages" not in example:
-        return [(example["prompt"], False, False), (example["response"], False, True), (EOT, True, True)]
+        return [(example["prompt"], False, False, True), (example["response"], False, True, False),
+                (EOT, True, True, False)]
     _check_template(template)
-    out: list[tuple[str, bool, bool]] = []
+    if is_jinja(template):
+        return _jinja_segments(example["messages"], template, tokenizer)
+    out: list[Segment] = []
+    after_reply = True
     for m in example["messages"]:
         reply = m["role"] == "assistant"
-        out += [(IM_START, True, False), (f"{m['role']}\n", False, False), (m["content"], False, reply),
-                (IM_END, True, reply), ("\n", False, False)]
+        out += [(IM_START, True, False, after_reply), (f"{m['role']}\n", False, False, False),
+                (m["content"], False, reply, False), (IM_END, True, reply, False), ("\n", False, False, False)]
+        after_reply = reply
+    return out
+
+
+def _jinja_segments(messages: list[dict], template: str, tokenizer: Tokenizer) -> list[Segment]:
+    """A conversation in a Jinja template, cut where each assistant reply starts and ends:
+    the text up to a reply is the conversation so far rendered with the generation prompt; the
+    reply is what rendering it adds (its text and the template's end-of-turn marker)."""
+    out: list[Segment] = []
+    done = ""
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        prompt = render_chat(messages[:i], True, template, tokenizer)
+        full = render_chat(messages[: i + 1], False, template, tokenizer)
+        if not prompt.startswith(done) or not full.startswith(prompt):
+            raise ChatError("the chat template does not render a conversation as the beginning of its continuation "
+                            "(it rewrites earlier turns), so the replies to train on cannot be found; fine-tune "
+                            "with data.chat_template=chatml instead")
+        out += [(prompt[len(done):], False, False, True), (full[len(prompt):], False, True, False)]
+        done = full
+    rest = render_chat(messages, False, template, tokenizer)
+    if not rest.startswith(done):
+        raise ChatError("the chat template does not render a conversation as the beginning of its continuation")
+    if rest[len(done):]:
+        out.append((rest[len(done):], False, False, True))
     return out
 
 
@@ -126,17 +238,12 @@ def encode_example(example: dict, tokenizer: Tokenizer, template: str) -> tuple[
     ids: list[int] = []
     trained: list[bool] = []
     starts: list[int] = []
-    pieces = _segments(example, template)
-    texts = [text for text, special, _ in pieces if not special and text]
+    pieces = _segments(example, template, tokenizer)
+    texts = [text for text, special, _, _ in pieces if not special and text]
     encoded = iter(tokenizer.encode_batch(texts))
-    after_reply = True
-    for text, special, train in pieces:
-        if not ids or (special and text == IM_START and after_reply):
+    for text, special, train, start in pieces:
+        if start and (not starts or starts[-1] != len(ids)):
             starts.append(len(ids))
-        if special and text == IM_START:
-            after_reply = False
-        elif special and text == IM_END:
-            after_reply = train  # the end of an assistant message is trained
         if special:
             tid = tokenizer.token_to_id(text)
             assert tid is not None, f"special token {text!r} missing from the tokenizer; call add_special_tokens"

@@ -13,6 +13,7 @@ import torch
 
 from . import interop
 from .interop import hub
+from .chat import is_jinja
 from .checkpoint import (
     CONFIG_FILE,
     SRC_TOKENIZER_FILE,
@@ -162,6 +163,8 @@ def fine_tune_config(cfg: Config) -> Config:
     elif cfg.model.family == "seq2seq" and src_cfg.model.positions == "learned":  # the size of its position tables
         cfg.model.block_size = src_cfg.model.block_size
     cfg.data.tokenizer = str(src)  # a run's tokenizer.json, or the checkpoint's tokenizer files
+    if is_jinja(src_cfg.data.chat_template) and "data.chat_template" not in explicit_keys(cfg):
+        cfg.data.chat_template = src_cfg.data.chat_template  # a chat checkpoint's own layout of conversations
     if cfg.model.family == "seq2seq":
         cfg.data.joint_vocab = src_cfg.data.joint_vocab  # and a separate source tokenizer comes along
     defaults, explicit = TrainConfig(), explicit_keys(cfg)

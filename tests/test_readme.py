@@ -37,6 +37,10 @@ SKIP = {
     "checkpoint (test_llama imports random ones)",
     "proselab train --train.init_from=path/to/SmolLM2-135M --data my_corpus.txt --out runs/smol-mine "
     "--model.block_size=256 --train.lora_rank=8": "needs a Llama checkpoint (test_llama fine-tunes one, full and LoRA)",
+    "proselab chat path/to/Llama-3.2-1B-Instruct --system \"Be brief.\"": "needs a Llama chat checkpoint "
+    "(test_chat_templates imports a random one with Llama 3's template)",
+    "proselab train --train.init_from=path/to/Llama-3.2-1B-Instruct --data chats.jsonl --out runs/my-chat "
+    "--train.lora_rank=8 --model.block_size=512": "needs a Llama chat checkpoint (test_chat_templates fine-tunes one)",
     "proselab train --train.init_from=runs/base --data pairs.jsonl --out runs/sft": "runs/base and pairs.jsonl are the "
     "user's (test_sft covers it)",
     "proselab train shakespeare-gpt2 --data.tokenizer=gpt2-tokenizer --out runs/shakespeare-gpt2": "a 20-minute "

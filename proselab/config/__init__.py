@@ -130,7 +130,7 @@ class DataConfig:
     clean: bool = False  # normalise Unicode (NFC), line endings and trailing spaces before tokenizing
     tweet_placeholders: bool = False  # a trained tokenizer reads links as "http" and @mentions as "@user" (TweetEval)
     format: str = "auto"  # text (a token stream) | sft (JSONL examples) | pairs (TSV/JSONL src-tgt) | labels (texts and labels) | auto (by file)
-    chat_template: str = "chatml"  # layout of {"messages": ...} examples; its tokens join the vocabulary
+    chat_template: str = "chatml"  # layout of {"messages": ...}: chatml (its tokens join the vocabulary), or a Jinja template (an imported checkpoint's)
     special_tokens: list[str] = field(default_factory=list)  # extra tokens added to the tokenizer (the model grows)
     # sentence pairs (data.format=pairs, for seq2seq)
     val_dataset: str | list[str] = ""  # the dev pairs (files, or a built-in's split like aclsum:dev); "" = last val_fraction

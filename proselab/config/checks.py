@@ -44,7 +44,9 @@ def validate(cfg: Config) -> None:
     _check(d.max_src_len >= 0 and d.max_tgt_len >= 0, "data.max_src_len and data.max_tgt_len must be >= 0 (0 = no limit)")
     _check(d.truncate_src >= 0, f"data.truncate_src must be >= 0 (0 = whole sources), got {d.truncate_src}")
     _check(d.bad_lines in ("error", "skip"), f"data.bad_lines must be error or skip, got '{d.bad_lines}'")
-    _check(d.chat_template in ("chatml",), f"data.chat_template must be chatml, got '{d.chat_template}'")
+    _check(d.chat_template == "chatml" or "{{" in d.chat_template or "{%" in d.chat_template,
+           f"data.chat_template must be chatml or a Jinja chat template (a checkpoint's own), got "
+           f"'{d.chat_template[:60]}'")
     _check(not d.tweet_placeholders or d.tokenizer in ("char", "word", "bpe"),
            f"data.tweet_placeholders is for a tokenizer proselab trains (char, word, bpe); '{d.tokenizer}' keeps "
            "its own normalization (a run's tokenizer trained with it keeps the placeholders)")

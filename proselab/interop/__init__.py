@@ -15,12 +15,13 @@ from typing import Any
 
 import torch
 
+from ..chat import chat_stop_ids, is_jinja
 from ..checkpoint import RunError
 from ..config import Config, apply_dict
 from ..tokenizers import Tokenizer
 from ..tokenizers import load_tokenizer
 from . import bart, encdec, gpt2, llama, marian, t5
-from .common import apply_generation_config, read_state_dict
+from .common import apply_generation_config, read_chat_template, read_state_dict
 
 ARCHITECTURES = {"gpt2": gpt2, "llama": llama, "marian": marian, "bart": bart, "t5": t5}  # model_type -> its module
 SEQ2SEQ_EXPORTS = {"marian": marian, "bart": bart, "t5": t5}  # a seq2seq run's model.hf_type -> its layout
@@ -63,6 +64,9 @@ def hf_config(path: str | Path) -> Config:
         raise RunError(f"{d / 'config.json'}: {e}") from None
     cfg.data.tokenizer = str(d)
     cfg.data.joint_vocab = getattr(arch, "JOINT_VOCAB", True)  # False: a source tokenizer of its own (Marian)
+    template = read_chat_template(d) if cfg.model.family == "gpt" else None
+    if template is not None:  # a chat model's own layout of conversations (chat.py renders it)
+        cfg.data.chat_template = template
     gen_path = d / "generation_config.json"
     # without one, transformers reads an encoder-decoder's generation settings from config.json
     gen = json.loads(gen_path.read_text(encoding="utf-8")) if gen_path.is_file() else None
@@ -87,6 +91,10 @@ def load_hf(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch
     _, arch = _read(d)
     cfg = hf_config(d)
     model, tokenizer = arch.load(d, cfg, read_state_dict(d))
+    if is_jinja(cfg.data.chat_template):  # a reply also ends at the template's end-of-turn token
+        g = cfg.generation
+        own = [] if g.eos_token_id is None else [g.eos_token_id] if isinstance(g.eos_token_id, int) else g.eos_token_id
+        g.eos_token_id = list(dict.fromkeys([*own, *chat_stop_ids(tokenizer, cfg.data.chat_template)]))
     return model.to(device).eval(), tokenizer, cfg
 
 

@@ -19,6 +19,23 @@ GENERATION_FIELDS = ("max_new_tokens", "do_sample", "temperature", "top_k", "top
                      "repetition_penalty", "no_repeat_ngram_size", "num_beams", "length_penalty")
 
 
+def read_chat_template(d: Path) -> str | None:
+    """A checkpoint's own chat template: chat_template.jinja (transformers 5 writes it apart), or
+    tokenizer_config.json's chat_template (a string, or named templates: the "default" one)."""
+    file = d / "chat_template.jinja"
+    if file.is_file():
+        return file.read_text(encoding="utf-8")
+    tok_cfg = d / "tokenizer_config.json"
+    try:
+        template = json.loads(tok_cfg.read_text(encoding="utf-8")).get("chat_template") if tok_cfg.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise RunError(f"{tok_cfg} is not a JSON object") from None
+    if isinstance(template, list):  # [{"name": ..., "template": ...}, ...]
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    return template if isinstance(template, str) and template.strip() else None
+
+
 def read_state_dict(d: Path) -> dict[str, torch.Tensor]:
     """The weights of a Hugging Face directory: safetensors (one file or shards) or pytorch_model.bin.
     A file that cannot be read (truncated, corrupt, a pickle of more than tensors) is a RunError naming it."""
