@@ -52,11 +52,12 @@ def _rows(tokenizer: Tokenizer, texts: list[str], prompting: Prompting,
     """Every (text, class) as prompt + verbalisation ids, and where each verbalisation starts."""
     said = [tokenizer.encode(v) for v in prompting.check()]
     prompts = tokenizer.encode_batch([prompting.template.replace("{text}", t) for t in texts])
+    prefix = tokenizer.prompt_prefix  # what the tokenizer starts every text with (Llama's <s>), as generate reads it
     rows, starts = [], []
     for prompt in prompts:
         for tail in said:
-            keep = len(prompt) if window is None else max(1, window - len(tail))
-            row = prompt[-keep:] + tail  # a long prompt keeps its end, next to the verbalisation
+            keep = len(prompt) if window is None else max(1, window - len(tail) - len(prefix))
+            row = prefix + prompt[-keep:] + tail  # a long prompt keeps its end, next to the verbalisation
             rows.append(row[-window:] if window is not None else row)
             starts.append(len(rows[-1]) - len(tail))
     return rows, starts

@@ -105,6 +105,13 @@ def test_a_sentencepiece_llama_tokenizer_prompts_as_transformers_does(tmp_path):
     ref = hf.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                       max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0)[0, len(ids):].tolist()
     assert gen.complete(text, do_sample=False, max_new_tokens=10, eos_token_id=None)[0].tokens == ref
+    # explaining a continuation and zero-shot scoring read a prompt as generation does: after <s>
+    explained = gen.explain(text=" cousin", prompt="ROMEO: good morrow,")
+    assert [t["id"] for t in explained.context] == hf_tok("ROMEO: good morrow,").input_ids
+    from proselab.zeroshot import Prompting, _rows
+
+    rows, starts = _rows(gen.tokenizer, [text], Prompting(["good", "bad"], "{text} It was"), window=12)
+    assert all(r[0] == 1 and 1 not in r[1:] and len(r) <= 12 for r in rows)
 
 
 def test_left_padded_batches_decode_each_row_as_alone(checkpoint):
