@@ -80,6 +80,7 @@ class ModelConfig:
     rope_high_freq_factor: float = 4.0  # gpt, rope_factor > 0: wavelengths under original / this are kept
     rope_original_context: int = 8192  # gpt, rope_factor > 0: the context the model was first trained for
     n_kv_head: int = 0  # gpt: key/value heads shared by groups of query heads (GQA; 0 = n_head)
+    qkv_bias: bool = False  # gpt: biases on the query, key and value projections even without model.bias (Qwen2)
     # rnn
     cell: str = "lstm"  # rnn | lstm | gru
     hidden_size: int = 128  # rnn hidden state width (= n_embd, so tie_weights works by default)

@@ -1,5 +1,8 @@
 """Llama: Hugging Face's ``LlamaForCausalLM`` layout, to and from proselab's GPT in Llama style
 (rotary positions, RMSNorm, a gated SiLU feed-forward, grouped key/value heads, no biases).
+Two more model types share the layout: Qwen2 (biases on q, k and v only: ``model.qkv_bias``)
+and Mistral (a sliding attention window, which is full attention over contexts no longer than
+it: the import's window, ``model.block_size``, is the sliding window).
 
 The GPT keeps GPT-2's names, so the mapping renames: ``q_proj``, ``k_proj`` and ``v_proj`` are
 stacked into ``c_attn`` (queries, then keys, then values), ``o_proj`` is ``attn.c_proj``,
@@ -63,12 +66,22 @@ def _scaling_fields(kind: str, params: dict[str, Any], problems: list[str]) -> d
         return {}
 
 
+NAMES = {"llama": "Llama", "qwen2": "Qwen2", "mistral": "Mistral"}  # model_type -> what errors call it
+
+
 def model_config(hf: dict[str, Any], where: Path | str) -> ModelConfig:
-    """proselab's ModelConfig for a Llama config.json; RunError names each option proselab lacks."""
+    """proselab's ModelConfig for a Llama, Qwen2 or Mistral config.json; RunError names each
+    option proselab lacks."""
     C, heads = hf.get("hidden_size", 4096), hf.get("num_attention_heads", 32)
+    model_type = hf.get("model_type", "llama")
     theta, kind, params = _rope(hf)
     problems: list[str] = []
     scaling = _scaling_fields(kind, params, problems)
+    block = hf.get("max_position_embeddings", 2048)
+    if model_type == "qwen2" and hf.get("use_sliding_window"):
+        problems.append("use_sliding_window (a sliding attention window on some layers only)")
+    if model_type == "mistral" and hf.get("sliding_window"):  # within the window, attention is full attention
+        block = min(block, int(hf["sliding_window"]))
     if hf.get("hidden_act", "silu") != "silu":
         problems.append(f"hidden_act '{hf['hidden_act']}' (Llama's is silu)")
     if hf.get("head_dim") not in (None, C // heads):
@@ -77,11 +90,13 @@ def model_config(hf: dict[str, Any], where: Path | str) -> ModelConfig:
     if bool(hf.get("attention_bias", False)) != bool(hf.get("mlp_bias", False)):
         problems.append("attention_bias and mlp_bias differ (proselab's model.bias sets both)")
     if problems:
-        raise RunError(f"{where}: this Llama variant is not supported: {'; '.join(problems)}")
-    return ModelConfig(family="gpt", vocab_size=hf.get("vocab_size", 32000),
-                       block_size=hf.get("max_position_embeddings", 2048), n_layer=hf.get("num_hidden_layers", 32),
-                       n_head=heads, n_kv_head=hf.get("num_key_value_heads") or heads, n_embd=C,
-                       ffn_dim=hf.get("intermediate_size", 11008), dropout=0.0, bias=bool(hf.get("attention_bias")),
+        raise RunError(f"{where}: this {NAMES.get(model_type, 'Llama')} variant is not supported: "
+                       f"{'; '.join(problems)}")
+    return ModelConfig(family="gpt", vocab_size=hf.get("vocab_size", 32000), block_size=block,
+                       n_layer=hf.get("num_hidden_layers", 32), n_head=heads,
+                       n_kv_head=hf.get("num_key_value_heads") or heads, n_embd=C,
+                       ffn_dim=hf.get("intermediate_size", 11008), dropout=0.0,
+                       bias=model_type == "llama" and bool(hf.get("attention_bias")), qkv_bias=model_type == "qwen2",
                        tie_weights=bool(hf.get("tie_word_embeddings", False)), rope=True, rope_theta=theta,
                        norm="rmsnorm", norm_eps=float(hf.get("rms_norm_eps", 1e-6)), activation="silu",
                        gated_ffn=True, **scaling)
@@ -104,7 +119,7 @@ def state_from_hf(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[st
                 out[ours + b] = state.pop(hf + a)
         if all(hf + n in state for n in QKV):
             out[ours + "attn.c_attn.weight"] = torch.cat([state.pop(hf + n) for n in QKV])
-            if cfg.bias:
+            if cfg.bias or cfg.qkv_bias:
                 out[ours + "attn.c_attn.bias"] = torch.cat([state.pop(hf + n.replace("weight", "bias"), None)
                                                             for n in QKV])
     if cfg.tie_weights:
@@ -118,8 +133,8 @@ def load(d: Path, cfg: Config, weights: dict[str, torch.Tensor]) -> tuple[torch.
     try:
         state = state_from_hf(weights, cfg.model)
     except TypeError:  # torch.cat over a missing bias
-        raise RunError(f"'{d}': the weights lack the attention biases config.json's attention_bias promises") from None
-    return checked_model(cfg.model, state, d, "Llama"), tokenizer
+        raise RunError(f"'{d}': the weights lack the attention biases config.json promises") from None
+    return checked_model(cfg.model, state, d, "Qwen2" if cfg.model.qkv_bias else "Llama"), tokenizer
 
 
 def is_llama_style(m: ModelConfig) -> bool:
@@ -142,8 +157,10 @@ def check_exportable(m: ModelConfig, run_dir: Path) -> None:
 
 def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path) -> None:
     """Write a Llama-style GPT run as a LlamaForCausalLM checkpoint in ``out`` (model, config,
-    generation config and tokenizer files, with the chat template of a chat run)."""
+    generation config and tokenizer files, with the chat template of a chat run); with biases on
+    q, k and v only, as Qwen2ForCausalLM."""
     m = cfg.model
+    qwen2 = m.qkv_bias and not m.bias
     kv_heads = m.n_kv_head or m.n_head
     hs = m.n_embd // m.n_head
     state = {}
@@ -161,7 +178,8 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
         save_file(state, str(tmp), metadata={"format": "pt"})
     bos = tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.eos_id
     write_json(out / "config.json", {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": m.vocab_size,
+        "architectures": ["Qwen2ForCausalLM" if qwen2 else "LlamaForCausalLM"],
+        "model_type": "qwen2" if qwen2 else "llama", "vocab_size": m.vocab_size,
         "hidden_size": m.n_embd, "intermediate_size": m.ffn_dim or 4 * m.n_embd, "num_hidden_layers": m.n_layer,
         "num_attention_heads": m.n_head, "num_key_value_heads": kv_heads, "head_dim": hs, "hidden_act": "silu",
         "max_position_embeddings": m.block_size, "rms_norm_eps": m.norm_eps, "initializer_range": 0.02,
@@ -170,6 +188,7 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
                             **(_rope_scaling(m) or {})},
         "attention_bias": m.bias, "mlp_bias": m.bias, "attention_dropout": 0.0, "tie_word_embeddings": m.tie_weights,
         "bos_token_id": bos, "eos_token_id": tokenizer.eos_id, "dtype": "float32", "use_cache": True,
+        **({"use_sliding_window": False, "sliding_window": None, "max_window_layers": m.n_layer} if qwen2 else {}),
     })
     write_generation_config(tokenizer, cfg, out, bos)
     write_tokenizer_files(tokenizer, cfg, out)

@@ -31,7 +31,8 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.ln_1 = make_norm(cfg)
-        self.attn = SelfAttention(cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias, causal=True, n_kv_head=cfg.n_kv_head)
+        self.attn = SelfAttention(cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias, causal=True, n_kv_head=cfg.n_kv_head,
+                                  qkv_bias=cfg.qkv_bias)
         self.ln_2 = make_norm(cfg)
         self.mlp = FeedForward(cfg)
 

@@ -132,13 +132,14 @@ class SelfAttention(nn.Module):
     """
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, causal: bool = True,
-                 n_kv_head: int = 0):
+                 n_kv_head: int = 0, qkv_bias: bool = False):
         super().__init__()
         assert n_embd % n_head == 0, f"n_embd ({n_embd}) must be divisible by n_head ({n_head})"
         self.n_kv_head = n_kv_head or n_head
         assert n_head % self.n_kv_head == 0, f"n_kv_head ({n_kv_head}) must divide n_head ({n_head})"
         kv = n_embd // n_head * self.n_kv_head  # the keys' (and the values') width
-        self.c_attn = nn.Linear(n_embd, n_embd + 2 * kv, bias=bias)  # fused q, k, v: one matmul instead of three
+        # fused q, k, v: one matmul instead of three; qkv_bias: biases here only (Qwen2)
+        self.c_attn = nn.Linear(n_embd, n_embd + 2 * kv, bias=bias or qkv_bias)
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
         self.n_head = n_head
