@@ -525,3 +525,20 @@ def test_a_lone_surrogate_in_a_prompt_is_a_400(served):
     assert status == 400 and "not valid Unicode" in json.loads(text)["error"]["message"]
     raw = b'{"messages": [{"role": "user", "content": "hi \\udfff"}]}'
     assert post(served, "/v1/chat/completions", None, raw=raw)[0] == 400
+
+
+def test_a_trickled_body_times_out_with_a_408_over_http(gpt_run):
+    """Over a real socket: headers, a few bytes of a promised 100-byte body, then silence. The
+    server answers 408 after body_seconds and closes; the next client is served."""
+    gen = proselab.load(gpt_run)
+    with Server(create_app(gen, limits=Limits(48, 200, 4096, body_seconds=0.5))) as server:
+        head = (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n{\"pro")
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            sock.sendall(head)
+            got = b""
+            while chunk := sock.recv(65536):
+                got += chunk
+        assert got.startswith(b"HTTP/1.1 408") and b"did not arrive within 0.5 s" in got
+        status, _ = post(server, "/v1/completions", {"prompt": "a", "max_tokens": 2}, key=None)
+        assert status == 200

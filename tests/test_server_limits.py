@@ -120,6 +120,7 @@ def test_beyond_the_connection_limit_a_request_gets_503_at_once(app):
 @pytest.mark.parametrize("argv, words", [
     (["--timeout-header", "0"], "--timeout-header must be a number of seconds > 0"),
     (["--timeout-keep-alive", "nan"], "--timeout-keep-alive must be a number of seconds > 0"),
+    (["--timeout-body", "-1"], "--timeout-body must be a number of seconds > 0"),
     (["--limit-concurrency", "0"], "--limit-concurrency must be >= 1"),
 ])
 def test_the_flags_are_checked_before_anything_loads(tmp_path, capsys, argv, words):

@@ -16,6 +16,7 @@ import jsonschema_rs  # schemathesis' own JSON Schema validator
 import pytest
 import schemathesis
 import torch
+from fastapi.testclient import TestClient
 
 from conftest import shakespeare_text
 from proselab.api import Generator
@@ -145,3 +146,52 @@ def test_types_are_json_schemas(app, value, integer, number):
         assert client.post("/v1/completions", json={"prompt": "ROMEO:", "max_tokens": 2,
                                                     "length_penalty": value}).status_code == number
         assert client.post("/v1/completions", json={"prompt": "ROMEO:", "max_tokens": 9}).status_code == 400
+
+
+def test_a_keyed_server_documents_its_bearer_key(generator):
+    """With --api-key the /v1 routes declare an HTTP bearer scheme (the docs page's Authorize
+    button, generated clients); without one, nothing asks for a key."""
+    with TestClient(create_app(generator, api_key="k3y")) as c:
+        keyed = c.get("/openapi.json").json()
+    assert keyed["components"]["securitySchemes"]["apiKey"] == {**keyed["components"]["securitySchemes"]["apiKey"],
+                                                                "type": "http", "scheme": "bearer"}
+    for path, item in keyed["paths"].items():
+        for operation in item.values():
+            assert operation.get("security") == ([{"apiKey": []}] if path.startswith("/v1/") else None), path
+    with TestClient(create_app(generator)) as c:
+        plain = c.get("/openapi.json").json()
+    assert "securitySchemes" not in plain["components"]
+    assert not any("security" in op for item in plain["paths"].values() for op in item.values())
+
+
+def test_a_body_that_does_not_arrive_in_time_is_a_408():
+    """A client that sends its headers and then trickles (or stops sending) the body gets 408
+    within body_seconds, and the route never runs."""
+    import asyncio
+
+    from proselab.server.app import Guard
+
+    async def route(scope, receive, send):
+        raise AssertionError("the route ran")
+
+    async def main():
+        sent = []
+        first = True
+
+        async def receive():
+            nonlocal first
+            if first:  # a piece of the body, then nothing more
+                first = False
+                return {"type": "http.request", "body": b'{"pro', "more_body": True}
+            await asyncio.sleep(60)
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/completions", "headers": [], "query_string": b""}
+        await asyncio.wait_for(Guard(route, None, 1 << 20, body_seconds=0.2)(scope, receive, send), 5)
+        return sent
+
+    sent = asyncio.run(main())
+    assert sent[0]["status"] == 408
+    assert b"did not arrive within 0.2 s" in b"".join(m.get("body", b"") for m in sent)

@@ -217,6 +217,7 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
                       max_queue=args.max_queue, max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,
                       model_name=args.model_name, device=args.device, threads=args.threads, dtype=args.dtype,
                       timeout_keep_alive=args.timeout_keep_alive, timeout_header=args.timeout_header,
+                      timeout_body=args.timeout_body,
                       limit_concurrency=args.limit_concurrency))
     return 0
 
@@ -347,6 +348,9 @@ def add_serve(sub) -> None:
     s.add_argument("--timeout-header", type=float, default=10.0, metavar="SECONDS",
                    help="close a connection that has not sent a whole request line and headers this long after it "
                         "opened or began its next request (default 10)")
+    s.add_argument("--timeout-body", type=float, default=30.0, metavar="SECONDS",
+                   help="answer 408 to a request whose body has not all arrived this long after its headers "
+                        "(default 30)")
     s.add_argument("--limit-concurrency", type=int, default=256, metavar="N",
                    help="connections served at once; a request on another one gets 503 (default 256)")
     s.set_defaults(func=cmd_serve)

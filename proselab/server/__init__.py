@@ -8,6 +8,7 @@ times out idle clients; ``static/`` is the playground page.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -41,6 +42,7 @@ class ServeConfig:
     dtype: str = "auto"  # the weights' dtype (see ``proselab.load``)
     timeout_keep_alive: float = 5.0  # seconds a connection may stay idle after a response (uvicorn's default)
     timeout_header: float = 10.0  # seconds a connection has to send a whole request head (line + headers)
+    timeout_body: float = 30.0  # seconds a request's body has to arrive after its head, else 408
     limit_concurrency: int = 256  # connections served at once; a request on one more gets 503
 
     def __post_init__(self):
@@ -53,7 +55,7 @@ class ServeConfig:
             if value is not None and value < 1:
                 raise ValueError(f"{flag} must be >= 1 (leave it out for the default); got {value}")
         for flag, seconds in (("--timeout-keep-alive", self.timeout_keep_alive),
-                              ("--timeout-header", self.timeout_header)):
+                              ("--timeout-header", self.timeout_header), ("--timeout-body", self.timeout_body)):
             if not (math.isfinite(seconds) and seconds > 0):
                 raise ValueError(f"{flag} must be a number of seconds > 0; got {seconds}")
         if self.limit_concurrency < 1:
@@ -92,7 +94,8 @@ def serve(config: ServeConfig) -> None:
     api_key = config.api_key if config.api_key is not None else os.environ.get("PROSELAB_API_KEY") or None
     gen = _on_a_passing_thread(lambda: load(config.run, device=config.device, dtype=config.dtype))
     gen.model.eval()
-    limits = Limits.for_run(gen.config, config.max_prompt_tokens, config.max_tokens)
+    limits = dataclasses.replace(Limits.for_run(gen.config, config.max_prompt_tokens, config.max_tokens),
+                                 body_seconds=config.timeout_body)
     model_name = config.model_name or (config.run if is_hub_id(config.run) else None)  # not the snapshot's hash
     app = create_app(gen, api_key=api_key, model_name=model_name, max_batch=config.max_batch,
                      max_queue=config.max_queue, limits=limits, threads=config.threads)

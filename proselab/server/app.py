@@ -7,13 +7,15 @@ labels and probabilities, or zero-shot with a language model), ``POST /v1/attent
 runs: the heatmap data the playground draws), and the playground at ``/``. Errors have OpenAI's
 body, ``{"error": {"message", "type", "param", "code"}}``, and status: 400 for a body that
 matches the schema but that the run or the server's limits cannot take, 401 for a missing or
-wrong key, 404 for another model's name, 405 (with ``Allow``) for another method, 413 for a
-body too large, 422 for a body that does not match the schema, 429 when the queue is full.
+wrong key, 404 for another model's name, 405 (with ``Allow``) for another method, 408 for a body
+that takes too long to arrive, 413 for a body too large, 422 for a body that does not match
+the schema, 429 when the queue is full.
 /openapi.json documents all of it (``openapi.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from contextlib import asynccontextmanager
@@ -33,15 +35,18 @@ from .streaming import Mailbox
 
 
 class Guard:
-    """The API key and the body size, checked before any route (pure ASGI middleware).
+    """The API key, the body size and the time the body takes, checked before any route (pure
+    ASGI middleware).
 
     Starlette's ``@app.middleware("http")`` would pass every chunk of a streamed response
     through a memory stream and a task of its own; this one only wraps ``receive``. A POST
-    body is read here, at most ``max_body_bytes`` of it, and replayed to the route.
+    body is read here, at most ``max_body_bytes`` of it within ``body_seconds`` (uvicorn
+    bounds idle keep-alive connections, not a body sent a byte at a time), and replayed to the
+    route.
     """
 
-    def __init__(self, app, api_key: str | None, max_body_bytes: int):
-        self.app, self.api_key, self.max_body_bytes = app, api_key, max_body_bytes
+    def __init__(self, app, api_key: str | None, max_body_bytes: int, body_seconds: float = 30.0):
+        self.app, self.api_key, self.max_body_bytes, self.body_seconds = app, api_key, max_body_bytes, body_seconds
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -59,8 +64,13 @@ class Guard:
         if size is not None and (not size.isdigit() or int(size) > self.max_body_bytes):
             return await self._too_large()(scope, receive, send)
         body, more = bytearray(), True
+        deadline = asyncio.get_running_loop().time() + self.body_seconds
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), deadline - asyncio.get_running_loop().time())
+            except asyncio.TimeoutError:
+                return await error_response(408, f"the request body did not arrive within {self.body_seconds:g} s",
+                                            code="timeout", headers={"Connection": "close"})(scope, receive, send)
             if message["type"] != "http.request":  # the client went away before sending it all
                 return
             body += message.get("body", b"")
@@ -116,9 +126,10 @@ def create_app(generator, *, api_key: str | None = None, model_name: str | None 
     app = FastAPI(title="proselab", version="1", summary=f"OpenAI-compatible text generation with the run '{name}'",
                   lifespan=lifespan)
     app.state.server, app.state.engine, app.state.generator = state, engine, generator
-    app.openapi = lambda: stream_schemas(FastAPI.openapi(app))  # FastAPI's, with what the streams send
+    # FastAPI's, with what the streams send and, with a key, how to send it
+    app.openapi = lambda: stream_schemas(FastAPI.openapi(app), keyed=api_key is not None)
     _add_error_handlers(app)
-    app.add_middleware(Guard, api_key=api_key, max_body_bytes=limits.max_body_bytes)
+    app.add_middleware(Guard, api_key=api_key, max_body_bytes=limits.max_body_bytes, body_seconds=limits.body_seconds)
     app.include_router(api)
     app.include_router(playground)
     return app

@@ -33,6 +33,7 @@ ERRORS = {
          "--max-prompt-tokens, max_tokens above --max-tokens, a setting proselab or this run does not support)",
     401: "the API key is missing or wrong (a server started with --api-key)",
     404: "the model named is not the one this server serves",
+    408: "the request body did not arrive in time (30 s by default)",
     413: "the request body is larger than the server accepts",
     422: "the request does not match the schema: not JSON, a wrong type, a value out of range, an unknown field",
     429: "the queue is full (--max-queue): retry later",
@@ -206,9 +207,18 @@ def streamed(whole: type[BaseModel], chunk: type[BaseModel]) -> dict[int | str, 
 STREAM_CHUNKS = {m.__name__: m for m in (CompletionChunk, ChatCompletionChunk)}
 
 
-def stream_schemas(schema: dict) -> dict:
+def stream_schemas(schema: dict, keyed: bool = False) -> dict:
     """``schema`` (the app's OpenAPI document) with each event stream's ``itemSchema``, as FastAPI
-    writes it for its own SSE routes: an event whose data is a JSON chunk, or [DONE] last."""
+    writes it for its own SSE routes: an event whose data is a JSON chunk, or [DONE] last. With
+    ``keyed`` (a server with an API key), the /v1 routes say they need it as a bearer token,
+    so clients generated from the schema and the docs page's Authorize button send it."""
+    if keyed:
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "apiKey": {"type": "http", "scheme": "bearer", "description": "the key the server was started with "
+                                                                          "(--api-key or $PROSELAB_API_KEY)"}}
+        for path, item in schema.get("paths", {}).items():
+            for operation in item.values() if path.startswith("/v1/") else ():
+                operation["security"] = [{"apiKey": []}]
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for operation in (op for path in schema.get("paths", {}).values() for op in path.values()):
         for response in operation.get("responses", {}).values():

@@ -50,6 +50,7 @@ class Limits:
     max_prompt_tokens: int  # longest prompt, in tokens (--max-prompt-tokens)
     max_tokens: int  # largest max_tokens a request may set (--max-tokens)
     max_body_bytes: int = 1 << 20  # largest request body; larger ones get 413 before any parsing
+    body_seconds: float = 30.0  # a request body must arrive within this, or 408 (a client trickling it holds a slot)
 
     @classmethod
     def for_run(cls, cfg, max_prompt_tokens: int | None = None, max_tokens: int | None = None) -> Limits:
@@ -108,7 +109,7 @@ def models(s: State):
 
 
 @api.post("/v1/completions",
-          responses={**streamed(Completion, CompletionChunk), **errors(400, 401, 404, 413, 422, 429)})
+          responses={**streamed(Completion, CompletionChunk), **errors(400, 401, 404, 408, 413, 422, 429)})
 async def completions(body: CompletionRequest, request: Request, s: State):
     gen, limits = s.generator, s.limits
     _check_model(body.model, s.model_name)
@@ -122,7 +123,7 @@ async def completions(body: CompletionRequest, request: Request, s: State):
 
 
 @api.post("/v1/chat/completions",
-          responses={**streamed(ChatCompletion, ChatCompletionChunk), **errors(400, 401, 404, 413, 422, 429)})
+          responses={**streamed(ChatCompletion, ChatCompletionChunk), **errors(400, 401, 404, 408, 413, 422, 429)})
 async def chat_completions(body: ChatRequest, request: Request, s: State):
     gen = s.generator
     _check_model(body.model, s.model_name)
@@ -145,7 +146,7 @@ async def chat_completions(body: ChatRequest, request: Request, s: State):
     return await respond(request, s.engine, s.mailbox, gen, body, gcfg, [ids], top, chat=True, model=s.model_name)
 
 
-@api.post("/v1/attention", responses={200: {"model": AttentionMap}, **errors(400, 401, 413, 422)})
+@api.post("/v1/attention", responses={200: {"model": AttentionMap}, **errors(400, 401, 408, 413, 422)})
 async def attention(body: AttentionRequest, s: State):
     gen, cfg = s.generator, s.generator.config
     if not gen.is_seq2seq:
@@ -160,7 +161,7 @@ async def attention(body: AttentionRequest, s: State):
 MAX_CLASSIFY_INPUTS = 2048  # texts in one /v1/classify request
 
 
-@api.post("/v1/classify", responses={200: {"model": Classifications}, **errors(400, 401, 404, 413, 422)})
+@api.post("/v1/classify", responses={200: {"model": Classifications}, **errors(400, 401, 404, 408, 413, 422)})
 async def classify(body: ClassifyRequest, s: State):
     gen = s.generator
     _check_model(body.model, s.model_name)
