@@ -542,3 +542,50 @@ def test_a_trickled_body_times_out_with_a_408_over_http(gpt_run):
         assert got.startswith(b"HTTP/1.1 408") and b"did not arrive within 0.5 s" in got
         status, _ = post(server, "/v1/completions", {"prompt": "a", "max_tokens": 2}, key=None)
         assert status == 200
+
+
+def test_playground_chat_stops_a_reply_and_keeps_what_was_written(tmp_path, browser):
+    """The chat pane's Stop button: stopped before any text, the turn is undone (the message goes
+    back to the input box); stopped midway, the partial reply stays and is the history's next
+    assistant message."""
+    from test_cli_idioms import train_chat_run
+
+    gen = proselab.load(train_chat_run(tmp_path))
+
+    def slowed(fn):  # a slow model, so Stop lands while a reply is being written
+        def slow(*args, **kwargs):
+            time.sleep(delay)
+            return fn(*args, **kwargs)
+        return slow
+
+    for name in ("start", "step_start", "step"):  # what the engine calls
+        setattr(gen.model, name, slowed(getattr(gen.model, name)))
+    with Server(create_app(gen)) as server:
+        page = browser.new_page()
+        page.goto(server.url)
+        page.fill("#temperature", "0")
+        page.fill("#max_tokens", "40")
+        delay = 1.0
+        page.fill("#chat-input", "say red 1")
+        page.press("#chat-input", "Enter")
+        page.click("#chat-stop")
+        page.wait_for_function("document.getElementById('chat-status').textContent == 'stopped'", timeout=30_000)
+        assert page.locator("#messages .msg").count() == 0 and page.input_value("#chat-input") == "say red 1"
+        delay = 0.2
+        page.press("#chat-input", "Enter")
+        page.wait_for_function("document.querySelector('#messages .assistant') && "
+                               "document.querySelector('#messages .assistant').textContent.length > 0", timeout=30_000)
+        page.click("#chat-stop")
+        page.wait_for_function("document.getElementById('chat-status').textContent == 'stopped'", timeout=30_000)
+        partial = page.text_content("#messages .assistant")
+        delay = 0.0
+        full = gen.chat([{"role": "user", "content": "say red 1"}], do_sample=False, max_new_tokens=40).text
+        assert partial and full.startswith(partial)
+        page.fill("#chat-input", "say blue 2")
+        with page.expect_request("**/v1/chat/completions") as request:
+            page.press("#chat-input", "Enter")
+        assert request.value.post_data_json["messages"] == [
+            {"role": "user", "content": "say red 1"}, {"role": "assistant", "content": partial},
+            {"role": "user", "content": "say blue 2"}]
+        page.wait_for_function("!document.getElementById('send').disabled", timeout=30_000)
+        page.close()

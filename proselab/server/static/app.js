@@ -37,7 +37,7 @@ function init() {
     setMode("chat"); // a GPT tuned for chat is talked to; a seq2seq run's box is its source text
   }
   $("generate").addEventListener("click", complete);
-  $("stop").addEventListener("click", () => controller && controller.abort());
+  for (const id of ["stop", "chat-stop"]) $(id).addEventListener("click", () => controller && controller.abort());
   $("prompt").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) complete();
   });
@@ -159,6 +159,8 @@ function busy(on, statusId) {
   $("generate").disabled = on;
   $("send").disabled = on;
   $("stop").disabled = !on;
+  $("chat-stop").disabled = !on;
+  $("reset").disabled = on; // the history is not to change under a reply being written
   if (on) $(statusId).textContent = "generating...";
 }
 
@@ -202,7 +204,7 @@ async function send() {
   if (!text.trim()) return;
   $("chat-input").value = "";
   history.push({ role: "user", content: text });
-  addMessage("user", text);
+  const asked = addMessage("user", text);
   const reply = addMessage("assistant", "");
   busy(true, "chat-status");
   try {
@@ -211,9 +213,12 @@ async function send() {
     history.push({ role: "assistant", content: reply.textContent });
     $("chat-status").textContent = "";
   } catch (e) {
-    history.pop();
-    if (e.name === "AbortError") $("chat-status").textContent = "stopped";
-    else { $("chat-status").textContent = ""; showError(reply, e.message); }
+    if (e.name === "AbortError") {
+      // stopped: what was written so far is the reply, as in other chat apps (none yet: the turn is undone)
+      if (reply.textContent) history.push({ role: "assistant", content: reply.textContent });
+      else { history.pop(); reply.remove(); asked.remove(); $("chat-input").value = text; }
+      $("chat-status").textContent = "stopped";
+    } else { history.pop(); $("chat-status").textContent = ""; showError(reply, e.message); }
   } finally {
     busy(false, "chat-status");
   }
