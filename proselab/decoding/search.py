@@ -217,7 +217,7 @@ def _candidates(st: BeamState, procs: list[LogitsProcessor], prompt_ids: torch.T
     # faulted allocation, so the log-softmax and the beam scores are written in place into the
     # logits, which no one reads again (.float() copies them when they are bf16)
     scores = st.logits.float()  # (B * K, V)
-    torch._log_softmax(scores, -1, False, out=scores)  # = torch.log_softmax, the same kernel
+    torch.log_softmax(scores, -1, out=scores)  # in place: the public op with out= (the same kernel)
     logp = apply_processors(procs, hist, scores, owned=True)  # (B * K, V)
     V = logp.size(-1)
     if sample:
