@@ -214,8 +214,9 @@ def _candidates(st: BeamState, procs: list[LogitsProcessor], prompt_ids: torch.T
     B, K, R = st.run_tok.shape
     hist = torch.cat([prompt_ids, st.run_tok.view(B * K, R)[:, :t]], dim=1)  # (B * K, T + t)
     # (B * K, V) tensors are this loop's cost at a large vocabulary: each fresh one is a page-
-    # faulted allocation, so the log-softmax and the beam scores are written in place into the
-    # logits, which no one reads again (.float() copies them when they are bf16)
+    # faulted allocation, so the log-softmax is written in place into the logits, which no one
+    # reads again (.float() copies them when they are bf16), and the beams' scores are added to
+    # the candidates only (find_top_k), unless sampling
     scores = st.logits.float()  # (B * K, V)
     torch.log_softmax(scores, -1, out=scores)  # in place: the public op with out= (the same kernel)
     logp = apply_processors(procs, hist, scores, owned=True)  # (B * K, V)
