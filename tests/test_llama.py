@@ -276,3 +276,30 @@ def test_a_qwen2_with_sliding_window_layers_is_refused(tmp_path):
     tok.save(path / "tokenizer.json")
     with pytest.raises(RunError, match="this Qwen2 variant is not supported: use_sliding_window"):
         proselab.load(path)
+
+
+def test_heads_wider_than_hidden_over_heads_import_and_export(tmp_path, capfd):
+    """head_dim other than hidden_size / num_attention_heads (Mistral-Nemo's, Qwen3's): 4 heads of
+    16 over a hidden size of 32. Logits and tokens as transformers', and the export loads back."""
+    tok = train_tokenizer("char", [shakespeare_text(5000)])
+    path = tmp_path / "hf"
+    hf = _checkpoint(path, tok.vocab_size, head_dim=16)
+    tok.save(path / "tokenizer.json")
+    gen = proselab.load(path)
+    assert gen.config.model.head_dim == 16 and gen.model.transformer.h[0].attn.c_proj.weight.shape == (32, 64)
+    idx = torch.tensor([tok.encode("ROMEO: good"), tok.encode("JULIET: say")])
+    assert_decodes_as_transformers(gen.model, hf, idx)
+    out = tmp_path / "export"
+    export_hf(path, out)
+    assert json.loads((out / "config.json").read_text())["head_dim"] == 16
+    capfd.readouterr()
+    back, info = transformers.AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
+    assert not any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
+    with torch.no_grad():
+        torch.testing.assert_close(back.eval()(idx).logits, hf(idx).logits, atol=1e-4, rtol=0)
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**cfg, "head_dim": 12}))  # not what the weights hold
+    with pytest.raises(RunError, match="shape"):
+        proselab.load(path)
+    with pytest.raises(ConfigError, match="model.rope needs an even head size, got 7 .model.head_dim."):
+        proselab.config.load_config(None, {**LLAMA_RUN, "model.head_dim": 7, "model.n_embd": 32, "data.dataset": "x"})

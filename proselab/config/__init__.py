@@ -81,6 +81,7 @@ class ModelConfig:
     rope_original_context: int = 8192  # gpt, rope_factor > 0: the context the model was first trained for
     n_kv_head: int = 0  # gpt: key/value heads shared by groups of query heads (GQA; 0 = n_head)
     qkv_bias: bool = False  # gpt: biases on the query, key and value projections even without model.bias (Qwen2)
+    head_dim: int = 0  # gpt: each attention head's width (0 = n_embd / n_head; Mistral-Nemo and Qwen3 set their own)
     # rnn
     cell: str = "lstm"  # rnn | lstm | gru
     hidden_size: int = 128  # rnn hidden state width (= n_embd, so tie_weights works by default)
@@ -117,6 +118,10 @@ class ModelConfig:
     hf_type: str = ""  # the Hugging Face model_type the weights came from (marian | bart | t5; "" = proselab's own)
     # classification (any family with labels is a classifier; seq2seq: its Transformer encoder)
     labels: list[str] = field(default_factory=list)  # label names in id order (empty = a generator; else from the data)
+
+    def head_size(self) -> int:
+        """A gpt's attention head width: model.head_dim, or n_embd / n_head."""
+        return self.head_dim or self.n_embd // self.n_head
 
 
 @dataclass

@@ -135,7 +135,7 @@ TRANSFORMER_LAYOUT = ("n_dec_layer", "ffn_dim", "activation", "gated_ffn", "norm
                       "head_scale", "logits_bias", "hf_type")  # the seq2seq transformer's options (encdec.py)
 GPT_LAYOUT = ("ffn_dim", "activation", "gated_ffn", "norm", "norm_eps", "rope", "rope_theta", "rope_factor",
               "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context",
-              "n_kv_head", "qkv_bias")  # the gpt's options besides its sizes (Llama style)
+              "n_kv_head", "qkv_bias", "head_dim")  # the gpt's options besides its sizes (Llama style)
 MODEL_FIELDS = {  # model_kind -> the fields besides _EVERY_MODEL it reads
     "gpt": (*_TRANSFORMER_SIZE, "block_size", *GPT_LAYOUT),
     "rnn": (*_RNN_SIZE, "block_size"),
@@ -191,7 +191,9 @@ ATTENTIONS = ("bahdanau", "luong-dot", "luong-general", "none")
 def _validate_transformer(m: ModelConfig) -> None:
     """The fields a GPT and a Transformer encoder-decoder share."""
     _check(m.n_layer >= 1 and m.n_head >= 1 and m.n_embd >= 1, "model.n_layer, n_head and n_embd must be >= 1")
-    _check(m.n_embd % m.n_head == 0, f"model.n_embd ({m.n_embd}) must be divisible by model.n_head ({m.n_head})")
+    _check(m.n_embd % m.n_head == 0 or (m.family == "gpt" and m.head_dim > 0),
+           f"model.n_embd ({m.n_embd}) must be divisible by model.n_head ({m.n_head})"
+           + (" (or give a gpt its head width, model.head_dim)" if m.family == "gpt" else ""))
 
 
 def _validate_rnn(m: ModelConfig) -> None:
@@ -238,8 +240,10 @@ def _validate_gpt_layout(m: ModelConfig) -> None:
     _validate_blocks(m)
     _check(m.n_kv_head >= 0 and (m.n_kv_head == 0 or m.n_head % m.n_kv_head == 0),
            f"model.n_kv_head must divide model.n_head ({m.n_head}) (0 = n_head), got {m.n_kv_head}")
-    _check(not m.rope or (m.n_embd // m.n_head) % 2 == 0,
-           f"model.rope needs an even head size, got n_embd / n_head = {m.n_embd // m.n_head}")
+    _check(m.head_dim >= 0, f"model.head_dim must be >= 0 (0 = n_embd / n_head), got {m.head_dim}")
+    _check(not m.rope or m.head_size() % 2 == 0,
+           f"model.rope needs an even head size, got {m.head_size()} "
+           f"({'model.head_dim' if m.head_dim else 'n_embd / n_head'})")
     _check(m.rope_theta > 0, f"model.rope_theta must be > 0, got {m.rope_theta}")
     _check(m.rope_factor == 0 or (m.rope_factor >= 1 and 0 < m.rope_low_freq_factor < m.rope_high_freq_factor
                                   and m.rope_original_context >= 1),
@@ -276,10 +280,10 @@ def model_parts(m: ModelConfig) -> dict[tuple[str, ...], int]:
     transformer = m.family == "gpt" or (m.family == "seq2seq" and m.arch == "transformer")
     embeddings = V * C + (0 if m.tie_weights else V * (C if transformer else H))  # + an untied head
     if m.family == "gpt":  # a block: attention 2 C^2 + the keys' and values' 2 C x kv width, the MLP 2 or 3 C x F
-        kv = C * (m.n_kv_head or m.n_head) // m.n_head
+        q, kv = m.n_head * m.head_size(), (m.n_kv_head or m.n_head) * m.head_size()  # the projections' widths
         F = (m.ffn_dim or 4 * C) * C * (3 if m.gated_ffn else 2)
         return {("vocab_size", "n_embd"): embeddings, ("block_size", "n_embd"): 0 if m.rope else m.block_size * C,
-                ("n_layer", "n_embd"): m.n_layer * (2 * C * C + 2 * C * kv + F)}
+                ("n_layer", "n_embd"): m.n_layer * (2 * C * q + 2 * C * kv + F)}
     if m.family == "seq2seq":
         embeddings += 0 if m.share_embeddings else Vs * C
     vocab = ("vocab_size", "src_vocab_size", "n_embd") if m.family == "seq2seq" else ("vocab_size", "n_embd")

@@ -84,9 +84,8 @@ def model_config(hf: dict[str, Any], where: Path | str) -> ModelConfig:
         block = min(block, int(hf["sliding_window"]))
     if hf.get("hidden_act", "silu") != "silu":
         problems.append(f"hidden_act '{hf['hidden_act']}' (Llama's is silu)")
-    if hf.get("head_dim") not in (None, C // heads):
-        problems.append(f"head_dim {hf['head_dim']} (proselab's heads are hidden_size / num_attention_heads "
-                        f"= {C // heads} wide)")
+    head_dim = hf.get("head_dim") or 0
+    head_dim = 0 if head_dim == C // heads and C % heads == 0 else int(head_dim)  # 0: the usual width
     if bool(hf.get("attention_bias", False)) != bool(hf.get("mlp_bias", False)):
         problems.append("attention_bias and mlp_bias differ (proselab's model.bias sets both)")
     if problems:
@@ -97,6 +96,7 @@ def model_config(hf: dict[str, Any], where: Path | str) -> ModelConfig:
                        n_kv_head=hf.get("num_key_value_heads") or heads, n_embd=C,
                        ffn_dim=hf.get("intermediate_size", 11008), dropout=0.0,
                        bias=model_type == "llama" and bool(hf.get("attention_bias")), qkv_bias=model_type == "qwen2",
+                       head_dim=head_dim,
                        tie_weights=bool(hf.get("tie_word_embeddings", False)), rope=True, rope_theta=theta,
                        norm="rmsnorm", norm_eps=float(hf.get("rms_norm_eps", 1e-6)), activation="silu",
                        gated_ffn=True, **scaling)
@@ -162,7 +162,7 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
     m = cfg.model
     qwen2 = m.qkv_bias and not m.bias
     kv_heads = m.n_kv_head or m.n_head
-    hs = m.n_embd // m.n_head
+    hs = m.head_size()
     state = {}
     for name, t in model.state_dict().items():
         t = t.detach().float().contiguous()
@@ -170,7 +170,7 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
             continue  # transformers ties it to model.embed_tokens.weight
         if name.endswith(("attn.c_attn.weight", "attn.c_attn.bias")):
             i, kind = name.split(".")[2], name.rsplit(".", 1)[1]
-            for proj, part in zip(("q_proj", "k_proj", "v_proj"), t.split([m.n_embd, kv_heads * hs, kv_heads * hs])):
+            for proj, part in zip(("q_proj", "k_proj", "v_proj"), t.split([m.n_head * hs, kv_heads * hs, kv_heads * hs])):
                 state[f"model.layers.{i}.self_attn.{proj}.{kind}"] = part.clone()
             continue
         state[hf_name(name)] = t.clone()

@@ -32,7 +32,7 @@ class Block(nn.Module):
         super().__init__()
         self.ln_1 = make_norm(cfg)
         self.attn = SelfAttention(cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias, causal=True, n_kv_head=cfg.n_kv_head,
-                                  qkv_bias=cfg.qkv_bias)
+                                  qkv_bias=cfg.qkv_bias, head_size=cfg.head_dim)
         self.ln_2 = make_norm(cfg)
         self.mlp = FeedForward(cfg)
 
@@ -129,7 +129,7 @@ class GPT(nn.Module):
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         scaling = (cfg.rope_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor,
                    cfg.rope_original_context) if cfg.rope_factor else None
-        return x, rope_tables(positions, cfg.n_embd // cfg.n_head, cfg.rope_theta, dtype, scaling)
+        return x, rope_tables(positions, cfg.head_size(), cfg.rope_theta, dtype, scaling)
 
     def hidden_states(self, idx: Tensor) -> Tensor:
         """The final hidden states (B, T, C) of idx (B, T), T <= block_size: what a head reads."""
@@ -249,7 +249,7 @@ class GPT(nn.Module):
 
     def _empty_cache(self, B: int, capacity: int, device: torch.device) -> KVCache:
         cfg = self.config
-        return kv_cache.empty((cfg.n_layer, B, cfg.n_kv_head or cfg.n_head, capacity, cfg.n_embd // cfg.n_head),
+        return kv_cache.empty((cfg.n_layer, B, cfg.n_kv_head or cfg.n_head, capacity, cfg.head_size()),
                               self._cache_dtype(device), device)
 
     @staticmethod

@@ -132,15 +132,16 @@ class SelfAttention(nn.Module):
     """
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, causal: bool = True,
-                 n_kv_head: int = 0, qkv_bias: bool = False):
+                 n_kv_head: int = 0, qkv_bias: bool = False, head_size: int = 0):
         super().__init__()
-        assert n_embd % n_head == 0, f"n_embd ({n_embd}) must be divisible by n_head ({n_head})"
+        assert head_size or n_embd % n_head == 0, f"n_embd ({n_embd}) must be divisible by n_head ({n_head})"
+        hs = head_size or n_embd // n_head
         self.n_kv_head = n_kv_head or n_head
         assert n_head % self.n_kv_head == 0, f"n_kv_head ({n_kv_head}) must divide n_head ({n_head})"
-        kv = n_embd // n_head * self.n_kv_head  # the keys' (and the values') width
+        kv = hs * self.n_kv_head  # the keys' (and the values') width
         # fused q, k, v: one matmul instead of three; qkv_bias: biases here only (Qwen2)
-        self.c_attn = nn.Linear(n_embd, n_embd + 2 * kv, bias=bias or qkv_bias)
-        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.c_attn = nn.Linear(n_embd, n_head * hs + 2 * kv, bias=bias or qkv_bias)
+        self.c_proj = nn.Linear(n_head * hs, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
         self.n_head = n_head
         self.dropout = dropout
@@ -153,7 +154,7 @@ class SelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(self.attend(self.c_attn(x), cache, pos, attn_mask, rope)))
 
     def heads(self, qkv: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """c_attn's output (B, T, C + 2 kv) -> q (B, nh, T, hs), k and v (B, n_kv_head, T, hs),
+        """c_attn's output (B, T, nh hs + 2 kv) -> q (B, nh, T, hs), k and v (B, n_kv_head, T, hs),
         q and k rotated by ``rope`` (cos, sin, each (B or 1, T, 1, hs))."""
         B, T, _ = qkv.size()
         nh, nkv = self.n_head, self.n_kv_head
