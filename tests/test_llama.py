@@ -225,17 +225,21 @@ def test_bad_llama_style_configs_and_mixed_exports(tmp_path, corpus):
 
 def _variant(path, kind, vocab_size, **extra):
     """A random transformers Qwen2 or Mistral (Llama's layout with a difference each), saved."""
-    config_class = {"qwen2": transformers.Qwen2Config, "mistral": transformers.MistralConfig}[kind]
+    config_class = {"qwen2": transformers.Qwen2Config, "qwen3": transformers.Qwen3Config,
+                    "mistral": transformers.MistralConfig}[kind]
     torch.manual_seed(0)
     cfg = config_class(vocab_size=vocab_size, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, rope_theta=1000.0,
-                       tie_word_embeddings=kind == "qwen2", bos_token_id=0, eos_token_id=0, **extra)
+                       tie_word_embeddings=kind != "mistral", bos_token_id=0, eos_token_id=0, **extra)
     model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
     with torch.no_grad():  # peaky distributions and sharp attention, as _checkpoint makes them
         model.model.embed_tokens.weight.mul_(20)
         for layer in model.model.layers:
             layer.self_attn.q_proj.weight.mul_(4)
             layer.self_attn.k_proj.weight.mul_(4)
+            if kind == "qwen3":  # norms far from 1, so they matter
+                layer.self_attn.q_norm.weight.uniform_(0.5, 2.0)
+                layer.self_attn.k_norm.weight.uniform_(0.5, 2.0)
             if layer.self_attn.q_proj.bias is not None:  # Qwen2's: large enough to matter
                 layer.self_attn.q_proj.bias.normal_(0, 1)
                 layer.self_attn.k_proj.bias.normal_(0, 1)
@@ -244,25 +248,28 @@ def _variant(path, kind, vocab_size, **extra):
     return model
 
 
-@pytest.mark.parametrize("kind", ["qwen2", "mistral"])
-def test_qwen2_and_mistral_import_with_transformers_logits_and_tokens(tmp_path, kind):
-    """Qwen2 (biases on q, k and v only, a tied head) and Mistral (a sliding window, which
-    becomes the model's window) decode as transformers does; a Qwen2 run exports back to
-    Qwen2ForCausalLM with no missing or unexpected keys and the same logits."""
+@pytest.mark.parametrize("kind", ["qwen2", "qwen3", "mistral"])
+def test_qwen_and_mistral_import_with_transformers_logits_and_tokens(tmp_path, kind):
+    """Qwen2 (biases on q, k and v only, a tied head), Qwen3 (q and k norms, heads of 16 over a
+    hidden size of 32) and Mistral (a sliding window, which becomes the model's window) decode
+    as transformers does; Qwen runs export back to their layout with no missing or unexpected
+    keys and the same logits."""
     tok = train_tokenizer("char", [shakespeare_text(5000)])
     path = tmp_path / "hf"
-    hf = _variant(path, kind, tok.vocab_size, **({"sliding_window": 48} if kind == "mistral" else {}))
+    extra = {"mistral": {"sliding_window": 48}, "qwen3": {"head_dim": 16}}.get(kind, {})
+    hf = _variant(path, kind, tok.vocab_size, **extra)
     tok.save(path / "tokenizer.json")
     gen = proselab.load(path)
     m = gen.config.model
-    assert (m.qkv_bias, m.bias, m.tie_weights) == ((True, False, True) if kind == "qwen2" else (False, False, False))
-    assert m.block_size == (48 if kind == "mistral" else 64)
+    assert (m.qkv_bias, m.qk_norm, m.bias, m.tie_weights) == {
+        "qwen2": (True, False, False, True), "qwen3": (False, True, False, True), "mistral": (False, False, False, False)}[kind]
+    assert m.block_size == (48 if kind == "mistral" else 64) and m.head_size() == (16 if kind == "qwen3" else 8)
     idx = torch.tensor([tok.encode("ROMEO: good"), tok.encode("JULIET: say")])
     assert_decodes_as_transformers(gen.model, hf, idx)
-    if kind == "qwen2":
+    if kind != "mistral":
         out = tmp_path / "export"
         export_hf(path, out)
-        assert json.loads((out / "config.json").read_text())["model_type"] == "qwen2"
+        assert json.loads((out / "config.json").read_text())["model_type"] == kind
         back, info = transformers.AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
         assert not any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
         with torch.no_grad():

@@ -82,6 +82,7 @@ class ModelConfig:
     n_kv_head: int = 0  # gpt: key/value heads shared by groups of query heads (GQA; 0 = n_head)
     qkv_bias: bool = False  # gpt: biases on the query, key and value projections even without model.bias (Qwen2)
     head_dim: int = 0  # gpt: each attention head's width (0 = n_embd / n_head; Mistral-Nemo and Qwen3 set their own)
+    qk_norm: bool = False  # gpt: an RMSNorm on each query and key head before rotary positions (Qwen3)
     # rnn
     cell: str = "lstm"  # rnn | lstm | gru
     hidden_size: int = 128  # rnn hidden state width (= n_embd, so tie_weights works by default)

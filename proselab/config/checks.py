@@ -135,7 +135,7 @@ TRANSFORMER_LAYOUT = ("n_dec_layer", "ffn_dim", "activation", "gated_ffn", "norm
                       "head_scale", "logits_bias", "hf_type")  # the seq2seq transformer's options (encdec.py)
 GPT_LAYOUT = ("ffn_dim", "activation", "gated_ffn", "norm", "norm_eps", "rope", "rope_theta", "rope_factor",
               "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context",
-              "n_kv_head", "qkv_bias", "head_dim")  # the gpt's options besides its sizes (Llama style)
+              "n_kv_head", "qkv_bias", "head_dim", "qk_norm")  # the gpt's options besides its sizes (Llama style)
 MODEL_FIELDS = {  # model_kind -> the fields besides _EVERY_MODEL it reads
     "gpt": (*_TRANSFORMER_SIZE, "block_size", *GPT_LAYOUT),
     "rnn": (*_RNN_SIZE, "block_size"),

@@ -1,8 +1,9 @@
 """Llama: Hugging Face's ``LlamaForCausalLM`` layout, to and from proselab's GPT in Llama style
 (rotary positions, RMSNorm, a gated SiLU feed-forward, grouped key/value heads, no biases).
-Two more model types share the layout: Qwen2 (biases on q, k and v only: ``model.qkv_bias``)
-and Mistral (a sliding attention window, which is full attention over contexts no longer than
-it: the import's window, ``model.block_size``, is the sliding window).
+Three more model types share the layout: Qwen2 (biases on q, k and v only: ``model.qkv_bias``),
+Qwen3 (an RMSNorm on each query and key head: ``model.qk_norm``, and heads of their own width:
+``model.head_dim``) and Mistral (a sliding attention window, which is full attention over
+contexts no longer than it: the import's window, ``model.block_size``, is the sliding window).
 
 The GPT keeps GPT-2's names, so the mapping renames: ``q_proj``, ``k_proj`` and ``v_proj`` are
 stacked into ``c_attn`` (queries, then keys, then values), ``o_proj`` is ``attn.c_proj``,
@@ -28,12 +29,13 @@ from .gpt2 import checked_model, checkpoint_tokenizer, write_generation_config, 
 TOP_NAMES = {"model.embed_tokens.weight": "transformer.wte.weight", "model.norm.weight": "transformer.ln_f.weight",
              "lm_head.weight": "lm_head.weight"}  # Hugging Face name -> proselab's, outside the blocks
 # Hugging Face name (after "model.layers.{i}.") -> proselab's (after "transformer.h.{i}."); the
-# biases are there only with attention_bias / mlp_bias (model.bias)
+# biases are there only with attention_bias / mlp_bias (model.bias), the q and k norms in Qwen3
 LAYER_NAMES = {"input_layernorm.weight": "ln_1.weight", "post_attention_layernorm.weight": "ln_2.weight",
                "self_attn.o_proj.weight": "attn.c_proj.weight", "mlp.gate_proj.weight": "mlp.c_gate.weight",
                "mlp.up_proj.weight": "mlp.c_fc.weight", "mlp.down_proj.weight": "mlp.c_proj.weight",
                "self_attn.o_proj.bias": "attn.c_proj.bias", "mlp.gate_proj.bias": "mlp.c_gate.bias",
-               "mlp.up_proj.bias": "mlp.c_fc.bias", "mlp.down_proj.bias": "mlp.c_proj.bias"}
+               "mlp.up_proj.bias": "mlp.c_fc.bias", "mlp.down_proj.bias": "mlp.c_proj.bias",
+               "self_attn.q_norm.weight": "attn.q_norm.weight", "self_attn.k_norm.weight": "attn.k_norm.weight"}
 HF_TOP_NAMES = {b: a for a, b in TOP_NAMES.items()}
 HF_LAYER_NAMES = {b: a for a, b in LAYER_NAMES.items()}
 QKV = ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight")
@@ -66,7 +68,7 @@ def _scaling_fields(kind: str, params: dict[str, Any], problems: list[str]) -> d
         return {}
 
 
-NAMES = {"llama": "Llama", "qwen2": "Qwen2", "mistral": "Mistral"}  # model_type -> what errors call it
+NAMES = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3", "mistral": "Mistral"}  # model_type -> its name
 
 
 def model_config(hf: dict[str, Any], where: Path | str) -> ModelConfig:
@@ -78,7 +80,7 @@ def model_config(hf: dict[str, Any], where: Path | str) -> ModelConfig:
     problems: list[str] = []
     scaling = _scaling_fields(kind, params, problems)
     block = hf.get("max_position_embeddings", 2048)
-    if model_type == "qwen2" and hf.get("use_sliding_window"):
+    if model_type in ("qwen2", "qwen3") and hf.get("use_sliding_window"):
         problems.append("use_sliding_window (a sliding attention window on some layers only)")
     if model_type == "mistral" and hf.get("sliding_window"):  # within the window, attention is full attention
         block = min(block, int(hf["sliding_window"]))
@@ -95,8 +97,8 @@ def model_config(hf: dict[str, Any], where: Path | str) -> ModelConfig:
                        n_layer=hf.get("num_hidden_layers", 32), n_head=heads,
                        n_kv_head=hf.get("num_key_value_heads") or heads, n_embd=C,
                        ffn_dim=hf.get("intermediate_size", 11008), dropout=0.0,
-                       bias=model_type == "llama" and bool(hf.get("attention_bias")), qkv_bias=model_type == "qwen2",
-                       head_dim=head_dim,
+                       bias=model_type in ("llama", "qwen3") and bool(hf.get("attention_bias")),
+                       qkv_bias=model_type == "qwen2", head_dim=head_dim, qk_norm=model_type == "qwen3",
                        tie_weights=bool(hf.get("tie_word_embeddings", False)), rope=True, rope_theta=theta,
                        norm="rmsnorm", norm_eps=float(hf.get("rms_norm_eps", 1e-6)), activation="silu",
                        gated_ffn=True, **scaling)
@@ -134,12 +136,14 @@ def load(d: Path, cfg: Config, weights: dict[str, torch.Tensor]) -> tuple[torch.
         state = state_from_hf(weights, cfg.model)
     except TypeError:  # torch.cat over a missing bias
         raise RunError(f"'{d}': the weights lack the attention biases config.json promises") from None
-    return checked_model(cfg.model, state, d, "Qwen2" if cfg.model.qkv_bias else "Llama"), tokenizer
+    return checked_model(cfg.model, state, d, "Qwen3" if cfg.model.qk_norm else "Qwen2" if cfg.model.qkv_bias
+                         else "Llama"), tokenizer
 
 
 def is_llama_style(m: ModelConfig) -> bool:
     """Whether a gpt config uses any Llama option (then only Llama's layout can hold it)."""
-    return m.rope or m.norm == "rmsnorm" or m.gated_ffn or bool(m.n_kv_head and m.n_kv_head != m.n_head)
+    return (m.rope or m.norm == "rmsnorm" or m.gated_ffn or bool(m.n_kv_head and m.n_kv_head != m.n_head)
+            or m.qkv_bias or m.qk_norm or bool(m.head_dim))
 
 
 def check_exportable(m: ModelConfig, run_dir: Path) -> None:
@@ -148,6 +152,7 @@ def check_exportable(m: ModelConfig, run_dir: Path) -> None:
         (not m.rope, "learned positions (model.rope=false)"), (m.norm != "rmsnorm", f"model.norm={m.norm}"),
         (not m.gated_ffn, "a feed-forward without a gate (model.gated_ffn=false)"),
         (m.activation != "silu", f"model.activation={m.activation}"), (bool(m.labels), "a classification head"),
+        (m.qk_norm and m.qkv_bias and not m.bias, "model.qk_norm with model.qkv_bias (Qwen3's and Qwen2's parts)"),
     ) if bad]
     if problems:
         raise RunError(f"'{run_dir}' mixes GPT-2's and Llama's parts ({', '.join(problems)}); neither Hugging Face "
@@ -158,9 +163,10 @@ def check_exportable(m: ModelConfig, run_dir: Path) -> None:
 def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path) -> None:
     """Write a Llama-style GPT run as a LlamaForCausalLM checkpoint in ``out`` (model, config,
     generation config and tokenizer files, with the chat template of a chat run); with biases on
-    q, k and v only, as Qwen2ForCausalLM."""
+    q, k and v only, as Qwen2ForCausalLM; with q and k norms, as Qwen3ForCausalLM."""
     m = cfg.model
     qwen2 = m.qkv_bias and not m.bias
+    layout = "qwen3" if m.qk_norm else "qwen2" if qwen2 else "llama"
     kv_heads = m.n_kv_head or m.n_head
     hs = m.head_size()
     state = {}
@@ -178,8 +184,8 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
         save_file(state, str(tmp), metadata={"format": "pt"})
     bos = tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.eos_id
     write_json(out / "config.json", {
-        "architectures": ["Qwen2ForCausalLM" if qwen2 else "LlamaForCausalLM"],
-        "model_type": "qwen2" if qwen2 else "llama", "vocab_size": m.vocab_size,
+        "architectures": [{"qwen3": "Qwen3ForCausalLM", "qwen2": "Qwen2ForCausalLM"}.get(layout, "LlamaForCausalLM")],
+        "model_type": layout, "vocab_size": m.vocab_size,
         "hidden_size": m.n_embd, "intermediate_size": m.ffn_dim or 4 * m.n_embd, "num_hidden_layers": m.n_layer,
         "num_attention_heads": m.n_head, "num_key_value_heads": kv_heads, "head_dim": hs, "hidden_act": "silu",
         "max_position_embeddings": m.block_size, "rms_norm_eps": m.norm_eps, "initializer_range": 0.02,
@@ -188,7 +194,8 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
                             **(_rope_scaling(m) or {})},
         "attention_bias": m.bias, "mlp_bias": m.bias, "attention_dropout": 0.0, "tie_word_embeddings": m.tie_weights,
         "bos_token_id": bos, "eos_token_id": tokenizer.eos_id, "dtype": "float32", "use_cache": True,
-        **({"use_sliding_window": False, "sliding_window": None, "max_window_layers": m.n_layer} if qwen2 else {}),
+        **({"use_sliding_window": False, "sliding_window": None, "max_window_layers": m.n_layer}
+           if layout != "llama" else {}),
     })
     write_generation_config(tokenizer, cfg, out, bos)
     write_tokenizer_files(tokenizer, cfg, out)

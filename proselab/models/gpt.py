@@ -32,7 +32,8 @@ class Block(nn.Module):
         super().__init__()
         self.ln_1 = make_norm(cfg)
         self.attn = SelfAttention(cfg.n_embd, cfg.n_head, cfg.dropout, cfg.bias, causal=True, n_kv_head=cfg.n_kv_head,
-                                  qkv_bias=cfg.qkv_bias, head_size=cfg.head_dim)
+                                  qkv_bias=cfg.qkv_bias, head_size=cfg.head_dim, qk_norm=cfg.qk_norm,
+                                  norm_eps=cfg.norm_eps)
         self.ln_2 = make_norm(cfg)
         self.mlp = FeedForward(cfg)
 

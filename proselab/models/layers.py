@@ -132,7 +132,8 @@ class SelfAttention(nn.Module):
     """
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, causal: bool = True,
-                 n_kv_head: int = 0, qkv_bias: bool = False, head_size: int = 0):
+                 n_kv_head: int = 0, qkv_bias: bool = False, head_size: int = 0, qk_norm: bool = False,
+                 norm_eps: float = 1e-6):
         super().__init__()
         assert head_size or n_embd % n_head == 0, f"n_embd ({n_embd}) must be divisible by n_head ({n_head})"
         hs = head_size or n_embd // n_head
@@ -142,6 +143,9 @@ class SelfAttention(nn.Module):
         # fused q, k, v: one matmul instead of three; qkv_bias: biases here only (Qwen2)
         self.c_attn = nn.Linear(n_embd, n_head * hs + 2 * kv, bias=bias or qkv_bias)
         self.c_proj = nn.Linear(n_head * hs, n_embd, bias=bias)
+        # qk_norm: each query and key head RMS-normalised before its rotation (Qwen3)
+        self.q_norm = nn.RMSNorm(hs, eps=norm_eps) if qk_norm else None
+        self.k_norm = nn.RMSNorm(hs, eps=norm_eps) if qk_norm else None
         self.resid_dropout = nn.Dropout(dropout)
         self.n_head = n_head
         self.dropout = dropout
@@ -161,6 +165,9 @@ class SelfAttention(nn.Module):
         hs = qkv.size(2) // (nh + 2 * nkv)
         qk, v = qkv.split([(nh + nkv) * hs, nkv * hs], dim=2)
         qk = qk.view(B, T, nh + nkv, hs)  # (B, T, nh + n_kv_head, hs)
+        if self.q_norm is not None:
+            q, k = qk.split([nh, nkv], dim=2)
+            qk = torch.cat([self.q_norm(q), self.k_norm(k)], dim=2)
         if rope is not None:  # queries and keys rotated together: half the kernels of two calls
             qk = rotate(qk, *rope)
         q, k = qk.split([nh, nkv], dim=2)
