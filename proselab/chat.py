@@ -16,7 +16,7 @@ It is also written as a Jinja chat template on export, so ``transformers``'
 ``apply_chat_template`` and servers such as vLLM format conversations the same way.
 
 A checkpoint imported with a chat template of its own (``tokenizer_config.json``'s
-``chat_template``, or ``chat_template.jinja``: Llama 3's headers, Llama 2's [INST], Gemma's turns...)
+``chat_template``, or ``chat_template.jinja``: Llama 3's headers, Llama 2's [INST], Qwen's ChatML...)
 keeps it as ``data.chat_template``, the Jinja text itself, rendered as transformers renders it
 (a sandboxed Jinja environment with its options and helpers). Chat, serving and fine-tuning on
 ``{"messages"}`` then use it: the tokens a reply is trained on are found by rendering the
@@ -168,7 +168,8 @@ def chat_stop_ids(tokenizer: Tokenizer, template: str) -> list[int]:
             reply = render_chat(_PROBE, False, template, tokenizer)[len(prompt):]
         except ChatError:  # a template with demands of its own (a system message first...): end-of-text only
             reply = ""
-        after = reply[reply.find(_PROBE[1]["content"]) + len(_PROBE[1]["content"]):] if _PROBE[1]["content"] in reply else ""
+        said = _PROBE[1]["content"]
+        after = reply[reply.find(said) + len(said):] if said in reply else ""  # what follows the reply's text
         specials = {t.content: i for i, t in tokenizer.hf.get_added_tokens_decoder().items() if t.special}
         marks = sorted((after.find(t), i) for t, i in specials.items() if t and t in after)
         ids = [marks[0][1] if marks else None, tokenizer.eos_id]

@@ -79,7 +79,8 @@ def test_replies_and_their_end_of_turn_are_what_fine_tuning_trains(tmp_path):
     tok = proselab.load(tmp_path / "hf").tokenizer
     ids, trained, starts = encode_example({"messages": CHAT}, tok, LLAMA3)
     assert ids == _ids(hf_tok.apply_chat_template(CHAT, tokenize=True))  # the whole conversation, as rendered
-    replies = [tok.encode(m["content"].strip()) + [tok.token_to_id("<|eot_id|>")] for m in CHAT if m["role"] == "assistant"]
+    eot = tok.token_to_id("<|eot_id|>")
+    replies = [tok.encode(m["content"].strip()) + [eot] for m in CHAT if m["role"] == "assistant"]
     got, run = [], []
     for i, t in zip(ids, trained):  # the trained runs of tokens, in order
         if t:

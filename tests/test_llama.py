@@ -262,7 +262,8 @@ def test_qwen_and_mistral_import_with_transformers_logits_and_tokens(tmp_path, k
     gen = proselab.load(path)
     m = gen.config.model
     assert (m.qkv_bias, m.qk_norm, m.bias, m.tie_weights) == {
-        "qwen2": (True, False, False, True), "qwen3": (False, True, False, True), "mistral": (False, False, False, False)}[kind]
+        "qwen2": (True, False, False, True), "qwen3": (False, True, False, True),
+        "mistral": (False, False, False, False)}[kind]
     assert m.block_size == (48 if kind == "mistral" else 64) and m.head_size() == (16 if kind == "qwen3" else 8)
     idx = torch.tensor([tok.encode("ROMEO: good"), tok.encode("JULIET: say")])
     assert_decodes_as_transformers(gen.model, hf, idx)

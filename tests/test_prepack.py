@@ -124,8 +124,8 @@ def test_seq2seq_decoding_fuses_the_activation_and_the_logits_bias():
     from proselab.data.batch import Seq2SeqBatch
 
     torch.manual_seed(0)
-    cfg = ModelConfig(family="seq2seq", arch="transformer", bos_id=1, vocab_size=60, block_size=32, n_layer=2, n_head=2, n_embd=32,
-                      activation="gelu", logits_bias=True, positions="learned")
+    cfg = ModelConfig(family="seq2seq", arch="transformer", bos_id=1, vocab_size=60, block_size=32, n_layer=2,
+                      n_head=2, n_embd=32, activation="gelu", logits_bias=True, positions="learned")
     plain = build_model(cfg).eval()
     with torch.no_grad():
         plain.logits_bias.normal_()

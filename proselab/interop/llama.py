@@ -176,7 +176,8 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
             continue  # transformers ties it to model.embed_tokens.weight
         if name.endswith(("attn.c_attn.weight", "attn.c_attn.bias")):
             i, kind = name.split(".")[2], name.rsplit(".", 1)[1]
-            for proj, part in zip(("q_proj", "k_proj", "v_proj"), t.split([m.n_head * hs, kv_heads * hs, kv_heads * hs])):
+            parts = t.split([m.n_head * hs, kv_heads * hs, kv_heads * hs])
+            for proj, part in zip(("q_proj", "k_proj", "v_proj"), parts):
                 state[f"model.layers.{i}.self_attn.{proj}.{kind}"] = part.clone()
             continue
         state[hf_name(name)] = t.clone()
