@@ -311,3 +311,29 @@ def test_heads_wider_than_hidden_over_heads_import_and_export(tmp_path, capfd):
         proselab.load(path)
     with pytest.raises(ConfigError, match="model.rope needs an even head size, got 7 .model.head_dim."):
         proselab.config.load_config(None, {**LLAMA_RUN, "model.head_dim": 7, "model.n_embd": 32, "data.dataset": "x"})
+
+
+def test_a_llama_style_classifier_exports_and_imports_as_llama_for_sequence_classification(tmp_path, capfd):
+    """A Llama-style GPT classifier exports to LlamaForSequenceClassification: transformers loads
+    it without missing or unexpected keys and gives its probabilities on right-padded texts;
+    proselab reads it back as the same classifier."""
+    from test_classify import _overrides, _reviews
+
+    run = tmp_path / "run"
+    proselab.train(None, _overrides(_reviews(tmp_path / "r.csv"), run, **LLAMA_RUN, **{"train.max_iters": 20}))
+    out = tmp_path / "export"
+    export_hf(run, out)
+    capfd.readouterr()
+    hf, info = transformers.AutoModelForSequenceClassification.from_pretrained(out, output_loading_info=True)
+    assert not any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
+    assert type(hf).__name__ == "LlamaForSequenceClassification" and hf.config.id2label == {0: "neg", 1: "neu", 2: "pos"}
+    assert not (out / "generation_config.json").exists()
+    gen, hf_tok = proselab.load(run), transformers.AutoTokenizer.from_pretrained(out)
+    texts = ["the film was superb", "the plot was boring and the ending was awful"]
+    batch = hf_tok(texts, padding=True, return_tensors="pt")  # right padding with pad_token_id
+    with torch.no_grad():
+        ref = torch.softmax(hf.eval()(**batch).logits, -1)
+    assert [list(c.probs.values()) for c in gen.classify(texts)] == [pytest.approx(r, abs=1e-5) for r in ref.tolist()]
+    back = proselab.load(out)
+    assert back.is_classifier and back.config.model.labels == ["neg", "neu", "pos"]
+    assert [list(c.probs.values()) for c in back.classify(texts)] == [pytest.approx(r, abs=1e-5) for r in ref.tolist()]

@@ -48,12 +48,12 @@ def model_config(hf: dict[str, Any], where: Path) -> ModelConfig:
         raise RunError(f"{where}: this GPT-2 variant is not supported: {'; '.join(problems)}")
     return ModelConfig(family="gpt", vocab_size=hf.get("vocab_size", 50257), block_size=hf.get("n_positions", 1024),
                        n_layer=hf.get("n_layer", 12), n_head=hf.get("n_head", 12), n_embd=n_embd, dropout=0.0,
-                       bias=True, tie_weights=hf.get("tie_word_embeddings", True), labels=_labels(hf, where))
+                       bias=True, tie_weights=hf.get("tie_word_embeddings", True), labels=label_names(hf, where))
 
 
-def _labels(hf: dict[str, Any], where: Path) -> list[str]:
-    """A GPT2ForSequenceClassification's label names in id order (from id2label); [] for an LM."""
-    if "GPT2ForSequenceClassification" not in (hf.get("architectures") or []):
+def label_names(hf: dict[str, Any], where: Path) -> list[str]:
+    """A ``*ForSequenceClassification``'s label names in id order (from id2label); [] for an LM."""
+    if not any(a.endswith("ForSequenceClassification") for a in hf.get("architectures") or []):
         return []
     id2label = hf.get("id2label") or {}
     try:
@@ -134,7 +134,7 @@ def _weights(model: torch.nn.Module, m: ModelConfig) -> dict[str, torch.Tensor]:
     return state
 
 
-def _classifier_fields(m: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
+def classifier_fields(m: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
     """id2label, label2id and pad_token_id of a classifier's config.json ({} for an LM).
 
     GPT2ForSequenceClassification reads the last token that is not ``pad_token_id``: the
@@ -160,11 +160,11 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
         "n_head": m.n_head, "n_inner": None, "activation_function": "gelu_new", "resid_pdrop": m.dropout,
         "embd_pdrop": m.dropout, "attn_pdrop": m.dropout, "layer_norm_epsilon": 1e-5, "initializer_range": 0.02,
         "bos_token_id": bos, "eos_token_id": tokenizer.eos_id, "tie_word_embeddings": m.tie_weights,
-        "dtype": "float32", "use_cache": True, **_classifier_fields(m, tokenizer),
+        "dtype": "float32", "use_cache": True, **classifier_fields(m, tokenizer),
     })
     if not m.labels:  # a classifier does not generate
         write_generation_config(tokenizer, cfg, out, bos)
-    pad = tokenizer.id_to_token(_classifier_fields(m, tokenizer)["pad_token_id"]) if m.labels else None
+    pad = tokenizer.id_to_token(classifier_fields(m, tokenizer)["pad_token_id"]) if m.labels else None
     write_tokenizer_files(tokenizer, cfg, out, pad)
 
 

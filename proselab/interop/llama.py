@@ -24,10 +24,12 @@ from ..atomic import atomic_path
 from ..checkpoint import RunError, write_json
 from ..config import Config, ModelConfig
 from ..tokenizers import Tokenizer
-from .gpt2 import checked_model, checkpoint_tokenizer, write_generation_config, write_tokenizer_files
+from .gpt2 import (checked_model, checkpoint_tokenizer, classifier_fields, label_names, write_generation_config,
+                   write_tokenizer_files)
 
+# Hugging Face name -> proselab's, outside the blocks (score: a classifier's head)
 TOP_NAMES = {"model.embed_tokens.weight": "transformer.wte.weight", "model.norm.weight": "transformer.ln_f.weight",
-             "lm_head.weight": "lm_head.weight"}  # Hugging Face name -> proselab's, outside the blocks
+             "lm_head.weight": "lm_head.weight", "score.weight": "score.weight"}
 # Hugging Face name (after "model.layers.{i}.") -> proselab's (after "transformer.h.{i}."); the
 # biases are there only with attention_bias / mlp_bias (model.bias), the q and k norms in Qwen3
 LAYER_NAMES = {"input_layernorm.weight": "ln_1.weight", "post_attention_layernorm.weight": "ln_2.weight",
@@ -99,6 +101,7 @@ def model_config(hf: dict[str, Any], where: Path | str) -> ModelConfig:
                        ffn_dim=hf.get("intermediate_size", 11008), dropout=0.0,
                        bias=model_type in ("llama", "qwen3") and bool(hf.get("attention_bias")),
                        qkv_bias=model_type == "qwen2", head_dim=head_dim, qk_norm=model_type == "qwen3",
+                       labels=label_names(hf, where),
                        tie_weights=bool(hf.get("tie_word_embeddings", False)), rope=True, rope_theta=theta,
                        norm="rmsnorm", norm_eps=float(hf.get("rms_norm_eps", 1e-6)), activation="silu",
                        gated_ffn=True, **scaling)
@@ -110,7 +113,7 @@ def state_from_hf(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[st
     for name, t in weights.items():
         if name.endswith(IGNORED):
             continue
-        if not name.startswith(("model.", "lm_head.")):
+        if not name.startswith(("model.", "lm_head.", "score.")):
             name = "model." + name  # saved from LlamaModel, without the LM head's prefix
         state[name] = t
     out = {ours: state.pop(hf) for hf, ours in TOP_NAMES.items() if hf in state}
@@ -151,7 +154,7 @@ def check_exportable(m: ModelConfig, run_dir: Path) -> None:
     problems = [text for bad, text in (
         (not m.rope, "learned positions (model.rope=false)"), (m.norm != "rmsnorm", f"model.norm={m.norm}"),
         (not m.gated_ffn, "a feed-forward without a gate (model.gated_ffn=false)"),
-        (m.activation != "silu", f"model.activation={m.activation}"), (bool(m.labels), "a classification head"),
+        (m.activation != "silu", f"model.activation={m.activation}"),
         (m.qk_norm and m.qkv_bias and not m.bias, "model.qk_norm with model.qkv_bias (Qwen3's and Qwen2's parts)"),
     ) if bad]
     if problems:
@@ -163,7 +166,8 @@ def check_exportable(m: ModelConfig, run_dir: Path) -> None:
 def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path) -> None:
     """Write a Llama-style GPT run as a LlamaForCausalLM checkpoint in ``out`` (model, config,
     generation config and tokenizer files, with the chat template of a chat run); with biases on
-    q, k and v only, as Qwen2ForCausalLM; with q and k norms, as Qwen3ForCausalLM."""
+    q, k and v only, as Qwen2ForCausalLM; with q and k norms, as Qwen3ForCausalLM; a classifier
+    as the layout's ForSequenceClassification."""
     m = cfg.model
     qwen2 = m.qkv_bias and not m.bias
     layout = "qwen3" if m.qk_norm else "qwen2" if qwen2 else "llama"
@@ -185,7 +189,8 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
         save_file(state, str(tmp), metadata={"format": "pt"})
     bos = tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.eos_id
     write_json(out / "config.json", {
-        "architectures": [{"qwen3": "Qwen3ForCausalLM", "qwen2": "Qwen2ForCausalLM"}.get(layout, "LlamaForCausalLM")],
+        "architectures": [{"qwen3": "Qwen3", "qwen2": "Qwen2"}.get(layout, "Llama")
+                          + ("ForSequenceClassification" if m.labels else "ForCausalLM")],
         "model_type": layout, "vocab_size": m.vocab_size,
         "hidden_size": m.n_embd, "intermediate_size": m.ffn_dim or 4 * m.n_embd, "num_hidden_layers": m.n_layer,
         "num_attention_heads": m.n_head, "num_key_value_heads": kv_heads, "head_dim": hs, "hidden_act": "silu",
@@ -197,9 +202,12 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
         "bos_token_id": bos, "eos_token_id": tokenizer.eos_id, "dtype": "float32", "use_cache": True,
         **({"use_sliding_window": False, "sliding_window": None, "max_window_layers": m.n_layer}
            if layout != "llama" else {}),
+        **classifier_fields(m, tokenizer),
     })
-    write_generation_config(tokenizer, cfg, out, bos)
-    write_tokenizer_files(tokenizer, cfg, out)
+    if not m.labels:  # a classifier does not generate
+        write_generation_config(tokenizer, cfg, out, bos)
+    pad = tokenizer.id_to_token(classifier_fields(m, tokenizer)["pad_token_id"]) if m.labels else None
+    write_tokenizer_files(tokenizer, cfg, out, pad)
 
 
 def _rope_scaling(m: ModelConfig) -> dict[str, Any] | None:
