@@ -33,9 +33,10 @@ from .models.lora import apply_lora, merge_lora
 from .tokenizers import Tokenizer, TokenizerError, load_tokenizer, vocab_span
 
 ARCHITECTURE = ("family", "vocab_size", "n_layer", "n_head", "n_embd", "bias", "rope", "rope_theta", "rope_factor",
-                "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_kv_head", "qkv_bias", "head_dim", "qk_norm", "cell", "hidden_size", "num_layers",
-                "tie_weights", "arch", "attention", "bidirectional", "input_feeding", "share_embeddings",
-                "src_vocab_size", "bos_id", "src_prefix_id", "tgt_prefix_id", *TRANSFORMER_LAYOUT)
+                "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_kv_head", "qkv_bias",
+                "head_dim", "qk_norm", "cell", "hidden_size", "num_layers", "tie_weights", "arch", "attention",
+                "bidirectional", "input_feeding", "share_embeddings", "src_vocab_size", "bos_id", "src_prefix_id",
+                "tgt_prefix_id", *TRANSFORMER_LAYOUT)
 # Fine-tuning starts from weights that already work: a scratch learning rate and warmup would
 # wreck them. These replace the defaults (not values set in a file or on the command line).
 FINE_TUNE_DEFAULTS = {"train.lr": 1e-4, "train.min_lr": 1e-5, "train.warmup_iters": 20}
@@ -165,6 +166,10 @@ def fine_tune_config(cfg: Config) -> Config:
     cfg.data.tokenizer = str(src)  # a run's tokenizer.json, or the checkpoint's tokenizer files
     if is_jinja(src_cfg.data.chat_template) and "data.chat_template" not in explicit_keys(cfg):
         cfg.data.chat_template = src_cfg.data.chat_template  # a chat checkpoint's own layout of conversations
+    t = cfg.train
+    if t.lora_rank and cfg.model.gated_ffn and "train.lora_targets" not in explicit_keys(cfg) \
+            and "c_gate" not in t.lora_targets:
+        t.lora_targets = [*t.lora_targets, "c_gate"]  # the default: every linear layer of the blocks
     if cfg.model.family == "seq2seq":
         cfg.data.joint_vocab = src_cfg.data.joint_vocab  # and a separate source tokenizer comes along
     defaults, explicit = TrainConfig(), explicit_keys(cfg)

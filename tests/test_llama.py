@@ -337,3 +337,17 @@ def test_a_llama_style_classifier_exports_and_imports_as_llama_for_sequence_clas
     back = proselab.load(out)
     assert back.is_classifier and back.config.model.labels == ["neg", "neu", "pos"]
     assert [list(c.probs.values()) for c in back.classify(texts)] == [pytest.approx(r, abs=1e-5) for r in ref.tolist()]
+
+
+def test_lora_on_a_llama_adapts_every_linear_layer_of_the_blocks_by_default(checkpoint, tmp_path, corpus):
+    """Without train.lora_targets, LoRA on a gated feed-forward adds the gate projection to the
+    default targets (q, k, v, o, gate, up, down, as QLoRA adapts them); given targets stay as given."""
+    path, _, _ = checkpoint
+    base = {"train.init_from": str(path), "model.block_size": 32, "train.max_iters": 2, "train.eval_interval": 2,
+            "train.lora_rank": 2}
+    proselab.train(None, tiny_overrides(corpus, tmp_path / "all", **base))
+    assert json.loads((tmp_path / "all" / "config.json").read_text())["train"]["lora_targets"] == [
+        "c_attn", "c_proj", "c_fc", "c_gate"]
+    proselab.train(None, tiny_overrides(corpus, tmp_path / "some", **base, **{"train.lora_targets": ["c_attn"]}))
+    assert json.loads((tmp_path / "some" / "config.json").read_text())["train"]["lora_targets"] == ["c_attn"]
+    assert proselab.load(tmp_path / "all").complete("ROMEO:", max_new_tokens=3)[0].tokens
