@@ -97,7 +97,7 @@ def _pairs_body(data: dict) -> str:
             examples.append(f'<details><summary>{name.replace("_", " ")}: {len(s["examples"])} of {s["count"]} '
                             f'examples</summary>{_table("examples-" + name, ["#", "source", "hypothesis", ""], rows)}'
                             "</details>")
-    return (f'<h2>Worst segments by sentence chrF</h2>\n'
+    return ('<h2>Worst segments by sentence chrF</h2>\n'
             + _table("worst", ["#", "chrF", "source", "reference", "hypothesis"], worst)
             + '\n<h2>BLEU by source length</h2>\n<img src="bleu_by_length.png" alt="BLEU by source length">\n'
             + _table("buckets", ["source words", "pairs", "corpus BLEU"], buckets)

@@ -166,9 +166,9 @@ def test_a_config_json_too_large_for_this_machine_is_refused_before_the_model_is
         run = tmp_path / kind
         shutil.copytree(made[kind], run)
         _json(run / "config.json", **{name: 100_000})
-        with pytest.raises(RunError, match=f"config.json: model.n_layer=100000 and model.n_embd=32 make a model of "
-                                           f"at least 1.2 billion parameters, 4.9 GB of float32 weights: more than "
-                                           f"the 1.1 GB of memory available on this machine"):
+        with pytest.raises(RunError, match="config.json: model.n_layer=100000 and model.n_embd=32 make a model of "
+                                           "at least 1.2 billion parameters, 4.9 GB of float32 weights: more than "
+                                           "the 1.1 GB of memory available on this machine"):
             proselab.load(run)
 
 
