@@ -145,8 +145,7 @@ class Generator:
                 missing = ", ".join(repr(t) for t in self.tokenizer.unknown_tokens(prompt))
                 warnings.warn(f"the prompt has text this model's vocabulary lacks, read as <unk>: {missing}",
                               stacklevel=3)
-            prefix = self.tokenizer.prompt_prefix
-            return ids if ids[: len(prefix)] == prefix else prefix + ids
+            return self.tokenizer.with_prefix(ids)
         if self.tokenizer.bos_id is not None:
             return [self.tokenizer.bos_id]
         raise ValueError(

@@ -31,6 +31,7 @@ import json
 from collections.abc import Iterable
 from datetime import datetime
 
+from .config.checks import is_jinja
 from .tokenizers import EOT, Tokenizer
 
 ROLES = ("system", "user", "assistant")
@@ -47,11 +48,6 @@ CHATML_JINJA = (
 
 class ChatError(ValueError):
     """A chat template, conversation or run cannot be used for chat."""
-
-
-def is_jinja(template: str) -> bool:
-    """Whether data.chat_template is a Jinja template (a checkpoint's own) rather than a name."""
-    return "{{" in template or "{%" in template
 
 
 def template_tokens(template: str) -> list[str]:

@@ -394,9 +394,7 @@ def _inputs(model, cfg, tokenizer, src_tokenizer, kind: str, text, prompt, metho
     if prompt is not None:
         if not prompt:
             raise ExplainError("the prompt is empty; give a prompt, or only a text to score all of it")
-        ids = tokenizer.encode(prompt)  # as generate reads a prompt: after the tokenizer's own prefix (Llama's <s>)
-        prefix = tokenizer.prompt_prefix
-        context = ids if ids[: len(prefix)] == prefix else prefix + ids
+        context = tokenizer.with_prefix(tokenizer.encode(prompt))  # after the tokenizer's own prefix (Llama's <s>)
     elif not text:
         raise ExplainError("give a text to explain (--text), a prompt to continue (--prompt), or both")
     elif method in ATTRIBUTIONS:  # the text is what the model reads; its continuation is explained

@@ -164,19 +164,19 @@ def fine_tune_config(cfg: Config) -> Config:
     elif cfg.model.family == "seq2seq" and src_cfg.model.positions == "learned":  # the size of its position tables
         cfg.model.block_size = src_cfg.model.block_size
     cfg.data.tokenizer = str(src)  # a run's tokenizer.json, or the checkpoint's tokenizer files
-    if is_jinja(src_cfg.data.chat_template) and "data.chat_template" not in explicit_keys(cfg):
+    explicit = explicit_keys(cfg)
+    if is_jinja(src_cfg.data.chat_template) and "data.chat_template" not in explicit:
         cfg.data.chat_template = src_cfg.data.chat_template  # a chat checkpoint's own layout of conversations
     t = cfg.train
-    if t.lora_rank and cfg.model.gated_ffn and "train.lora_targets" not in explicit_keys(cfg) \
-            and "c_gate" not in t.lora_targets:
+    if t.lora_rank and cfg.model.gated_ffn and "train.lora_targets" not in explicit and "c_gate" not in t.lora_targets:
         t.lora_targets = [*t.lora_targets, "c_gate"]  # the default: every linear layer of the blocks
     if cfg.model.family == "seq2seq":
         cfg.data.joint_vocab = src_cfg.data.joint_vocab  # and a separate source tokenizer comes along
-    defaults, explicit = TrainConfig(), explicit_keys(cfg)
-    for key, value in (LORA_DEFAULTS if cfg.train.lora_rank else FINE_TUNE_DEFAULTS).items():
+    defaults = TrainConfig()
+    for key, value in (LORA_DEFAULTS if t.lora_rank else FINE_TUNE_DEFAULTS).items():
         name = key.split(".")[1]
-        if key not in explicit and getattr(cfg.train, name) == getattr(defaults, name):
-            setattr(cfg.train, name, value)
+        if key not in explicit and getattr(t, name) == getattr(defaults, name):
+            setattr(t, name, value)
     return cfg.validate()
 
 

@@ -108,6 +108,11 @@ class Tokenizer:
     def __repr__(self) -> str:
         return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size})"
 
+    def with_prefix(self, ids: list[int]) -> list[int]:
+        """A prompt's ``ids`` after ``prompt_prefix`` (unless they start with it), as generation reads it."""
+        prefix = self.prompt_prefix
+        return ids if ids[: len(prefix)] == prefix else prefix + ids
+
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``; no special tokens are added."""
         return self.encode_batch([text])[0]

@@ -44,7 +44,7 @@ def validate(cfg: Config) -> None:
     _check(d.max_src_len >= 0 and d.max_tgt_len >= 0, "data.max_src_len and data.max_tgt_len must be >= 0 (0 = no limit)")
     _check(d.truncate_src >= 0, f"data.truncate_src must be >= 0 (0 = whole sources), got {d.truncate_src}")
     _check(d.bad_lines in ("error", "skip"), f"data.bad_lines must be error or skip, got '{d.bad_lines}'")
-    _check(d.chat_template == "chatml" or "{{" in d.chat_template or "{%" in d.chat_template,
+    _check(d.chat_template == "chatml" or is_jinja(d.chat_template),
            f"data.chat_template must be chatml or a Jinja chat template (a checkpoint's own), got "
            f"'{d.chat_template[:60]}'")
     _check(not d.tweet_placeholders or d.tokenizer in ("char", "word", "bpe"),
@@ -186,6 +186,11 @@ def unused_options(cfg: Config, keys: set[str]) -> list[str]:
 
 
 ATTENTIONS = ("bahdanau", "luong-dot", "luong-general", "none")
+
+
+def is_jinja(template: str) -> bool:
+    """Whether data.chat_template is a Jinja template (a checkpoint's own) rather than a name."""
+    return "{{" in template or "{%" in template
 
 
 def _validate_transformer(m: ModelConfig) -> None:

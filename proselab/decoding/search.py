@@ -248,9 +248,13 @@ def find_top_k(x: torch.Tensor, k: int, offset: torch.Tensor | None = None) -> t
     torch's topk gives them."""
     B, K, V = x.shape
     blocks, full = -(-V // TOPK_BLOCK), V // TOPK_BLOCK  # per beam, and those with TOPK_BLOCK columns
-    if K * blocks < 8 * k:
+
+    def ranked_whole() -> tuple[torch.Tensor, torch.Tensor]:
         acc = x if offset is None else x + offset[..., None]
         return acc.reshape(B, K * V).topk(k, dim=-1)
+
+    if K * blocks < 8 * k:
+        return ranked_whole()
     maxima = x[..., : full * TOPK_BLOCK].reshape(B, K, full, TOPK_BLOCK).amax(-1)  # (B, K, full)
     if full < blocks:  # each beam's last, partial block
         maxima = torch.cat([maxima, x[..., full * TOPK_BLOCK :].amax(-1, keepdim=True)], dim=2)
@@ -266,8 +270,7 @@ def find_top_k(x: torch.Tensor, k: int, offset: torch.Tensor | None = None) -> t
     vals = vals.masked_fill(cols >= V, float("-inf")).view(B, -1)  # past a beam's V: never picked
     top, pick = vals.topk(k, dim=-1)  # (B, k)
     if bool(torch.isneginf(top[:, -1]).any()):  # fewer than k finite values: let torch rank them all
-        acc = x if offset is None else x + offset[..., None]
-        return acc.reshape(B, K * V).topk(k, dim=-1)
+        return ranked_whole()
     return top, flat.gather(1, pick)
 
 

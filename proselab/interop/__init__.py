@@ -18,6 +18,7 @@ import torch
 from ..chat import chat_stop_ids, is_jinja
 from ..checkpoint import RunError
 from ..config import Config, apply_dict
+from ..decoding.stopping import eos_ids_for
 from ..tokenizers import Tokenizer
 from ..tokenizers import load_tokenizer
 from . import bart, encdec, gpt2, llama, marian, t5
@@ -95,7 +96,7 @@ def load_hf(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch
     model, tokenizer = arch.load(d, cfg, read_state_dict(d))
     if is_jinja(cfg.data.chat_template):  # a reply also ends at the template's end-of-turn token
         g = cfg.generation
-        own = [] if g.eos_token_id is None else [g.eos_token_id] if isinstance(g.eos_token_id, int) else g.eos_token_id
+        own = eos_ids_for(g.eos_token_id, None)  # the generation config's own, first
         g.eos_token_id = list(dict.fromkeys([*own, *chat_stop_ids(tokenizer, cfg.data.chat_template)]))
     return model.to(device).eval(), tokenizer, cfg
 

@@ -74,8 +74,8 @@ NAMES = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3", "mistral": "Mistr
 
 
 def model_config(hf: dict[str, Any], where: Path | str) -> ModelConfig:
-    """proselab's ModelConfig for a Llama, Qwen2 or Mistral config.json; RunError names each
-    option proselab lacks."""
+    """proselab's ModelConfig for a Llama, Qwen2, Qwen3 or Mistral config.json; RunError names
+    each option proselab lacks."""
     C, heads = hf.get("hidden_size", 4096), hf.get("num_attention_heads", 32)
     model_type = hf.get("model_type", "llama")
     theta, kind, params = _rope(hf)
@@ -139,8 +139,13 @@ def load(d: Path, cfg: Config, weights: dict[str, torch.Tensor]) -> tuple[torch.
         state = state_from_hf(weights, cfg.model)
     except TypeError:  # torch.cat over a missing bias
         raise RunError(f"'{d}': the weights lack the attention biases config.json promises") from None
-    return checked_model(cfg.model, state, d, "Qwen3" if cfg.model.qk_norm else "Qwen2" if cfg.model.qkv_bias
-                         else "Llama"), tokenizer
+    return checked_model(cfg.model, state, d, NAMES[layout(cfg.model)]), tokenizer
+
+
+def layout(m: ModelConfig) -> str:
+    """The model_type whose layout holds a Llama-style run: qwen3 (q and k norms), qwen2 (biases
+    on q, k and v only) or llama."""
+    return "qwen3" if m.qk_norm else "qwen2" if m.qkv_bias and not m.bias else "llama"
 
 
 def is_llama_style(m: ModelConfig) -> bool:
@@ -169,8 +174,7 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
     q, k and v only, as Qwen2ForCausalLM; with q and k norms, as Qwen3ForCausalLM; a classifier
     as the layout's ForSequenceClassification."""
     m = cfg.model
-    qwen2 = m.qkv_bias and not m.bias
-    layout = "qwen3" if m.qk_norm else "qwen2" if qwen2 else "llama"
+    kind = layout(m)
     kv_heads = m.n_kv_head or m.n_head
     hs = m.head_size()
     state = {}
@@ -179,19 +183,18 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
         if name == "lm_head.weight" and m.tie_weights:
             continue  # transformers ties it to model.embed_tokens.weight
         if name.endswith(("attn.c_attn.weight", "attn.c_attn.bias")):
-            i, kind = name.split(".")[2], name.rsplit(".", 1)[1]
+            i, param = name.split(".")[2], name.rsplit(".", 1)[1]
             parts = t.split([m.n_head * hs, kv_heads * hs, kv_heads * hs])
             for proj, part in zip(("q_proj", "k_proj", "v_proj"), parts):
-                state[f"model.layers.{i}.self_attn.{proj}.{kind}"] = part.clone()
+                state[f"model.layers.{i}.self_attn.{proj}.{param}"] = part.clone()
             continue
         state[hf_name(name)] = t.clone()
     with atomic_path(out / "model.safetensors") as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
     bos = tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.eos_id
     write_json(out / "config.json", {
-        "architectures": [{"qwen3": "Qwen3", "qwen2": "Qwen2"}.get(layout, "Llama")
-                          + ("ForSequenceClassification" if m.labels else "ForCausalLM")],
-        "model_type": layout, "vocab_size": m.vocab_size,
+        "architectures": [NAMES[kind] + ("ForSequenceClassification" if m.labels else "ForCausalLM")],
+        "model_type": kind, "vocab_size": m.vocab_size,
         "hidden_size": m.n_embd, "intermediate_size": m.ffn_dim or 4 * m.n_embd, "num_hidden_layers": m.n_layer,
         "num_attention_heads": m.n_head, "num_key_value_heads": kv_heads, "head_dim": hs, "hidden_act": "silu",
         "max_position_embeddings": m.block_size, "rms_norm_eps": m.norm_eps, "initializer_range": 0.02,
@@ -201,7 +204,7 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
         "attention_bias": m.bias, "mlp_bias": m.bias, "attention_dropout": 0.0, "tie_word_embeddings": m.tie_weights,
         "bos_token_id": bos, "eos_token_id": tokenizer.eos_id, "dtype": "float32", "use_cache": True,
         **({"use_sliding_window": False, "sliding_window": None, "max_window_layers": m.n_layer}
-           if layout != "llama" else {}),
+           if kind != "llama" else {}),
         **classifier_fields(m, tokenizer),
     })
     if not m.labels:  # a classifier does not generate

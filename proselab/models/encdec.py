@@ -60,12 +60,14 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.c_gate is not None:
-            g = fused(self.c_gate, x, self.activation)  # the activation inside the matmul when decoding on CPU
-            h = (self.act(self.c_gate(x)) if g is None else g) * self.c_fc(x)
+            h = self._activated(self.c_gate, x) * self.c_fc(x)
         else:
-            h = fused(self.c_fc, x, self.activation)
-            h = self.act(self.c_fc(x)) if h is None else h
+            h = self._activated(self.c_fc, x)
         return self.dropout(self.c_proj(h))
+
+    def _activated(self, linear: nn.Module, x: Tensor) -> Tensor:
+        y = fused(linear, x, self.activation)  # the activation inside the matmul when decoding on CPU
+        return self.act(linear(x)) if y is None else y
 
 
 def relative_buckets(relative: Tensor, bidirectional: bool, num_buckets: int, max_distance: int) -> Tensor:
