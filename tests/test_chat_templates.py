@@ -125,3 +125,16 @@ def test_bad_templates_are_one_line_errors(tmp_path):
         encode_example({"messages": CHAT}, tok, last_only)
     with pytest.raises(ValueError, match="data.chat_template must be chatml or a Jinja chat template"):
         proselab.config.load_config(None, {"data.chat_template": "llama3", "data.dataset": "x"})
+
+
+def test_unreadable_template_files_are_one_line_errors(tmp_path):
+    from proselab.checkpoint import RunError
+    from proselab.interop.common import read_chat_template
+
+    (tmp_path / "chat_template.jinja").write_bytes(b"\xff\xfe{{ messages }}")
+    with pytest.raises(RunError, match="chat_template.jinja is not UTF-8 text"):
+        read_chat_template(tmp_path)
+    (tmp_path / "chat_template.jinja").unlink()
+    (tmp_path / "tokenizer_config.json").write_text("[1, 2]")
+    with pytest.raises(RunError, match="tokenizer_config.json is not a JSON object"):
+        read_chat_template(tmp_path)

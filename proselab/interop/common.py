@@ -24,7 +24,10 @@ def read_chat_template(d: Path) -> str | None:
     tokenizer_config.json's chat_template (a string, or named templates: the "default" one)."""
     file = d / "chat_template.jinja"
     if file.is_file():
-        return file.read_text(encoding="utf-8")
+        try:
+            return file.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise RunError(f"{file} is not UTF-8 text: a chat template is a Jinja text file") from None
     tok_cfg = d / "tokenizer_config.json"
     try:
         template = json.loads(tok_cfg.read_text(encoding="utf-8")).get("chat_template") if tok_cfg.is_file() else None
