@@ -274,7 +274,9 @@ class Trainer:
         train_loss = self.dist.mean(self.loss_acc).item() / (self.step - last_step)  # the only host sync between evals
         now = self.train_time()
         tps = (self.tokens_seen - last_tokens) / max(now - last_time, 1e-9)
-        self.log({"step": self.step, "train_loss": train_loss, "lr": lr, "tokens_per_sec": round(tps, 1),
+        parts = getattr(self.task, "train_parts", None)  # a loss of several terms (distillation): each one
+        parts = {k: self.dist.mean(v).item() for k, v in parts().items()} if parts else {}
+        self.log({"step": self.step, "train_loss": train_loss, **parts, "lr": lr, "tokens_per_sec": round(tps, 1),
                   "elapsed": round(time.perf_counter() - self.loop_start, 3)})
         bar.set_postfix_str(f"loss {train_loss:.4f}  {tps:,.0f} tok/s", refresh=False)
         self.loss_acc.zero_()

@@ -56,13 +56,19 @@ def test_chunked_loss_and_gradient_equal_the_plain_computation(monkeypatch, top_
     y[1, -2:] = IGNORE_INDEX  # padding
     for alpha, T in [(0.5, 2.0), (1.0, 1.0), (0.3, 4.0)]:
         a = s.clone().requires_grad_(True)
-        got = distill_loss(a, t, y, alpha, T, top_k, eps)
+        parts = {}
+        got = distill_loss(a, t, y, alpha, T, top_k, eps, parts)
         got.backward()
         b = s.clone().requires_grad_(True)
         want = _reference(b, t, y, alpha, T, top_k, eps)
         want.backward()
         assert got.dtype == torch.float32
         torch.testing.assert_close(got.double(), want.double(), atol=1e-5, rtol=1e-5)
+        # the two terms a log shows: the gold CE alone, and the KL before its T^2
+        ce, kl = _reference(s, t, y, 0.0, T, top_k, eps), _reference(s, t, y, 1.0, T, top_k, eps) / (T * T)
+        assert not parts["ce"].requires_grad and not parts["kd"].requires_grad
+        torch.testing.assert_close(parts["ce"].double(), ce.double(), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(parts["kd"].double(), kl.double(), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-4)
         assert a.grad[0, :3].abs().sum() == 0 and a.grad[1, -2:].abs().sum() == 0  # untrained rows learn nothing
 
@@ -133,6 +139,14 @@ def test_a_distilled_student_trains_and_evaluates_with_the_plain_loss(corpus, tm
     # the evaluation is the plain cross-entropy, comparable with the run trained without a teacher
     assert vals[0] == _losses(tmp_path / "plain", "val_loss")[0]
     assert _losses(tmp_path / "kd")[1] != pytest.approx(_losses(tmp_path / "plain")[1], rel=1e-3)
+    # each log line splits the training loss into its two terms: (1 - alpha) CE + alpha T^2 KD
+    cfg = config_from_dict(json.loads((tmp_path / "kd" / "config.json").read_text()))
+    a, T = cfg.train.distill_alpha, cfg.train.distill_temperature
+    ce, kl, total = _losses(tmp_path / "kd", "train_ce"), _losses(tmp_path / "kd", "train_kd"), _losses(tmp_path / "kd")
+    assert sorted(ce) == sorted(kl) == sorted(total) and len(total) >= 2
+    for step in total:
+        assert kl[step] > 0 and total[step] == pytest.approx((1 - a) * ce[step] + a * T * T * kl[step], rel=1e-4)
+    assert "train_ce" not in (tmp_path / "plain" / "metrics.jsonl").read_text()
     saved = json.loads((tmp_path / "kd" / "config.json").read_text())
     assert saved["train"]["distill_teacher"] == str(teacher)
     assert (tmp_path / "kd" / "tokenizer.json").read_text() == (teacher / "tokenizer.json").read_text()

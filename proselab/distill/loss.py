@@ -20,7 +20,7 @@ CHUNK_ELEMENTS = HEAD_CHUNK_ELEMENTS  # float32 (rows x V) entries converted at 
 
 
 def distill_loss(student: Tensor, teacher: Tensor, targets: Tensor, alpha: float, temperature: float,
-                 top_k: int = 0, label_smoothing: float = 0.0) -> Tensor:
+                 top_k: int = 0, label_smoothing: float = 0.0, parts: dict[str, Tensor] | None = None) -> Tensor:
     """The distillation loss of ``student`` logits against the gold ``targets`` and the ``teacher``'s logits.
 
     Only the rows whose target is not IGNORE_INDEX count, each once (a mean over them, as the
@@ -38,6 +38,9 @@ def distill_loss(student: Tensor, teacher: Tensor, targets: Tensor, alpha: float
         temperature: T > 0.
         top_k: KD over the teacher's k most likely tokens (0 = all V).
         label_smoothing: of the CE term, as ``F.cross_entropy`` applies it.
+        parts: a dict that receives the two terms as detached float32 scalars, each a mean over the
+            rows: ``"ce"`` (the cross-entropy to the gold tokens) and ``"kd"`` (KL(teacher_T ||
+            student_T), before its T^2), so that a log can show which one moves.
 
     Returns:
         A float32 scalar.
@@ -57,9 +60,14 @@ def distill_loss(student: Tensor, teacher: Tensor, targets: Tensor, alpha: float
     if top_k and top_k < V:
         t, t_idx = t.topk(top_k, dim=-1)  # (n, k) logits and ids: softmax over them renormalises
     if len(y) == 0:  # nothing to learn in this batch
+        if parts is not None:
+            parts.update(ce=s.new_zeros((), dtype=torch.float32), kd=s.new_zeros((), dtype=torch.float32))
         return s.float().sum() * 0.0
     grad = torch.is_grad_enabled() and s.requires_grad
-    return _DistillLoss.apply(s, t, t_idx, y, float(alpha), float(temperature), float(label_smoothing), grad)
+    loss, ce, kd = _DistillLoss.apply(s, t, t_idx, y, float(alpha), float(temperature), float(label_smoothing), grad)
+    if parts is not None:
+        parts.update(ce=ce, kd=kd)
+    return loss
 
 
 class _DistillLoss(torch.autograd.Function):
@@ -97,9 +105,11 @@ class _DistillLoss(torch.autograd.Function):
                 g[a : a + step] = d.add_(k, alpha=alpha * T).div_(n)
         if grad:
             ctx.save_for_backward(g)
-        return ((1 - alpha) * ce_total + alpha * T * T * kd_total) / n
+        ce, kd = ce_total / n, kd_total / n
+        ctx.mark_non_differentiable(ce, kd)
+        return (1 - alpha) * ce + alpha * T * T * kd, ce, kd
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor):
+    def backward(ctx, grad_out: Tensor, _ce: Tensor, _kd: Tensor):
         (g,) = ctx.saved_tensors
         return (g * grad_out.to(g.dtype), None, None, None, None, None, None, None)

@@ -24,6 +24,8 @@ class DistillTask:
         t = cfg.train
         self.alpha, self.temperature, self.top_k = t.distill_alpha, t.distill_temperature, t.distill_top_k
         self.label_smoothing = t.label_smoothing  # the seq2seq models' own loss applies it in training mode
+        self.sums: dict[str, torch.Tensor] = {}  # the training loss's two terms, summed since the last log
+        self.count = 0
 
     @staticmethod
     def check(cfg: Config, data_format: str) -> None:
@@ -56,8 +58,20 @@ class DistillTask:
         logits, _ = model(batch.inputs)  # (B, T, V)
         with torch.no_grad():  # under the trainer's autocast: the teacher runs in the student's dtype
             teacher_logits, _ = self._teacher_on(batch.targets.device)(batch.inputs)  # (B, T, V)
-        return distill_loss(logits, teacher_logits, batch.targets, self.alpha, self.temperature, self.top_k,
-                            self.label_smoothing)
+        parts: dict[str, torch.Tensor] = {}
+        loss = distill_loss(logits, teacher_logits, batch.targets, self.alpha, self.temperature, self.top_k,
+                            self.label_smoothing, parts)
+        for name, value in parts.items():  # on the device: no host sync until the log line asks
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+        self.count += 1
+        return loss
+
+    def train_parts(self) -> dict[str, torch.Tensor]:
+        """The mean CE and KD terms (KL before its T^2) of the training batches since the last call:
+        the trainer logs them as ``train_ce`` and ``train_kd`` beside ``train_loss``."""
+        out = {f"train_{name}": total / max(self.count, 1) for name, total in self.sums.items()}
+        self.sums, self.count = {}, 0
+        return out
 
     def _teacher_on(self, device: torch.device) -> torch.nn.Module:
         if next(self.teacher.parameters()).device != device:
