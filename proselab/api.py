@@ -22,7 +22,7 @@ from .distributed import pick_device
 from .evaluation import classify_texts
 from .explain import NEW_TOKENS, Explanation
 from .explain import explain as explain_ids
-from .runs import load_run, resolve_run, source_tokenizer
+from .runs import open_run
 from .tokenizers import Tokenizer
 from .zeroshot import DEFAULT_TEMPLATE, Prompting, zero_shot_scores
 
@@ -432,9 +432,8 @@ def load(run_dir: str | Path, device: str = "auto", dtype: str = "auto") -> Gene
                          f"got {type(run_dir).__name__}")
     if dtype != "auto" and dtype not in DTYPES:
         raise ValueError(f"dtype must be auto, {', '.join(DTYPES)}; got '{dtype}'")
-    run_dir = resolve_run(run_dir)  # a Hugging Face model id: its snapshot in the Hugging Face cache
-    model, tokenizer, cfg = load_run(run_dir, pick_device(device, "device"))
+    # a Hugging Face model id: its snapshot in the Hugging Face cache
+    run_dir, model, tokenizer, cfg, src_tokenizer = open_run(run_dir, pick_device(device, "device"))
     if dtype != "auto":
         model.to(DTYPES[dtype])
-    src_tokenizer = source_tokenizer(run_dir) if cfg.model.family == "seq2seq" else None
     return Generator(model, tokenizer, cfg, Path(run_dir), src_tokenizer)

@@ -30,7 +30,7 @@ from .metrics import classification_scores, score
 from .plots import plot_confusion
 from .report import (ReportError, analyse_labels, analyse_lm, analyse_pairs, check_report_dir,
                      confident_mistakes, write_report)
-from .runs import load_run, resolve_run, source_tokenizer
+from .runs import open_run
 from .zeroshot import Prompting, zero_shot_scores
 
 
@@ -38,9 +38,8 @@ def _open(run):
     """(model, tokenizer, config, source tokenizer) of a run directory (loaded on the best device)
     or of a loaded ``proselab.Generator``."""
     if isinstance(run, (str, Path)):
-        run = resolve_run(run)
-        model, tokenizer, cfg = load_run(run, pick_device("auto"))
-        return model, tokenizer, cfg, (source_tokenizer(run) if cfg.model.family == "seq2seq" else None) or tokenizer
+        _, model, tokenizer, cfg, src_tokenizer = open_run(run, pick_device("auto"))
+        return model, tokenizer, cfg, src_tokenizer or tokenizer
     return run.model, run.tokenizer, run.config, run.src_tokenizer
 
 

@@ -97,6 +97,16 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
     return model.to(device).eval(), tokenizer, cfg
 
 
+def open_run(path: str | Path, device: str | torch.device = "cpu"
+             ) -> tuple[Path, torch.nn.Module, Tokenizer, Config, Tokenizer | None]:
+    """``load_run`` of a local path or model id (``resolve_run``), with the seq2seq source
+    tokenizer (``source_tokenizer``; None for other families): (directory, model, tokenizer,
+    config, source tokenizer)."""
+    run_dir = resolve_run(path)
+    model, tokenizer, cfg = load_run(run_dir, device)
+    return run_dir, model, tokenizer, cfg, source_tokenizer(run_dir) if cfg.model.family == "seq2seq" else None
+
+
 def run_tokenizers(run_dir: str | Path) -> tuple[Tokenizer, Tokenizer | None]:
     """A run's or a Hugging Face checkpoint's (target) tokenizer and its separate source tokenizer
     (None: the target's reads sources too), without the weights."""
