@@ -84,6 +84,9 @@ class Generator:
         if any(e is not None and e >= vocab for e in eos):
             raise ValueError(f"eos_token_id={cfg.eos_token_id} is not a token of this model (its vocabulary has "
                              f"{vocab} tokens, ids 0-{vocab - 1})")
+        if outside := sorted(i for i in cfg.logit_bias if i >= vocab):
+            raise ValueError(f"logit_bias names token {outside[0]}, which is not a token of this model (its "
+                             f"vocabulary has {vocab} tokens, ids 0-{vocab - 1})")
         return cfg
 
     def _check_generates(self) -> None:

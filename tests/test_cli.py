@@ -152,6 +152,10 @@ def test_help_lists_commands():
     (["serve", "--max-tokens", "-1"], "--max-tokens must be >= 1"),
     (["serve", "--max-prompt-tokens", "0"], "--max-prompt-tokens must be >= 1"),
     (["generate", "--eos-token-id", "999999", "--max-new-tokens", "3"], "eos_token_id=999999 is not a token"),
+    (["generate", "--logit-bias", "999999=1", "--max-new-tokens", "3"], "logit_bias names token 999999, which is not"),
+    (["generate", "--logit-bias", "5=x"], "--logit-bias must map token ids to numbers, got '5': 'x'"),
+    (["generate", "--logit-bias", "5=-101"], "logit_bias must map token ids >= 0 to biases in [-100, 100]"),
+    (["generate", "--presence-penalty", "2.5"], "presence_penalty must be in [-2, 2]"),
 ])
 def test_limits_and_ports_that_cannot_work_are_one_line_errors(run_dir, capsys, argv, words):
     import socket
@@ -165,6 +169,18 @@ def test_limits_and_ports_that_cannot_work_are_one_line_errors(run_dir, capsys, 
         assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and words in err, err
+
+
+def test_logit_bias_from_the_command_line_bans_a_token(run_dir, capsys):
+    from proselab.cli import main
+
+    def tokens(*flags):
+        assert main(["generate", str(run_dir), "--prompt", "The", "--greedy", "--max-new-tokens", "8", "--json",
+                     *flags]) == 0
+        return json.loads(capsys.readouterr().out)["completions"][0]["tokens"]
+
+    first = tokens()[0]
+    assert first not in tokens("--logit-bias", f"{first}=-100", "--logit-bias", "0=0.5")
 
 
 def test_a_batch_size_below_one_is_refused_by_the_parser(run_dir, capsys):

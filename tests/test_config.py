@@ -130,10 +130,16 @@ ACCEPTED = [
     ("generation.seed", "5", 5), ("generation.seed", 5, 5), ("generation.seed", 5.0, 5),
     ("generation.seed", None, None), ("generation.seed", "none", None), ("generation.seed", "None", None),
     ("generation.seed", "null", None), ("generation.seed", "NULL", None), ("generation.seed", "~", None),
+    # dict[int, float]: YAML, JSON (text keys, as config.json saves them), ID=BIAS from the command line
+    ("generation.logit_bias", {5: -100}, {5: -100.0}), ("generation.logit_bias", {"5": 1.5}, {5: 1.5}),
+    ("generation.logit_bias", "{50256: -100, 1: 2}", {50256: -100.0, 1: 2.0}),
+    ("generation.logit_bias", "5=1,7=-2.5", {5: 1.0, 7: -2.5}), ("generation.logit_bias", ["5=1"], {5: 1.0}),
+    ("generation.logit_bias", {}, {}), ("generation.logit_bias", "", {}),
 ]
 
 STRINGS = "must be a string or a list of strings"
 TOKEN_IDS = "must be a token id, a list of token ids or null"
+BIAS = "must map token ids to numbers"
 REJECTED = [
     # int: bools are not ints, "1.5" is not an int; the message shows the value as YAML read it
     ("model.n_layer", "two", "must be int, got 'two'"), ("model.n_layer", "1.5", "must be int, got 1.5"),
@@ -182,6 +188,14 @@ REJECTED = [
     ("generation.seed", "NONE", "must be int or none, got 'NONE'"),
     ("generation.seed", True, "must be int or none, got True"),
     ("generation.seed", "1.5", "must be int or none, got 1.5"),
+    # dict[int, float]
+    ("generation.logit_bias", "abc", f"{BIAS} ({{50256: -100}}, or ID=BIAS), got 'abc'"),
+    ("generation.logit_bias", [5], f"{BIAS} ({{50256: -100}}, or ID=BIAS), got [5]"),
+    ("generation.logit_bias", None, f"{BIAS} ({{50256: -100}}, or ID=BIAS), got None"),
+    ("generation.logit_bias", {"x": 1}, f"{BIAS}, got 'x': 1"),
+    ("generation.logit_bias", {1.5: 1}, f"{BIAS}, got 1.5: 1"),
+    ("generation.logit_bias", {1: "high"}, f"{BIAS}, got 1: 'high'"),
+    ("generation.logit_bias", {True: 1}, f"{BIAS}, got True: 1"),
 ]
 
 

@@ -6,9 +6,11 @@ import torch
 from proselab.config import GenerationConfig
 from proselab.decoding.processors import (
     PAD_ID,
+    LogitBias,
     MinNewTokens,
     MinP,
     NoRepeatNGram,
+    OutputPenalties,
     RepetitionPenalty,
     SuppressTokens,
     Temperature,
@@ -144,6 +146,41 @@ def test_no_repeat_ngram_matches_transformers(hf, n, T):
 # ---- warpers ----------------------------------------------------------------------------
 
 
+def test_presence_and_frequency_penalties_hand_computed():
+    # prompt width 3 (row 0 left-padded); generated: row 0 [3, 3, 4], row 1 [1, 1, 1]
+    ids = torch.tensor([[PAD_ID, 1, 2, 3, 3, 4], [5, 6, 7, 1, 1, 1]])
+    out = OutputPenalties(3, presence=0.5, frequency=0.25)(ids, torch.zeros(2, 8))
+    want = torch.zeros(2, 8)
+    want[0, 3], want[0, 4] = -(0.5 + 2 * 0.25), -(0.5 + 0.25)  # the prompt's 1 and 2 are not counted
+    want[1, 1] = -(0.5 + 3 * 0.25)  # nor the prompt's 5, 6, 7
+    assert torch.equal(out, want)
+    assert OutputPenalties(6, 0.5, 0.25)(ids, want) is want  # nothing generated yet: unchanged
+    encourage = OutputPenalties(3, presence=-1.0, frequency=0.0)(ids, torch.zeros(2, 8))  # negative: repeats
+    assert encourage[0, 3] == encourage[0, 4] == encourage[1, 1] == 1.0 and encourage[0, 1] == 0
+
+
+def test_presence_and_frequency_penalties_against_counting():
+    ids = _random_ids(4, 12, 30, [0, 3, 7, 0], seed=3)
+    ids[3, -2:] = PAD_ID  # a pad among the generated tokens (a row that ended) is no token
+    for logits in _random_logits(4, 30):
+        out = OutputPenalties(5, 0.4, 0.7)(ids, logits)
+        for b in range(4):
+            new = [t for t in ids[b, 5:].tolist() if t != PAD_ID]
+            for v in range(30):
+                c = new.count(v)
+                want = logits[b, v] - (0.7 * c + 0.4 * (c > 0))
+                assert out[b, v] == want or (want == NEG and out[b, v] == NEG)
+
+
+def test_logit_bias_adds_to_the_named_tokens_only():
+    logits = torch.zeros(2, 6)
+    out = LogitBias({2: -100.0, 0: 1.5, 9: 3.0})(None, logits)  # 9 is past this vocabulary: skipped
+    assert out[:, 2].tolist() == [-100.0] * 2 and out[:, 0].tolist() == [1.5] * 2
+    assert out[:, [1, 3, 4, 5]].abs().sum() == 0 and logits.abs().sum() == 0
+    bf16 = LogitBias({1: 0.5})(None, torch.zeros(1, 4, dtype=torch.bfloat16))
+    assert bf16.dtype == torch.bfloat16 and bf16[0, 1] == 0.5
+
+
 def test_temperature():
     assert torch.equal(Temperature(2.0)(None, torch.tensor([[1.0, -2.0, 4.0]])), torch.tensor([[0.5, -1.0, 2.0]]))
 
@@ -247,7 +284,7 @@ def test_top_p_rounding_on_a_gpt2_sized_batch(hf):
 
 @pytest.mark.parametrize("proc", [
     SuppressTokens([1]), MinNewTokens(0, 9, [2]), RepetitionPenalty(1.5), NoRepeatNGram(1), Temperature(0.5),
-    TopK(3), TopP(0.5), MinP(0.3), TypicalP(0.5),
+    TopK(3), TopP(0.5), MinP(0.3), TypicalP(0.5), OutputPenalties(2, 0.5, 0.3), LogitBias({1: 2.0}),
 ], ids=lambda p: type(p).__name__)
 def test_input_is_never_modified(proc):
     ids = _random_ids(3, 6, 50, [2, 0, 5])
@@ -259,7 +296,9 @@ def test_input_is_never_modified(proc):
 
 
 def test_owned_logits_are_changed_in_place_with_the_same_result():
-    procs = build_processors(GenerationConfig(**{**ALL_ON, "do_sample": False}), [7], 5, [0, 4])
+    openai = {"presence_penalty": 0.6, "frequency_penalty": 0.4, "logit_bias": {3: -2.0, 8: 1.0}}
+    procs = build_processors(GenerationConfig(**{**ALL_ON, **openai, "do_sample": False}), [7], 3, [0, 4])
+    assert {OutputPenalties, LogitBias} <= {type(p) for p in procs}
     ids = _random_ids(3, 6, 50, [0, 0, 0], seed=5)
     for logits in _random_logits():
         copied = apply_processors(procs, ids, logits)
@@ -289,6 +328,9 @@ def test_build_processors_order_and_skips():
     assert build_processors(off, eos_ids=[0]) == []
     no_eos = build_processors(GenerationConfig(**ALL_ON))  # min_new_tokens needs an eos to hold back
     assert [type(p) for p in no_eos] == [t for t in ORDER if t not in (MinNewTokens, SuppressTokens)]
+    openai = GenerationConfig(**ALL_ON, presence_penalty=0.5, frequency_penalty=0.0, logit_bias={3: 1.0})
+    with_openai = [type(p) for p in build_processors(openai, [7], 5, [0, 4])]  # raw logits, before any ban
+    assert with_openai == [RepetitionPenalty, OutputPenalties, LogitBias, *ORDER[1:]]
     beams = build_processors(GenerationConfig(**{**ALL_ON, "num_beams": 4}), eos_ids=[0, 4])
     assert [p.min_tokens_to_keep for p in beams if isinstance(p, (TopP, MinP, TypicalP))] == [3, 3, 3]
 

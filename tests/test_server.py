@@ -120,6 +120,18 @@ def test_completions_match_offline_generation(served):
                                                                     num_return_sequences=2, do_sample=False)
 
 
+def test_presence_and_frequency_penalties_and_logit_bias_as_openai_has_them(served):
+    c, gen = client(served), served.gen
+    plain = gen.complete("The", do_sample=False, max_new_tokens=16)[0].tokens
+    openai_args = {"presence_penalty": 1.0, "frequency_penalty": 2.0, "logit_bias": {str(plain[0]): -100}}
+    r = c.completions.create(model="tiny", prompt="The", max_tokens=16, temperature=0, **openai_args)
+    ours = gen.complete("The", do_sample=False, max_new_tokens=16, presence_penalty=1.0, frequency_penalty=2.0,
+                        logit_bias={plain[0]: -100.0})[0]
+    assert r.choices[0].text == ours.text and plain[0] not in ours.tokens  # banned
+    assert len(set(plain)) < len(plain)  # the tiny model repeats itself greedily...
+    assert len(set(ours.tokens)) > len(set(plain))  # ...and less under the penalties
+
+
 def test_streaming_adds_up_to_the_whole_completion(served):
     c = client(served)
     whole = c.completions.create(model="tiny", prompt="KING:", max_tokens=25, temperature=0, stop=["\n\n"])
@@ -154,7 +166,11 @@ def test_chat_needs_a_chat_run_and_says_so(served):
     ({"max_tokens": 10_000}, openai.BadRequestError, "at most 200"),
     ({"temperature": 5}, openai.UnprocessableEntityError, "temperature"),
     ({"extra_body": {"top_kk": 3}}, openai.UnprocessableEntityError, "top_kk"),
-    ({"presence_penalty": 0.5}, openai.BadRequestError, "presence_penalty"),
+    ({"presence_penalty": 3}, openai.UnprocessableEntityError, "presence_penalty"),
+    ({"logit_bias": {"x": 1}}, openai.BadRequestError, "logit_bias keys must be token ids"),
+    ({"logit_bias": {"99999": 1}}, openai.BadRequestError, "not a token of this model"),
+    ({"logit_bias": {"5": 101}}, openai.UnprocessableEntityError, "logit_bias"),
+    ({"extra_body": {"echo": True}}, openai.BadRequestError, "echo is not supported"),
     ({"prompt": "the " * 60}, openai.BadRequestError, "at most 48"),
     ({"n": 9}, openai.BadRequestError, "exceed"),
     ({"extra_body": {"num_beams": 2}, "n": 3}, openai.BadRequestError, "num_return_sequences"),

@@ -32,6 +32,9 @@ def _add_generation_options(g: argparse.ArgumentParser) -> None:
             opts.add_argument(flag, type=int, action="append", metavar="ID", help="end-of-sequence id (repeatable)")
         elif f.name == "suppress_tokens":
             opts.add_argument(flag, type=int, action="append", metavar="ID", help="a token id never generated (repeatable)")
+        elif f.name == "logit_bias":
+            opts.add_argument(flag, action="append", metavar="ID=BIAS",
+                              help="add BIAS (-100 to 100) to the logit of token ID (repeatable; OpenAI's logit_bias)")
         elif f.name == "early_stopping":
             opts.add_argument(flag, choices=["true", "false", "never"], help=help_)
         elif f.name == "num_return_sequences":
@@ -65,6 +68,7 @@ def _gen_overrides(args: argparse.Namespace) -> dict:
     import dataclasses
 
     from ..config import GenerationConfig
+    from ..config.values import coerce
 
     out = {}
     for f in dataclasses.fields(GenerationConfig):
@@ -77,6 +81,8 @@ def _gen_overrides(args: argparse.Namespace) -> dict:
             v = v[0]
         elif f.name == "stop":
             v = [unescape(x) for x in v]
+        elif f.name == "logit_bias":
+            v = coerce("--logit-bias", v, dict[int, float])
         out[f.name] = v
     if args.greedy:
         out["do_sample"] = False

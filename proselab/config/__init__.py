@@ -204,7 +204,8 @@ class TrainConfig:
 
 @dataclass
 class GenerationConfig:
-    """Decoding settings; the names (and meanings) are those of transformers' GenerationConfig."""
+    """Decoding settings; the names (and meanings) are those of transformers' GenerationConfig,
+    but for presence_penalty, frequency_penalty and logit_bias, which are OpenAI's."""
 
     max_new_tokens: int = 200  # tokens to generate after the prompt, at most
     min_new_tokens: int = 0  # eos cannot end a sequence before this many new tokens
@@ -216,6 +217,9 @@ class GenerationConfig:
     typical_p: float = 1.0  # locally typical sampling mass (1 = off)
     repetition_penalty: float = 1.0  # > 1 discourages tokens already in the text (CTRL; 1 = off)
     no_repeat_ngram_size: int = 0  # no n-gram of this size occurs twice (0 = off)
+    presence_penalty: float = 0.0  # subtracted from the logit of each token already generated (OpenAI's; 0 = off)
+    frequency_penalty: float = 0.0  # subtracted per time a token was generated so far (OpenAI's; 0 = off)
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit (-100 bans; OpenAI's)
     num_beams: int = 1  # beam search with this many beams when > 1
     length_penalty: float = 1.0  # beam score = log-prob / length ** length_penalty
     early_stopping: bool | str = False  # beam search: True, False (heuristic) or "never"

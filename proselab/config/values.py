@@ -25,6 +25,8 @@ def field_types(cls: type) -> dict[str, Any]:
 
 def coerce(key: str, value: Any, tp: Any) -> Any:
     """Convert a YAML/CLI value to the field type ``tp`` (from ``field_types``), with a clear error."""
+    if get_origin(tp) is dict:  # generation.logit_bias: dict[int, float]
+        return _to_bias(key, value)
     members = get_args(tp) if get_origin(tp) in (Union, types.UnionType) else (tp,)
     optional = type(None) in members
     items = [get_args(m)[0] for m in members if get_origin(m) is list]  # list[X] -> X
@@ -90,6 +92,27 @@ def _to_token_list(key: str, value: Any) -> list[int]:
     if isinstance(value, (list, tuple)) and all(_is_int(v) for v in value):
         return list(value)
     raise ConfigError(f"{key} must be a list of token ids, got {value!r}")
+
+
+def _to_bias(key: str, value: Any) -> dict[int, float]:
+    """generation.logit_bias: a mapping of token ids to numbers, as YAML, JSON (whose keys are text:
+    "50256") or the command line writes it: '{50256: -100}', or ID=BIAS texts (one, a list of them,
+    or comma-separated)."""
+    given = value
+    if isinstance(value, str):
+        value = _yaml(key, value) if value.strip().startswith("{") else [v for v in value.split(",") if v.strip()]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) and "=" in v for v in value):
+        value = dict(v.split("=", 1) for v in value)
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} must map token ids to numbers ({{50256: -100}}, or ID=BIAS), got {given!r}")
+    out = {}
+    for token, bias in value.items():
+        try:
+            out[_int(_yaml(key, token) if isinstance(token, str) else token)] = \
+                _float(_yaml(key, bias) if isinstance(bias, str) else bias)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} must map token ids to numbers, got {token!r}: {bias!r}") from None
+    return out
 
 
 def _yaml_list(key: str, value: Any) -> Any:

@@ -13,6 +13,8 @@ the argmax of the processed logits, so it needs no loop of its own.
 ``build_processors`` uses transformers' order (``GenerationMixin._get_logits_processor``):
 repetition penalty, no-repeat n-gram, min new tokens, forced first and last tokens, suppressed
 tokens; then, only when sampling, the warpers temperature, top-k, top-p, min-p, typical-p.
+OpenAI's presence and frequency penalties and logit bias, which transformers does not have,
+come right after the repetition penalty: they change raw logits, before any token is banned.
 
 The semantics are transformers', except that where transformers breaks a tie at a cutoff by
 token id (top-p, and ``min_tokens_to_keep`` in min-p), tokens with equal logits are all kept,
@@ -122,6 +124,55 @@ class RepetitionPenalty:
         rows, cols = _present(ids, logits.size(-1)).nonzero(as_tuple=True)  # (N,) each
         s = logits[rows, cols]  # only the seen tokens: a where over all of V costs more
         return logits.index_put((rows, cols), torch.where(s < 0, s * self.penalty, s / self.penalty))
+
+
+class OutputPenalties:
+    """OpenAI's presence and frequency penalties: a token's logit loses ``presence`` if the token
+    was generated already and ``frequency`` for each time it was. Only the tokens after the
+    ``prompt_length``-wide prompt count, as in OpenAI's API and vLLM; negative values encourage
+    repeats."""
+
+    def __init__(self, prompt_length: int, presence: float, frequency: float):
+        self.prompt_length, self.presence, self.frequency = prompt_length, presence, frequency
+
+    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        penalty = self._penalty(ids, logits)
+        return logits if penalty is None else logits - penalty
+
+    def apply_(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        penalty = self._penalty(ids, logits)
+        return logits if penalty is None else logits.sub_(penalty)
+
+    def _penalty(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor | None:
+        new = ids[:, self.prompt_length :]
+        if new.size(1) == 0:
+            return None
+        V = logits.size(-1)
+        cols = new.masked_fill(new == PAD_ID, V).clamp(max=V)  # pads in a spare column that is dropped
+        counts = torch.zeros(new.size(0), V + 1, dtype=torch.float32, device=ids.device)
+        counts = counts.scatter_add_(1, cols, torch.ones_like(cols, dtype=torch.float32))[:, :V]
+        penalty = counts * self.frequency + (counts > 0) * self.presence
+        return penalty.to(logits.dtype)
+
+
+class LogitBias:
+    """OpenAI's ``logit_bias``: add each listed token's bias to its logit (-100 all but bans it,
+    100 all but forces it); ids past the vocabulary are skipped."""
+
+    def __init__(self, bias: dict[int, float]):
+        self.token_ids = torch.tensor(list(bias), dtype=torch.long)
+        self.values = torch.tensor(list(bias.values()), dtype=torch.float32)
+
+    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return self._add(logits.clone())
+
+    def apply_(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return self._add(logits)
+
+    def _add(self, logits: torch.Tensor) -> torch.Tensor:
+        keep = self.token_ids < logits.size(-1)
+        token_ids, values = self.token_ids[keep].to(logits.device), self.values[keep].to(logits.device, logits.dtype)
+        return logits.index_add_(-1, token_ids, values.expand(logits.size(0), -1))
 
 
 class NoRepeatNGram:
@@ -305,12 +356,17 @@ def build_processors(
     Args:
         cfg: generation settings; a setting at its "off" value adds nothing.
         suppress_ids: tokens never to produce (e.g. <unk>).
-        prompt_length: the padded prompt width T of the first ``ids``, for ``min_new_tokens``.
+        prompt_length: the padded prompt width T of the first ``ids``, for ``min_new_tokens``
+            and the presence and frequency penalties.
         eos_ids: end-of-sequence ids, which ``min_new_tokens`` holds back.
     """
     procs: list[LogitsProcessor] = []
     if cfg.repetition_penalty != 1.0:
         procs.append(RepetitionPenalty(cfg.repetition_penalty))
+    if cfg.presence_penalty or cfg.frequency_penalty:
+        procs.append(OutputPenalties(prompt_length, cfg.presence_penalty, cfg.frequency_penalty))
+    if cfg.logit_bias:
+        procs.append(LogitBias(cfg.logit_bias))
     if cfg.no_repeat_ngram_size > 0:
         procs.append(NoRepeatNGram(cfg.no_repeat_ngram_size))
     if cfg.min_new_tokens > 0 and len(eos_ids) > 0:

@@ -217,13 +217,19 @@ def _check_model(requested: str | None, name: str) -> None:
 
 def _neutral(body, **neutral) -> None:
     """OpenAI settings proselab cannot honour must be at their neutral values."""
-    checks = {"presence_penalty": 0.0, "frequency_penalty": 0.0, **neutral}
-    for field, value in checks.items():
+    for field, value in neutral.items():
         if getattr(body, field) != value:
-            raise APIError(400, f"{field} is not supported by proselab (leave it at {value!r}); "
-                           "for repetition control use repetition_penalty or no_repeat_ngram_size", param=field)
-    if body.logit_bias:
-        raise APIError(400, "logit_bias is not supported by proselab", param="logit_bias")
+            raise APIError(400, f"{field} is not supported by proselab (leave it at {value!r})", param=field)
+
+
+def _logit_bias(body) -> dict[int, float]:
+    """OpenAI's logit_bias, whose keys are token ids written as JSON text ("50256")."""
+    out = {}
+    for key, bias in (body.logit_bias or {}).items():
+        if not key.strip().isdigit():
+            raise APIError(400, f"logit_bias keys must be token ids, got {key!r}", param="logit_bias")
+        out[int(key)] = bias
+    return out
 
 
 def _generation(generator, body: Sampling, limits: Limits, output_scores: bool):
@@ -243,18 +249,21 @@ def _generation(generator, body: Sampling, limits: Limits, output_scores: bool):
             o["do_sample"] = True
     names = {"top_p": "top_p", "top_k": "top_k", "min_p": "min_p", "typical_p": "typical_p", "seed": "seed",
              "repetition_penalty": "repetition_penalty", "no_repeat_ngram_size": "no_repeat_ngram_size",
-             "min_tokens": "min_new_tokens", "num_beams": "num_beams", "length_penalty": "length_penalty"}
+             "min_tokens": "min_new_tokens", "num_beams": "num_beams", "length_penalty": "length_penalty",
+             "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty"}
     for field, key in names.items():
         if field in given and getattr(body, field) is not None:
             o[key] = getattr(body, field)
     if body.stop is not None:
         o["stop"] = [body.stop] if isinstance(body.stop, str) else list(body.stop)
+    if body.logit_bias:
+        o["logit_bias"] = _logit_bias(body)
     if o.get("num_beams", 1) > 1 and "temperature" not in o:
         o.setdefault("do_sample", False)
     try:
         return generator.generation_config(**o)
     except (ConfigError, ValueError) as e:
-        field = next((f for f in names if names[f] in str(e)), None)
+        field = next((f for f in [*names, "logit_bias"] if names.get(f, f) in str(e)), None)
         raise APIError(400, str(e).replace("generation.", ""), param=field) from None
 
 

@@ -2,8 +2,8 @@
 
 Field names and ranges follow OpenAI's API reference, so its clients (the ``openai`` package,
 LangChain, curl scripts) work unchanged. OpenAI fields proselab cannot honour are accepted
-only at their neutral value (e.g. ``presence_penalty: 0``, ``logit_bias: {}``), so a client
-that sends its defaults works and one that relies on them gets a clear 400. proselab's own
+only at their neutral value (e.g. ``echo: false``, ``tools: null``), so a client that sends
+its defaults works and one that relies on them gets a clear 400. proselab's own
 sampling settings (``top_k``, ``repetition_penalty``, ``num_beams``, ...) are accepted too,
 with their ``proselab generate`` meanings. Unknown fields are rejected (422), so a typo is
 not silently ignored.
@@ -72,10 +72,10 @@ class Sampling(BaseModel):
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
-    # OpenAI settings accepted only at their neutral values
-    presence_penalty: Float = Field(0.0, ge=-2, le=2)
-    frequency_penalty: Float = Field(0.0, ge=-2, le=2)
-    logit_bias: dict[str, Float] | None = None
+    presence_penalty: Float = Field(0.0, ge=-2, le=2, description="subtracted from each generated token's logit")
+    frequency_penalty: Float = Field(0.0, ge=-2, le=2, description="subtracted per time a token was generated")
+    logit_bias: dict[str, Annotated[Float, Field(ge=-100, le=100)]] | None = Field(
+        None, description="token id (as text) -> bias added to its logit; -100 bans it")
     # proselab's own settings (proselab generate --help)
     top_k: integer(ge=0) | None = Field(None, description="keep the k most likely tokens (0 = off)")
     min_p: Float | None = Field(None, ge=0, le=1)
