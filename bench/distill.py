@@ -12,6 +12,10 @@ the same ``--student-steps`` four ways, all with the teacher's tokenizer:
   distill-data``), as Kim & Rush's sequence-level KD;
 - ``both``: on the teacher's translations, with the word-KD term.
 
+``--seq-data union`` trains the two seq-KD students on the reference pairs followed by the
+teacher's translations (each source twice) instead of the translations alone; ``--alpha`` sets
+the word-KD weight of the two word-KD students.
+
 Each is scored on the dev pairs, greedy and beam 5 (BLEU, chrF with sacrebleu), with its decoding
 speed (sentences/s, batches of 64, the whole dev set). The teacher is scored the same way.
 
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -77,7 +82,8 @@ def student_dir(out: Path, way: str) -> Path:
 
 
 def bible(data: Path, out: Path, teacher_minutes: float, steps: int, teacher: Path | None,
-          max_pairs: int = 0, teacher_steps: int = 0, ways: tuple[str, ...] = WAYS) -> list[dict]:
+          max_pairs: int = 0, teacher_steps: int = 0, ways: tuple[str, ...] = WAYS, seq_data: str = "teacher",
+          alpha: float = 0.5) -> list[dict]:
     train_pairs, dev = data / "train.short.tsv", data / "dev.short.tsv"
     if max_pairs:  # --quick: the first pairs of each file
         out.mkdir(parents=True, exist_ok=True)
@@ -105,13 +111,20 @@ def bible(data: Path, out: Path, teacher_minutes: float, steps: int, teacher: Pa
             done = sequence_kd_pairs(teacher, str(train_pairs), kd_pairs, num_beams=5, overwrite=True, **QUICK)
         print(f"seq-KD data: {time.perf_counter() - start:.0f} s for {train_pairs} "
               f"({done['resumed_from']} sources already decoded)", flush=True)
+    if seq_data == "union":  # references, then the teacher's translations; written whole, then renamed in place,
+        union = out / "union.tsv"  # since a second process (--ways) may be writing the same file
+        part = union.with_suffix(f".{os.getpid()}.part")
+        part.write_bytes(train_pairs.read_bytes().rstrip(b"\n") + b"\n" + kd_pairs.read_bytes())
+        os.replace(part, union)
+        kd_pairs = union
     tokenizer = str(teacher / "tokenizer.json")
     data_of = {"reference": (train_pairs, False), "word-KD": (train_pairs, True), "seq-KD": (kd_pairs, False),
                "seq-KD + word-KD": (kd_pairs, True)}
     for label in ways:
         pairs, word = data_of[label]
         run = student_dir(out, label)
-        extra = {"train.distill.teacher": str(teacher), **WORD_KD} if word else {"data.tokenizer": tokenizer}
+        extra = ({"train.distill.teacher": str(teacher), **WORD_KD, "train.distill.alpha": alpha} if word
+                 else {"data.tokenizer": tokenizer})
         start = time.perf_counter()
         res = train("bible-en-es", {**common, **STUDENT, **extra, "data.dataset": str(pairs), "train.out_dir": str(run),
                                     "train.max_iters": steps, "train.eval_interval": max(steps // 4, 10)})
@@ -210,6 +223,10 @@ def main() -> None:
     p.add_argument("--lm-teacher", type=Path, help="an existing shakespeare-char-gpt teacher run (skips training one)")
     p.add_argument("--ways", default=",".join(WAYS),
                    help=f"the bible students to train, comma-separated among: {', '.join(WAYS)}")
+    p.add_argument("--seq-data", choices=("teacher", "union"), default="teacher",
+                   help="the seq-KD students' pairs: the teacher's translations, or the references followed by them")
+    p.add_argument("--alpha", type=float, default=WORD_KD["train.distill.alpha"],
+                   help="the word-KD students' alpha (the weight of the KD term)")
     p.add_argument("--speed", type=Path, nargs="+", metavar="RUN",
                    help="only compare these students' greedy speed with --teacher's beam 5, in the same minutes")
     p.add_argument("--lm-speed", type=Path, nargs="+", metavar="RUN",
@@ -237,7 +254,7 @@ def main() -> None:
         return
     if args.bible:
         rows += bible(args.bible, args.out, args.teacher_minutes, args.student_steps, args.teacher,
-                      200 if args.quick else 0, args.teacher_steps, ways)
+                      200 if args.quick else 0, args.teacher_steps, ways, args.seq_data, args.alpha)
     if args.shakespeare:
         rows += shakespeare(args.shakespeare, args.out, args.lm_teacher_minutes, args.lm_student_steps, args.lm_teacher)
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))
