@@ -63,6 +63,20 @@ def _save(fig, out_path: str | Path) -> Path:
     return Path(out_path)
 
 
+def train_series(records: list[dict]) -> list[tuple[str, list[tuple[int, float]], dict]]:
+    """The training lines of the loss plot: (label, (step, value) points, line style). A
+    distilled run's logged loss mixes the cross-entropy with the KL to its teacher, so it is
+    drawn as its two terms: the cross-entropy, comparable with the validation loss, and the KL."""
+    def points(key: str) -> list[tuple[int, float]]:
+        return [(r["step"], r[key]) for r in records if key in r]
+
+    if ce := points("train_ce"):
+        return [("train CE (batch)", ce, {"color": "#4C72B0"}),
+                ("train KL to the teacher (batch)", points("train_kd"), {"color": "#8172B3", "linestyle": ":"})]
+    train = points("train_loss")
+    return [("train (batch)", train, {"color": "#4C72B0"})] if train else []
+
+
 def plot_loss(metrics_path: str | Path, out_path: str | Path, title: str = "") -> Path:
     """Draw train and validation loss against step from metrics.jsonl into a PNG.
 
@@ -75,7 +89,7 @@ def plot_loss(metrics_path: str | Path, out_path: str | Path, title: str = "") -
     import matplotlib.pyplot as plt
 
     records = read_metrics(metrics_path)
-    train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
+    train = train_series(records)
     val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
     lr = [(r["step"], r["lr"]) for r in records if "lr" in r]
     final = [r for r in records if "final_val_loss" in r]
@@ -88,8 +102,9 @@ def plot_loss(metrics_path: str | Path, out_path: str | Path, title: str = "") -
     ax, ax_lr = axes[0], axes[-1]
     if scores:
         _plot_scores(axes[1], scores)
-    if train:
-        ax.plot(*zip(*train), color="#4C72B0", alpha=0.85, linewidth=1.2, label="train (batch)")
+    for label, points, style in train:
+        if points:
+            ax.plot(*zip(*points), alpha=0.85, linewidth=1.2, label=label, **style)
     if val:
         ax.plot(*zip(*val), color="#DD8452", marker="o", markersize=4, linewidth=1.8, label="val (estimate)")
     if final:

@@ -14,7 +14,7 @@ from test_seq2seq import s2s_overrides
 from proselab import checkpoint as ckpt
 from proselab.config import Config, TrainConfig
 from proselab.data.batch import IGNORE_INDEX, Batch
-from proselab.plots import plot_loss
+from proselab.plots import plot_loss, train_series
 from proselab.tasks.base import BaseTask
 from proselab.training import Trainer, lr_at, train
 
@@ -83,6 +83,18 @@ def test_seq2seq_evals_print_bleu_and_two_examples_and_plot_them(tmp_path, capsy
                                                             "chrf" not in k}) for r in records))
     short = Image.open(plot_loss(tmp_path / "m.jsonl", tmp_path / "m.png")).size
     assert tall[1] > short[1]  # the BLEU/chrF panel
+
+
+def test_a_distilled_runs_plot_draws_its_losss_two_terms(tmp_path):
+    plain = [{"step": 10, "train_loss": 3.0}, {"step": 20, "train_loss": 2.5, "val_loss": 2.7}]
+    assert [(label, pts) for label, pts, _ in train_series(plain)] == [("train (batch)", [(10, 3.0), (20, 2.5)])]
+    kd = [{"step": 10, "train_loss": 1.2, "train_ce": 3.0, "train_kd": 0.6},
+          {"step": 20, "train_loss": 1.0, "train_ce": 2.6, "train_kd": 0.5}]
+    lines = {label: pts for label, pts, _ in train_series(kd)}
+    assert lines == {"train CE (batch)": [(10, 3.0), (20, 2.6)], "train KL to the teacher (batch)": [(10, 0.6), (20, 0.5)]}
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in kd))
+    assert Image.open(plot_loss(tmp_path / "m.jsonl", tmp_path / "m.png")).size[0] > 0
+    assert train_series([]) == []
 
 
 class _Lengths(BaseTask):
