@@ -55,6 +55,30 @@ class Generator:
                  src_tokenizer: Tokenizer | None = None):
         self.model, self.tokenizer, self.config, self.run_dir = model, tokenizer, config, run_dir
         self.src_tokenizer = src_tokenizer or tokenizer  # a seq2seq run's source side
+        self.draft: Generator | None = None  # speculative decoding's proposer (use_draft)
+        self.num_draft_tokens = 5
+
+    def use_draft(self, draft: Generator, num_draft_tokens: int = 5) -> Generator:
+        """Decode one sequence at a time speculatively: ``draft``, a smaller GPT of the same
+        vocabulary (a distilled student, say), proposes tokens that this model checks several
+        at a time (``decoding.speculative``). Greedy tokens stay this model's own; samples follow
+        its distribution. Returns self."""
+        for gen, what in ((self, "the model"), (draft, "the draft")):
+            if gen.config.model.family != "gpt" or gen.is_classifier:
+                raise ValueError(f"speculative decoding needs GPT language models; {what} is a "
+                                 f"{'classifier' if gen.is_classifier else gen.config.model.family} run")
+        if draft.tokenizer.hf.get_vocab(with_added_tokens=True) != self.tokenizer.hf.get_vocab(with_added_tokens=True):
+            raise ValueError("the draft's tokenizer is not the model's: speculative decoding needs the same "
+                             "vocabulary (a student distilled from this model has it)")
+        if not isinstance(num_draft_tokens, int) or num_draft_tokens < 1:
+            raise ValueError(f"num_draft_tokens must be an integer >= 1, got {num_draft_tokens!r}")
+        self.draft, self.num_draft_tokens = draft, num_draft_tokens
+        return self
+
+    def _decoding(self) -> dict:
+        """The keywords every decoding call of this run takes."""
+        return {"tokenizer": self.tokenizer, "suppress_ids": self.suppress_ids,
+                "draft": None if self.draft is None else self.draft.model, "num_draft_tokens": self.num_draft_tokens}
 
     @property
     def is_seq2seq(self) -> bool:
@@ -216,7 +240,7 @@ class Generator:
         self._check_generates()  # before the prompts are read, so a classifier run says what it is first
         prompts = self._prompts(prompt)
         cfg = self.generation_config(**self._new_tokens(prompts, overrides))
-        return generate_ids(self.model, prompts, cfg, tokenizer=self.tokenizer, suppress_ids=self.suppress_ids)
+        return generate_ids(self.model, prompts, cfg, **self._decoding())
 
     def generate(self, prompt: str | list[str] | list[int] | list[list[int]] = "", **overrides) -> str | list[str]:
         """Continue ``prompt`` and return the new text (not the prompt).
@@ -244,7 +268,7 @@ class Generator:
         self._check_generates()  # before the prompts are read, so a classifier run says what it is first
         prompts = self._prompts(prompt)
         cfg = self.generation_config(**self._new_tokens(prompts, overrides))
-        yield from stream_ids(self.model, prompts, cfg, tokenizer=self.tokenizer, suppress_ids=self.suppress_ids)
+        yield from stream_ids(self.model, prompts, cfg, **self._decoding())
 
     def _new_tokens(self, prompts: list[list[int]] | Seq2SeqBatch, overrides: dict) -> dict:
         """``overrides`` with transformers' ``max_length`` as the max_new_tokens it leaves. It
@@ -382,13 +406,13 @@ class Generator:
         """
         cfg = self.generation_config(**_reply_length(overrides))
         ids = self.chat_prompt(messages, cfg.max_new_tokens)
-        return generate_ids(self.model, ids, cfg, tokenizer=self.tokenizer, suppress_ids=self.suppress_ids)[0]
+        return generate_ids(self.model, ids, cfg, **self._decoding())[0]
 
     def chat_stream(self, messages: list[dict], **overrides) -> Iterator[Delta]:
         """Like ``chat``, but yield the reply's text as it is generated."""
         cfg = self.generation_config(**_reply_length(overrides))
         ids = self.chat_prompt(messages, cfg.max_new_tokens)
-        yield from stream_ids(self.model, ids, cfg, tokenizer=self.tokenizer, suppress_ids=self.suppress_ids)
+        yield from stream_ids(self.model, ids, cfg, **self._decoding())
 
 
 def _is_ids(value) -> bool:
@@ -417,7 +441,8 @@ def _parse_messages(messages: list[dict]) -> list[dict]:
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def load(run_dir: str | Path, device: str = "auto", dtype: str = "auto") -> Generator:
+def load(run_dir: str | Path, device: str = "auto", dtype: str = "auto", draft: str | Path | None = None,
+         num_draft_tokens: int = 5) -> Generator:
     """Load a run directory for generation.
 
     Args:
@@ -429,6 +454,9 @@ def load(run_dir: str | Path, device: str = "auto", dtype: str = "auto") -> Gene
             float32), ``float32``, ``bfloat16`` or ``float16``. bfloat16 reads half the bytes
             per step and uses the bf16 matrix units of recent CPUs (AMX) and GPUs; its tokens
             can differ from float32's once two candidates are close.
+        draft: a smaller GPT run of the same vocabulary, for speculative decoding
+            (``Generator.use_draft``), loaded on the same device and in the same dtype.
+        num_draft_tokens: the draft's tokens a round to start with.
     """
     if not isinstance(run_dir, (str, os.PathLike)):
         raise ValueError(f"run_dir must be the path of a run directory (or a Hugging Face checkpoint directory); "
@@ -439,4 +467,5 @@ def load(run_dir: str | Path, device: str = "auto", dtype: str = "auto") -> Gene
     run_dir, model, tokenizer, cfg, src_tokenizer = open_run(run_dir, pick_device(device, "device"))
     if dtype != "auto":
         model.to(DTYPES[dtype])
-    return Generator(model, tokenizer, cfg, Path(run_dir), src_tokenizer)
+    gen = Generator(model, tokenizer, cfg, Path(run_dir), src_tokenizer)
+    return gen if draft is None else gen.use_draft(load(draft, device, dtype), num_draft_tokens)

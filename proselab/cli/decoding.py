@@ -52,6 +52,14 @@ def _add_dtype(p: argparse.ArgumentParser) -> None:
                         "with AMX and on GPUs, and its tokens can differ from float32's")
 
 
+def _add_draft(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--draft", metavar="RUN", help="speculative decoding: a smaller GPT run of the same vocabulary "
+                   "(a distilled student) proposes tokens the run checks several at a time; greedy output is "
+                   "unchanged, samples keep the run's distribution")
+    p.add_argument("--num-draft-tokens", type=int, default=5, metavar="N",
+                   help="the draft's tokens a round to start with (default 5; adapted as it goes)")
+
+
 def _field_comments(cls) -> dict[str, str]:
     """Each field's ``# comment`` in the dataclass source: the one place options are described."""
     import inspect
@@ -94,7 +102,7 @@ def cmd_generate(args: argparse.Namespace, extra: list[str]) -> int:
     from ..decoding import json_safe
 
     no_extra(extra)
-    gen = load(args.run, device=args.device, dtype=args.dtype)
+    gen = load(args.run, device=args.device, dtype=args.dtype, draft=args.draft, num_draft_tokens=args.num_draft_tokens)
     over = _gen_overrides(args)
     if args.max_length is not None:
         over["max_length"] = args.max_length
@@ -142,7 +150,7 @@ def cmd_chat(args: argparse.Namespace, extra: list[str], read=input) -> int:
     from ..api import load
 
     no_extra(extra)
-    gen = load(args.run, device=args.device, dtype=args.dtype)
+    gen = load(args.run, device=args.device, dtype=args.dtype, draft=args.draft, num_draft_tokens=args.num_draft_tokens)
     over = _gen_overrides(args)
     if not gen.is_seq2seq:  # a seq2seq run answers the last message; a GPT must be tuned for chat
         gen.chat_prompt([{"role": "user", "content": ""}], 0)  # refuse a run that is not a chat model, up front
@@ -315,6 +323,7 @@ def add_generate(sub) -> None:
                    help="print text as it is generated (default: on in a terminal)")
     g.add_argument("--device", default="auto")
     _add_dtype(g)
+    _add_draft(g)
     g.add_argument("--json", action="store_true",
                    help="print one JSON object: each completion's text, tokens, finish reason and scores")
     g.set_defaults(func=cmd_generate)
@@ -329,6 +338,7 @@ def add_chat(sub) -> None:
     _add_generation_options(c)
     c.add_argument("--device", default="auto")
     _add_dtype(c)
+    _add_draft(c)
     c.set_defaults(func=cmd_chat)
 
 

@@ -5,7 +5,8 @@ tokens, finish reason, scores); ``stream(...)`` yields Deltas as tokens come, an
 a sequence add up to exactly what ``generate`` returns for it. Strategies: greedy
 (``do_sample=False``, or ``temperature=0`` as in OpenAI's API), sampling (temperature, top-k,
 top-p, min-p, typical-p), beam search (``num_beams > 1``, deterministic or sampled), all with
-the same logits processors and stopping rules.
+the same logits processors and stopping rules. With ``draft=`` a small model proposes tokens
+that the model checks several at a time (``speculative``) when one sequence is decoded.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..models.prepack import prepack_for_cpu
 from ..models.protocol import Decoder, Prompt
 from .processors import PAD_ID, build_processors
 from .search import beam_search, row_generator, sample_loop
+from .speculative import speculative_loop
 from .stopping import Delta, Generation, Rows, eos_ids_for
 from .text import final_text, find_stop
 
@@ -135,7 +137,8 @@ def rows_for(cfg: GenerationConfig, lists: list[list[int]], eos_ids: list[int], 
 
 @torch.no_grad()
 def stream(model: Decoder, prompts, config: GenerationConfig | None = None, *, tokenizer=None,
-           suppress_ids: Sequence[int] = ()) -> Iterator[Delta]:
+           suppress_ids: Sequence[int] = (), draft: Decoder | None = None, num_draft_tokens: int = 5
+           ) -> Iterator[Delta]:
     """Generate and yield each sequence's new text and tokens as they come.
 
     Args:
@@ -145,6 +148,10 @@ def stream(model: Decoder, prompts, config: GenerationConfig | None = None, *, t
         config: generation settings (default GenerationConfig()).
         tokenizer: a proselab Tokenizer, for text, stop strings and the default eos id.
         suppress_ids: token ids never to generate (e.g. a char model's <unk>).
+        draft: a smaller model of the same vocabulary for speculative decoding (a GPT, as
+            ``model`` must be then): used for one prompt and one sequence, greedy or sampled;
+            a batch, several sequences or beam search decode without it.
+        num_draft_tokens: the draft's tokens a round to start with (adapted as it goes).
 
     Yields:
         Delta(index, text, tokens, finish_reason, logprobs). Beam search keeps its beams
@@ -155,13 +162,14 @@ def stream(model: Decoder, prompts, config: GenerationConfig | None = None, *, t
         for i, g in enumerate(_beam(model, prompt, ids, lists, cfg, procs, eos_ids, tokenizer)):
             yield Delta(i, g.text, g.tokens, g.finish_reason)
         return
-    _, deltas = _sample(model, prompt, ids, lists, cfg, procs, eos_ids, tokenizer)
+    _, deltas = _sample(model, prompt, ids, lists, cfg, procs, eos_ids, tokenizer, draft, num_draft_tokens)
     yield from deltas
 
 
 @torch.no_grad()
 def generate(model: Decoder, prompts, config: GenerationConfig | None = None, *, tokenizer=None,
-             suppress_ids: Sequence[int] = ()) -> list[Generation]:
+             suppress_ids: Sequence[int] = (), draft: Decoder | None = None, num_draft_tokens: int = 5
+             ) -> list[Generation]:
     """Generate for a batch of prompts; arguments as for ``stream``.
 
     Returns:
@@ -171,15 +179,28 @@ def generate(model: Decoder, prompts, config: GenerationConfig | None = None, *,
     cfg, prompt, ids, lists, eos_ids, procs = _setup(model, prompts, config, tokenizer, suppress_ids)
     if cfg.num_beams > 1:
         return _beam(model, prompt, ids, lists, cfg, procs, eos_ids, tokenizer)
-    rows, deltas = _sample(model, prompt, ids, lists, cfg, procs, eos_ids, tokenizer)
+    rows, deltas = _sample(model, prompt, ids, lists, cfg, procs, eos_ids, tokenizer, draft, num_draft_tokens)
     for _ in deltas:
         pass
     return rows.results()
 
 
-def _sample(model, prompt, ids, lists, cfg, procs, eos_ids, tokenizer) -> tuple[Rows, Iterator[Delta]]:
+def _sample(model, prompt, ids, lists, cfg, procs, eos_ids, tokenizer, draft=None,
+            num_draft_tokens: int = 5) -> tuple[Rows, Iterator[Delta]]:
     """Greedy or sampled decoding of num_return_sequences rows per prompt: the rows' bookkeeping,
     and the (lazy) stream of their deltas."""
+    if draft is not None and len(lists) == 1 and cfg.num_return_sequences == 1 and isinstance(prompt, Prompt):
+        for m in (model, draft):
+            if not all(hasattr(m, name) for name in ("extend", "truncate", "room")):
+                raise ValueError(f"speculative decoding needs a GPT as the model and as the draft, not a "
+                                 f"{type(m).__name__}")
+        if num_draft_tokens < 1:
+            raise ValueError(f"num_draft_tokens must be >= 1, got {num_draft_tokens}")
+        if isinstance(draft, torch.nn.Module):
+            prepack_for_cpu(draft)
+        gens, rows = rows_for(cfg, lists, eos_ids, tokenizer)
+        return rows, speculative_loop(model, draft, lists[0], cfg, procs, rows, gens[0] if gens else None,
+                                      num_draft_tokens)
     prompt, ids = _repeat(prompt, ids, cfg.num_return_sequences)
     gens, rows = rows_for(cfg, lists, eos_ids, tokenizer)
     return rows, sample_loop(model, prompt, ids, cfg, procs, rows, gens, eos_ids[0] if eos_ids else 0)

@@ -368,6 +368,34 @@ class GPT(nn.Module):
         window = torch.cat([state.idx[rows, n - keep + 1 : n], tokens[rows, None]], dim=1)  # (R, keep)
         return rows, (window, self._empty_cache(rows.numel(), keep, window.device), None, None)
 
+    def room(self, state: KVCache) -> int:
+        """How many tokens ``extend`` may append before a row's window is full (a ``step`` then slides it)."""
+        return self.config.block_size - int(state.pos.max())
+
+    @torch.no_grad()
+    def extend(self, tokens: Tensor, state: KVCache) -> tuple[Tensor, KVCache]:
+        """Append K tokens per row in one pass and return the logits after each: tokens (B, K)
+        -> (B, K, V), the cache updated in place (consumed, as ``step``'s). A speculative step
+        checks a draft's K tokens this way; ``truncate`` takes back the ones it rejects. At most
+        ``room(state)`` tokens: windows do not slide here."""
+        B, K = tokens.shape
+        assert 0 < K <= self.room(state), f"extend takes 1 to {self.room(state)} tokens here, got {K}"
+        state = kv_cache.trim(state)
+        while state.capacity - state.length < K:
+            state = self._make_room(state, torch.zeros_like(state.pos, dtype=torch.bool))
+        n = state.length
+        positions = state.pos[:, None] + torch.arange(K, device=tokens.device)  # (B, K)
+        causal = torch.ones(K, K, dtype=torch.bool, device=tokens.device).tril()  # (K, K)
+        attn_mask = torch.cat([state.mask[:, None, :n].expand(B, K, n), causal.expand(B, K, K)], dim=2)[:, None]
+        x = self._trunk(tokens, state, positions, attn_mask)  # (B, K, C)
+        state.idx[:, n : n + K], state.mask[:, n : n + K] = tokens, True
+        state.pos, state.length = state.pos + K, n + K
+        return self.lm_head(x), state
+
+    def truncate(self, state: KVCache, k: int) -> KVCache:
+        """``state`` without its last ``k`` tokens (in place): see ``kv_cache.truncate``."""
+        return kv_cache.truncate(state, k)
+
     def merge(self, states: list[KVCache]) -> KVCache:
         """One cache holding the rows of ``states`` in order (requests joining a running batch);
         see ``kv_cache.merge``."""

@@ -136,6 +136,17 @@ def shift(state: KVCache, k: int) -> KVCache:
     return state
 
 
+def truncate(state: KVCache, k: int) -> KVCache:
+    """Forget every row's last ``k`` tokens (in place): the draft tokens a speculative step
+    rejected. Their slots become scratch space again."""
+    if k:
+        n = state.length - k
+        assert n >= 0 and bool(state.mask[:, n : state.length].all()), "truncate: the last slots are not all tokens"
+        state.mask[:, n : state.length] = False
+        state.length, state.pos = n, state.pos - k
+    return state
+
+
 def trim(state: KVCache) -> KVCache:
     """Drop the leading slots no row uses once they are half the cache or more.
 

@@ -186,8 +186,10 @@ class SelfAttention(nn.Module):
         causal = self.causal
         if cache is not None:
             # SDPA's causal mask is aligned top-left, which is only right when queries and keys
-            # start together (a prefill from 0) or there is a single query (which sees everything).
-            assert pos == 0 or T == 1, f"cached attention takes a prefill at 0 or one token, got T={T} at pos={pos}"
+            # start together (a prefill from 0) or there is a single query (which sees everything);
+            # several tokens after a cache (a speculative step) come with their own mask.
+            assert pos == 0 or T == 1 or attn_mask is not None, \
+                f"cached attention takes a prefill at 0, one token, or a mask; got T={T} at pos={pos}"
             cache_k, cache_v = cache
             cache_k[:, :, pos : pos + T] = k
             cache_v[:, :, pos : pos + T] = v

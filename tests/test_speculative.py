@@ -1,0 +1,184 @@
+"""Speculative decoding: the GPT's extend/truncate against a plain forward pass; greedy tokens
+equal to the model's own (windows sliding, processors on, any draft); samples that follow the
+model's distribution, not the draft's; fewer passes of the model with a good draft; the API,
+the CLI and their errors."""
+
+import itertools
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+import proselab
+from proselab.cli import main
+from proselab.config import GenerationConfig, ModelConfig
+from proselab.decoding import generate
+from proselab.decoding.processors import apply_processors, build_processors
+from proselab.models import build_model
+from proselab.training import train
+
+from conftest import tiny_overrides
+
+
+def _model(seed: int, vocab: int = 50, scale: float = 0.5, **kw) -> torch.nn.Module:
+    """A random GPT whose weights are large enough for peaked, varied next-token distributions."""
+    torch.manual_seed(seed)
+    m = build_model(ModelConfig(family="gpt", dropout=0.0, vocab_size=vocab, **kw)).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() == 2:
+                p.normal_(0, scale)
+    return m
+
+
+GPT2 = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 24}
+LLAMA = {"n_layer": 2, "n_head": 4, "n_kv_head": 2, "n_embd": 32, "block_size": 24, "rope": True, "norm": "rmsnorm",
+         "gated_ffn": True, "activation": "silu", "bias": False}
+
+
+@pytest.mark.parametrize("kind", [GPT2, LLAMA], ids=["gpt2", "llama"])
+def test_extend_and_truncate_match_a_plain_forward_pass(kind):
+    m = _model(0, **kind)
+    prompt, more = torch.tensor([[3, 1, 4, 1, 5, 9]]), torch.tensor([[2, 6, 5, 3]])
+    _, state = m.start(prompt)
+    logits, state = m.extend(more, state)  # (1, 4, V)
+    full, _ = m(torch.cat([prompt, more], 1))
+    torch.testing.assert_close(logits[0], full[0, -4:], atol=1e-5, rtol=1e-5)
+    state = m.truncate(state, 3)  # keep 2 of the 4
+    step, state = m.step(torch.tensor([7]), state)
+    full, _ = m(torch.tensor([[3, 1, 4, 1, 5, 9, 2, 7]]))
+    torch.testing.assert_close(step[0], full[0, -1], atol=1e-5, rtol=1e-5)
+    assert m.room(state) == 24 - 8
+    with pytest.raises(AssertionError, match="extend takes 1 to 16"):
+        m.extend(torch.zeros(1, 17, dtype=torch.long), state)
+
+
+SETTINGS = [{}, {"repetition_penalty": 1.3, "presence_penalty": 0.5, "no_repeat_ngram_size": 3},
+            {"min_new_tokens": 50, "eos_token_id": 7}]
+
+
+@pytest.mark.parametrize("kind", [GPT2, LLAMA], ids=["gpt2", "llama"])
+@pytest.mark.parametrize("prompt", [[1, 2, 3, 4, 5], list(range(30))], ids=["short", "past-the-window"])
+@pytest.mark.parametrize("settings", SETTINGS, ids=["plain", "penalties", "min-new-tokens"])
+def test_greedy_tokens_are_the_models_own_whatever_the_draft(kind, prompt, settings):
+    m = _model(0, **kind)
+    g = GenerationConfig(do_sample=False, max_new_tokens=60, **settings)
+    want = generate(m, [prompt], g)[0]
+    assert len(set(want.tokens)) > 3  # varied enough to tell drafts apart
+    for draft, k in [(_model(1, **GPT2), 5), (_model(2, n_layer=1, n_head=2, n_embd=16, block_size=16), 1),
+                     (m, 3)]:  # a poor draft, a one-token draft with another window, a perfect one
+        got = generate(m, [prompt], g, draft=draft, num_draft_tokens=k)[0]
+        assert (got.tokens, got.finish_reason) == (want.tokens, want.finish_reason)
+
+
+class Counting(torch.nn.Module):
+    """A model's passes, counted: start, step and extend each read all the weights once."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.passes = model, 0
+
+    def __getattr__(self, name):
+        inner = self._modules["model"]
+        if name == "model":
+            return inner
+        if name not in ("start", "step", "extend"):
+            return getattr(inner, name)
+
+        def counted(*args):
+            self.passes += 1
+            return getattr(inner, name)(*args)
+        return counted
+
+
+def test_a_draft_that_agrees_saves_most_of_the_models_passes():
+    m = _model(0, **GPT2)
+    g = GenerationConfig(do_sample=False, max_new_tokens=20)
+    counted = Counting(m)
+    generate(counted, [[1, 2, 3]], g)
+    assert counted.passes == 20  # start, then one step a token
+    counted.passes = 0
+    got = generate(counted, [[1, 2, 3]], g, draft=m, num_draft_tokens=4)[0]
+    assert got.tokens == generate(m, [[1, 2, 3]], g)[0].tokens
+    assert counted.passes <= 4  # start + extends of 4, 6 and 8 drafts: every draft kept
+
+
+def _exact_two_tokens(m, prompt, g):
+    """The model's own distribution of its first two tokens under ``g``'s processors."""
+    procs = build_processors(g, prompt_length=len(prompt))
+    V = m.config.vocab_size
+    out = {}
+    with torch.no_grad():
+        first = torch.softmax(apply_processors(procs, torch.tensor([prompt]), m(torch.tensor([prompt]))[0][:, -1]), -1)
+        for a in range(V):
+            ids = torch.tensor([prompt + [a]])
+            second = torch.softmax(apply_processors(procs, ids, m(ids)[0][:, -1]), -1)
+            for b in range(V):
+                out[a, b] = float(first[0, a] * second[0, b])
+    return out
+
+
+def test_samples_follow_the_models_distribution_not_the_drafts():
+    m, d = _model(0, vocab=6, scale=0.8, **GPT2), _model(5, vocab=6, scale=0.8, **GPT2)
+    prompt, g = [1, 2, 3], GenerationConfig(do_sample=True, temperature=0.9, top_k=5, max_new_tokens=2)
+    want, drafts = _exact_two_tokens(m, prompt, g), _exact_two_tokens(d, prompt, g)
+    n = 3000
+    got = Counter(tuple(generate(m, [prompt], GenerationConfig(**{**g.__dict__, "seed": s}), draft=d)[0].tokens)
+                  for s in range(n))
+    tv = 0.5 * sum(abs(got[ab] / n - p) for ab, p in want.items())
+    assert tv < 0.05, tv
+    assert 0.5 * sum(abs(drafts[ab] - p) for ab, p in want.items()) > 0.2  # the draft alone would be far off
+    assert all(len(k) == 2 for k in got) and set(got) <= set(itertools.product(range(6), repeat=2))
+
+
+# ---- the API and the CLI ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A model and a smaller draft trained with its tokenizer, and a run of another vocabulary."""
+    from conftest import shakespeare_text
+
+    tmp = tmp_path_factory.mktemp("spec")
+    corpus = tmp / "corpus.txt"
+    corpus.write_text(shakespeare_text(20_000), encoding="utf-8")
+    train(None, tiny_overrides(corpus, tmp / "big", **{"train.max_iters": 40, "train.lr": 3e-3}))
+    train(None, tiny_overrides(corpus, tmp / "small", **{"train.max_iters": 40, "train.lr": 3e-3, "model.n_layer": 1,
+                                                         "data.tokenizer": str(tmp / "big" / "tokenizer.json")}))
+    train(None, tiny_overrides(corpus, tmp / "words", **{"data.tokenizer": "word", "data.vocab_size": 200}))
+    return tmp
+
+
+def test_a_run_loaded_with_a_draft_generates_its_own_greedy_text(runs):
+    plain, spec = proselab.load(runs / "big"), proselab.load(runs / "big", draft=runs / "small", num_draft_tokens=3)
+    args = {"do_sample": False, "max_new_tokens": 40, "output_scores": True}
+    want, got = plain.complete("ROMEO:", **args)[0], spec.complete("ROMEO:", **args)[0]
+    assert got.text == want.text and got.tokens == want.tokens
+    assert got.token_logprobs == pytest.approx(want.token_logprobs, abs=1e-4)  # the model's, not the draft's
+    assert "".join(d.text for d in spec.stream("ROMEO:", do_sample=False, max_new_tokens=40)) == want.text
+    stop = want.text[5:8]
+    stopped = spec.complete("ROMEO:", do_sample=False, max_new_tokens=40, stop=[stop])[0]
+    assert stopped.finish_reason == "stop" and stopped.text == want.text[: want.text.index(stop)]
+    # several prompts or sequences decode batched, without the draft, as before
+    assert spec.generate(["a", "b"], do_sample=False, max_new_tokens=8) == \
+        plain.generate(["a", "b"], do_sample=False, max_new_tokens=8)
+
+
+@pytest.mark.parametrize("draft, num, match", [
+    ("words", 5, "the draft's tokenizer is not the model's"),
+    ("small", 0, "num_draft_tokens must be an integer >= 1"),
+])
+def test_a_draft_that_cannot_help_is_refused(runs, draft, num, match):
+    with pytest.raises(ValueError, match=match):
+        proselab.load(runs / "big", draft=runs / draft, num_draft_tokens=num)
+
+
+def test_the_cli_takes_a_draft(runs, capsys):
+    argv = ["generate", str(runs / "big"), "--prompt", "KING", "--greedy", "--max-new-tokens", "12", "--json"]
+    assert main(argv) == 0
+    want = json.loads(capsys.readouterr().out)["completions"][0]["tokens"]
+    assert main([*argv, "--draft", str(runs / "small"), "--num-draft-tokens", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["completions"][0]["tokens"] == want
+    assert main([*argv, "--draft", str(runs / "words")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "the draft's tokenizer is not the model's" in err
