@@ -463,7 +463,7 @@ def load(run_dir: str | Path, device: str = "auto", dtype: str = "auto", draft: 
                          f"got {type(run_dir).__name__}")
     if dtype != "auto" and dtype not in DTYPES:
         raise ValueError(f"dtype must be auto, {', '.join(DTYPES)}; got '{dtype}'")
-    # a Hugging Face model id: its snapshot in the Hugging Face cache
+    # a local directory, or a Hugging Face model id's snapshot in the Hugging Face cache
     run_dir, model, tokenizer, cfg, src_tokenizer = open_run(run_dir, pick_device(device, "device"))
     if dtype != "auto":
         model.to(DTYPES[dtype])

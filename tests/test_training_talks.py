@@ -91,7 +91,8 @@ def test_a_distilled_runs_plot_draws_its_losss_two_terms(tmp_path):
     kd = [{"step": 10, "train_loss": 1.2, "train_ce": 3.0, "train_kd": 0.6},
           {"step": 20, "train_loss": 1.0, "train_ce": 2.6, "train_kd": 0.5}]
     lines = {label: pts for label, pts, _ in train_series(kd)}
-    assert lines == {"train CE (batch)": [(10, 3.0), (20, 2.6)], "train KL to the teacher (batch)": [(10, 0.6), (20, 0.5)]}
+    assert lines == {"train CE (batch)": [(10, 3.0), (20, 2.6)],
+                     "train KL to the teacher (batch)": [(10, 0.6), (20, 0.5)]}
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in kd))
     assert Image.open(plot_loss(tmp_path / "m.jsonl", tmp_path / "m.png")).size[0] > 0
     assert train_series([]) == []

@@ -388,8 +388,8 @@ def validate_generation(g: GenerationConfig) -> None:
     for name in ("presence_penalty", "frequency_penalty"):
         need(isinstance(getattr(g, name), (int, float)) and -2 <= getattr(g, name) <= 2, name,
              "must be in [-2, 2] (0 = off), as in OpenAI's API")
-    need(isinstance(g.logit_bias, dict) and all(is_int(i) and i >= 0 and isinstance(b, (int, float)) and -100 <= b <= 100
-                                                for i, b in g.logit_bias.items()),
+    need(isinstance(g.logit_bias, dict) and all(is_int(i) and i >= 0 and isinstance(b, (int, float))
+                                                and -100 <= b <= 100 for i, b in g.logit_bias.items()),
          "logit_bias", "must map token ids >= 0 to biases in [-100, 100], as in OpenAI's API")
     need(is_int(g.num_beams) and g.num_beams >= 1, "num_beams", "must be an integer >= 1")
     need(isinstance(g.length_penalty, (int, float)), "length_penalty", "must be a number")
