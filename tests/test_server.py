@@ -449,6 +449,16 @@ def test_playground_streams_a_completion(served, browser):
     assert page.text_content("#output .generated") == served.gen.generate("ROMEO:", do_sample=False,
                                                                           max_new_tokens=150)
     assert page.evaluate("window.updates") > 1  # the text came in pieces (few when the machine is busy: coalesced)
+    assert page.input_value("#presence_penalty") == page.input_value("#frequency_penalty") == "0"  # the run's
+    page.fill("#presence_penalty", "1")
+    page.fill("#frequency_penalty", "2")
+    page.fill("#max_tokens", "16")
+    page.click("#generate")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('done')", timeout=30_000)
+    penalised = served.gen.generate("ROMEO:", do_sample=False, max_new_tokens=16, presence_penalty=1.0,
+                                    frequency_penalty=2.0)
+    assert page.text_content("#output .generated") == penalised
+    assert penalised != served.gen.generate("ROMEO:", do_sample=False, max_new_tokens=16)  # the settings count
     page.fill("#api-key", "wrong")
     page.click("#generate")
     page.wait_for_selector("#output .error", timeout=30_000)

@@ -336,4 +336,5 @@ def _can_chat(generator) -> bool:
 
 def _defaults(g) -> dict:
     return {"max_tokens": g.max_new_tokens, "temperature": g.temperature if g.do_sample else 0, "top_p": g.top_p,
-            "top_k": g.top_k, "repetition_penalty": g.repetition_penalty}
+            "top_k": g.top_k, "repetition_penalty": g.repetition_penalty, "presence_penalty": g.presence_penalty,
+            "frequency_penalty": g.frequency_penalty}

@@ -10,7 +10,8 @@ function init() {
   $("model-name").textContent = info.model || "";
   $("model-family").textContent = info.seq2seq ? "seq2seq" : info.family || "";
   const d = info.defaults || {};
-  for (const name of ["max_tokens", "temperature", "top_p", "top_k", "repetition_penalty"]) {
+  for (const name of ["max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "presence_penalty",
+                      "frequency_penalty"]) {
     if (d[name] !== undefined) $(name).value = d[name];
   }
   if (info.seq2seq) $("prompt-label").textContent = "Source";
@@ -66,6 +67,8 @@ function settings() {
   num("top_p", "top_p", false);
   num("top_k", "top_k", true);
   num("repetition_penalty", "repetition_penalty", false);
+  num("presence_penalty", "presence_penalty", false);
+  num("frequency_penalty", "frequency_penalty", false);
   num("num_beams", "num_beams", true);
   num("seed", "seed", true);
   const stops = $("stop-strings").value.split(",").map((s) => s.replace(/\\n/g, "\n")).filter((s) => s);
