@@ -123,7 +123,7 @@ def main() -> None:
                                                                                "texts_per_s")}})
     rows += recipe
     rows.append(trained_row("zero-shot with that pretrained GPT", [], ZERO_SHOT, scored=out / "lm"))
-    print(f"\n| row | test accuracy | test macro-F1 | training | classifies |\n|---|---|---|---|---|")
+    print("\n| row | test accuracy | test macro-F1 | training | classifies |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['row']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['train_s']:.0f} s | "
               f"{r['texts_per_s']:,.0f} texts/s |")
