@@ -184,3 +184,10 @@ def test_the_cli_takes_a_draft(runs, capsys):
     assert main([*argv, "--draft", str(runs / "words")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "the draft's tokenizer is not the model's" in err
+
+
+def test_memory_follows_the_text_not_max_new_tokens():
+    m = _model(0, **GPT2)  # 10**10 tokens of history up front would be 80 GB
+    out = generate(m, [[1, 2, 3]], GenerationConfig(do_sample=False, max_new_tokens=10**10, max_time=0.3),
+                   draft=m)[0]
+    assert out.finish_reason == "time" and len(out.tokens) > 10

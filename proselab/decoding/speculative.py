@@ -43,9 +43,8 @@ def speculative_loop(model, draft, prompt: Sequence[int], cfg: GenerationConfig,
     logits, state = model.start(torch.tensor([list(prompt)], device=_device(model)))
     dev = logits.device
     q_logits, d_state = draft.start(torch.tensor([list(prompt)], device=_device(draft)))
-    T, room = len(prompt), cfg.max_new_tokens + MAX_DRAFT + 1
-    hist = torch.full((1, T + room), -1, dtype=torch.long, device=dev)  # the history the processors read
-    hist[0, :T] = torch.tensor(list(prompt), device=dev)
+    T = len(prompt)
+    hist = torch.tensor([list(prompt)], device=dev)  # the history the processors read; grows with the text
     k, t = max(1, num_draft_tokens), 0  # t: tokens emitted
     t_pending: list[int] = []  # emitted tokens the target (the draft) has not read yet
     d_pending: list[int] = []
@@ -56,6 +55,9 @@ def speculative_loop(model, draft, prompt: Sequence[int], cfg: GenerationConfig,
         left = cfg.max_new_tokens - t
         K = min(k, left - 1, model.room(state) - len(t_pending), draft.room(d_state))
         K = max(K, 0)
+        if T + t + K + 1 > hist.size(1):  # room for this round's tokens: memory follows the text, not max_new_tokens
+            more = max(hist.size(1), K + 1)
+            hist = torch.cat([hist, hist.new_full((1, more), -1)], dim=1)
         drafts, q_probs = [], []
         for i in range(K):  # the draft proposes K tokens, one step each
             scores = apply_processors(procs, hist[:, : T + t + i], q_logits.float())  # (1, V)
