@@ -37,12 +37,16 @@ PAD_ID = -1  # left padding in ``ids``; never a token
 _INF = float("inf")
 
 
+def _columns(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(B, T) ids as columns of a (B, V + 1) table: pads (and ids past the head's vocab) land in
+    the spare last column, which the caller drops."""
+    return ids.masked_fill(ids == PAD_ID, vocab_size).clamp(max=vocab_size)
+
+
 def _present(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """(B, T) ids -> (B, V) bool, True where the token occurs in the row; PAD_ID is ignored."""
-    # pads (and ids past the head's vocab) land in a spare column that is dropped
-    cols = ids.masked_fill(ids == PAD_ID, vocab_size).clamp(max=vocab_size)
     seen = torch.zeros(ids.size(0), vocab_size + 1, dtype=torch.bool, device=ids.device)
-    return seen.scatter_(1, cols, True)[:, :vocab_size]
+    return seen.scatter_(1, _columns(ids, vocab_size), True)[:, :vocab_size]
 
 
 def _ban(logits: torch.Tensor, token_ids: torch.Tensor, in_place: bool = False) -> torch.Tensor:
@@ -148,7 +152,7 @@ class OutputPenalties:
         if new.size(1) == 0:
             return None
         V = logits.size(-1)
-        cols = new.masked_fill(new == PAD_ID, V).clamp(max=V)  # pads in a spare column that is dropped
+        cols = _columns(new, V)
         counts = torch.zeros(new.size(0), V + 1, dtype=torch.float32, device=ids.device)
         counts = counts.scatter_add_(1, cols, torch.ones_like(cols, dtype=torch.float32))[:, :V]
         penalty = counts * self.frequency + (counts > 0) * self.presence

@@ -60,11 +60,11 @@ def sample_loop(model: Decoder, prompt: Prompt, ids: torch.Tensor, cfg: Generati
     N, T = ids.shape
     logits, state = model.start(prompt)
     dev = logits.device
-    hist = _grow(ids.to(dev), T, cfg.max_new_tokens, fill_token)  # (N, T + room): grows as tokens come
+    hist = grow_history(ids.to(dev), T, cfg.max_new_tokens, fill_token)  # (N, T + room): grows as tokens come
     alive = torch.arange(N)  # rows of the batch, by sequence number
     for t in range(cfg.max_new_tokens):
         if T + t == hist.size(1):
-            hist = _grow(hist, T + t, cfg.max_new_tokens - t, fill_token)
+            hist = grow_history(hist, T + t, cfg.max_new_tokens - t, fill_token)
         scores = apply_processors(procs, hist[:, : T + t], logits.float())  # (A, V)
         if cfg.do_sample:
             nxt = draw(torch.softmax(scores, dim=-1), [generators[i] for i in alive.tolist()])
@@ -88,7 +88,7 @@ def sample_loop(model: Decoder, prompt: Prompt, ids: torch.Tensor, cfg: Generati
         logits, state = model.step(nxt, state)
 
 
-def _grow(hist: torch.Tensor, used: int, left: int, fill_token: int) -> torch.Tensor:
+def grow_history(hist: torch.Tensor, used: int, left: int, fill_token: int) -> torch.Tensor:
     """``hist`` (N, used) with room for more tokens: as many again (at least 64), never more than
     the ``left`` that may still come. Memory follows what is generated, not max_new_tokens, which
     a user may set to a billion."""

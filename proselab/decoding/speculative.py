@@ -27,7 +27,7 @@ import torch
 
 from ..config import GenerationConfig
 from .processors import LogitsProcessor, apply_processors
-from .search import draw
+from .search import draw, grow_history
 from .stopping import Deadline, Delta, Rows
 
 MAX_DRAFT = 64  # the adaptive K never grows past this many tokens a round
@@ -55,9 +55,8 @@ def speculative_loop(model, draft, prompt: Sequence[int], cfg: GenerationConfig,
         left = cfg.max_new_tokens - t
         K = min(k, left - 1, model.room(state) - len(t_pending), draft.room(d_state))
         K = max(K, 0)
-        if T + t + K + 1 > hist.size(1):  # room for this round's tokens: memory follows the text, not max_new_tokens
-            more = max(hist.size(1), K + 1)
-            hist = torch.cat([hist, hist.new_full((1, more), -1)], dim=1)
+        while T + t + K + 1 > hist.size(1):  # room for this round's K drafts and the run's own token
+            hist = grow_history(hist, hist.size(1), left, -1)
         drafts, q_probs = [], []
         for i in range(K):  # the draft proposes K tokens, one step each
             scores = apply_processors(procs, hist[:, : T + t + i], q_logits.float())  # (1, V)
@@ -90,8 +89,8 @@ def speculative_loop(model, draft, prompt: Sequence[int], cfg: GenerationConfig,
                 if float(torch.rand((), generator=generator)) * float(q[0, d]) > float(p[0, d]):
                     rest = (p - q).clamp_(min=0)
                     token = int(draw(rest if float(rest.sum()) > 0 else p, [generator]))
-            elif int(scores.argmax(-1)) != drafts[i]:
-                token = int(scores.argmax(-1))
+            elif (best := int(scores.argmax(-1))) != drafts[i]:
+                token = best
             tok = drafts[i] if token is None else token
             lp = torch.log_softmax(scores, -1)[:, tok] if rows.logprobs is not None else None
             done, deltas = rows.update(torch.tensor([0]), torch.tensor([tok]), lp, t, deadline.passed())
