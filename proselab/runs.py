@@ -25,15 +25,16 @@ from .checkpoint import (
     read_run_config,
 )
 from .config import Config, ConfigError, ModelConfig, TrainConfig, config_from_dict, explicit_keys
-from .config.checks import INFERENCE_BYTES, TRAINING_BYTES, TRANSFORMER_LAYOUT, check_memory, model_fields
+from .config.checks import (INFERENCE_BYTES, ROPE_SCALING, TRAINING_BYTES, TRANSFORMER_LAYOUT, check_memory,
+                            model_fields)
 from .data import progress
 from .models import build_model
 from .models.heads import HEAD
 from .models.lora import apply_lora, merge_lora
 from .tokenizers import Tokenizer, TokenizerError, load_tokenizer, vocab_span
 
-ARCHITECTURE = ("family", "vocab_size", "n_layer", "n_head", "n_embd", "bias", "rope", "rope_theta", "rope_factor",
-                "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context", "n_kv_head", "qkv_bias",
+ARCHITECTURE = ("family", "vocab_size", "n_layer", "n_head", "n_embd", "bias", "rope", "rope_theta", *ROPE_SCALING,
+                "n_kv_head", "qkv_bias",
                 "head_dim", "qk_norm", "cell", "hidden_size", "num_layers", "tie_weights", "arch", "attention",
                 "bidirectional", "input_feeding", "share_embeddings", "src_vocab_size", "bos_id", "src_prefix_id",
                 "tgt_prefix_id", *TRANSFORMER_LAYOUT)

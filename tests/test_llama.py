@@ -52,29 +52,45 @@ def test_import_matches_transformers_logits_greedy_and_beams(checkpoint):
     assert_decodes_as_transformers(gen.model, hf, idx)
 
 
-LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 1000.0, "factor": 8.0, "low_freq_factor": 1.0,
-               "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+SCALINGS = {  # rope_parameters -> the fields the import sets
+    "llama3": ({"rope_type": "llama3", "rope_theta": 1000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
+               {"rope_factor": 8.0, "rope_original_context": 16}),
+    "linear": ({"rope_type": "linear", "rope_theta": 1000.0, "factor": 4.0}, {"rope_factor": 4.0}),
+    "yarn": ({"rope_type": "yarn", "rope_theta": 1000.0, "factor": 8.0, "original_max_position_embeddings": 16,
+              "beta_fast": 4.0, "beta_slow": 0.25},
+             {"rope_factor": 8.0, "rope_original_context": 16, "rope_attention_factor": 0.0, "block_size": 128}),
+    "yarn-mscale": ({"rope_type": "yarn", "rope_theta": 1000.0, "factor": 8.0, "original_max_position_embeddings": 16,
+                     "mscale": 1.0, "mscale_all_dim": 0.5},
+                    {"rope_factor": 8.0, "rope_beta_fast": 32.0, "block_size": 128}),
+}
 
 
-def test_llama3_rope_scaling_imports_and_exports_with_transformers_logits(tmp_path):
-    """Llama 3.1's frequency-dependent rope scaling: with head size 8 and an original context of
-    16, one frequency is kept, one scaled and one blended, and logits match transformers' in and
-    out of proselab."""
+@pytest.mark.parametrize("kind", SCALINGS)
+def test_rope_scalings_import_and_export_with_transformers_logits(tmp_path, kind):
+    """Rope scaling as checkpoints carry it: Llama 3.1's llama3 (with head size 8 and an original
+    context of 16, one frequency is kept, one scaled and one blended), linear, and yarn (with
+    betas that blend one of the four frequencies, and DeepSeek's mscale pair, which scales cos and
+    sin): logits match transformers' in and out of proselab."""
+    params, fields = SCALINGS[kind]
     tok = train_tokenizer("char", [shakespeare_text(5000)])
     path = tmp_path / "hf"
-    hf = _checkpoint(path, tok.vocab_size, rope_parameters=LLAMA3_ROPE)
+    hf = _checkpoint(path, tok.vocab_size, rope_parameters=params)
     tok.save(path / "tokenizer.json")
     gen = proselab.load(path)
-    assert gen.config.model.rope_factor == 8.0 and gen.config.model.rope_original_context == 16
+    m = gen.config.model
+    assert m.rope_type == params["rope_type"] and {k: getattr(m, k) for k in fields} == fields
     idx = torch.tensor([tok.encode("ROMEO: good morrow, cousin, what news from the court?")])
     with torch.no_grad():
-        ref = hf(idx).logits
-        torch.testing.assert_close(gen.model(idx)[0], ref, atol=1e-4, rtol=0)
+        ref, ours = hf(idx).logits, gen.model(idx)[0]
+        torch.testing.assert_close(ours, ref, atol=1e-4, rtol=0)
         plain = transformers.LlamaForCausalLM.from_pretrained(path, rope_parameters={"rope_type": "default",
                                                                                      "rope_theta": 1000.0})
-        assert (plain.eval()(idx).logits - ref).abs().max() > 1e-3  # the scaling changes the function
+        gap = (plain.eval()(idx).logits - ref).abs().max()  # the scaling changes the function, far beyond
+        assert gap > max(20 * (ours - ref).abs().max(), 1e-4)  # the distance between the two implementations
     export_hf(path, tmp_path / "export")  # an imported checkpoint exports as a run does
-    assert json.loads((tmp_path / "export" / "config.json").read_text())["rope_parameters"]["rope_type"] == "llama3"
+    exported = json.loads((tmp_path / "export" / "config.json").read_text())["rope_parameters"]
+    assert exported["rope_type"] == params["rope_type"] and exported["factor"] == params["factor"]
     back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
     with torch.no_grad():
         torch.testing.assert_close(back(idx).logits, ref, atol=1e-4, rtol=0)
@@ -195,12 +211,15 @@ def test_unsupported_llama_options_are_one_line_errors(tmp_path):
     _checkpoint(path, tok.vocab_size)
     tok.save(path / "tokenizer.json")
     cfg = json.loads((path / "config.json").read_text())
-    scaled = {**cfg, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1000.0, "factor": 8.0}}
-    (path / "config.json").write_text(json.dumps(scaled))
-    with pytest.raises(RunError, match="rope scaling 'yarn'"):
-        proselab.load(path)
+    for params, message in [({"rope_type": "dynamic", "factor": 2.0}, "rope scaling 'dynamic'"),
+                            ({"rope_type": "yarn", "factor": 8.0}, "'yarn' without a usable 'original_max_position"),
+                            ({"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 16,
+                              "truncate": False}, "truncate false")]:
+        (path / "config.json").write_text(json.dumps({**cfg, "rope_parameters": {"rope_theta": 1000.0, **params}}))
+        with pytest.raises(RunError, match=message):
+            proselab.load(path)
     (path / "config.json").write_text(json.dumps({**cfg, "rope_parameters": {"rope_type": "llama3", "factor": 8.0}}))
-    with pytest.raises(RunError, match="rope scaling 'llama3' without a usable 'low_freq_factor'"):
+    with pytest.raises(RunError, match="rope scaling 'llama3' without a usable 'original_max_position_embeddings'"):
         proselab.load(path)
     (path / "config.json").write_text(json.dumps({**cfg, "hidden_act": "gelu"}))
     with pytest.raises(RunError, match="hidden_act 'gelu'"):
@@ -216,6 +235,14 @@ def test_bad_llama_style_configs_and_mixed_exports(tmp_path, corpus):
     with pytest.raises(ConfigError, match="even head size"):
         proselab.train(None, tiny_overrides(corpus, tmp_path / "b", **{"model.rope": True, "model.n_embd": 30,
                                                                       "model.n_head": 10}))
+    for bad, message in [({"model.rope_factor": 4.0, "model.rope_type": "ntk"}, "rope_type must be one of"),
+                         ({"model.rope_factor": 4.0, "model.rope_type": "yarn", "model.rope_beta_slow": 40.0},
+                          "0 < rope_beta_slow < rope_beta_fast"),
+                         ({"model.rope_factor": 4.0, "model.rope_low_freq_factor": 5.0}, "rope_low_freq_factor <"),
+                         ({"model.rope_factor": 0.5}, "rope_factor must be 0")]:
+        with pytest.raises(ConfigError, match=message):
+            proselab.train(None, tiny_overrides(corpus, tmp_path / "c", **{**LLAMA_RUN, **bad}))
+    assert not (tmp_path / "c").exists()
     run = tmp_path / "mixed"  # rotary positions with GPT-2's LayerNorm and feed-forward
     proselab.train(None, tiny_overrides(corpus, run, **{"model.rope": True, "train.max_iters": 2}))
     with pytest.raises(RunError, match="mixes GPT-2's and Llama's parts"):

@@ -75,10 +75,14 @@ class ModelConfig:
     # gpt, Llama style (Touvron et al. 2023): rope, norm=rmsnorm, activation=silu, gated_ffn, bias=false
     rope: bool = False  # gpt: rotary position embeddings (Su et al. 2021) instead of GPT-2's learned table
     rope_theta: float = 10000.0  # gpt: the rotary base (Llama 3: 500000)
-    rope_factor: float = 0.0  # gpt: Llama 3.1's rope scaling, slow frequencies divided by this (0 = none)
-    rope_low_freq_factor: float = 1.0  # gpt, rope_factor > 0: wavelengths over original / this are scaled
-    rope_high_freq_factor: float = 4.0  # gpt, rope_factor > 0: wavelengths under original / this are kept
-    rope_original_context: int = 8192  # gpt, rope_factor > 0: the context the model was first trained for
+    rope_factor: float = 0.0  # gpt: rope scaling (longer contexts), slow frequencies divided by this (0 = none)
+    rope_type: str = "llama3"  # gpt, rope_factor > 0: llama3 (Llama 3.1), linear (every frequency) or yarn
+    rope_low_freq_factor: float = 1.0  # gpt, llama3: wavelengths over original / this are scaled
+    rope_high_freq_factor: float = 4.0  # gpt, llama3: wavelengths under original / this are kept
+    rope_original_context: int = 8192  # gpt, llama3 and yarn: the context the model was first trained for
+    rope_beta_fast: float = 32.0  # gpt, yarn: frequencies turning more than this often in the original context are kept
+    rope_beta_slow: float = 1.0  # gpt, yarn: ... fewer than this often are scaled; those between are blended
+    rope_attention_factor: float = 0.0  # gpt, yarn: cos and sin scaled by this (0 = 0.1 ln(rope_factor) + 1)
     n_kv_head: int = 0  # gpt: key/value heads shared by groups of query heads (GQA; 0 = n_head)
     qkv_bias: bool = False  # gpt: biases on the query, key and value projections even without model.bias (Qwen2)
     head_dim: int = 0  # gpt: each attention head's width (0 = n_embd / n_head; Mistral-Nemo and Qwen3 set their own)

@@ -133,8 +133,10 @@ _SEQ2SEQ = ("arch", "share_embeddings", "src_vocab_size", "bos_id", "src_prefix_
 TRANSFORMER_LAYOUT = ("n_dec_layer", "ffn_dim", "activation", "gated_ffn", "norm", "norm_eps", "norm_first",
                       "positions", "rel_buckets", "rel_max_distance", "embed_scale", "embed_norm", "attn_scale",
                       "head_scale", "logits_bias", "hf_type")  # the seq2seq transformer's options (encdec.py)
-GPT_LAYOUT = ("ffn_dim", "activation", "gated_ffn", "norm", "norm_eps", "rope", "rope_theta", "rope_factor",
-              "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context",
+ROPE_SCALING = ("rope_factor", "rope_type", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context",
+                "rope_beta_fast", "rope_beta_slow", "rope_attention_factor")  # the gpt's rope scaling
+ROPE_TYPES = ("llama3", "linear", "yarn")
+GPT_LAYOUT = ("ffn_dim", "activation", "gated_ffn", "norm", "norm_eps", "rope", "rope_theta", *ROPE_SCALING,
               "n_kv_head", "qkv_bias", "head_dim", "qk_norm")  # the gpt's options besides its sizes (Llama style)
 MODEL_FIELDS = {  # model_kind -> the fields besides _EVERY_MODEL it reads
     "gpt": (*_TRANSFORMER_SIZE, "block_size", *GPT_LAYOUT),
@@ -250,11 +252,22 @@ def _validate_gpt_layout(m: ModelConfig) -> None:
            f"model.rope needs an even head size, got {m.head_size()} "
            f"({'model.head_dim' if m.head_dim else 'n_embd / n_head'})")
     _check(m.rope_theta > 0, f"model.rope_theta must be > 0, got {m.rope_theta}")
-    _check(m.rope_factor == 0 or (m.rope_factor >= 1 and 0 < m.rope_low_freq_factor < m.rope_high_freq_factor
-                                  and m.rope_original_context >= 1),
-           f"model.rope_factor must be 0 (no scaling) or >= 1, with 0 < rope_low_freq_factor < rope_high_freq_factor "
-           f"and rope_original_context >= 1; got {m.rope_factor}, {m.rope_low_freq_factor}, "
-           f"{m.rope_high_freq_factor}, {m.rope_original_context}")
+    _check(m.rope_factor == 0 or m.rope_factor >= 1,
+           f"model.rope_factor must be 0 (no scaling) or >= 1, got {m.rope_factor}")
+    _check(m.rope_type in ROPE_TYPES, f"model.rope_type must be one of {', '.join(ROPE_TYPES)}, got '{m.rope_type}'")
+    if not m.rope_factor or m.rope_type == "linear":
+        return
+    _check(m.rope_original_context >= 1, f"model.rope_original_context must be >= 1, got {m.rope_original_context}")
+    if m.rope_type == "llama3":
+        _check(0 < m.rope_low_freq_factor < m.rope_high_freq_factor,
+               f"model.rope_type llama3 needs 0 < rope_low_freq_factor < rope_high_freq_factor, got "
+               f"{m.rope_low_freq_factor} and {m.rope_high_freq_factor}")
+    else:
+        _check(0 < m.rope_beta_slow < m.rope_beta_fast,
+               f"model.rope_type yarn needs 0 < rope_beta_slow < rope_beta_fast, got {m.rope_beta_slow} and "
+               f"{m.rope_beta_fast}")
+        _check(m.rope_attention_factor >= 0,
+               f"model.rope_attention_factor must be >= 0 (0 = YaRN's default), got {m.rope_attention_factor}")
 
 
 def _validate_layout(m: ModelConfig) -> None:

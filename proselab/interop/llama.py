@@ -14,6 +14,7 @@ the rotate-half layout ``rope_tables`` computes, so nothing is permuted.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -53,21 +54,43 @@ def _rope(hf: dict[str, Any]) -> tuple[float, str, dict[str, Any]]:
     return float(theta), str(kind), params
 
 
-def _scaling_fields(kind: str, params: dict[str, Any], problems: list[str]) -> dict[str, Any]:
-    """ModelConfig's rope_factor fields for Llama 3.1's scaling ({} without scaling)."""
+def _scaling_fields(kind: str, params: dict[str, Any], hf: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """ModelConfig's rope fields for a scaled checkpoint ({} without scaling): Llama 3.1's llama3,
+    linear (position interpolation) or yarn (with DeepSeek's mscale folded into its attention
+    factor)."""
     if kind == "default":
         return {}
-    if kind != "llama3":
-        problems.append(f"rope scaling '{kind}' (proselab computes plain rotary positions and Llama 3.1's llama3)")
+    if kind not in ("llama3", "linear", "yarn"):
+        problems.append(f"rope scaling '{kind}' (proselab computes plain rotary positions, llama3, linear and yarn)")
         return {}
     try:
-        return {"rope_factor": float(params["factor"]), "rope_low_freq_factor": float(params["low_freq_factor"]),
-                "rope_high_freq_factor": float(params["high_freq_factor"]),
-                "rope_original_context": int(params["original_max_position_embeddings"])}
-    except (KeyError, TypeError, ValueError) as e:
-        problems.append(f"rope scaling 'llama3' without a usable {e} (factor, low_freq_factor, high_freq_factor and "
-                        "original_max_position_embeddings are needed)")
+        if kind == "linear":
+            return {"rope_type": "linear", "rope_factor": float(params["factor"])}
+        original = int(params["original_max_position_embeddings"])
+        if kind == "llama3":
+            return {"rope_type": "llama3", "rope_factor": float(params["factor"]),
+                    "rope_low_freq_factor": float(params["low_freq_factor"]),
+                    "rope_high_freq_factor": float(params["high_freq_factor"]), "rope_original_context": original}
+        factor = float(params.get("factor") or hf.get("max_position_embeddings", 0) / original)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+        needed = {"linear": "factor", "llama3": "factor, low_freq_factor, high_freq_factor and "
+                  "original_max_position_embeddings"}.get(kind, "original_max_position_embeddings")
+        problems.append(f"rope scaling '{kind}' without a usable {e} ({needed} are needed)")
         return {}
+    if params.get("truncate", True) is False:
+        problems.append("rope scaling 'yarn' with truncate false (proselab rounds the ramp's ends outwards)")
+    attention = params.get("attention_factor")
+    mscale, mscale_all = params.get("mscale"), params.get("mscale_all_dim")
+    if attention is None and mscale and mscale_all:  # DeepSeek's: a ratio of two of YaRN's magnitudes
+
+        def magnitude(m: float) -> float:
+            return 0.1 * m * math.log(factor) + 1.0 if factor > 1 else 1.0
+
+        attention = magnitude(float(mscale)) / magnitude(float(mscale_all))
+    return {"rope_type": "yarn", "rope_factor": factor, "rope_original_context": original,
+            "rope_beta_fast": float(params.get("beta_fast") or 32.0),
+            "rope_beta_slow": float(params.get("beta_slow") or 1.0),
+            "rope_attention_factor": float(attention or 0.0)}
 
 
 NAMES = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3", "mistral": "Mistral"}  # model_type -> its name
@@ -80,8 +103,10 @@ def model_config(hf: dict[str, Any], where: Path | str) -> ModelConfig:
     model_type = hf.get("model_type", "llama")
     theta, kind, params = _rope(hf)
     problems: list[str] = []
-    scaling = _scaling_fields(kind, params, problems)
+    scaling = _scaling_fields(kind, params, hf, problems)
     block = hf.get("max_position_embeddings", 2048)
+    if scaling.get("rope_type") == "yarn":  # Qwen's recipe adds yarn without raising max_position_embeddings
+        block = max(block, int(scaling["rope_factor"] * scaling["rope_original_context"]))
     if model_type in ("qwen2", "qwen3") and hf.get("use_sliding_window"):
         problems.append("use_sliding_window (a sliding attention window on some layers only)")
     if model_type == "mistral" and hf.get("sliding_window"):  # within the window, attention is full attention
@@ -199,8 +224,7 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
         "num_attention_heads": m.n_head, "num_key_value_heads": kv_heads, "head_dim": hs, "hidden_act": "silu",
         "max_position_embeddings": m.block_size, "rms_norm_eps": m.norm_eps, "initializer_range": 0.02,
         "rope_theta": m.rope_theta, "rope_scaling": _rope_scaling(m),
-        "rope_parameters": {"rope_type": "llama3" if m.rope_factor else "default", "rope_theta": m.rope_theta,
-                            **(_rope_scaling(m) or {})},
+        "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_theta, **(_rope_scaling(m) or {})},
         "attention_bias": m.bias, "mlp_bias": m.bias, "attention_dropout": 0.0, "tie_word_embeddings": m.tie_weights,
         "bos_token_id": bos, "eos_token_id": tokenizer.eos_id, "dtype": "float32", "use_cache": True,
         **({"use_sliding_window": False, "sliding_window": None, "max_window_layers": m.n_layer}
@@ -214,11 +238,18 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
 
 
 def _rope_scaling(m: ModelConfig) -> dict[str, Any] | None:
-    """config.json's rope_scaling for Llama 3.1's scaling (None without it)."""
+    """config.json's rope_scaling for a scaled run (None without scaling)."""
     if not m.rope_factor:
         return None
-    return {"rope_type": "llama3", "factor": m.rope_factor, "low_freq_factor": m.rope_low_freq_factor,
-            "high_freq_factor": m.rope_high_freq_factor, "original_max_position_embeddings": m.rope_original_context}
+    if m.rope_type == "linear":
+        return {"rope_type": "linear", "factor": m.rope_factor}
+    if m.rope_type == "llama3":
+        return {"rope_type": "llama3", "factor": m.rope_factor, "low_freq_factor": m.rope_low_freq_factor,
+                "high_freq_factor": m.rope_high_freq_factor,
+                "original_max_position_embeddings": m.rope_original_context}
+    return {"rope_type": "yarn", "factor": m.rope_factor, "original_max_position_embeddings": m.rope_original_context,
+            "beta_fast": m.rope_beta_fast, "beta_slow": m.rope_beta_slow,
+            **({"attention_factor": m.rope_attention_factor} if m.rope_attention_factor else {})}
 
 
 def hf_name(name: str) -> str:

@@ -21,7 +21,7 @@ from ..config import ModelConfig
 from . import kv_cache
 from .encdec import FeedForward, make_norm
 from .kv_cache import KVCache
-from .layers import SelfAttention, expand_kv, head_loss, lm_loss, rope_tables
+from .layers import RopeScaling, SelfAttention, expand_kv, head_loss, lm_loss, rope_tables
 from .protocol import Prompt, insert_by_merge
 
 
@@ -128,8 +128,9 @@ class GPT(nn.Module):
         if not cfg.rope:
             return x + tr.wpe(positions), None
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-        scaling = (cfg.rope_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor,
-                   cfg.rope_original_context) if cfg.rope_factor else None
+        scaling = RopeScaling(cfg.rope_type, cfg.rope_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor,
+                              cfg.rope_original_context, cfg.rope_beta_fast, cfg.rope_beta_slow,
+                              cfg.rope_attention_factor) if cfg.rope_factor else None
         return x, rope_tables(positions, cfg.head_size(), cfg.rope_theta, dtype, scaling)
 
     def hidden_states(self, idx: Tensor) -> Tensor:

@@ -9,6 +9,7 @@ torch 2.1.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -216,22 +217,61 @@ def expand_kv(t: Tensor, n_head: int) -> Tensor:
     return t if groups == 1 else t.repeat_interleave(groups, dim=1)
 
 
-def rope_frequencies(head_size: int, theta: float, scaling: tuple[float, float, float, int] | None = None,
+class RopeScaling(NamedTuple):
+    """How rotary positions stretch to contexts longer than the model first trained on: ``kind``
+    llama3 (Llama 3.1), linear (position interpolation, Chen et al. 2023) or yarn (Peng et al.
+    2023), slow frequencies divided by ``factor``; the other fields are the kinds' parameters."""
+
+    kind: str
+    factor: float
+    low_freq_factor: float = 1.0  # llama3
+    high_freq_factor: float = 4.0  # llama3
+    original_context: int = 8192  # llama3, yarn
+    beta_fast: float = 32.0  # yarn
+    beta_slow: float = 1.0  # yarn
+    attention_factor: float = 0.0  # yarn: 0 = the paper's 0.1 ln(factor) + 1
+
+    def magnitude(self) -> float:
+        """What YaRN multiplies cos and sin by (1 for the other kinds)."""
+        if self.kind != "yarn":
+            return 1.0
+        if self.attention_factor:
+            return self.attention_factor
+        return 0.1 * math.log(self.factor) + 1.0 if self.factor > 1 else 1.0
+
+
+def rope_frequencies(head_size: int, theta: float, scaling: RopeScaling | None = None,
                      device: torch.device | None = None) -> Tensor:
-    """The rotary angular frequencies (hs / 2,), theta ** (-2i / hs), with Llama 3.1's scaling when
-    ``scaling`` = (factor, low_freq_factor, high_freq_factor, original_context): wavelengths
-    longer than original / low are divided by ``factor``, those shorter than original / high are
-    kept, and the ones between blend the two linearly in original / wavelength."""
+    """The rotary angular frequencies (hs / 2,), theta ** (-2i / hs), stretched by ``scaling``:
+    - linear: every frequency divided by the factor;
+    - llama3: wavelengths longer than original / low_freq_factor are divided by the factor,
+      those shorter than original / high_freq_factor are kept, and the ones between blend the
+      two linearly in original / wavelength;
+    - yarn: frequencies that turn more than beta_fast times over the original context are kept,
+      those turning fewer than beta_slow times are divided by the factor, and the ones between
+      blend linearly in their index (the ramp's ends rounded outwards, as transformers does)."""
     freq = 1.0 / theta ** (torch.arange(0, head_size, 2, device=device, dtype=torch.float32) / head_size)
     if scaling is None:
         return freq
-    factor, low, high, original = scaling
-    kept = ((original * freq / (2 * math.pi) - low) / (high - low)).clamp(0.0, 1.0)  # 0: scaled, 1: kept
-    return (1.0 - kept) * freq / factor + kept * freq
+    if scaling.kind == "linear":
+        return freq / scaling.factor
+    if scaling.kind == "llama3":
+        low, high, original = scaling.low_freq_factor, scaling.high_freq_factor, scaling.original_context
+        kept = ((original * freq / (2 * math.pi) - low) / (high - low)).clamp(0.0, 1.0)  # 0: scaled, 1: kept
+    else:  # yarn: the index at which a frequency turns `turns` times over the original context
+
+        def index(turns: float) -> float:
+            return head_size * math.log(scaling.original_context / (turns * 2 * math.pi)) / (2 * math.log(theta))
+
+        first = max(math.floor(index(scaling.beta_fast)), 0)
+        last = min(math.ceil(index(scaling.beta_slow)), head_size - 1)
+        ramp = (torch.arange(head_size // 2, device=device, dtype=torch.float32) - first) / ((last - first) or 1e-3)
+        kept = 1.0 - ramp.clamp(0.0, 1.0)
+    return (1.0 - kept) * freq / scaling.factor + kept * freq
 
 
 def rope_tables(positions: Tensor, head_size: int, theta: float, dtype: torch.dtype,
-                scaling: tuple[float, float, float, int] | None = None) -> tuple[Tensor, Tensor]:
+                scaling: RopeScaling | None = None) -> tuple[Tensor, Tensor]:
     """Rotary embeddings' cos and sin (Su et al. 2021) for ``positions`` (T,) or (B, T): each
     (1 or B, T, 1, hs), in the layout Hugging Face's Llama uses (the two halves of a head rotate
     together, not interleaved pairs), computed in float32 and returned in ``dtype``."""
@@ -240,7 +280,10 @@ def rope_tables(positions: Tensor, head_size: int, theta: float, dtype: torch.dt
     angles = torch.cat([angles, angles], dim=-1)  # (..., T, hs)
     if angles.dim() == 2:
         angles = angles[None]  # (1, T, hs)
-    return angles.cos()[:, :, None].to(dtype), angles.sin()[:, :, None].to(dtype)  # (B or 1, T, 1, hs)
+    cos, sin = angles.cos(), angles.sin()
+    if scaling is not None and scaling.magnitude() != 1.0:
+        cos, sin = cos * scaling.magnitude(), sin * scaling.magnitude()
+    return cos[:, :, None].to(dtype), sin[:, :, None].to(dtype)  # (B or 1, T, 1, hs)
 
 
 def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
