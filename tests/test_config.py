@@ -122,6 +122,9 @@ ACCEPTED = [
     ("generation.suppress_tokens", "[1, 2]", [1, 2]), ("generation.suppress_tokens", "7", [7]),
     ("generation.suppress_tokens", 7, [7]), ("generation.suppress_tokens", (1, 2), [1, 2]),
     ("generation.suppress_tokens", "", []), ("generation.suppress_tokens", "[]", []),
+    # list[float]: longrope's factors
+    ("model.rope_short_factor", "[1, 1.5]", [1.0, 1.5]), ("model.rope_short_factor", (2, 3.5), [2.0, 3.5]),
+    ("model.rope_short_factor", "", []), ("model.rope_short_factor", [], []),
     # bool | str: a bool, or "never"
     ("generation.early_stopping", "never", "never"), ("generation.early_stopping", True, True),
     ("generation.early_stopping", "true", True), ("generation.early_stopping", "false", False),
@@ -164,6 +167,9 @@ REJECTED = [
     ("generation.stop", {"a": "b"}, f"{STRINGS}, got {{'a': 'b'}}"),
     # list[int]
     ("generation.suppress_tokens", "abc", "must be a list of token ids, got 'abc'"),
+    ("model.rope_short_factor", "1.5", "must be a list of numbers, got 1.5"),
+    ("model.rope_short_factor", [1.0, "x"], "must be a list of numbers, got [1.0, 'x']"),
+    ("model.rope_short_factor", [True], "must be a list of numbers, got [True]"),
     ("generation.suppress_tokens", None, "must be a list of token ids, got None"),
     ("generation.suppress_tokens", ["a"], "must be a list of token ids, got ['a']"),
     ("generation.suppress_tokens", True, "must be a list of token ids, got True"),

@@ -239,7 +239,11 @@ def test_bad_llama_style_configs_and_mixed_exports(tmp_path, corpus):
                          ({"model.rope_factor": 4.0, "model.rope_type": "yarn", "model.rope_beta_slow": 40.0},
                           "0 < rope_beta_slow < rope_beta_fast"),
                          ({"model.rope_factor": 4.0, "model.rope_low_freq_factor": 5.0}, "rope_low_freq_factor <"),
-                         ({"model.rope_factor": 0.5}, "rope_factor must be 0")]:
+                         ({"model.rope_factor": 0.5}, "rope_factor must be 0"),
+                         ({"model.rope_factor": 2.0, "model.rope_type": "longrope", "model.rope_short_factor": [1.0]},
+                          "rope_short_factor to hold 4 numbers > 0"),  # heads of 8: four frequencies
+                         ({"model.rope_dim": 3}, "rope_dim must be even and at most the head size"),
+                         ({"model.hf_type": "bart"}, "a gpt's model.hf_type must be mistral, phi3 or empty")]:
         with pytest.raises(ConfigError, match=message):
             proselab.train(None, tiny_overrides(corpus, tmp_path / "c", **{**LLAMA_RUN, **bad}))
     assert not (tmp_path / "c").exists()
@@ -251,17 +255,22 @@ def test_bad_llama_style_configs_and_mixed_exports(tmp_path, corpus):
 
 
 def _variant(path, kind, vocab_size, **extra):
-    """A random transformers Qwen2 or Mistral (Llama's layout with a difference each), saved."""
+    """A random transformers Qwen2, Qwen3, Mistral or Phi-3 (Llama's layout with a difference
+    each), saved."""
     config_class = {"qwen2": transformers.Qwen2Config, "qwen3": transformers.Qwen3Config,
-                    "mistral": transformers.MistralConfig}[kind]
+                    "mistral": transformers.MistralConfig, "phi3": transformers.Phi3Config}[kind]
     torch.manual_seed(0)
     cfg = config_class(vocab_size=vocab_size, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, rope_theta=1000.0,
-                       tie_word_embeddings=kind != "mistral", bos_token_id=0, eos_token_id=0, **extra)
+                       num_attention_heads=4, num_key_value_heads=2, rope_theta=1000.0,
+                       tie_word_embeddings=kind not in ("mistral", "phi3"), bos_token_id=0, eos_token_id=0,
+                       **({"pad_token_id": 0} if kind == "phi3" else {}), **{"max_position_embeddings": 64, **extra})
     model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
     with torch.no_grad():  # peaky distributions and sharp attention, as _checkpoint makes them
         model.model.embed_tokens.weight.mul_(20)
         for layer in model.model.layers:
+            if kind == "phi3":  # q and k: the first 32 + 16 rows of the fused projection
+                layer.self_attn.qkv_proj.weight[:48].mul_(4)
+                continue
             layer.self_attn.q_proj.weight.mul_(4)
             layer.self_attn.k_proj.weight.mul_(4)
             if kind == "qwen3":  # norms far from 1, so they matter
@@ -275,33 +284,67 @@ def _variant(path, kind, vocab_size, **extra):
     return model
 
 
-@pytest.mark.parametrize("kind", ["qwen2", "qwen3", "mistral"])
-def test_qwen_and_mistral_import_with_transformers_logits_and_tokens(tmp_path, kind):
+@pytest.mark.parametrize("kind", ["qwen2", "qwen3", "mistral", "phi3"])
+def test_qwen_mistral_and_phi3_import_and_export_with_transformers_logits_and_tokens(tmp_path, kind):
     """Qwen2 (biases on q, k and v only, a tied head), Qwen3 (q and k norms, heads of 16 over a
-    hidden size of 32) and Mistral (a sliding window, which becomes the model's window) decode
-    as transformers does; Qwen runs export back to their layout with no missing or unexpected
-    keys and the same logits."""
+    hidden size of 32), Mistral (a sliding window, which becomes the model's window) and Phi-3
+    (Mistral's with fused projections) decode as transformers does, and export back to their
+    own layout with no missing or unexpected keys and the same logits."""
     tok = train_tokenizer("char", [shakespeare_text(5000)])
     path = tmp_path / "hf"
-    extra = {"mistral": {"sliding_window": 48}, "qwen3": {"head_dim": 16}}.get(kind, {})
+    extra = {"mistral": {"sliding_window": 48}, "phi3": {"sliding_window": 48}, "qwen3": {"head_dim": 16}}.get(kind, {})
     hf = _variant(path, kind, tok.vocab_size, **extra)
     tok.save(path / "tokenizer.json")
     gen = proselab.load(path)
     m = gen.config.model
     assert (m.qkv_bias, m.qk_norm, m.bias, m.tie_weights) == {
         "qwen2": (True, False, False, True), "qwen3": (False, True, False, True),
-        "mistral": (False, False, False, False)}[kind]
-    assert m.block_size == (48 if kind == "mistral" else 64) and m.head_size() == (16 if kind == "qwen3" else 8)
+        "mistral": (False, False, False, False), "phi3": (False, False, False, False)}[kind]
+    windowed = kind in ("mistral", "phi3")
+    assert m.block_size == (48 if windowed else 64) and m.head_size() == (16 if kind == "qwen3" else 8)
+    assert m.hf_type == (kind if windowed else "")
     idx = torch.tensor([tok.encode("ROMEO: good"), tok.encode("JULIET: say")])
     assert_decodes_as_transformers(gen.model, hf, idx)
-    if kind != "mistral":
-        out = tmp_path / "export"
-        export_hf(path, out)
-        assert json.loads((out / "config.json").read_text())["model_type"] == kind
-        back, info = transformers.AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
-        assert not any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
-        with torch.no_grad():
-            torch.testing.assert_close(back.eval()(idx).logits, hf(idx).logits, atol=1e-4, rtol=0)
+    out = tmp_path / "export"
+    export_hf(path, out)
+    written = json.loads((out / "config.json").read_text())
+    assert written["model_type"] == kind and written["architectures"] == [type(hf).__name__]
+    back, info = transformers.AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
+    assert not any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
+    assert type(back) is type(hf)
+    with torch.no_grad():
+        torch.testing.assert_close(back.eval()(idx).logits, hf(idx).logits, atol=1e-4, rtol=0)
+
+
+def test_phi35_and_phi4_mini_style_rope_longrope_and_partial_rotary(tmp_path):
+    """Phi-3.5's longrope (one divisor per frequency, and cos and sin scaled by sqrt(1 + ln(max
+    / original) / ln(original))) with Phi-4-mini's partial rotary factor (half of each head
+    rotates): the context is the original one, where the short factors apply, and logits and
+    tokens match transformers' in and out of proselab."""
+    tok = train_tokenizer("char", [shakespeare_text(5000)])
+    path = tmp_path / "hf"
+    rope = {"rope_type": "longrope", "rope_theta": 1000.0, "short_factor": [1.0, 3.0], "long_factor": [2.0, 5.0],
+            "original_max_position_embeddings": 32, "partial_rotary_factor": 0.5}
+    hf = _variant(path, "phi3", tok.vocab_size, rope_parameters=rope, max_position_embeddings=256,
+                  original_max_position_embeddings=32)
+    tok.save(path / "tokenizer.json")
+    gen = proselab.load(path)
+    m = gen.config.model
+    assert (m.rope_type, m.rope_dim, m.block_size, m.rope_short_factor) == ("longrope", 4, 32, [1.0, 3.0])
+    idx = torch.tensor([tok.encode("ROMEO: good"), tok.encode("JULIET: say")])
+    assert_decodes_as_transformers(gen.model, hf, idx)
+    plain = transformers.AutoModelForCausalLM.from_pretrained(path, rope_parameters={"rope_type": "default",
+                                                                                     "rope_theta": 1000.0})
+    with torch.no_grad():
+        ref = hf(idx).logits
+        gap = (plain.eval()(idx).logits - ref).abs().max()  # longrope and the partial rotation change the function
+        assert gap > max(20 * (gen.model(idx)[0] - ref).abs().max(), 1e-4)
+    export_hf(path, tmp_path / "export")
+    written = json.loads((tmp_path / "export" / "config.json").read_text())
+    assert written["rope_parameters"]["long_factor"] == [2.0, 5.0] and written["max_position_embeddings"] == 32
+    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back(idx).logits, ref, atol=1e-4, rtol=0)
 
 
 def test_a_qwen2_with_sliding_window_layers_is_refused(tmp_path):
@@ -340,20 +383,25 @@ def test_heads_wider_than_hidden_over_heads_import_and_export(tmp_path, capfd):
         proselab.config.load_config(None, {**LLAMA_RUN, "model.head_dim": 7, "model.n_embd": 32, "data.dataset": "x"})
 
 
-def test_a_llama_style_classifier_exports_and_imports_as_llama_for_sequence_classification(tmp_path, capfd):
-    """A Llama-style GPT classifier exports to LlamaForSequenceClassification: transformers loads
-    it without missing or unexpected keys and gives its probabilities on right-padded texts;
-    proselab reads it back as the same classifier."""
+@pytest.mark.parametrize("layout", ["llama", "mistral", "phi3"])
+def test_a_llama_style_classifier_exports_and_imports_as_llama_for_sequence_classification(tmp_path, capfd, layout):
+    """A Llama-style GPT classifier exports to LlamaForSequenceClassification (with
+    model.hf_type, to Mistral's or Phi-3's, whose projections are fused): transformers loads it without missing or
+    unexpected keys and gives its probabilities on right-padded texts; proselab reads it back as
+    the same classifier."""
     from test_classify import _overrides, _reviews
 
     run = tmp_path / "run"
-    proselab.train(None, _overrides(_reviews(tmp_path / "r.csv"), run, **LLAMA_RUN, **{"train.max_iters": 20}))
+    hf_type = {"model.hf_type": layout} if layout != "llama" else {}
+    proselab.train(None, _overrides(_reviews(tmp_path / "r.csv"), run, **LLAMA_RUN, **hf_type,
+                                    **{"train.max_iters": 20}))
     out = tmp_path / "export"
     export_hf(run, out)
     capfd.readouterr()
     hf, info = transformers.AutoModelForSequenceClassification.from_pretrained(out, output_loading_info=True)
     assert not any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
-    assert type(hf).__name__ == "LlamaForSequenceClassification" and hf.config.id2label == {0: "neg", 1: "neu", 2: "pos"}
+    assert type(hf).__name__ == {"llama": "Llama", "mistral": "Mistral", "phi3": "Phi3"}[
+        layout] + "ForSequenceClassification" and hf.config.id2label == {0: "neg", 1: "neu", 2: "pos"}
     assert not (out / "generation_config.json").exists()
     gen, hf_tok = proselab.load(run), transformers.AutoTokenizer.from_pretrained(out)
     texts = ["the film was superb", "the plot was boring and the ending was awful"]

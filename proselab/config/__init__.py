@@ -76,13 +76,17 @@ class ModelConfig:
     rope: bool = False  # gpt: rotary position embeddings (Su et al. 2021) instead of GPT-2's learned table
     rope_theta: float = 10000.0  # gpt: the rotary base (Llama 3: 500000)
     rope_factor: float = 0.0  # gpt: rope scaling (longer contexts), slow frequencies divided by this (0 = none)
-    rope_type: str = "llama3"  # gpt, rope_factor > 0: llama3 (Llama 3.1), linear (every frequency) or yarn
+    rope_type: str = "llama3"  # gpt, rope_factor > 0: llama3 (Llama 3.1), linear (every frequency), yarn or longrope
     rope_low_freq_factor: float = 1.0  # gpt, llama3: wavelengths over original / this are scaled
     rope_high_freq_factor: float = 4.0  # gpt, llama3: wavelengths under original / this are kept
     rope_original_context: int = 8192  # gpt, llama3 and yarn: the context the model was first trained for
     rope_beta_fast: float = 32.0  # gpt, yarn: frequencies turning more than this often in the original context are kept
     rope_beta_slow: float = 1.0  # gpt, yarn: ... fewer than this often are scaled; those between are blended
-    rope_attention_factor: float = 0.0  # gpt, yarn: cos and sin scaled by this (0 = 0.1 ln(rope_factor) + 1)
+    rope_attention_factor: float = 0.0  # gpt, yarn and longrope: cos and sin scaled by this (0 = the kind's default)
+    rope_short_factor: list[float] = field(default_factory=list)  # gpt, longrope: each frequency's divisor (Phi-3)
+    rope_long_factor: list[float] = field(default_factory=list)  # gpt, longrope: past the original context (kept
+    # for export: proselab's context is the original one)
+    rope_dim: int = 0  # gpt: the leading dimensions of each head that rotate (0 = all; Phi-4-mini's partial rotary)
     n_kv_head: int = 0  # gpt: key/value heads shared by groups of query heads (GQA; 0 = n_head)
     qkv_bias: bool = False  # gpt: biases on the query, key and value projections even without model.bias (Qwen2)
     head_dim: int = 0  # gpt: each attention head's width (0 = n_embd / n_head; Mistral-Nemo and Qwen3 set their own)
@@ -120,7 +124,8 @@ class ModelConfig:
     attn_scale: bool = True  # divide attention scores by sqrt(head size) (T5 does not)
     head_scale: bool = False  # multiply the decoder output by n_embd ** -0.5 before the head (T5 v1.0's tied head)
     logits_bias: bool = False  # a fixed bias on the output logits (Marian's and BART's final_logits_bias)
-    hf_type: str = ""  # the Hugging Face model_type the weights came from (marian | bart | t5; "" = proselab's own)
+    hf_type: str = ""  # the Hugging Face model_type the weights came from (marian | bart | t5, and for a gpt
+    # mistral | phi3, which export writes back; "" = proselab's own or the layout its options imply)
     # classification (any family with labels is a classifier; seq2seq: its Transformer encoder)
     labels: list[str] = field(default_factory=list)  # label names in id order (empty = a generator; else from the data)
 

@@ -134,10 +134,13 @@ TRANSFORMER_LAYOUT = ("n_dec_layer", "ffn_dim", "activation", "gated_ffn", "norm
                       "positions", "rel_buckets", "rel_max_distance", "embed_scale", "embed_norm", "attn_scale",
                       "head_scale", "logits_bias", "hf_type")  # the seq2seq transformer's options (encdec.py)
 ROPE_SCALING = ("rope_factor", "rope_type", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context",
-                "rope_beta_fast", "rope_beta_slow", "rope_attention_factor")  # the gpt's rope scaling
-ROPE_TYPES = ("llama3", "linear", "yarn")
+                "rope_beta_fast", "rope_beta_slow", "rope_attention_factor", "rope_short_factor",
+                "rope_long_factor")  # the gpt's rope scaling
+ROPE_TYPES = ("llama3", "linear", "yarn", "longrope")
+GPT_HF_TYPES = ("", "mistral", "phi3")  # the layouts a gpt's export can name besides the ones its options imply
 GPT_LAYOUT = ("ffn_dim", "activation", "gated_ffn", "norm", "norm_eps", "rope", "rope_theta", *ROPE_SCALING,
-              "n_kv_head", "qkv_bias", "head_dim", "qk_norm")  # the gpt's options besides its sizes (Llama style)
+              "rope_dim", "n_kv_head", "qkv_bias", "head_dim", "qk_norm",
+              "hf_type")  # the gpt's options besides its sizes (Llama style)
 MODEL_FIELDS = {  # model_kind -> the fields besides _EVERY_MODEL it reads
     "gpt": (*_TRANSFORMER_SIZE, "block_size", *GPT_LAYOUT),
     "rnn": (*_RNN_SIZE, "block_size"),
@@ -252,6 +255,9 @@ def _validate_gpt_layout(m: ModelConfig) -> None:
            f"model.rope needs an even head size, got {m.head_size()} "
            f"({'model.head_dim' if m.head_dim else 'n_embd / n_head'})")
     _check(m.rope_theta > 0, f"model.rope_theta must be > 0, got {m.rope_theta}")
+    _check(m.rope_dim >= 0 and m.rope_dim % 2 == 0 and m.rope_dim <= m.head_size(),
+           f"model.rope_dim must be even and at most the head size ({m.head_size()}) (0 = all), got {m.rope_dim}")
+    _check(m.hf_type in GPT_HF_TYPES, f"a gpt's model.hf_type must be mistral, phi3 or empty, got '{m.hf_type}'")
     _check(m.rope_factor == 0 or m.rope_factor >= 1,
            f"model.rope_factor must be 0 (no scaling) or >= 1, got {m.rope_factor}")
     _check(m.rope_type in ROPE_TYPES, f"model.rope_type must be one of {', '.join(ROPE_TYPES)}, got '{m.rope_type}'")
@@ -262,6 +268,16 @@ def _validate_gpt_layout(m: ModelConfig) -> None:
         _check(0 < m.rope_low_freq_factor < m.rope_high_freq_factor,
                f"model.rope_type llama3 needs 0 < rope_low_freq_factor < rope_high_freq_factor, got "
                f"{m.rope_low_freq_factor} and {m.rope_high_freq_factor}")
+    elif m.rope_type == "longrope":
+        half = (m.rope_dim or m.head_size()) // 2
+        for name in ("rope_short_factor", "rope_long_factor"):
+            factors = getattr(m, name)
+            _check((len(factors) == half or (name == "rope_long_factor" and not factors))
+                   and all(f > 0 for f in factors),
+                   f"model.rope_type longrope needs model.{name} to hold {half} numbers > 0 (one per rotary "
+                   f"frequency{'; or none' if name == 'rope_long_factor' else ''}), got {len(factors)}")
+        _check(m.rope_attention_factor >= 0,
+               f"model.rope_attention_factor must be >= 0 (0 = longrope's default), got {m.rope_attention_factor}")
     else:
         _check(0 < m.rope_beta_slow < m.rope_beta_fast,
                f"model.rope_type yarn needs 0 < rope_beta_slow < rope_beta_fast, got {m.rope_beta_slow} and "

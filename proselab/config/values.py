@@ -35,6 +35,8 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
         return _to_token_list(key, value)
     if items == [int]:  # generation.eos_token_id: int | list[int] | None
         return _to_token_ids(key, value)
+    if items == [float]:  # model.rope_short_factor: list[float]
+        return _to_float_list(key, value)
     if items == [str]:  # list[str], or str | list[str] (data.dataset)
         return _to_str_or_list(key, value) if scalars == [str] else _to_str_list(key, value)
     if set(scalars) == {bool, str}:  # generation.early_stopping: true, false or transformers' "never"
@@ -92,6 +94,15 @@ def _to_token_list(key: str, value: Any) -> list[int]:
     if isinstance(value, (list, tuple)) and all(_is_int(v) for v in value):
         return list(value)
     raise ConfigError(f"{key} must be a list of token ids, got {value!r}")
+
+
+def _to_float_list(key: str, value: Any) -> list[float]:
+    """model.rope_short_factor and rope_long_factor: a list of numbers ('[1.0, 1.2]' on the command line)."""
+    if isinstance(value, str):
+        value = _yaml(key, value) if value.strip() else []
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return [float(v) for v in value]
+    raise ConfigError(f"{key} must be a list of numbers, got {value!r}")
 
 
 def _to_bias(key: str, value: Any) -> dict[int, float]:

@@ -4,6 +4,9 @@ Three more model types share the layout: Qwen2 (biases on q, k and v only: ``mod
 Qwen3 (an RMSNorm on each query and key head: ``model.qk_norm``, and heads of their own width:
 ``model.head_dim``) and Mistral (a sliding attention window, which is full attention over
 contexts no longer than it: the import's window, ``model.block_size``, is the sliding window).
+Phi-3 is Mistral's with q, k and v in one ``qkv_proj`` (already ``c_attn``'s stacking) and the
+gate and up projections in one ``gate_up_proj``. An import from Mistral or Phi-3 keeps its
+model_type in ``model.hf_type``, so export writes the layout back.
 
 The GPT keeps GPT-2's names, so the mapping renames: ``q_proj``, ``k_proj`` and ``v_proj`` are
 stacked into ``c_attn`` (queries, then keys, then values), ``o_proj`` is ``attn.c_proj``,
@@ -24,6 +27,7 @@ from safetensors.torch import save_file
 from ..atomic import atomic_path
 from ..checkpoint import RunError, write_json
 from ..config import Config, ModelConfig
+from ..models.layers import RopeScaling
 from ..tokenizers import Tokenizer
 from .gpt2 import (checked_model, checkpoint_tokenizer, classifier_fields, label_names, write_generation_config,
                    write_tokenizer_files)
@@ -60,13 +64,20 @@ def _scaling_fields(kind: str, params: dict[str, Any], hf: dict[str, Any], probl
     factor)."""
     if kind == "default":
         return {}
-    if kind not in ("llama3", "linear", "yarn"):
-        problems.append(f"rope scaling '{kind}' (proselab computes plain rotary positions, llama3, linear and yarn)")
+    if kind not in ("llama3", "linear", "yarn", "longrope"):
+        problems.append(f"rope scaling '{kind}' (proselab computes plain rotary positions, llama3, linear, yarn "
+                        "and longrope)")
         return {}
     try:
         if kind == "linear":
             return {"rope_type": "linear", "rope_factor": float(params["factor"])}
-        original = int(params["original_max_position_embeddings"])
+        original = int(params.get("original_max_position_embeddings") or hf["original_max_position_embeddings"])
+        if kind == "longrope":  # Phi-3's; proselab's context is the original one, where the short factors apply
+            factor = float(params.get("factor") or hf.get("max_position_embeddings", 0) / original)
+            return {"rope_type": "longrope", "rope_factor": max(factor, 1.0), "rope_original_context": original,
+                    "rope_short_factor": [float(f) for f in params["short_factor"]],
+                    "rope_long_factor": [float(f) for f in params.get("long_factor") or []],
+                    "rope_attention_factor": float(params.get("attention_factor") or 0.0)}
         if kind == "llama3":
             return {"rope_type": "llama3", "rope_factor": float(params["factor"]),
                     "rope_low_freq_factor": float(params["low_freq_factor"]),
@@ -74,7 +85,8 @@ def _scaling_fields(kind: str, params: dict[str, Any], hf: dict[str, Any], probl
         factor = float(params.get("factor") or hf.get("max_position_embeddings", 0) / original)
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
         needed = {"linear": "factor", "llama3": "factor, low_freq_factor, high_freq_factor and "
-                  "original_max_position_embeddings"}.get(kind, "original_max_position_embeddings")
+                  "original_max_position_embeddings", "longrope": "short_factor and original_max_position_embeddings"
+                  }.get(kind, "original_max_position_embeddings")
         problems.append(f"rope scaling '{kind}' without a usable {e} ({needed} are needed)")
         return {}
     if params.get("truncate", True) is False:
@@ -93,12 +105,14 @@ def _scaling_fields(kind: str, params: dict[str, Any], hf: dict[str, Any], probl
             "rope_attention_factor": float(attention or 0.0)}
 
 
-NAMES = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3", "mistral": "Mistral"}  # model_type -> its name
+NAMES = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3", "mistral": "Mistral", "phi3": "Phi3"}  # model_type ->
+WINDOWED = ("mistral", "phi3")  # model types with a sliding window over the whole model (kept in model.hf_type)
+FUSED_QKV, FUSED_GATE_UP = "self_attn.qkv_proj.weight", "mlp.gate_up_proj.weight"  # Phi-3's two fused projections
 
 
 def model_config(hf: dict[str, Any], where: Path | str) -> ModelConfig:
-    """proselab's ModelConfig for a Llama, Qwen2, Qwen3 or Mistral config.json; RunError names
-    each option proselab lacks."""
+    """proselab's ModelConfig for a Llama, Qwen2, Qwen3, Mistral or Phi-3 config.json; RunError
+    names each option proselab lacks."""
     C, heads = hf.get("hidden_size", 4096), hf.get("num_attention_heads", 32)
     model_type = hf.get("model_type", "llama")
     theta, kind, params = _rope(hf)
@@ -109,8 +123,13 @@ def model_config(hf: dict[str, Any], where: Path | str) -> ModelConfig:
         block = max(block, int(scaling["rope_factor"] * scaling["rope_original_context"]))
     if model_type in ("qwen2", "qwen3") and hf.get("use_sliding_window"):
         problems.append("use_sliding_window (a sliding attention window on some layers only)")
-    if model_type == "mistral" and hf.get("sliding_window"):  # within the window, attention is full attention
+    if scaling.get("rope_type") == "longrope":  # past it, transformers switches to the long factors
+        block = min(block, scaling["rope_original_context"])
+    if model_type in WINDOWED and hf.get("sliding_window"):  # within the window, attention is full attention
         block = min(block, int(hf["sliding_window"]))
+    partial = params.get("partial_rotary_factor", hf.get("partial_rotary_factor")) or 1.0
+    head_size = hf.get("head_dim") or C // heads
+    rope_dim = 0 if float(partial) == 1.0 else int(head_size * float(partial))  # transformers rounds it down
     if hf.get("hidden_act", "silu") != "silu":
         problems.append(f"hidden_act '{hf['hidden_act']}' (Llama's is silu)")
     head_dim = hf.get("head_dim") or 0
@@ -129,7 +148,8 @@ def model_config(hf: dict[str, Any], where: Path | str) -> ModelConfig:
                        labels=label_names(hf, where),
                        tie_weights=bool(hf.get("tie_word_embeddings", False)), rope=True, rope_theta=theta,
                        norm="rmsnorm", norm_eps=float(hf.get("rms_norm_eps", 1e-6)), activation="silu",
-                       gated_ffn=True, **scaling)
+                       gated_ffn=True, rope_dim=rope_dim, hf_type=model_type if model_type in WINDOWED else "",
+                       **scaling)
 
 
 def state_from_hf(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -147,6 +167,10 @@ def state_from_hf(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[st
         for a, b in LAYER_NAMES.items():
             if hf + a in state:
                 out[ours + b] = state.pop(hf + a)
+        if hf + FUSED_QKV in state:  # Phi-3: stacked as c_attn stacks them
+            out[ours + "attn.c_attn.weight"] = state.pop(hf + FUSED_QKV)
+        if hf + FUSED_GATE_UP in state:  # Phi-3: the gate's rows, then the up projection's
+            out[ours + "mlp.c_gate.weight"], out[ours + "mlp.c_fc.weight"] = state.pop(hf + FUSED_GATE_UP).chunk(2)
         if all(hf + n in state for n in QKV):
             out[ours + "attn.c_attn.weight"] = torch.cat([state.pop(hf + n) for n in QKV])
             if cfg.bias or cfg.qkv_bias:
@@ -168,8 +192,10 @@ def load(d: Path, cfg: Config, weights: dict[str, torch.Tensor]) -> tuple[torch.
 
 
 def layout(m: ModelConfig) -> str:
-    """The model_type whose layout holds a Llama-style run: qwen3 (q and k norms), qwen2 (biases
-    on q, k and v only) or llama."""
+    """The model_type whose layout holds a Llama-style run: an import's mistral or phi3
+    (``model.hf_type``), qwen3 (q and k norms), qwen2 (biases on q, k and v only) or llama."""
+    if m.hf_type in WINDOWED and not (m.bias or m.qkv_bias or m.qk_norm):
+        return m.hf_type
     return "qwen3" if m.qk_norm else "qwen2" if m.qkv_bias and not m.bias else "llama"
 
 
@@ -207,6 +233,14 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
         t = t.detach().float().contiguous()
         if name == "lm_head.weight" and m.tie_weights:
             continue  # transformers ties it to model.embed_tokens.weight
+        if kind == "phi3" and name.endswith(("attn.c_attn.weight", "mlp.c_gate.weight", "mlp.c_fc.weight")):
+            i = name.split(".")[2]
+            if name.endswith("c_attn.weight"):
+                state[f"model.layers.{i}.{FUSED_QKV}"] = t.clone()
+            elif name.endswith("c_gate.weight"):
+                state[f"model.layers.{i}.{FUSED_GATE_UP}"] = torch.cat(
+                    [t, model.state_dict()[name.replace("c_gate", "c_fc")].detach().float()])
+            continue
         if name.endswith(("attn.c_attn.weight", "attn.c_attn.bias")):
             i, param = name.split(".")[2], name.rsplit(".", 1)[1]
             parts = t.split([m.n_head * hs, kv_heads * hs, kv_heads * hs])
@@ -224,11 +258,16 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
         "num_attention_heads": m.n_head, "num_key_value_heads": kv_heads, "head_dim": hs, "hidden_act": "silu",
         "max_position_embeddings": m.block_size, "rms_norm_eps": m.norm_eps, "initializer_range": 0.02,
         "rope_theta": m.rope_theta, "rope_scaling": _rope_scaling(m),
-        "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_theta, **(_rope_scaling(m) or {})},
+        "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_theta, **(_rope_scaling(m) or {}),
+                            **({"partial_rotary_factor": m.rope_dim / hs} if m.rope_dim else {})},
+        **({"partial_rotary_factor": m.rope_dim / hs} if m.rope_dim else {}),
         "attention_bias": m.bias, "mlp_bias": m.bias, "attention_dropout": 0.0, "tie_word_embeddings": m.tie_weights,
         "bos_token_id": bos, "eos_token_id": tokenizer.eos_id, "dtype": "float32", "use_cache": True,
         **({"use_sliding_window": False, "sliding_window": None, "max_window_layers": m.n_layer}
-           if kind != "llama" else {}),
+           if kind in ("qwen2", "qwen3") else {}),
+        **({"sliding_window": None} if kind in WINDOWED else {}),  # the context is the window (model_config)
+        **({"original_max_position_embeddings": m.rope_original_context, "pad_token_id": tokenizer.eos_id}
+           if kind == "phi3" else {}),  # Phi3Config's own pad default (32000) may be past a small vocabulary
         **classifier_fields(m, tokenizer),
     })
     if not m.labels:  # a classifier does not generate
@@ -247,6 +286,12 @@ def _rope_scaling(m: ModelConfig) -> dict[str, Any] | None:
         return {"rope_type": "llama3", "factor": m.rope_factor, "low_freq_factor": m.rope_low_freq_factor,
                 "high_freq_factor": m.rope_high_freq_factor,
                 "original_max_position_embeddings": m.rope_original_context}
+    if m.rope_type == "longrope":  # the attention factor written out: max_position_embeddings is the original context
+        return {"rope_type": "longrope", "factor": m.rope_factor, "short_factor": m.rope_short_factor,
+                "long_factor": m.rope_long_factor or m.rope_short_factor,
+                "original_max_position_embeddings": m.rope_original_context,
+                "attention_factor": RopeScaling("longrope", m.rope_factor, original_context=m.rope_original_context,
+                                                attention_factor=m.rope_attention_factor).magnitude()}
     return {"rope_type": "yarn", "factor": m.rope_factor, "original_max_position_embeddings": m.rope_original_context,
             "beta_fast": m.rope_beta_fast, "beta_slow": m.rope_beta_slow,
             **({"attention_factor": m.rope_attention_factor} if m.rope_attention_factor else {})}

@@ -130,8 +130,8 @@ class GPT(nn.Module):
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         scaling = RopeScaling(cfg.rope_type, cfg.rope_factor, cfg.rope_low_freq_factor, cfg.rope_high_freq_factor,
                               cfg.rope_original_context, cfg.rope_beta_fast, cfg.rope_beta_slow,
-                              cfg.rope_attention_factor) if cfg.rope_factor else None
-        return x, rope_tables(positions, cfg.head_size(), cfg.rope_theta, dtype, scaling)
+                              cfg.rope_attention_factor, tuple(cfg.rope_short_factor)) if cfg.rope_factor else None
+        return x, rope_tables(positions, cfg.rope_dim or cfg.head_size(), cfg.rope_theta, dtype, scaling)
 
     def hidden_states(self, idx: Tensor) -> Tensor:
         """The final hidden states (B, T, C) of idx (B, T), T <= block_size: what a head reads."""

@@ -219,8 +219,9 @@ def expand_kv(t: Tensor, n_head: int) -> Tensor:
 
 class RopeScaling(NamedTuple):
     """How rotary positions stretch to contexts longer than the model first trained on: ``kind``
-    llama3 (Llama 3.1), linear (position interpolation, Chen et al. 2023) or yarn (Peng et al.
-    2023), slow frequencies divided by ``factor``; the other fields are the kinds' parameters."""
+    llama3 (Llama 3.1), linear (position interpolation, Chen et al. 2023), yarn (Peng et al.
+    2023), slow frequencies divided by ``factor``, or longrope (Phi-3's), each frequency divided
+    by its own factor; the other fields are the kinds' parameters."""
 
     kind: str
     factor: float
@@ -229,15 +230,22 @@ class RopeScaling(NamedTuple):
     original_context: int = 8192  # llama3, yarn
     beta_fast: float = 32.0  # yarn
     beta_slow: float = 1.0  # yarn
-    attention_factor: float = 0.0  # yarn: 0 = the paper's 0.1 ln(factor) + 1
+    attention_factor: float = 0.0  # yarn, longrope: 0 = the kind's default
+    short_factor: tuple[float, ...] = ()  # longrope: one divisor per frequency
 
     def magnitude(self) -> float:
-        """What YaRN multiplies cos and sin by (1 for the other kinds)."""
-        if self.kind != "yarn":
+        """What yarn and longrope multiply cos and sin by (1 for the other kinds): the attention
+        factor, by default YaRN's 0.1 ln(factor) + 1 and longrope's sqrt(1 + ln(factor) /
+        ln(original context))."""
+        if self.kind not in ("yarn", "longrope"):
             return 1.0
         if self.attention_factor:
             return self.attention_factor
-        return 0.1 * math.log(self.factor) + 1.0 if self.factor > 1 else 1.0
+        if self.factor <= 1:
+            return 1.0
+        if self.kind == "yarn":
+            return 0.1 * math.log(self.factor) + 1.0
+        return math.sqrt(1 + math.log(self.factor) / math.log(self.original_context))
 
 
 def rope_frequencies(head_size: int, theta: float, scaling: RopeScaling | None = None,
@@ -255,6 +263,8 @@ def rope_frequencies(head_size: int, theta: float, scaling: RopeScaling | None =
         return freq
     if scaling.kind == "linear":
         return freq / scaling.factor
+    if scaling.kind == "longrope":  # the short factors: longrope's long ones are for contexts past the original
+        return freq / torch.tensor(scaling.short_factor, device=device, dtype=torch.float32)
     if scaling.kind == "llama3":
         low, high, original = scaling.low_freq_factor, scaling.high_freq_factor, scaling.original_context
         kept = ((original * freq / (2 * math.pi) - low) / (high - low)).clamp(0.0, 1.0)  # 0: scaled, 1: kept
@@ -274,7 +284,8 @@ def rope_tables(positions: Tensor, head_size: int, theta: float, dtype: torch.dt
                 scaling: RopeScaling | None = None) -> tuple[Tensor, Tensor]:
     """Rotary embeddings' cos and sin (Su et al. 2021) for ``positions`` (T,) or (B, T): each
     (1 or B, T, 1, hs), in the layout Hugging Face's Llama uses (the two halves of a head rotate
-    together, not interleaved pairs), computed in float32 and returned in ``dtype``."""
+    together, not interleaved pairs), computed in float32 and returned in ``dtype``. A
+    ``head_size`` under the heads' width rotates their leading dimensions only (``rotate``)."""
     inv_freq = rope_frequencies(head_size, theta, scaling, positions.device)
     angles = positions.float()[..., None] * inv_freq  # (..., T, hs / 2)
     angles = torch.cat([angles, angles], dim=-1)  # (..., T, hs)
@@ -287,7 +298,11 @@ def rope_tables(positions: Tensor, head_size: int, theta: float, dtype: torch.dt
 
 
 def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """x (B, T, heads, hs) rotated by the angles of ``rope_tables``."""
+    """x (B, T, heads, hs) rotated by the angles of ``rope_tables``; with tables narrower than
+    hs (a partial rotary factor, as Phi-4-mini's), the leading dimensions only."""
+    if cos.size(-1) < x.size(-1):
+        rot, kept = x.split([cos.size(-1), x.size(-1) - cos.size(-1)], dim=-1)
+        return torch.cat([rotate(rot, cos, sin), kept], dim=-1)
     half = x.size(-1) // 2
     x1, x2 = x[..., :half], x[..., half:]
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin
