@@ -191,3 +191,37 @@ def test_memory_follows_the_text_not_max_new_tokens():
     out = generate(m, [[1, 2, 3]], GenerationConfig(do_sample=False, max_new_tokens=10**10, max_time=0.3),
                    draft=m)[0]
     assert out.finish_reason == "time" and len(out.tokens) > 10
+
+
+def test_the_server_decodes_a_request_alone_with_the_draft(runs):
+    """`serve --draft`: a request that finds the server idle is decoded speculatively and gives the
+    run's own greedy text, whole and streamed; several sequences at once go to the batch."""
+    from proselab.server import create_app
+    from test_server import Server, client
+
+    plain = proselab.load(runs / "big")
+    greedy = plain.complete("ROMEO:", do_sample=False, max_new_tokens=30)[0]
+    want = greedy.text
+    gen = proselab.load(runs / "big", draft=runs / "small", num_draft_tokens=3)
+    sampled = gen.complete("ROMEO:", temperature=0.9, top_p=0.9, top_k=30, seed=7,  # offline, with the draft
+                           max_new_tokens=30)[0].text
+    app = create_app(gen, api_key="k")
+    engine = app.state.engine
+    with Server(app) as server:
+        c = client(server, key="k")
+        r = c.completions.create(model="big", prompt="ROMEO:", max_tokens=30, temperature=0)
+        assert r.choices[0].text == want and r.usage.completion_tokens == len(greedy.tokens)
+        r = c.completions.create(model="big", prompt="ROMEO:", max_tokens=30, temperature=0.9, top_p=0.9, seed=7,
+                                 extra_body={"top_k": 30})
+        assert r.choices[0].text == sampled
+        chunks = c.completions.create(model="big", prompt="ROMEO:", max_tokens=30, temperature=0, stream=True)
+        assert "".join(ch.choices[0].text for ch in chunks) == want
+        r = c.completions.create(model="big", prompt="ROMEO:", max_tokens=30, temperature=0, n=2)
+        assert [ch.text for ch in r.choices] == [want, want]
+    assert engine.drafted == 3  # the three requests alone; n=2 went to the batch
+
+
+def test_serve_refuses_a_bad_draft_setting_in_one_line(runs, capsys):
+    assert main(["serve", str(runs / "big"), "--draft", str(runs / "small"), "--num-draft-tokens", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--num-draft-tokens must be >= 1" in err

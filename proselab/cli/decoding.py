@@ -231,8 +231,8 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
                       max_queue=args.max_queue, max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,
                       model_name=args.model_name, device=args.device, threads=args.threads, dtype=args.dtype,
                       timeout_keep_alive=args.timeout_keep_alive, timeout_header=args.timeout_header,
-                      timeout_body=args.timeout_body,
-                      limit_concurrency=args.limit_concurrency))
+                      timeout_body=args.timeout_body, limit_concurrency=args.limit_concurrency, draft=args.draft,
+                      num_draft_tokens=args.num_draft_tokens))
     return 0
 
 
@@ -369,6 +369,7 @@ def add_serve(sub) -> None:
                         "(default 30)")
     s.add_argument("--limit-concurrency", type=int, default=256, metavar="N",
                    help="connections served at once; a request on another one gets 503 (default 256)")
+    _add_draft(s)
     s.set_defaults(func=cmd_serve)
 
 

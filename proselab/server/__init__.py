@@ -40,6 +40,8 @@ class ServeConfig:
     device: str = "auto"  # where the model runs (see ``proselab.load``)
     threads: int = 0  # the model's CPU threads; 0: one for a small model, else every core (see ``Engine``)
     dtype: str = "auto"  # the weights' dtype (see ``proselab.load``)
+    draft: str | None = None  # a smaller GPT run of the same vocabulary: a request alone is decoded speculatively
+    num_draft_tokens: int = 5  # the draft's tokens a round to start with
     timeout_keep_alive: float = 5.0  # seconds a connection may stay idle after a response (uvicorn's default)
     timeout_header: float = 10.0  # seconds a connection has to send a whole request head (line + headers)
     timeout_body: float = 30.0  # seconds a request's body has to arrive after its head, else 408
@@ -58,6 +60,8 @@ class ServeConfig:
                               ("--timeout-header", self.timeout_header), ("--timeout-body", self.timeout_body)):
             if not (math.isfinite(seconds) and seconds > 0):
                 raise ValueError(f"{flag} must be a number of seconds > 0; got {seconds}")
+        if self.num_draft_tokens < 1:
+            raise ValueError(f"--num-draft-tokens must be >= 1; got {self.num_draft_tokens}")
         if self.limit_concurrency < 1:
             raise ValueError(f"--limit-concurrency must be >= 1; got {self.limit_concurrency}")
 
@@ -92,7 +96,8 @@ def serve(config: ServeConfig) -> None:
 
     check_port_free(config.host, config.port)
     api_key = config.api_key if config.api_key is not None else os.environ.get("PROSELAB_API_KEY") or None
-    gen = _on_a_passing_thread(lambda: load(config.run, device=config.device, dtype=config.dtype))
+    gen = _on_a_passing_thread(lambda: load(config.run, device=config.device, dtype=config.dtype, draft=config.draft,
+                                            num_draft_tokens=config.num_draft_tokens))
     gen.model.eval()
     limits = dataclasses.replace(Limits.for_run(gen.config, config.max_prompt_tokens, config.max_tokens),
                                  body_seconds=config.timeout_body)
@@ -102,7 +107,8 @@ def serve(config: ServeConfig) -> None:
     logging.getLogger("proselab.server").info("serving %s", config.run)
     where = f"http://{config.host}:{config.port}"
     weights = str(next(gen.model.parameters()).dtype).removeprefix("torch.")
-    print(f"proselab: serving {config.run} ({weights} weights) at {where} (playground: {where}/, API: {where}/v1, "
+    drafted = f", drafted by {config.draft}" if config.draft else ""
+    print(f"proselab: serving {config.run} ({weights} weights{drafted}) at {where} (playground: {where}/, API: {where}/v1, "
           f"{'API key required' if api_key else 'no API key'})", flush=True)
     uvicorn.run(app, **config.uvicorn_options(), log_level="info")
 

@@ -23,6 +23,12 @@ Every family has ``merge``; a model without it would be served in static batches
 jobs start together when the running batch is empty. A family without ``insert`` takes new
 rows by merge and reorder. Beam search (num_beams > 1) keeps its beams to the end anyway, so
 a beam job runs whole, between two steps.
+
+With a draft model (``proselab serve --draft``), a request that finds the engine idle and no
+other request waiting is decoded speculatively (``decoding.speculative``), streamed round by
+round; requests that come meanwhile wait for it, as they wait for llama.cpp's server with one
+slot. Speculative decoding helps one sequence at a time, the laptop's case; under load the
+batch serves everyone at once as before.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from ..decoding import generate as generate_ids
 from ..decoding import pad_prompts, processors_for, rows_for
 from ..decoding.processors import apply_processors
 from ..decoding.search import draw
+from ..decoding.speculative import speculative_loop
 from ..decoding.stopping import Deadline, Delta, Generation, eos_ids_for
 from ..models.prepack import overhead_bound, prepack_for_cpu
 from ..data.batch import Seq2SeqBatch
@@ -83,6 +90,9 @@ class Engine:
         self._cond = threading.Condition()
         self._closed = False
         self.steps = 0  # shared decoding steps taken (for tests and the health route)
+        self.draft = None if getattr(generator, "draft", None) is None else generator.draft.model
+        self.num_draft_tokens = getattr(generator, "num_draft_tokens", 5)
+        self.drafted = 0  # requests decoded speculatively (for tests)
         self.running_rows = 0
         self._thread = threading.Thread(target=self._run, name="proselab-engine", daemon=True)
         self._thread.start()
@@ -128,6 +138,8 @@ class Engine:
         log.info("decoding on %d CPU thread(s)%s", torch.get_num_threads(),
                  "" if self.threads or threads != 1 else " (a small model; --threads sets it)")
         prepack_for_cpu(self.model)  # here, not on the caller's thread: see server._on_a_passing_thread
+        if self.draft is not None:
+            prepack_for_cpu(self.draft)
         batch = Batch()
         while True:
             with self._cond:
@@ -151,6 +163,8 @@ class Engine:
             try:
                 with torch.no_grad():
                     new = [job for job in new if not self._run_whole(job)]
+                    if len(new) == 1 and not batch.jobs and self._run_drafted(new[0]):
+                        continue
                     if new and not batch.jobs:  # nothing running: the new jobs start the batch
                         self._join(batch, new, *self._admit(new))
                         new = []
@@ -273,6 +287,26 @@ class Engine:
                                    tokenizer=self.gen.tokenizer, suppress_ids=self.gen.suppress_ids)
         deltas = [Delta(i, g.text, g.tokens, g.finish_reason) for i, g in enumerate(results)]
         job.emit(Event(deltas=deltas, results=results))
+        return True
+
+    def _run_drafted(self, job: Job) -> bool:
+        """Decode ``job`` speculatively, here, when there is a draft and no one else waits (see the
+        module docstring); True when it was. Its text is handed on after every round."""
+        cfg = job.cfg
+        if self.draft is None or job.n != 1 or cfg.num_beams != 1 or job.top_logprobs or self._waiting:
+            return False
+        eos_ids, procs = processors_for(cfg, self.gen.tokenizer, self.gen.suppress_ids, len(job.ids))
+        gens, rows = rows_for(cfg, [job.ids], eos_ids, self.gen.tokenizer)
+        deltas = speculative_loop(self.model, self.draft, job.ids, cfg, procs, rows, gens[0] if gens else None,
+                                  self.num_draft_tokens)
+        self.drafted += 1
+        for delta in deltas:
+            if job.cancelled:  # the client went away: drop it, as the batch does
+                deltas.close()
+                return True
+            job.emit(Event(deltas=[delta]))
+            self._wake()
+        job.emit(Event(results=rows.results()))
         return True
 
     def _inputs(self, jobs: list[Job], max_new_tokens: int):
