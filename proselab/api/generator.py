@@ -1,53 +1,30 @@
-"""The Python API behind ``proselab.load``: a loaded run that generates text."""
+"""``proselab.load`` and the ``Generator`` it returns: a loaded run that generates text; its
+classification, inspection and chat methods come from the mixins beside it."""
 
 from __future__ import annotations
 
 import os
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .chat import ChatError, is_chat_tokenizer, render_chat, template_tokens
-from .config import Config, GenerationConfig, override_generation
-from .data.batch import Seq2SeqBatch
-from .data.examples import parse_message
-from .data.seq2seq import source_batch
-from .decoding import Delta, Generation
-from .decoding import generate as generate_ids
-from .decoding import stream as stream_ids
-from .distributed import pick_device
-from .evaluation import classify_texts
-from .explain import NEW_TOKENS, Explanation
-from .explain import explain as explain_ids
-from .runs import open_run
-from .tokenizers import Tokenizer
-from .zeroshot import DEFAULT_TEMPLATE, Prompting, zero_shot_scores
+from ..config import Config, GenerationConfig, override_generation
+from ..data.batch import Seq2SeqBatch
+from ..data.seq2seq import source_batch
+from ..decoding import Delta, Generation
+from ..decoding import generate as generate_ids
+from ..decoding import stream as stream_ids
+from ..distributed import pick_device
+from ..runs import open_run
+from ..tokenizers import Tokenizer
+from .chatting import Chatting
+from .classify import Classifying
+from .inspection import Inspecting
 
 
-@dataclass
-class AttentionMap:
-    """Where a model looked: for seq2seq, one row per generated token, one column per source
-    token; for a GPT, its self-attention over the text, a row and a column per token."""
-
-    weights: torch.Tensor  # (T, S) attention of each output token over the source; rows sum to 1
-    src_tokens: list[str]  # the S source tokens (the last is the end-of-text token the encoder reads)
-    tgt_tokens: list[str]  # the T generated tokens (and the end-of-text token, when the output ended there)
-    text: str  # the generated text
-    layers: torch.Tensor | None = None  # (n_layer, n_head, T, S) every layer's and head's weights (a GPT's)
-
-
-@dataclass
-class Classification:
-    """A classifier's answer for one text."""
-
-    label: str  # the most probable label
-    probs: dict[str, float]  # every label's probability, in the run's label order
-
-
-class Generator:
+class Generator(Classifying, Inspecting, Chatting):
     """A trained model with its tokenizer and generation defaults (from the run's config.json);
     a classifier run (``model.labels``) classifies instead of generating."""
 
@@ -117,51 +94,6 @@ class Generator:
         if self.is_classifier:
             raise ValueError(f"this run is a classifier ({', '.join(self.config.model.labels)}): it labels texts and "
                              "does not generate; use classify (proselab classify RUN --text ...)")
-
-    def classify(self, texts: str | list[str], batch_size: int = 64, classes: list[str] | None = None,
-                 template: str = DEFAULT_TEMPLATE, verbalizers: list[str] | None = None, calibrate: bool = True
-                 ) -> Classification | list[Classification]:
-        """Label texts: with a classifier run's head, or zero-shot with a language model run.
-
-        Args:
-            texts: one text, or a list of texts (classified in batches of similar length).
-            batch_size: texts (zero-shot: text-class pairs) per forward pass.
-            classes: zero-shot only, the class names; a language model scores each class's
-                verbalisation after ``template`` (see ``proselab.zeroshot``).
-            template: zero-shot: the prompt, with one ``{text}``.
-            verbalizers: zero-shot: what follows the prompt for each class (default: its name).
-            calibrate: zero-shot: subtract each class's score after a content-free text.
-
-        Returns:
-            A Classification (label and every label's probability) for one text, else a list.
-        """
-        batch = [texts] if isinstance(texts, str) else list(texts)
-        for i, text in enumerate(batch):
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"text {i} is empty; a classifier needs text to label")
-        batch = [t.strip() for t in batch]
-        if classes is not None:
-            prompting = Prompting(list(classes), template, verbalizers, calibrate)
-            labels, probs = list(classes), self._zero_shot(batch, prompting, batch_size)
-        elif self.is_classifier:
-            labels = self.config.model.labels
-            probs = classify_texts(self.model, self.tokenizer, batch, self.config.model.block_size, batch_size).exp()
-        else:
-            raise ValueError(f"this run is a {self.config.model.family} language model without a classification head; "
-                             "give classes for zero-shot classification, or fine-tune a classifier from it on labelled "
-                             "texts: proselab train --train.init_from=RUN --data labelled.csv")
-        out = [Classification(labels[int(p.argmax())], {name: float(p[j]) for j, name in enumerate(labels)})
-               for p in probs]
-        return out[0] if isinstance(texts, str) else out
-
-    def _zero_shot(self, texts: list[str], prompting: Prompting, batch_size: int) -> torch.Tensor:
-        m = self.config.model
-        if self.is_classifier or self.is_seq2seq:
-            raise ValueError(f"zero-shot classification scores continuations with a language model (gpt or rnn); "
-                             f"this run is a {'classifier' if self.is_classifier else 'seq2seq model'}")
-        window = m.block_size if m.family == "gpt" else None
-        scores = zero_shot_scores(self.model, self.tokenizer, texts, prompting, window, batch_size)
-        return torch.softmax(scores, dim=-1)
 
     def encode_prompt(self, prompt: str) -> list[int]:
         """A language model's prompt ids, after the ids its tokenizer starts every text with
@@ -291,151 +223,11 @@ class Generator:
         over["max_new_tokens"] = max_length - held
         return over
 
-    def attention(self, source: str, **overrides) -> AttentionMap:
-        """Transform ``source`` (greedy unless overridden) and return the cross-attention of
-        every generated token over the source tokens: an RNN's attention, or the Transformer's
-        last decoder layer averaged over heads. A GPT run returns its self-attention over
-        ``source`` itself (nothing is generated), every layer's and head's in ``layers``.
-
-        Args:
-            source: the text to translate / summarize / answer (a GPT: the text to read).
-            **overrides: GenerationConfig fields.
-        """
-        if self.config.model.family == "gpt":
-            return self._self_attention(source)
-        if not self.is_seq2seq:
-            raise ValueError(f"attention maps are drawn for gpt and seq2seq runs; this run is an "
-                             f"{self.config.model.family} model, which has no attention")
-        batch = self._sources([source])
-        cfg = self.generation_config(**{"do_sample": False, **self._new_tokens(batch, overrides),
-                                        "num_return_sequences": 1})
-        out = generate_ids(self.model, batch, cfg, tokenizer=self.tokenizer, suppress_ids=self.suppress_ids)[0]
-        eos = self.tokenizer.eos_id
-        tgt = torch.tensor([[self.config.model.bos_id, *out.tokens]])  # (1, T) decoder inputs
-        inputs = Seq2SeqBatch(batch.src, batch.mask, tgt).to(self.device)
-        weights = self.model.cross_attention(inputs)[0].float().cpu()  # (T, S)
-        produced = out.tokens + ([eos] if out.finish_reason == "eos" else [])
-        weights = weights[: len(produced)]
-        name = self.tokenizer.id_to_token
-        return AttentionMap(weights, [self.src_tokenizer.id_to_token(i) for i in batch.src[0].tolist()],
-                            [name(i) for i in produced], out.text)
-
-    def explain(self, text: str | None = None, prompt: str | None = None, method: str = "tokens",
-                target: str | int | None = None, samples: int | None = None, top_k: int = 5, seed: int = 0,
-                part: str = "cross", **overrides) -> Explanation:
-        """Explain the model on a text: how sure it was of each token, where it looked, or which
-        input tokens drove its output (see ``proselab.explain``).
-
-        Which text is what: a language model scores ``text`` after ``prompt`` (without a prompt,
-        all of ``text``; without a text, its greedy continuation of ``prompt``); with
-        ig/shapley/lime, the prompt's tokens (or, alone, the text's) are attributed. A seq2seq run
-        reads ``prompt`` as the source and scores ``text`` (default: its greedy output). A
-        classifier explains the label of ``text``.
-
-        Args:
-            text: the text to score or classify.
-            prompt: what the model reads first (a seq2seq run's source).
-            method: tokens, attention, ig (integrated gradients), shapley or lime.
-            target: attributions: a classifier's label (default: the predicted one), or the
-                index or text of one output token (default: the whole output's log-probability).
-            samples: ig: integration steps (50); shapley: permutations (20), each one forward
-                pass per input token; lime: perturbed texts (200). At most ``MAX_PASSES`` passes.
-            top_k: tokens: the alternatives shown per token.
-            seed: shapley's and lime's sampling.
-            part: attention of a seq2seq Transformer: cross (each output token over the source),
-                encoder or decoder (self-attention), every layer and head.
-            **overrides: GenerationConfig fields for a continuation that is generated (greedy,
-                20 new tokens, unless overridden).
-
-        Returns:
-            An Explanation; ``.save(out_dir)`` writes its JSON, HTML page and PNG.
-        """
-        generation = None
-        if not self.is_classifier:
-            generation = self.generation_config(**{"do_sample": False, "num_return_sequences": 1,
-                                                   "max_new_tokens": NEW_TOKENS, **overrides})
-        return explain_ids(self.model, self.config, self.tokenizer, self.src_tokenizer, text, prompt, method, target,
-                           samples, top_k, seed, generation, self.suppress_ids, part)
-
-    def _self_attention(self, text: str) -> AttentionMap:
-        """A GPT's attention over ``text`` (no generation): ``weights`` is the last layer's,
-        averaged over heads, ``layers`` every layer's and head's."""
-        ids = self.encode_prompt(text)
-        if len(ids) > self.config.model.block_size:
-            raise ValueError(f"the text is {len(ids)} tokens and this model's window is "
-                             f"{self.config.model.block_size}: give a shorter text")
-        layers = self.model.attention_weights(torch.tensor([ids], device=self.device))[:, 0].cpu()  # (L, nh, T, T)
-        tokens = [self.tokenizer.decode([i], skip_special_tokens=False) for i in ids]
-        return AttentionMap(layers[-1].mean(0), tokens, tokens, "", layers)
-
-    def chat_prompt(self, messages: list[dict], max_new_tokens: int) -> list[list[int]] | Seq2SeqBatch:
-        """The model input for the assistant's reply to a conversation: for a GPT, the
-        conversation in the run's chat template, the oldest turns (never a system message)
-        left out until the prompt and ``max_new_tokens`` fit the model's window; for a seq2seq
-        run (a response generator trained on turn pairs), the last user message as the source."""
-        if self.is_seq2seq:
-            users = [m["content"] for m in _parse_messages(messages) if m["role"] == "user"]
-            if not users:
-                raise ChatError("messages has no user message; a seq2seq model answers the last user message")
-            return self._sources(users[-1:])
-        template = self.config.data.chat_template
-        if not is_chat_tokenizer(self.tokenizer, template):
-            raise ChatError(
-                f"this model was not fine-tuned for chat: its tokenizer lacks the {template} tokens "
-                f"{', '.join(template_tokens(template))}; fine-tune it on {{\"messages\": [...]}} examples "
-                "(see the README's chat recipe), or use generate for plain continuation"
-            )
-        messages = _parse_messages(messages)
-        if not messages:
-            raise ChatError("messages is empty; give at least one user message")
-        system = [m for m in messages[:1] if m["role"] == "system"]
-        turns = messages[len(system):]
-        window = self.config.model.block_size if self.config.model.family == "gpt" else None
-        while True:
-            ids = self.tokenizer.encode(render_chat(system + turns, True, template, self.tokenizer))
-            if window is None or len(ids) + max_new_tokens <= window or len(turns) <= 1:
-                return [ids]
-            turns = turns[1:]
-
-    def chat(self, messages: list[dict], **overrides) -> Generation:
-        """The assistant's reply to a conversation (a fine-tuned chat run; see ``chat_prompt``).
-
-        Args:
-            messages: ``[{"role": "system" | "user" | "assistant", "content": str}, ...]``.
-            **overrides: GenerationConfig fields.
-        """
-        cfg = self.generation_config(**_reply_length(overrides))
-        ids = self.chat_prompt(messages, cfg.max_new_tokens)
-        return generate_ids(self.model, ids, cfg, **self._decoding())[0]
-
-    def chat_stream(self, messages: list[dict], **overrides) -> Iterator[Delta]:
-        """Like ``chat``, but yield the reply's text as it is generated."""
-        cfg = self.generation_config(**_reply_length(overrides))
-        ids = self.chat_prompt(messages, cfg.max_new_tokens)
-        yield from stream_ids(self.model, ids, cfg, **self._decoding())
-
 
 def _is_ids(value) -> bool:
     """A list of ints (bools are not token ids)."""
     return isinstance(value, (list, tuple)) and all(isinstance(t, int) and not isinstance(t, bool) for t in value) \
         and len(value) > 0
-
-
-def _reply_length(overrides: dict) -> dict:
-    """A chat reply's length is max_new_tokens: transformers' max_length would count the
-    conversation, which is cut to fit the window only once the reply's length is known."""
-    if "max_length" in overrides:
-        raise ValueError("max_length counts the prompt, and a chat's prompt is the whole conversation: give "
-                         "max_new_tokens, the reply's length")
-    return overrides
-
-
-def _parse_messages(messages: list[dict]) -> list[dict]:
-    """Each message as exactly {"role", "content"}; a ChatError says which one is wrong and how."""
-    try:
-        return [parse_message(i, m) for i, m in enumerate(messages)]
-    except ValueError as e:
-        raise ChatError(str(e)) from None
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
