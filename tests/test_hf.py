@@ -223,3 +223,32 @@ def test_a_gpt2_checkpoint_is_fine_tuned_into_a_classifier(char_checkpoint, tmp_
     for name in ("transformer.wte.weight", "transformer.h.1.ln_2.weight", "transformer.ln_f.bias"):
         torch.testing.assert_close(ours[name], theirs[name], atol=1e-6, rtol=0)  # the body is the checkpoint's
     assert "score.weight" in ours and gen.classify("good day").label in ("0", "1")
+
+
+def test_logit_bias_exports_as_sequence_bias_and_back(tmp_path, corpus):
+    """A run's logit_bias (OpenAI's) is transformers' sequence_bias of single tokens: the export's
+    generation_config.json makes transformers' greedy search avoid the banned token as proselab
+    does, and the export imports with the same logit_bias; a bias on a longer sequence is refused."""
+    run = tmp_path / "run"
+    proselab.train(None, tiny_overrides(corpus, run, **{"train.max_iters": 30}))
+    plain = proselab.load(run).complete("ROMEO:", do_sample=False, max_new_tokens=12)[0].tokens
+    cfg = json.loads((run / "config.json").read_text())
+    banned, boosted = plain[0], (plain[0] + 1) % cfg["model"]["vocab_size"]
+    cfg["generation"]["logit_bias"] = {str(banned): -100.0, str(boosted): 2.5}
+    (run / "config.json").write_text(json.dumps(cfg))
+    gen = proselab.load(run)
+    ours = gen.complete("ROMEO:", do_sample=False, max_new_tokens=12)[0].tokens
+    assert banned not in ours and ours != plain
+    out = tmp_path / "export"
+    export_hf(run, out)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    assert sorted(hf.generation_config.sequence_bias) == sorted([[[banned], -100.0], [[boosted], 2.5]])
+    idx = torch.tensor([gen.encode_prompt("ROMEO:")])
+    ref = hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=12, do_sample=False,
+                      repetition_penalty=1.0, eos_token_id=None, pad_token_id=0)
+    assert ref[0, idx.size(1):].tolist() == ours
+    assert proselab.load(out).config.generation.logit_bias == {banned: -100.0, boosted: 2.5}
+    written = json.loads((out / "generation_config.json").read_text())
+    (out / "generation_config.json").write_text(json.dumps({**written, "sequence_bias": [[[1, 2], -5.0]]}))
+    with pytest.raises(RunError, match="sequence_bias .* proselab biases single tokens only"):
+        proselab.load(out)

@@ -107,6 +107,8 @@ def apply_generation_config(cfg: Config, hf_gen: dict[str, Any]) -> None:
             setattr(g, name, hf_gen[name])
     if isinstance(hf_gen.get("eos_token_id"), list):  # several end tokens (a chat model's end of turn)
         g.eos_token_id = [int(i) for i in hf_gen["eos_token_id"]]
+    if hf_gen.get("sequence_bias"):  # transformers' per-sequence biases; one token's is OpenAI's logit_bias
+        g.logit_bias = _single_token_biases(hf_gen["sequence_bias"])
     if cfg.model.family != "seq2seq":
         return
     g.do_sample = bool(hf_gen.get("do_sample", False))
@@ -125,8 +127,25 @@ def apply_generation_config(cfg: Config, hf_gen: dict[str, Any]) -> None:
     g.suppress_tokens = sorted({int(w[0]) for w in bad} | {int(i) for i in hf_gen.get("suppress_tokens") or []})
 
 
+def _single_token_biases(pairs: Any) -> dict[int, float]:
+    """generation_config.json's sequence_bias ([[[token ids], bias], ...], or transformers'
+    {"(ids,)": bias}) as logit_bias; a sequence of several tokens is refused."""
+    items = list(pairs.items()) if isinstance(pairs, dict) else pairs
+    out = {}
+    for item in items:
+        ids, bias = item if isinstance(item, (list, tuple)) and len(item) == 2 else (None, None)
+        if isinstance(ids, str):  # a tuple written as text: "(50256,)"
+            ids = [int(t) for t in ids.strip("()[] ").split(",") if t.strip()]
+        if not (isinstance(ids, (list, tuple)) and len(ids) == 1 and isinstance(bias, (int, float))):
+            raise ValueError(f"sequence_bias {item!r}: proselab biases single tokens only (logit_bias)")
+        out[int(ids[0])] = float(bias)
+    return out
+
+
 def generation_config(g: GenerationConfig, bos: int | None, eos: int | list[int] | None) -> dict[str, Any]:
-    """A generation_config.json for a run's generation defaults (None values left out)."""
+    """A generation_config.json for a run's generation defaults (None values left out; logit_bias
+    as transformers' sequence_bias of single tokens)."""
     gen = {name: getattr(g, name) for name in GENERATION_FIELDS}
-    gen.update({"bos_token_id": bos, "eos_token_id": eos, "top_k": g.top_k or None})
+    gen.update({"bos_token_id": bos, "eos_token_id": eos, "top_k": g.top_k or None,
+                "sequence_bias": [[[t], b] for t, b in sorted(g.logit_bias.items())] or None})
     return {k: v for k, v in gen.items() if v is not None}
