@@ -105,7 +105,8 @@ def _scaling_fields(kind: str, params: dict[str, Any], hf: dict[str, Any], probl
             "rope_attention_factor": float(attention or 0.0)}
 
 
-NAMES = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3", "mistral": "Mistral", "phi3": "Phi3"}  # model_type ->
+# model_type -> the name of its classes (LlamaForCausalLM, ...)
+NAMES = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3", "mistral": "Mistral", "phi3": "Phi3"}
 WINDOWED = ("mistral", "phi3")  # model types with a sliding window over the whole model (kept in model.hf_type)
 FUSED_QKV, FUSED_GATE_UP = "self_attn.qkv_proj.weight", "mlp.gate_up_proj.weight"  # Phi-3's two fused projections
 
@@ -229,7 +230,8 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
     kv_heads = m.n_kv_head or m.n_head
     hs = m.head_size()
     state = {}
-    for name, t in model.state_dict().items():
+    weights = model.state_dict()
+    for name, t in weights.items():
         t = t.detach().float().contiguous()
         if name == "lm_head.weight" and m.tie_weights:
             continue  # transformers ties it to model.embed_tokens.weight
@@ -239,7 +241,7 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
                 state[f"model.layers.{i}.{FUSED_QKV}"] = t.clone()
             elif name.endswith("c_gate.weight"):
                 state[f"model.layers.{i}.{FUSED_GATE_UP}"] = torch.cat(
-                    [t, model.state_dict()[name.replace("c_gate", "c_fc")].detach().float()])
+                    [t, weights[name.replace("c_gate", "c_fc")].detach().float()])
             continue
         if name.endswith(("attn.c_attn.weight", "attn.c_attn.bias")):
             i, param = name.split(".")[2], name.rsplit(".", 1)[1]

@@ -227,7 +227,7 @@ class RopeScaling(NamedTuple):
     factor: float
     low_freq_factor: float = 1.0  # llama3
     high_freq_factor: float = 4.0  # llama3
-    original_context: int = 8192  # llama3, yarn
+    original_context: int = 8192  # llama3, yarn, longrope
     beta_fast: float = 32.0  # yarn
     beta_slow: float = 1.0  # yarn
     attention_factor: float = 0.0  # yarn, longrope: 0 = the kind's default
@@ -257,7 +257,8 @@ def rope_frequencies(head_size: int, theta: float, scaling: RopeScaling | None =
       two linearly in original / wavelength;
     - yarn: frequencies that turn more than beta_fast times over the original context are kept,
       those turning fewer than beta_slow times are divided by the factor, and the ones between
-      blend linearly in their index (the ramp's ends rounded outwards, as transformers does)."""
+      blend linearly in their index (the ramp's ends rounded outwards, as transformers does);
+    - longrope: each frequency divided by its own short factor."""
     freq = 1.0 / theta ** (torch.arange(0, head_size, 2, device=device, dtype=torch.float32) / head_size)
     if scaling is None:
         return freq
