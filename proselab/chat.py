@@ -21,7 +21,9 @@ keeps it as ``data.chat_template``, the Jinja text itself, rendered as transform
 (a sandboxed Jinja environment with its options and helpers). Chat, serving and fine-tuning on
 ``{"messages"}`` then use it: the tokens a reply is trained on are found by rendering the
 conversation up to each assistant message (with the generation prompt) and up to its end, so
-any template that renders a conversation as a prefix of its continuation works.
+any template that renders a conversation as a prefix of its continuation works. A template that
+rewrites earlier turns (Qwen3's drops their reasoning) trains each reply in a row of its own,
+after the conversation as generation renders it (``encode_rows``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ CHATML_JINJA = (
 
 class ChatError(ValueError):
     """A chat template, conversation or run cannot be used for chat."""
+
+
+class RewritesTurns(ChatError):
+    """A chat template renders a conversation differently from the beginning of its
+    continuation (Qwen3's drops the reasoning of replies before the last user message)."""
 
 
 def template_tokens(template: str) -> list[str]:
@@ -208,14 +215,13 @@ def _jinja_segments(messages: list[dict], template: str, tokenizer: Tokenizer) -
         prompt = render_chat(messages[:i], True, template, tokenizer)
         full = render_chat(messages[: i + 1], False, template, tokenizer)
         if not prompt.startswith(done) or not full.startswith(prompt):
-            raise ChatError("the chat template does not render a conversation as the beginning of its continuation "
-                            "(it rewrites earlier turns), so the replies to train on cannot be found; fine-tune "
-                            "with data.chat_template=chatml instead")
+            raise RewritesTurns("the chat template does not render a conversation as the beginning of its "
+                                "continuation (it rewrites earlier turns)")
         out += [(prompt[len(done):], False, False, True), (full[len(prompt):], False, True, False)]
         done = full
     rest = render_chat(messages, False, template, tokenizer)
     if not rest.startswith(done):
-        raise ChatError("the chat template does not render a conversation as the beginning of its continuation")
+        raise RewritesTurns("the chat template does not render a conversation as the beginning of its continuation")
     if rest[len(done):]:
         out.append((rest[len(done):], False, False, True))
     return out
@@ -232,10 +238,51 @@ def encode_example(example: dict, tokenizer: Tokenizer, template: str) -> tuple[
     tokenizers split at special tokens first and never merge across a newline, so a rendered
     conversation encodes to the same ids whole (tests check this).
     """
+    return _encode(_segments(example, template, tokenizer), tokenizer)
+
+
+def encode_rows(example: dict, tokenizer: Tokenizer, template: str, size: int) -> list[tuple[list[int], list[bool],
+                                                                                          list[int]]]:
+    """The training rows of an example, each as ``encode_example`` gives one: usually the
+    example itself, cut later at its exchanges (``windows``).
+
+    A Jinja template that rewrites earlier turns (Qwen3's drops the reasoning of every reply
+    before the last user message) cannot show one whole conversation as each reply was
+    generated. Then every assistant reply gets a row of its own: the conversation before it,
+    rendered as ``Generator.chat_prompt`` renders it for generation (the oldest turns after a
+    system message left out until the row fits ``size`` tokens), then the reply.
+    """
+    try:
+        return [encode_example(example, tokenizer, template)]
+    except RewritesTurns:
+        pass
+    messages, rows = example["messages"], []
+    system = 1 if messages and messages[0]["role"] == "system" else 0
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        first = system
+        while True:
+            turns = messages[:system] + messages[first:i]
+            prompt = render_chat(turns, True, template, tokenizer)
+            full = render_chat(turns + [m], False, template, tokenizer)
+            if not full.startswith(prompt):
+                raise ChatError("the chat template does not render a reply after the conversation before it "
+                                "(it rewrites the last turn), so the replies to train on cannot be found; "
+                                "fine-tune with data.chat_template=chatml instead")
+            row = _encode([(prompt, False, False, True), (full[len(prompt):], False, True, False)], tokenizer)
+            if len(row[0]) <= size or first >= i - 1:
+                break
+            first += 1  # the oldest turn leaves, as generation leaves it out of a long conversation
+        rows.append(row)
+    return rows
+
+
+def _encode(pieces: list[Segment], tokenizer: Tokenizer) -> tuple[list[int], list[bool], list[int]]:
+    """``encode_example``'s ids, trained flags and exchange starts of ``pieces``."""
     ids: list[int] = []
     trained: list[bool] = []
     starts: list[int] = []
-    pieces = _segments(example, template, tokenizer)
     texts = [text for text, special, _, _ in pieces if not special and text]
     encoded = iter(tokenizer.encode_batch(texts))
     for text, special, train, start in pieces:

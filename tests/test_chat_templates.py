@@ -11,9 +11,11 @@ from conftest import shakespeare_text, tiny_overrides
 import proselab
 from proselab.chat import (
     ChatError,
+    RewritesTurns,
     add_special_tokens,
     chat_stop_ids,
     encode_example,
+    encode_rows,
     render_chat,
 )
 from proselab.runs import export_hf
@@ -118,11 +120,11 @@ def test_bad_templates_are_one_line_errors(tmp_path):
     strict = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('start with a user') }}{% endif %}{{ 'x' }}"
     with pytest.raises(ChatError, match="refused the conversation: start with a user"):
         render_chat(CHAT, template=strict, tokenizer=tok)
-    # a template that drops earlier replies: the replies to train on cannot be found
-    last_only = ("{% for m in messages %}{% if m['role'] != 'assistant' or loop.last %}{{ m['content'] }}"
-                 "<|eot_id|>{% endif %}{% endfor %}")
-    with pytest.raises(ChatError, match="beginning of its continuation"):
-        encode_example({"messages": CHAT}, tok, last_only)
+    # a template whose generation prompt is not how it writes a reply: the reply cannot be found
+    rewrites = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}<|eot_id|>{% endfor %}"
+                "{% if add_generation_prompt %}A: {% endif %}")
+    with pytest.raises(ChatError, match="does not render a reply after the conversation before it"):
+        encode_rows({"messages": CHAT}, tok, rewrites, 1000)
     with pytest.raises(ValueError, match="data.chat_template must be chatml or a Jinja chat template"):
         proselab.config.load_config(None, {"data.chat_template": "llama3", "data.dataset": "x"})
 
@@ -138,3 +140,47 @@ def test_unreadable_template_files_are_one_line_errors(tmp_path):
     (tmp_path / "tokenizer_config.json").write_text("[1, 2]")
     with pytest.raises(RunError, match="tokenizer_config.json is not a JSON object"):
         read_chat_template(tmp_path)
+
+
+# Llama 3's layout with Qwen3's habit: a reply's reasoning (here what comes before "Said: ") is
+# dropped once a later user message follows it, so a conversation does not render as the beginning of its continuation
+QWEN3_LIKE = ("{% set ns = namespace(last=0) %}{% for m in messages %}{% if m['role'] == 'user' %}"
+              "{% set ns.last = loop.index0 %}{% endif %}{% endfor %}{% for message in messages %}"
+              "{% set text = message['content'] %}{% if message['role'] == 'assistant' and loop.index0 < ns.last %}"
+              "{% set text = text.split('Said: ')[-1] %}{% endif %}{% set content = '<|start_header_id|>' + "
+              "message['role'] + '<|end_header_id|>\n\n' + text | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+              "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
+              "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+THINKING = [CHAT[0], CHAT[1], {"role": "assistant", "content": "Aside: the duke. Said: The duke is dead."},
+            {"role": "user", "content": "And the king?"},
+            {"role": "assistant", "content": "Aside: the king. Said: He lives, my lord."}]
+
+
+def test_a_template_that_rewrites_earlier_turns_trains_each_reply_in_a_row_of_its_own(tmp_path):
+    """Qwen3's template drops earlier replies' reasoning: each reply then trains in a row of its
+    own, after the conversation as generation renders it (the earlier reasoning gone), and a row
+    too long for the window leaves out its oldest turns, never the system message."""
+    _chat_checkpoint(tmp_path / "hf")
+    tok = proselab.load(tmp_path / "hf").tokenizer
+    with pytest.raises(RewritesTurns):
+        encode_example({"messages": THINKING}, tok, QWEN3_LIKE)
+    rows = encode_rows({"messages": THINKING}, tok, QWEN3_LIKE, 1000)
+    eot = tok.token_to_id("<|eot_id|>")
+    assert len(rows) == 2
+    for (ids, trained, starts), i in zip(rows, (2, 4)):
+        assert tok.decode(ids, skip_special_tokens=False) == render_chat(THINKING[: i + 1], False, QWEN3_LIKE, tok)
+        assert tok.decode([t for t, on in zip(ids, trained) if on], skip_special_tokens=False) == \
+            THINKING[i]["content"] + "<|eot_id|>" and ids[-1] == eot and starts == [0]
+    second = tok.decode(rows[1][0], skip_special_tokens=False)
+    assert "The duke is dead." in second and "Aside: the duke" not in second  # as generation sees the reply
+    short = encode_rows({"messages": THINKING}, tok, QWEN3_LIKE, len(rows[1][0]) - 1)
+    kept = tok.decode(short[1][0], skip_special_tokens=False)
+    assert kept.startswith("<|begin_of_text|><|start_header_id|>system") and "What news?" not in kept
+    assert "And the king?" in kept and len(short[1][0]) < len(rows[1][0])
+    # fine-tuning on such conversations runs (encode_rows makes its rows)
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps({"messages": THINKING}) + "\n" for _ in range(40)))
+    out = tmp_path / "ft"
+    train(None, tiny_overrides(data, out, **{"train.init_from": str(tmp_path / "hf"), "train.max_iters": 3,
+                                             "model.block_size": 128, "data.chat_template": QWEN3_LIKE}))
+    assert proselab.load(out).config.data.chat_template == QWEN3_LIKE

@@ -11,7 +11,7 @@ import json
 import numpy as np
 
 from ..atomic import atomic_path, atomic_write_text
-from ..chat import encode_example, windows
+from ..chat import encode_rows, windows
 from ..tokenizers import Tokenizer, get_tokenizer, load_tokenizer
 from . import progress
 from .builtin import cache_dir
@@ -89,7 +89,8 @@ def examples_to_cache(examples: list[dict], tokenizer: Tokenizer, template: str,
     """Tokenize examples into ``<cache>/examples/<key>.*.npy`` (once).
 
     A conversation longer than ``block_size + 1`` tokens becomes several rows, cut at message
-    starts (``chat.windows``). Returns ids, trained, offsets (one per row) and origin (the
+    starts (``chat.windows``); in a template that rewrites earlier turns, one row per reply
+    (``chat.encode_rows``). Returns ids, trained, offsets (one per row) and origin (the
     example each row comes from), and the unknown-token count.
     """
     key = hashlib.sha256(f"{content}:{template}:{block_size}:{tokenizer.fingerprint()}".encode()).hexdigest()[:40]
@@ -104,12 +105,12 @@ def examples_to_cache(examples: list[dict], tokenizer: Tokenizer, template: str,
     trained: list[bool] = []
     offsets, origin = [0], []
     for n, ex in enumerate(progress.iterate(examples, "tokenizing examples", len(examples), "example")):
-        e_ids, e_trained, starts = encode_example(ex, tokenizer, template)
-        for a, b in windows(starts, len(e_ids), block_size + 1):
-            ids += e_ids[a:b]
-            trained += e_trained[a:b]
-            offsets.append(len(ids))
-            origin.append(n)
+        for e_ids, e_trained, starts in encode_rows(ex, tokenizer, template, block_size + 1):
+            for a, b in windows(starts, len(e_ids), block_size + 1):
+                ids += e_ids[a:b]
+                trained += e_trained[a:b]
+                offsets.append(len(ids))
+                origin.append(n)
     arrays = [np.asarray(ids, dtype=dtype_for(tokenizer.vocab_size)), np.asarray(trained, dtype=np.uint8),
               np.asarray(offsets, dtype=np.int64), np.asarray(origin, dtype=np.int64)]
     base.parent.mkdir(parents=True, exist_ok=True)
