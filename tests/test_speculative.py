@@ -13,6 +13,7 @@ import torch
 import proselab
 from proselab.cli import main
 from proselab.config import GenerationConfig, ModelConfig
+from proselab.data.batch import Seq2SeqBatch
 from proselab.decoding import generate
 from proselab.decoding.processors import apply_processors, build_processors
 from proselab.models import build_model
@@ -72,6 +73,59 @@ def test_greedy_tokens_are_the_models_own_whatever_the_draft(kind, prompt, setti
                      (m, 3)]:  # a poor draft, a one-token draft with another window, a perfect one
         got = generate(m, [prompt], g, draft=draft, num_draft_tokens=k)[0]
         assert (got.tokens, got.finish_reason) == (want.tokens, want.finish_reason)
+
+
+def _seq2seq(seed: int, scale: float = 0.5, **kw) -> torch.nn.Module:
+    """A random seq2seq Transformer in float64 (as ``_model``), its source and target vocabularies
+    of 40, decoding from token 1."""
+    torch.manual_seed(seed)
+    cfg = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 64, **kw}
+    m = build_model(ModelConfig(family="seq2seq", arch="transformer", vocab_size=40, src_vocab_size=40, bos_id=1,
+                                dropout=0.0, **cfg)).eval().double()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() == 2:
+                p.normal_(0, scale)
+    return m
+
+
+S2S_LAYOUTS = {"sinusoidal": {}, "learned-positions": {"positions": "learned", "block_size": 40},
+               "relative (T5)": {"positions": "relative", "norm": "rmsnorm", "attn_scale": False}}
+
+
+@pytest.mark.parametrize("layout", S2S_LAYOUTS)
+def test_seq2seq_extend_and_truncate_match_steps(layout):
+    m = _seq2seq(0, **S2S_LAYOUTS[layout])
+    src = Seq2SeqBatch(torch.tensor([[5, 6, 7, 8, 9]]), torch.ones(1, 5, dtype=torch.bool))
+    _, state = m.start(src)
+    logits, state = m.extend(torch.tensor([[3, 4, 5]]), state)  # (1, 3, V)
+    _, ref = m.start(src)
+    for i, tok in enumerate([3, 4, 5]):
+        step, ref = m.step(torch.tensor([tok]), ref)
+        torch.testing.assert_close(logits[:, i], step, atol=1e-10, rtol=1e-10)
+    state = m.truncate(state, 2)  # keep 3 of 3 + 4 + 5
+    after, _ = m.step(torch.tensor([9]), state)
+    _, ref = m.start(src)
+    _, ref = m.step(torch.tensor([3]), ref)
+    want, _ = m.step(torch.tensor([9]), ref)
+    torch.testing.assert_close(after, want, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("layout", S2S_LAYOUTS)
+def test_seq2seq_greedy_tokens_are_the_models_own_whatever_the_draft(layout):
+    """A translation model drafted by a smaller one (or by itself, or a poor one) keeps its own
+    greedy output, and a draft that always agrees saves most of its passes."""
+    m = _seq2seq(0, **S2S_LAYOUTS[layout])
+    src = Seq2SeqBatch(torch.tensor([[5, 6, 7, 8, 9, 10, 11]]), torch.ones(1, 7, dtype=torch.bool))
+    g = GenerationConfig(do_sample=False, max_new_tokens=25, min_new_tokens=20, no_repeat_ngram_size=1, eos_token_id=2)
+    want = generate(m, src, g)[0]
+    assert len(set(want.tokens)) > 3
+    for draft, k in [(_seq2seq(3, n_layer=1, n_embd=16, **S2S_LAYOUTS[layout]), 4), (m, 2)]:
+        got = generate(m, src, g, draft=draft, num_draft_tokens=k)[0]
+        assert (got.tokens, got.finish_reason) == (want.tokens, want.finish_reason)
+    counted = Counting(m)
+    generate(counted, src, g, draft=m, num_draft_tokens=4)
+    assert counted.passes <= 5 < len(want.tokens)
 
 
 class Counting(torch.nn.Module):
@@ -225,3 +279,31 @@ def test_serve_refuses_a_bad_draft_setting_in_one_line(runs, capsys):
     assert main(["serve", str(runs / "big"), "--draft", str(runs / "small"), "--num-draft-tokens", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--num-draft-tokens must be >= 1" in err
+
+
+def test_a_translation_run_drafted_by_a_smaller_one_translates_as_it_does_alone(tmp_path):
+    """A seq2seq Transformer run loaded with a smaller one of the same tokenizers as its draft
+    gives its own greedy translation; an RNN seq2seq draft, or a GPT one, is refused."""
+    from test_seq2seq import s2s_overrides
+
+    big = s2s_overrides(tmp_path, **{"model.arch": "transformer", "model.n_layer": 2,
+                                     "train.out_dir": str(tmp_path / "big")})
+    train(None, big)
+    tok = str(tmp_path / "big" / "tokenizer.json")
+    train(None, {**big, "model.n_layer": 1, "train.out_dir": str(tmp_path / "small"), "data.tokenizer": tok})
+    train(None, {**big, "model.arch": "rnn", "train.out_dir": str(tmp_path / "rnn"), "data.tokenizer": tok})
+    plain = proselab.load(tmp_path / "big")
+    spec = proselab.load(tmp_path / "big", draft=tmp_path / "small", num_draft_tokens=3)
+    for source in ("abcdef", "hello there"):
+        assert spec.generate(source, do_sample=False, max_new_tokens=20) == \
+            plain.generate(source, do_sample=False, max_new_tokens=20)
+    from proselab.server import create_app
+    from test_server import Server, client
+
+    app = create_app(spec, api_key="k")
+    with Server(app) as server:  # served: a request alone is drafted too
+        r = client(server, key="k").completions.create(model="big", prompt="abcdef", max_tokens=20, temperature=0)
+    assert r.choices[0].text == plain.generate("abcdef", do_sample=False, max_new_tokens=20)
+    assert app.state.engine.drafted == 1
+    with pytest.raises(ValueError, match="the draft is a rnn seq2seq run"):
+        proselab.load(tmp_path / "big", draft=tmp_path / "rnn")

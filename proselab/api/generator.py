@@ -36,17 +36,29 @@ class Generator(Classifying, Inspecting, Chatting):
         self.num_draft_tokens = 5
 
     def use_draft(self, draft: Generator, num_draft_tokens: int = 5) -> Generator:
-        """Decode one sequence at a time speculatively: ``draft``, a smaller GPT of the same
-        vocabulary (a distilled student, say), proposes tokens that this model checks several
-        at a time (``decoding.speculative``). Greedy tokens stay this model's own; samples follow
-        its distribution. Returns self."""
+        """Decode one sequence at a time speculatively: ``draft``, a smaller model of the same
+        kind and vocabulary (a GPT for a GPT, a seq2seq Transformer for one; a distilled
+        student, say), proposes tokens that this model checks several at a time
+        (``decoding.speculative``). Greedy tokens stay this model's own; samples follow its
+        distribution. Returns self."""
         for gen, what in ((self, "the model"), (draft, "the draft")):
-            if gen.config.model.family != "gpt" or gen.is_classifier:
-                raise ValueError(f"speculative decoding needs GPT language models; {what} is a "
-                                 f"{'classifier' if gen.is_classifier else gen.config.model.family} run")
-        if draft.tokenizer.hf.get_vocab(with_added_tokens=True) != self.tokenizer.hf.get_vocab(with_added_tokens=True):
-            raise ValueError("the draft's tokenizer is not the model's: speculative decoding needs the same "
-                             "vocabulary (a student distilled from this model has it)")
+            m = gen.config.model
+            if gen.is_classifier or not callable(getattr(gen.model, "extend", None)):
+                kind = "classifier" if gen.is_classifier else f"{m.arch} seq2seq" if gen.is_seq2seq else m.family
+                raise ValueError(f"speculative decoding needs GPT language models or seq2seq Transformers; {what} "
+                                 f"is a {kind} run")
+        if draft.is_seq2seq != self.is_seq2seq:
+            raise ValueError("the draft and the model must both be language models or both be seq2seq models")
+        sides = [("tokenizer", draft.tokenizer, self.tokenizer)]
+        if self.is_seq2seq:  # the draft reads the same source and starts from the same token
+            sides.append(("source tokenizer", draft.src_tokenizer, self.src_tokenizer))
+            if draft.config.model.bos_id != self.config.model.bos_id:
+                raise ValueError(f"the draft's decoder starts from token {draft.config.model.bos_id}, the model's "
+                                 f"from {self.config.model.bos_id}: speculative decoding needs the same start")
+        for what, theirs, ours in sides:
+            if theirs.hf.get_vocab(with_added_tokens=True) != ours.hf.get_vocab(with_added_tokens=True):
+                raise ValueError(f"the draft's {what} is not the model's: speculative decoding needs the same "
+                                 "vocabulary (a student distilled from this model has it)")
         if not isinstance(num_draft_tokens, int) or num_draft_tokens < 1:
             raise ValueError(f"num_draft_tokens must be an integer >= 1, got {num_draft_tokens!r}")
         self.draft, self.num_draft_tokens = draft, num_draft_tokens

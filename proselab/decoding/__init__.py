@@ -189,17 +189,18 @@ def _sample(model, prompt, ids, lists, cfg, procs, eos_ids, tokenizer, draft=Non
             num_draft_tokens: int = 5) -> tuple[Rows, Iterator[Delta]]:
     """Greedy or sampled decoding of num_return_sequences rows per prompt: the rows' bookkeeping,
     and the (lazy) stream of their deltas."""
-    if draft is not None and len(lists) == 1 and cfg.num_return_sequences == 1 and isinstance(prompt, Prompt):
+    if draft is not None and len(lists) == 1 and cfg.num_return_sequences == 1:
         for m in (model, draft):
             if not all(hasattr(m, name) for name in ("extend", "truncate", "room")):
-                raise ValueError(f"speculative decoding needs a GPT as the model and as the draft, not a "
-                                 f"{type(m).__name__}")
+                raise ValueError(f"speculative decoding needs a GPT or a seq2seq Transformer as the model and as "
+                                 f"the draft, not a {type(m).__name__}")
         if num_draft_tokens < 1:
             raise ValueError(f"num_draft_tokens must be >= 1, got {num_draft_tokens}")
         if isinstance(draft, torch.nn.Module):
             prepack_for_cpu(draft)
         gens, rows = rows_for(cfg, lists, eos_ids, tokenizer)
-        return rows, speculative_loop(model, draft, lists[0], cfg, procs, rows, gens[0] if gens else None,
+        source = prompt if isinstance(prompt, Seq2SeqBatch) else lists[0]
+        return rows, speculative_loop(model, draft, source, cfg, procs, rows, gens[0] if gens else None,
                                       num_draft_tokens)
     prompt, ids = _repeat(prompt, ids, cfg.num_return_sequences)
     gens, rows = rows_for(cfg, lists, eos_ids, tokenizer)

@@ -15,8 +15,8 @@ next token when all K were kept), so each pass yields 1 to K + 1 tokens. K adapt
 transformers' heuristic does: +2 after a round where all were kept, -1 otherwise.
 
 Both models need ``extend``, ``truncate`` and ``room`` besides the Decoder protocol (the GPT
-has them) and must share a vocabulary. One sequence at a time: the callers fall back to
-batched decoding for several.
+and the seq2seq Transformer have them) and must share a vocabulary. One sequence at a time:
+the callers fall back to batched decoding for several.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from ..config import GenerationConfig
+from ..data.batch import Seq2SeqBatch
 from .processors import LogitsProcessor, apply_processors
 from .search import draw, grow_history
 from .stopping import Deadline, Delta, Rows
@@ -33,18 +34,23 @@ from .stopping import Deadline, Delta, Rows
 MAX_DRAFT = 64  # the adaptive K never grows past this many tokens a round
 
 
-def speculative_loop(model, draft, prompt: Sequence[int], cfg: GenerationConfig, procs: list[LogitsProcessor],
-                     rows: Rows, generator: torch.Generator | None, num_draft_tokens: int) -> Iterator[Delta]:
-    """Greedy decoding or sampling of one sequence after ``prompt`` (token ids), by ``model``
-    with ``draft`` proposing; yields deltas as tokens are accepted (a round's at once)."""
+def speculative_loop(model, draft, prompt: Sequence[int] | Seq2SeqBatch, cfg: GenerationConfig,
+                     procs: list[LogitsProcessor], rows: Rows, generator: torch.Generator | None,
+                     num_draft_tokens: int) -> Iterator[Delta]:
+    """Greedy decoding or sampling of one sequence after ``prompt`` (a language model's token
+    ids, or an encoder-decoder's one source), by ``model`` with ``draft`` proposing; yields
+    deltas as tokens are accepted (a round's at once)."""
     if cfg.max_new_tokens == 0:
         return
     deadline = Deadline(cfg.max_time)
-    logits, state = model.start(torch.tensor([list(prompt)], device=_device(model)))
+    source = isinstance(prompt, Seq2SeqBatch)
+    history = [] if source else list(prompt)  # what the processors see before the new tokens
+    inputs = prompt if source else torch.tensor([history])
+    logits, state = model.start(inputs.to(_device(model)))
     dev = logits.device
-    q_logits, d_state = draft.start(torch.tensor([list(prompt)], device=_device(draft)))
-    T = len(prompt)
-    hist = torch.tensor([list(prompt)], device=dev)  # the history the processors read; grows with the text
+    q_logits, d_state = draft.start(inputs.to(_device(draft)))
+    T = len(history)
+    hist = torch.tensor([history], dtype=torch.long, device=dev)  # the processors' history; grows with the text
     k, t = max(1, num_draft_tokens), 0  # t: tokens emitted
     t_pending: list[int] = []  # emitted tokens the target (the draft) has not read yet
     d_pending: list[int] = []

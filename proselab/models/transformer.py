@@ -286,6 +286,40 @@ class TransformerSeq2Seq(nn.Module):
         h = self.dec_ln(x) if self.dec_ln is not None else x
         return self._logits(h[:, 0]), state
 
+    @torch.no_grad()
+    def extend(self, tokens: Tensor, state: TransformerState) -> tuple[Tensor, TransformerState]:
+        """Feed K target tokens per row in one pass and return the logits after each: tokens
+        (B, K) -> (B, K, V), the caches written in place (as ``step``'s). Speculative decoding
+        checks a draft's K tokens this way; ``truncate`` takes back the ones it rejects. The
+        rows must share their start (not a merged batch's state)."""
+        B, K = tokens.shape
+        assert state.start is None and 0 < K <= self.room(state), f"extend takes 1 to {self.room(state)} tokens"
+        while state.length + K > state.k.size(3):
+            state.k, state.v = _doubled(state.k), _doubled(state.v)
+        n = state.length
+        pos = torch.arange(n, n + K, device=tokens.device)  # (K,)
+        x = self._embed("tgt", tokens, pos)  # (B, K, C)
+        allowed = self._self_mask(pos, n + K, causal_mask(K, n + K, tokens.device)[None, None], x.dtype)
+        for i, block in enumerate(self.decoder):
+            x, _ = block(x, state.cross_k[i], state.cross_v[i], state.mask, (state.k[i], state.v[i]), n,
+                         group=state.group, self_mask=allowed)
+        state.length += K
+        h = self.dec_ln(x) if self.dec_ln is not None else x
+        return self._logits(h), state
+
+    def truncate(self, state: TransformerState, k: int) -> TransformerState:
+        """``state`` without its last ``k`` target tokens (in place: their cache slots are reused)."""
+        assert 0 <= k <= state.length, f"cannot take back {k} of {state.length} tokens"
+        state.length -= k
+        return state
+
+    def room(self, state: TransformerState) -> int:
+        """How many more target tokens the decoder can read: its learned positions' count, or
+        unbounded (sinusoidal and relative positions)."""
+        if self.tgt_pos is None:
+            return 1 << 30
+        return self.tgt_pos.num_embeddings - LEARNED_OFFSET - state.length
+
     def reorder(self, state: TransformerState, index: Tensor) -> TransformerState:
         """Rows ``index`` of the self-attention caches (a new state); the encoder memory is shared
         while the rows stay grouped by source (beam search), gathered otherwise."""

@@ -295,9 +295,11 @@ class Engine:
         cfg = job.cfg
         if self.draft is None or job.n != 1 or cfg.num_beams != 1 or job.top_logprobs or self._waiting:
             return False
-        eos_ids, procs = processors_for(cfg, self.gen.tokenizer, self.gen.suppress_ids, len(job.ids))
+        source = self.gen.is_seq2seq  # the processors see a source's output only, a prompt's tokens too
+        eos_ids, procs = processors_for(cfg, self.gen.tokenizer, self.gen.suppress_ids, 0 if source else len(job.ids))
         gens, rows = rows_for(cfg, [job.ids], eos_ids, self.gen.tokenizer)
-        deltas = speculative_loop(self.model, self.draft, job.ids, cfg, procs, rows, gens[0] if gens else None,
+        prompt = self._inputs([job], cfg.max_new_tokens) if source else job.ids
+        deltas = speculative_loop(self.model, self.draft, prompt, cfg, procs, rows, gens[0] if gens else None,
                                   self.num_draft_tokens)
         self.drafted += 1
         for delta in deltas:
