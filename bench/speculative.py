@@ -11,6 +11,12 @@ guessed.
     OMP_NUM_THREADS=1 taskset -c 0 python bench/speculative.py --run RUN --draft DRAFT \\
         --prompts-from ../shared/data/tinyshakespeare/input.txt
 
+A seq2seq Transformer run and its draft (a distilled student) translate ``--sources-from``'s
+first ``--prompts`` sources (a TSV of pairs) to their natural end instead:
+
+    OMP_NUM_THREADS=1 taskset -c 0 python bench/speculative.py --run TEACHER --draft STUDENT \
+        --sources-from ../shared/data/bible-en-es/dev.short.tsv --prompts 64
+
 ``--synthetic GPT2_TOKENIZER_DIR`` needs no runs: a GPT-2-small-shaped model with random weights
 (124M) decodes with a random 1-layer draft (what speculation costs when the draft is useless)
 and with a draft that is always right at a real cost (the run's blocks 1-11 are made to add
@@ -60,7 +66,10 @@ def prompts_from(path: Path, n: int, length: int) -> list[str]:
     return [text[i * step : i * step + length] for i in range(n)]
 
 
-def run_pair(plain: Generator, spec: Generator, prompts: list, max_new: int, rounds: int) -> dict:
+def run_pair(plain: Generator, spec: Generator, prompts: list, max_new: int, rounds: int, force: bool = True) -> dict:
+    """Both ways in turn, ``rounds`` times; ``force``: exactly ``max_new`` tokens each (a text to
+    continue), else to the end of the sequence (a source to translate)."""
+    lengths = {"max_new_tokens": max_new, **({"min_new_tokens": max_new} if force else {})}
     passes = Passes(spec.model)
     times = {"plain": [], "speculative": []}
     tokens = 0
@@ -69,7 +78,7 @@ def run_pair(plain: Generator, spec: Generator, prompts: list, max_new: int, rou
                                                                                           ("plain", plain)):
             start, outs = time.perf_counter(), []
             for p in prompts:
-                outs.append(gen.complete(p, do_sample=False, max_new_tokens=max_new, min_new_tokens=max_new)[0].tokens)
+                outs.append(gen.complete(p, do_sample=False, **lengths)[0].tokens)
             times[label].append(time.perf_counter() - start)
             if label == "plain":
                 want, tokens = outs, sum(map(len, outs))
@@ -152,6 +161,7 @@ def main() -> None:
     p.add_argument("--run", type=Path)
     p.add_argument("--draft", type=Path)
     p.add_argument("--prompts-from", type=Path, help="a text to cut prompts from")
+    p.add_argument("--sources-from", type=Path, help="seq2seq runs: a TSV of pairs whose sources are translated")
     p.add_argument("--prompts", type=int, default=4)
     p.add_argument("--prompt-chars", type=int, default=64)
     p.add_argument("--max-new-tokens", type=int, default=200)
@@ -166,13 +176,18 @@ def main() -> None:
     if args.synthetic:
         rows, costs = synthetic(args.synthetic, args.max_new_tokens, args.rounds, args.prompts, args.dtype)
     else:
-        if not (args.run and args.draft and args.prompts_from):
-            p.error("give --run, --draft and --prompts-from (or --synthetic)")
+        if not (args.run and args.draft and (args.prompts_from or args.sources_from)):
+            p.error("give --run, --draft and --prompts-from or --sources-from (or --synthetic)")
         plain = proselab.load(args.run, device="cpu", dtype=args.dtype)
         spec = proselab.load(args.run, device="cpu", dtype=args.dtype, draft=args.draft,
                              num_draft_tokens=args.num_draft_tokens)
-        prompts = prompts_from(args.prompts_from, args.prompts, args.prompt_chars)
-        rows = [(str(args.draft), run_pair(plain, spec, prompts, args.max_new_tokens, args.rounds))]
+        if args.sources_from:
+            lines = args.sources_from.read_text(encoding="utf-8").splitlines()
+            prompts = [line.split("\t")[0] for line in lines if line.strip()][: args.prompts]
+        else:
+            prompts = prompts_from(args.prompts_from, args.prompts, args.prompt_chars)
+        rows = [(str(args.draft), run_pair(plain, spec, prompts, args.max_new_tokens, args.rounds,
+                                           force=not args.sources_from))]
     print("\n| draft | tokens | plain tok/s (rounds) | speculative tok/s (rounds) | ratio (median) | "
           "tokens per pass of the run | drafts per extend | sequences identical |\n|---|---:|---|---|---:|---:|---:|---|")
     for label, r in rows:
