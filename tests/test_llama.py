@@ -243,7 +243,7 @@ def test_bad_llama_style_configs_and_mixed_exports(tmp_path, corpus):
                          ({"model.rope_factor": 2.0, "model.rope_type": "longrope", "model.rope_short_factor": [1.0]},
                           "rope_short_factor to hold 4 numbers > 0"),  # heads of 8: four frequencies
                          ({"model.rope_dim": 3}, "rope_dim must be even and at most the head size"),
-                         ({"model.hf_type": "bart"}, "a gpt's model.hf_type must be mistral, phi3 or empty")]:
+                         ({"model.hf_type": "bart"}, "a gpt's model.hf_type must be mistral, phi3, gemma or empty")]:
         with pytest.raises(ConfigError, match=message):
             proselab.train(None, tiny_overrides(corpus, tmp_path / "c", **{**LLAMA_RUN, **bad}))
     assert not (tmp_path / "c").exists()
@@ -258,12 +258,14 @@ def _variant(path, kind, vocab_size, **extra):
     """A random transformers Qwen2, Qwen3, Mistral or Phi-3 (Llama's layout with a difference
     each), saved."""
     config_class = {"qwen2": transformers.Qwen2Config, "qwen3": transformers.Qwen3Config,
-                    "mistral": transformers.MistralConfig, "phi3": transformers.Phi3Config}[kind]
+                    "mistral": transformers.MistralConfig, "phi3": transformers.Phi3Config,
+                    "gemma": transformers.GemmaConfig}[kind]
     torch.manual_seed(0)
     cfg = config_class(vocab_size=vocab_size, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                        num_attention_heads=4, num_key_value_heads=2, rope_theta=1000.0,
                        tie_word_embeddings=kind not in ("mistral", "phi3"), bos_token_id=0, eos_token_id=0,
-                       **({"pad_token_id": 0} if kind == "phi3" else {}), **{"max_position_embeddings": 64, **extra})
+                       **({"pad_token_id": 0} if kind == "phi3" else {}),
+                       **({"head_dim": 8} if kind == "gemma" else {}), **{"max_position_embeddings": 64, **extra})
     model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
     with torch.no_grad():  # peaky distributions and sharp attention, as _checkpoint makes them
         model.model.embed_tokens.weight.mul_(20)
@@ -271,6 +273,9 @@ def _variant(path, kind, vocab_size, **extra):
             if kind == "phi3":  # q and k: the first 32 + 16 rows of the fused projection
                 layer.self_attn.qkv_proj.weight[:48].mul_(4)
                 continue
+            if kind == "gemma":  # its norms start at weight 0 (they multiply by 1 + weight): make them matter
+                layer.input_layernorm.weight.uniform_(-0.5, 0.5)
+                layer.post_attention_layernorm.weight.uniform_(-0.5, 0.5)
             layer.self_attn.q_proj.weight.mul_(4)
             layer.self_attn.k_proj.weight.mul_(4)
             if kind == "qwen3":  # norms far from 1, so they matter
@@ -284,12 +289,13 @@ def _variant(path, kind, vocab_size, **extra):
     return model
 
 
-@pytest.mark.parametrize("kind", ["qwen2", "qwen3", "mistral", "phi3"])
+@pytest.mark.parametrize("kind", ["qwen2", "qwen3", "mistral", "phi3", "gemma"])
 def test_qwen_mistral_and_phi3_import_and_export_with_transformers_logits_and_tokens(tmp_path, kind):
     """Qwen2 (biases on q, k and v only, a tied head), Qwen3 (q and k norms, heads of 16 over a
     hidden size of 32), Mistral (a sliding window, which becomes the model's window) and Phi-3
-    (Mistral's with fused projections) decode as transformers does, and export back to their
-    own layout with no missing or unexpected keys and the same logits."""
+    (Mistral's with fused projections) and Gemma (a GELU-tanh gate, scaled embeddings, norms of
+    1 + weight) decode as transformers does, and export back to their own layout with no
+    missing or unexpected keys and the same logits."""
     tok = train_tokenizer("char", [shakespeare_text(5000)])
     path = tmp_path / "hf"
     extra = {"mistral": {"sliding_window": 48}, "phi3": {"sliding_window": 48}, "qwen3": {"head_dim": 16}}.get(kind, {})
@@ -299,10 +305,11 @@ def test_qwen_mistral_and_phi3_import_and_export_with_transformers_logits_and_to
     m = gen.config.model
     assert (m.qkv_bias, m.qk_norm, m.bias, m.tie_weights) == {
         "qwen2": (True, False, False, True), "qwen3": (False, True, False, True),
-        "mistral": (False, False, False, False), "phi3": (False, False, False, False)}[kind]
+        "mistral": (False, False, False, False), "phi3": (False, False, False, False),
+        "gemma": (False, False, False, True)}[kind]
     windowed = kind in ("mistral", "phi3")
     assert m.block_size == (48 if windowed else 64) and m.head_size() == (16 if kind == "qwen3" else 8)
-    assert m.hf_type == (kind if windowed else "")
+    assert m.hf_type == (kind if kind in ("mistral", "phi3", "gemma") else "")
     idx = torch.tensor([tok.encode("ROMEO: good"), tok.encode("JULIET: say")])
     assert_decodes_as_transformers(gen.model, hf, idx)
     out = tmp_path / "export"

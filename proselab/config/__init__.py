@@ -87,6 +87,7 @@ class ModelConfig:
     rope_long_factor: list[float] = field(default_factory=list)  # gpt, longrope: past the original context (kept
     # for export: proselab's context is the original one)
     rope_dim: int = 0  # gpt: the leading dimensions of each head that rotate (0 = all; Phi-4-mini's partial rotary)
+    embed_multiplier: float = 0.0  # gpt: token embeddings multiplied by this (0 = not; Gemma: sqrt(n_embd))
     n_kv_head: int = 0  # gpt: key/value heads shared by groups of query heads (GQA; 0 = n_head)
     qkv_bias: bool = False  # gpt: biases on the query, key and value projections even without model.bias (Qwen2)
     head_dim: int = 0  # gpt: each attention head's width (0 = n_embd / n_head; Mistral-Nemo and Qwen3 set their own)
@@ -125,7 +126,7 @@ class ModelConfig:
     head_scale: bool = False  # multiply the decoder output by n_embd ** -0.5 before the head (T5 v1.0's tied head)
     logits_bias: bool = False  # a fixed bias on the output logits (Marian's and BART's final_logits_bias)
     hf_type: str = ""  # the Hugging Face model_type the weights came from (marian | bart | t5, and for a gpt
-    # mistral | phi3, which export writes back; "" = proselab's own or the layout its options imply)
+    # mistral | phi3 | gemma, which export writes back; "" = proselab's own or the layout its options imply)
     # classification (any family with labels is a classifier; seq2seq: its Transformer encoder)
     labels: list[str] = field(default_factory=list)  # label names in id order (empty = a generator; else from the data)
 

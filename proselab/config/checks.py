@@ -137,9 +137,9 @@ ROPE_SCALING = ("rope_factor", "rope_type", "rope_low_freq_factor", "rope_high_f
                 "rope_beta_fast", "rope_beta_slow", "rope_attention_factor", "rope_short_factor",
                 "rope_long_factor")  # the gpt's rope scaling
 ROPE_TYPES = ("llama3", "linear", "yarn", "longrope")
-GPT_HF_TYPES = ("", "mistral", "phi3")  # the layouts a gpt's export can name besides the ones its options imply
+GPT_HF_TYPES = ("", "mistral", "phi3", "gemma")  # the layouts a gpt's export can name besides the ones its options imply
 GPT_LAYOUT = ("ffn_dim", "activation", "gated_ffn", "norm", "norm_eps", "rope", "rope_theta", *ROPE_SCALING,
-              "rope_dim", "n_kv_head", "qkv_bias", "head_dim", "qk_norm",
+              "rope_dim", "embed_multiplier", "n_kv_head", "qkv_bias", "head_dim", "qk_norm",
               "hf_type")  # the gpt's options besides its sizes (Llama style)
 MODEL_FIELDS = {  # model_kind -> the fields besides _EVERY_MODEL it reads
     "gpt": (*_TRANSFORMER_SIZE, "block_size", *GPT_LAYOUT),
@@ -257,7 +257,9 @@ def _validate_gpt_layout(m: ModelConfig) -> None:
     _check(m.rope_theta > 0, f"model.rope_theta must be > 0, got {m.rope_theta}")
     _check(m.rope_dim >= 0 and m.rope_dim % 2 == 0 and m.rope_dim <= m.head_size(),
            f"model.rope_dim must be even and at most the head size ({m.head_size()}) (0 = all), got {m.rope_dim}")
-    _check(m.hf_type in GPT_HF_TYPES, f"a gpt's model.hf_type must be mistral, phi3 or empty, got '{m.hf_type}'")
+    _check(m.hf_type in GPT_HF_TYPES, f"a gpt's model.hf_type must be mistral, phi3, gemma or empty, got "
+                                      f"'{m.hf_type}'")
+    _check(m.embed_multiplier >= 0, f"model.embed_multiplier must be >= 0 (0 = none), got {m.embed_multiplier}")
     _check(m.rope_factor == 0 or m.rope_factor >= 1,
            f"model.rope_factor must be 0 (no scaling) or >= 1, got {m.rope_factor}")
     _check(m.rope_type in ROPE_TYPES, f"model.rope_type must be one of {', '.join(ROPE_TYPES)}, got '{m.rope_type}'")

@@ -25,8 +25,8 @@ from . import bart, encdec, gpt2, llama, marian, t5
 from .common import apply_generation_config, read_chat_template, read_state_dict
 
 ARCHITECTURES = {"gpt2": gpt2, "llama": llama, "qwen2": llama, "qwen3": llama, "mistral": llama, "phi3": llama,
-                 "marian": marian, "bart": bart,
-                 "t5": t5}  # model_type -> its module (Qwen2, Qwen3, Mistral, Phi-3: Llama's layout, and a part)
+                 "gemma": llama, "marian": marian, "bart": bart,
+                 "t5": t5}  # model_type -> its module (Qwen2, Qwen3, Mistral, Phi-3, Gemma: Llama's layout, and a part)
 SEQ2SEQ_EXPORTS = {"marian": marian, "bart": bart, "t5": t5}  # a seq2seq run's model.hf_type -> its layout
 EXPORTS = {"gpt": gpt2}  # model family -> the module that writes it (seq2seq: by model.hf_type; Llama style: llama)
 
@@ -50,8 +50,8 @@ def _read(d: Path) -> tuple[dict[str, Any], Any]:
     if kind not in ARCHITECTURES:
         archs = ", ".join(hf.get("architectures") or []) or "unknown"
         raise RunError(f"{d / 'config.json'}: model_type '{kind}' ({archs}) is not supported; proselab imports "
-                       "GPT-2, Llama, Qwen2, Qwen3, Mistral, Phi-3, Marian, BART and T5 checkpoints (model_type gpt2, "
-                       "llama, qwen2, qwen3, mistral, phi3, marian, bart, t5)")
+                       "GPT-2, Llama, Qwen2, Qwen3, Mistral, Phi-3, Gemma, Marian, BART and T5 checkpoints (model_type "
+                       "gpt2, llama, qwen2, qwen3, mistral, phi3, gemma, marian, bart, t5)")
     return hf, ARCHITECTURES[kind]
 
 

@@ -5,8 +5,10 @@ Qwen3 (an RMSNorm on each query and key head: ``model.qk_norm``, and heads of th
 ``model.head_dim``) and Mistral (a sliding attention window, which is full attention over
 contexts no longer than it: the import's window, ``model.block_size``, is the sliding window).
 Phi-3 is Mistral's with q, k and v in one ``qkv_proj`` (already ``c_attn``'s stacking) and the
-gate and up projections in one ``gate_up_proj``. An import from Mistral or Phi-3 keeps its
-model_type in ``model.hf_type``, so export writes the layout back.
+gate and up projections in one ``gate_up_proj``. Gemma (the first) is Llama's names with a
+GELU-tanh gate, token embeddings times sqrt(hidden size) (``model.embed_multiplier``) and norms
+that multiply by 1 + weight (stored here as the weight plus 1). An import from Mistral, Phi-3
+or Gemma keeps its model_type in ``model.hf_type``, so export writes the layout back.
 
 The GPT keeps GPT-2's names, so the mapping renames: ``q_proj``, ``k_proj`` and ``v_proj`` are
 stacked into ``c_attn`` (queries, then keys, then values), ``o_proj`` is ``attn.c_proj``,
@@ -106,8 +108,10 @@ def _scaling_fields(kind: str, params: dict[str, Any], hf: dict[str, Any], probl
 
 
 # model_type -> the name of its classes (LlamaForCausalLM, ...)
-NAMES = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3", "mistral": "Mistral", "phi3": "Phi3"}
-WINDOWED = ("mistral", "phi3")  # model types with a sliding window over the whole model (kept in model.hf_type)
+NAMES = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3", "mistral": "Mistral", "phi3": "Phi3", "gemma": "Gemma"}
+WINDOWED = ("mistral", "phi3")  # model types with a sliding window over the whole model
+KEPT_TYPES = (*WINDOWED, "gemma")  # model types an import keeps in model.hf_type (export writes them back)
+ACTIVATIONS = {"gemma": ("gelu_tanh", "gelu_pytorch_tanh")}  # model_type -> (proselab's, transformers') if not silu
 FUSED_QKV, FUSED_GATE_UP = "self_attn.qkv_proj.weight", "mlp.gate_up_proj.weight"  # Phi-3's two fused projections
 
 
@@ -131,8 +135,10 @@ def model_config(hf: dict[str, Any], where: Path | str) -> ModelConfig:
     partial = params.get("partial_rotary_factor", hf.get("partial_rotary_factor")) or 1.0
     head_size = hf.get("head_dim") or C // heads
     rope_dim = 0 if float(partial) == 1.0 else int(head_size * float(partial))  # transformers rounds it down
-    if hf.get("hidden_act", "silu") != "silu":
-        problems.append(f"hidden_act '{hf['hidden_act']}' (Llama's is silu)")
+    ours, theirs = ACTIVATIONS.get(model_type, ("silu", "silu"))
+    act = hf.get("hidden_activation") or hf.get("hidden_act") or theirs
+    if act != theirs and not (model_type == "gemma" and act == "gelu"):  # transformers runs Gemma's "gelu" as tanh
+        problems.append(f"hidden_act '{act}' ({NAMES.get(model_type, 'Llama')}'s is {theirs})")
     head_dim = hf.get("head_dim") or 0
     head_dim = 0 if head_dim == C // heads and C % heads == 0 else int(head_dim)  # 0: the usual width
     if bool(hf.get("attention_bias", False)) != bool(hf.get("mlp_bias", False)):
@@ -148,9 +154,9 @@ def model_config(hf: dict[str, Any], where: Path | str) -> ModelConfig:
                        qkv_bias=model_type == "qwen2", head_dim=head_dim, qk_norm=model_type == "qwen3",
                        labels=label_names(hf, where),
                        tie_weights=bool(hf.get("tie_word_embeddings", False)), rope=True, rope_theta=theta,
-                       norm="rmsnorm", norm_eps=float(hf.get("rms_norm_eps", 1e-6)), activation="silu",
-                       gated_ffn=True, rope_dim=rope_dim, hf_type=model_type if model_type in WINDOWED else "",
-                       **scaling)
+                       norm="rmsnorm", norm_eps=float(hf.get("rms_norm_eps", 1e-6)), activation=ours,
+                       gated_ffn=True, rope_dim=rope_dim, hf_type=model_type if model_type in KEPT_TYPES else "",
+                       embed_multiplier=math.sqrt(C) if model_type == "gemma" else 0.0, **scaling)
 
 
 def state_from_hf(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -179,6 +185,8 @@ def state_from_hf(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[st
                                                             for n in QKV])
     if cfg.tie_weights:
         out.pop("lm_head.weight", None)  # transformers saves the tied head too, or not: it is wte
+    if cfg.hf_type == "gemma":  # Gemma's norms multiply by 1 + weight
+        out = {k: t + 1 if _is_norm(k) else t for k, t in out.items()}
     return out | state  # what is left keeps Hugging Face's names: unexpected, for load's error
 
 
@@ -192,10 +200,15 @@ def load(d: Path, cfg: Config, weights: dict[str, torch.Tensor]) -> tuple[torch.
     return checked_model(cfg.model, state, d, NAMES[layout(cfg.model)]), tokenizer
 
 
+def _is_norm(name: str) -> bool:
+    """Whether proselab's parameter ``name`` is an RMSNorm's weight (not q and k norms: Gemma has none)."""
+    return name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight"))
+
+
 def layout(m: ModelConfig) -> str:
     """The model_type whose layout holds a Llama-style run: an import's mistral or phi3
     (``model.hf_type``), qwen3 (q and k norms), qwen2 (biases on q, k and v only) or llama."""
-    if m.hf_type in WINDOWED and not (m.bias or m.qkv_bias or m.qk_norm):
+    if m.hf_type in KEPT_TYPES and not (m.bias or m.qkv_bias or m.qk_norm):
         return m.hf_type
     return "qwen3" if m.qk_norm else "qwen2" if m.qkv_bias and not m.bias else "llama"
 
@@ -211,7 +224,7 @@ def check_exportable(m: ModelConfig, run_dir: Path) -> None:
     problems = [text for bad, text in (
         (not m.rope, "learned positions (model.rope=false)"), (m.norm != "rmsnorm", f"model.norm={m.norm}"),
         (not m.gated_ffn, "a feed-forward without a gate (model.gated_ffn=false)"),
-        (m.activation != "silu", f"model.activation={m.activation}"),
+        (m.activation != ACTIVATIONS.get(layout(m), ("silu",))[0], f"model.activation={m.activation}"),
         (m.qk_norm and m.qkv_bias and not m.bias, "model.qk_norm with model.qkv_bias (Qwen3's and Qwen2's parts)"),
     ) if bad]
     if problems:
@@ -233,6 +246,8 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
     weights = model.state_dict()
     for name, t in weights.items():
         t = t.detach().float().contiguous()
+        if kind == "gemma" and _is_norm(name):
+            t = t - 1  # Gemma's norms multiply by 1 + weight
         if name == "lm_head.weight" and m.tie_weights:
             continue  # transformers ties it to model.embed_tokens.weight
         if kind == "phi3" and name.endswith(("attn.c_attn.weight", "mlp.c_gate.weight", "mlp.c_fc.weight")):
@@ -257,7 +272,8 @@ def export(model: torch.nn.Module, tokenizer: Tokenizer, cfg: Config, out: Path)
         "architectures": [NAMES[kind] + ("ForSequenceClassification" if m.labels else "ForCausalLM")],
         "model_type": kind, "vocab_size": m.vocab_size,
         "hidden_size": m.n_embd, "intermediate_size": m.ffn_dim or 4 * m.n_embd, "num_hidden_layers": m.n_layer,
-        "num_attention_heads": m.n_head, "num_key_value_heads": kv_heads, "head_dim": hs, "hidden_act": "silu",
+        "num_attention_heads": m.n_head, "num_key_value_heads": kv_heads, "head_dim": hs,
+        "hidden_act": ACTIVATIONS.get(kind, ("silu", "silu"))[1],
         "max_position_embeddings": m.block_size, "rms_norm_eps": m.norm_eps, "initializer_range": 0.02,
         "rope_theta": m.rope_theta, "rope_scaling": _rope_scaling(m),
         "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_theta, **(_rope_scaling(m) or {}),

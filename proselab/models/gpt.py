@@ -125,6 +125,8 @@ class GPT(nn.Module):
         (B, T), and the rotary tables for those positions (None without rope)."""
         tr, cfg = self.transformer, self.config
         x = tr.wte(idx)
+        if cfg.embed_multiplier:  # Gemma's sqrt(n_embd)
+            x = x * cfg.embed_multiplier
         if not cfg.rope:
             return x + tr.wpe(positions), None
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
