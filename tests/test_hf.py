@@ -121,8 +121,8 @@ def test_export_refuses_rnn_runs_and_non_empty_targets(tmp_path, corpus):
 def test_bad_checkpoints_say_what_is_wrong(char_checkpoint):
     path, _, _ = char_checkpoint
     cfg = json.loads((path / "config.json").read_text())
-    (path / "config.json").write_text(json.dumps({**cfg, "model_type": "gemma", "architectures": ["GemmaForCausalLM"]}))
-    with pytest.raises(RunError, match="model_type .gemma. .GemmaForCausalLM. is not supported"):
+    (path / "config.json").write_text(json.dumps({**cfg, "model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"]}))
+    with pytest.raises(RunError, match="model_type .gemma2. .Gemma2ForCausalLM. is not supported"):
         proselab.load(path)
     (path / "config.json").write_text(json.dumps({**cfg, "n_embd": 64}))
     with pytest.raises(RunError, match="shape"):
