@@ -42,15 +42,13 @@ from typing import Callable
 import torch
 
 from ..decoding import generate as generate_ids
-from ..decoding import pad_prompts, processors_for, rows_for
 from ..decoding.processors import apply_processors
 from ..decoding.search import draw
 from ..decoding.speculative import speculative_loop
-from ..decoding.stopping import Deadline, Delta, Generation, eos_ids_for
+from ..decoding.stopping import Delta, Generation, eos_ids_for
 from ..models.prepack import overhead_bound, prepack_for_cpu
-from ..data.batch import Seq2SeqBatch
 from ..models.protocol import insert_by_merge
-from .jobs import Batch, Event, Job, QueueFull, rows_index
+from .jobs import Batch, Event, Job, QueueFull, model_inputs, rows_index
 
 __all__ = ["Engine", "Event", "Job", "QueueFull"]
 
@@ -295,12 +293,10 @@ class Engine:
         cfg = job.cfg
         if self.draft is None or job.n != 1 or cfg.num_beams != 1 or job.top_logprobs or self._waiting:
             return False
-        source = self.gen.is_seq2seq  # the processors see a source's output only, a prompt's tokens too
-        eos_ids, procs = processors_for(cfg, self.gen.tokenizer, self.gen.suppress_ids, 0 if source else len(job.ids))
-        gens, rows = rows_for(cfg, [job.ids], eos_ids, self.gen.tokenizer)
-        prompt = self._inputs([job], cfg.max_new_tokens) if source else job.ids
-        deltas = speculative_loop(self.model, self.draft, prompt, cfg, procs, rows, gens[0] if gens else None,
-                                  self.num_draft_tokens)
+        job.prepare(self.gen, self.fill)  # the processors, random stream and rows a batched job gets
+        prompt = self._inputs([job], cfg.max_new_tokens) if self.gen.is_seq2seq else job.ids
+        deltas = speculative_loop(self.model, self.draft, prompt, cfg, job.procs, job.rows,
+                                  job.gens[0] if job.gens else None, self.num_draft_tokens)
         self.drafted += 1
         for delta in deltas:
             if job.cancelled:  # the client went away: drop it, as the batch does
@@ -308,20 +304,11 @@ class Engine:
                 return True
             job.emit(Event(deltas=[delta]))
             self._wake()
-        job.emit(Event(results=rows.results()))
+        job.emit(Event(results=job.rows.results()))
         return True
 
     def _inputs(self, jobs: list[Job], max_new_tokens: int):
-        """The model input for ``jobs``, each prompt repeated for its rows."""
-        lists = [job.ids for job in jobs for _ in range(job.n)]
-        if self.gen.is_seq2seq:
-            S = max(map(len, lists))
-            src = torch.zeros(len(lists), S, dtype=torch.long)
-            mask = torch.zeros(len(lists), S, dtype=torch.bool)
-            for i, ids in enumerate(lists):
-                src[i, : len(ids)], mask[i, : len(ids)] = torch.tensor(ids), True
-            return Seq2SeqBatch(src, mask, None, max_new_tokens).to(self.device)
-        return pad_prompts(lists, self.device, max_new_tokens)[0]
+        return model_inputs(jobs, self.gen.is_seq2seq, self.device, max_new_tokens)
 
     def _admit(self, jobs: list[Job]):
         """Prefill the new jobs together (``start``) and set them up; returns the logits and state."""
@@ -329,16 +316,8 @@ class Engine:
         return self.model.start(self._inputs(jobs, max(job.cfg.max_new_tokens for job in jobs)))
 
     def _setup(self, jobs: list[Job]) -> None:
-        """Each new job's processors, random streams and bookkeeping."""
         for job in jobs:
-            cfg, n = job.cfg, job.n
-            prompt = torch.tensor([[] if self.gen.is_seq2seq else job.ids], dtype=torch.long).view(1, -1)
-            job.hist = torch.cat([prompt, torch.full((1, cfg.max_new_tokens), self.fill)], dim=1).repeat(n, 1)
-            job.T = prompt.size(1)
-            eos_ids, job.procs = processors_for(cfg, self.gen.tokenizer, self.gen.suppress_ids, job.T)
-            job.gens, job.rows = rows_for(cfg, [job.ids], eos_ids, self.gen.tokenizer,
-                                          logprobs=cfg.output_scores or job.top_logprobs > 0)
-            job.deadline = Deadline(cfg.max_time)
+            job.prepare(self.gen, self.fill)
 
     def _decide(self, batch: Batch) -> torch.Tensor:
         """Every job's next tokens from its rows of the logits; emits their output and takes

@@ -1,5 +1,6 @@
-"""What the serving engine keeps per request (``Job``), what it sends back (``Event``), and its
-running batch (``Batch``: which job owns each row of the model's state)."""
+"""What the serving engine keeps per request (``Job``, set up for decoding by ``prepare``, its
+model input by ``model_inputs``), what it sends back (``Event``), and its running batch
+(``Batch``: which job owns each row of the model's state)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import torch
 
 from ..config import GenerationConfig
 from ..config.checks import effective_generation
+from ..data.batch import Seq2SeqBatch
+from ..decoding import pad_prompts, processors_for, rows_for
 from ..decoding.stopping import Deadline, Delta, Generation, Rows
 
 
@@ -54,6 +57,33 @@ class Job:
 
     def cancel(self) -> None:
         self.cancelled = True
+
+    def prepare(self, generator, fill: int) -> None:
+        """Set the job up for decoding with ``generator`` (a loaded run), as ``proselab generate``
+        would: its processors, random streams, stopping rules and history (``fill`` after the
+        prompt)."""
+        cfg = self.cfg
+        prompt = torch.tensor([[] if generator.is_seq2seq else self.ids], dtype=torch.long).view(1, -1)
+        self.hist = torch.cat([prompt, torch.full((1, cfg.max_new_tokens), fill)], dim=1).repeat(self.n, 1)
+        self.T = prompt.size(1)
+        eos_ids, self.procs = processors_for(cfg, generator.tokenizer, generator.suppress_ids, self.T)
+        self.gens, self.rows = rows_for(cfg, [self.ids], eos_ids, generator.tokenizer,
+                                        logprobs=cfg.output_scores or self.top_logprobs > 0)
+        self.deadline = Deadline(cfg.max_time)
+
+
+def model_inputs(jobs: list[Job], seq2seq: bool, device: torch.device, max_new_tokens: int):
+    """The model input for ``jobs``, each prompt repeated for its rows: a source batch (seq2seq)
+    or left-padded prompts."""
+    lists = [job.ids for job in jobs for _ in range(job.n)]
+    if seq2seq:
+        S = max(map(len, lists))
+        src = torch.zeros(len(lists), S, dtype=torch.long)
+        mask = torch.zeros(len(lists), S, dtype=torch.bool)
+        for i, ids in enumerate(lists):
+            src[i, : len(ids)], mask[i, : len(ids)] = torch.tensor(ids), True
+        return Seq2SeqBatch(src, mask, None, max_new_tokens).to(device)
+    return pad_prompts(lists, device, max_new_tokens)[0]
 
 
 class Batch:
