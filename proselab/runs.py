@@ -34,7 +34,8 @@ from .models.lora import apply_lora, merge_lora
 from .tokenizers import Tokenizer, TokenizerError, load_tokenizer, vocab_span
 
 ARCHITECTURE = ("family", "vocab_size", "n_layer", "n_head", "n_embd", "bias", "rope", "rope_theta", *ROPE_SCALING,
-                "rope_dim", "embed_multiplier", "n_kv_head", "qkv_bias", "head_dim", "qk_norm", "cell", "hidden_size", "num_layers", "tie_weights", "arch", "attention",
+                "rope_dim", "embed_multiplier", "n_kv_head", "qkv_bias", "head_dim", "qk_norm", "cell", "hidden_size",
+                "num_layers", "tie_weights", "arch", "attention",
                 "bidirectional", "input_feeding", "share_embeddings", "src_vocab_size", "bos_id", "src_prefix_id",
                 "tgt_prefix_id", *TRANSFORMER_LAYOUT)
 # Fine-tuning starts from weights that already work: a scratch learning rate and warmup would

@@ -53,9 +53,10 @@ def _add_dtype(p: argparse.ArgumentParser) -> None:
 
 
 def _add_draft(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--draft", metavar="RUN", help="speculative decoding: a smaller GPT run of the same vocabulary "
-                   "(a distilled student) proposes tokens the run checks several at a time; greedy output is "
-                   "the run's own (in float32), samples keep the run's distribution")
+    p.add_argument("--draft", metavar="RUN", help="speculative decoding: a smaller run of the same kind and "
+                   "vocabulary (a GPT, or a seq2seq Transformer; a distilled student) proposes tokens the run checks "
+                   "several at a time; greedy output is the run's own (in float32), samples keep the run's "
+                   "distribution")
     p.add_argument("--num-draft-tokens", type=int, default=5, metavar="N",
                    help="the draft's tokens a round to start with (default 5; adapted as it goes)")
 

@@ -79,7 +79,7 @@ class ModelConfig:
     rope_type: str = "llama3"  # gpt, rope_factor > 0: llama3 (Llama 3.1), linear (every frequency), yarn or longrope
     rope_low_freq_factor: float = 1.0  # gpt, llama3: wavelengths over original / this are scaled
     rope_high_freq_factor: float = 4.0  # gpt, llama3: wavelengths under original / this are kept
-    rope_original_context: int = 8192  # gpt, llama3 and yarn: the context the model was first trained for
+    rope_original_context: int = 8192  # gpt, llama3, yarn, longrope: the context the model was first trained for
     rope_beta_fast: float = 32.0  # gpt, yarn: frequencies turning more than this often in the original context are kept
     rope_beta_slow: float = 1.0  # gpt, yarn: ... fewer than this often are scaled; those between are blended
     rope_attention_factor: float = 0.0  # gpt, yarn and longrope: cos and sin scaled by this (0 = the kind's default)

@@ -137,7 +137,7 @@ ROPE_SCALING = ("rope_factor", "rope_type", "rope_low_freq_factor", "rope_high_f
                 "rope_beta_fast", "rope_beta_slow", "rope_attention_factor", "rope_short_factor",
                 "rope_long_factor")  # the gpt's rope scaling
 ROPE_TYPES = ("llama3", "linear", "yarn", "longrope")
-GPT_HF_TYPES = ("", "mistral", "phi3", "gemma")  # the layouts a gpt's export can name besides the ones its options imply
+GPT_HF_TYPES = ("", "mistral", "phi3", "gemma")  # layouts a gpt's export names besides the ones its options imply
 GPT_LAYOUT = ("ffn_dim", "activation", "gated_ffn", "norm", "norm_eps", "rope", "rope_theta", *ROPE_SCALING,
               "rope_dim", "embed_multiplier", "n_kv_head", "qkv_bias", "head_dim", "qk_norm",
               "hf_type")  # the gpt's options besides its sizes (Llama style)
@@ -270,7 +270,8 @@ def _validate_gpt_layout(m: ModelConfig) -> None:
         _check(0 < m.rope_low_freq_factor < m.rope_high_freq_factor,
                f"model.rope_type llama3 needs 0 < rope_low_freq_factor < rope_high_freq_factor, got "
                f"{m.rope_low_freq_factor} and {m.rope_high_freq_factor}")
-    elif m.rope_type == "longrope":
+        return
+    if m.rope_type == "longrope":
         half = (m.rope_dim or m.head_size()) // 2
         for name in ("rope_short_factor", "rope_long_factor"):
             factors = getattr(m, name)
@@ -278,14 +279,12 @@ def _validate_gpt_layout(m: ModelConfig) -> None:
                    and all(f > 0 for f in factors),
                    f"model.rope_type longrope needs model.{name} to hold {half} numbers > 0 (one per rotary "
                    f"frequency{'; or none' if name == 'rope_long_factor' else ''}), got {len(factors)}")
-        _check(m.rope_attention_factor >= 0,
-               f"model.rope_attention_factor must be >= 0 (0 = longrope's default), got {m.rope_attention_factor}")
     else:
         _check(0 < m.rope_beta_slow < m.rope_beta_fast,
                f"model.rope_type yarn needs 0 < rope_beta_slow < rope_beta_fast, got {m.rope_beta_slow} and "
                f"{m.rope_beta_fast}")
-        _check(m.rope_attention_factor >= 0,
-               f"model.rope_attention_factor must be >= 0 (0 = YaRN's default), got {m.rope_attention_factor}")
+    _check(m.rope_attention_factor >= 0,  # yarn and longrope
+           f"model.rope_attention_factor must be >= 0 (0 = {m.rope_type}'s default), got {m.rope_attention_factor}")
 
 
 def _validate_layout(m: ModelConfig) -> None:

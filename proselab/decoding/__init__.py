@@ -148,8 +148,9 @@ def stream(model: Decoder, prompts, config: GenerationConfig | None = None, *, t
         config: generation settings (default GenerationConfig()).
         tokenizer: a proselab Tokenizer, for text, stop strings and the default eos id.
         suppress_ids: token ids never to generate (e.g. a char model's <unk>).
-        draft: a smaller model of the same vocabulary for speculative decoding (a GPT, as
-            ``model`` must be then): used for one prompt and one sequence, greedy or sampled;
+        draft: a smaller model of the same kind and vocabulary for speculative decoding (a GPT or
+            a seq2seq Transformer, as ``model`` must be then): used for one prompt and one
+            sequence, greedy or sampled;
             a batch, several sequences or beam search decode without it.
         num_draft_tokens: the draft's tokens a round to start with (adapted as it goes).
 

@@ -40,7 +40,7 @@ class ServeConfig:
     device: str = "auto"  # where the model runs (see ``proselab.load``)
     threads: int = 0  # the model's CPU threads; 0: one for a small model, else every core (see ``Engine``)
     dtype: str = "auto"  # the weights' dtype (see ``proselab.load``)
-    draft: str | None = None  # a smaller GPT run of the same vocabulary: a request alone is decoded speculatively
+    draft: str | None = None  # a smaller run of the same kind and vocabulary: a request alone is decoded speculatively
     num_draft_tokens: int = 5  # the draft's tokens a round to start with
     timeout_keep_alive: float = 5.0  # seconds a connection may stay idle after a response (uvicorn's default)
     timeout_header: float = 10.0  # seconds a connection has to send a whole request head (line + headers)
@@ -108,7 +108,8 @@ def serve(config: ServeConfig) -> None:
     where = f"http://{config.host}:{config.port}"
     weights = str(next(gen.model.parameters()).dtype).removeprefix("torch.")
     drafted = f", drafted by {config.draft}" if config.draft else ""
-    print(f"proselab: serving {config.run} ({weights} weights{drafted}) at {where} (playground: {where}/, API: {where}/v1, "
+    print(f"proselab: serving {config.run} ({weights} weights{drafted}) at {where} (playground: {where}/, "
+          f"API: {where}/v1, "
           f"{'API key required' if api_key else 'no API key'})", flush=True)
     uvicorn.run(app, **config.uvicorn_options(), log_level="info")
 
