@@ -252,3 +252,7 @@ def test_logit_bias_exports_as_sequence_bias_and_back(tmp_path, corpus):
     (out / "generation_config.json").write_text(json.dumps({**written, "sequence_bias": [[[1, 2], -5.0]]}))
     with pytest.raises(RunError, match="sequence_bias .* proselab biases single tokens only"):
         proselab.load(out)
+    for bad, message in [(5, "expected a list of"), ([[["x"], 1.0]], "token ids must be integers")]:
+        (out / "generation_config.json").write_text(json.dumps({**written, "sequence_bias": bad}))
+        with pytest.raises(RunError, match=f"generation_config.json: sequence_bias .*{message}"):
+            proselab.load(out)

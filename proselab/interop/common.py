@@ -131,14 +131,20 @@ def _single_token_biases(pairs: Any) -> dict[int, float]:
     """generation_config.json's sequence_bias ([[[token ids], bias], ...], or transformers'
     {"(ids,)": bias}) as logit_bias; a sequence of several tokens is refused."""
     items = list(pairs.items()) if isinstance(pairs, dict) else pairs
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"sequence_bias {pairs!r}: expected a list of [[token ids], bias] pairs")
     out = {}
     for item in items:
         ids, bias = item if isinstance(item, (list, tuple)) and len(item) == 2 else (None, None)
         if isinstance(ids, str):  # a tuple written as text: "(50256,)"
-            ids = [int(t) for t in ids.strip("()[] ").split(",") if t.strip()]
-        if not (isinstance(ids, (list, tuple)) and len(ids) == 1 and isinstance(bias, (int, float))):
+            ids = [t for t in ids.strip("()[] ").split(",") if t.strip()]
+        try:
+            ids = [int(t) for t in ids] if isinstance(ids, (list, tuple)) else None
+        except (TypeError, ValueError):
+            raise ValueError(f"sequence_bias {item!r}: token ids must be integers") from None
+        if not (ids is not None and len(ids) == 1 and isinstance(bias, (int, float))):
             raise ValueError(f"sequence_bias {item!r}: proselab biases single tokens only (logit_bias)")
-        out[int(ids[0])] = float(bias)
+        out[ids[0]] = float(bias)
     return out
 
 
